@@ -1,0 +1,22 @@
+//! # cypherwire-test-support
+//!
+//! Helpers shared by cypherwire's tests, benchmarks and fuzz targets (`publish = false`).
+//!
+//! - [`fuzz`]: the bodies of the fuzz targets, as plain functions, so that `fuzz/` (nightly,
+//!   cargo-fuzz) and stable `#[test]`s replaying the committed corpus run the same code.
+//! - [`corpus`]: reads a committed fuzz corpus directory.
+//! - [`workspace_root`]: locates files such as `docs/test-vectors/` from any test.
+
+use std::path::PathBuf;
+
+pub mod corpus;
+pub mod fuzz;
+
+/// The workspace root directory (where the top-level `Cargo.toml` is).
+pub fn workspace_root() -> PathBuf {
+    // This crate lives at <root>/crates/cypherwire-test-support.
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .unwrap_or_else(|_| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.."))
+}

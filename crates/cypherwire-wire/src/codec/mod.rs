@@ -1,0 +1,199 @@
+//! Payload codecs: how a message's fields become bytes.
+//!
+//! A [`PayloadCodec`] turns any `serde` value into bytes and back, enforcing [`Limits`] while
+//! decoding. Two are built in:
+//!
+//! | codec | id | feature | notes |
+//! | --- | --- | --- | --- |
+//! | [`MsgPack`] | 1 | `msgpack` (default) | compact; structs as arrays; the default |
+//! | [`Json`] | 2 | `json` | human-readable; [`Value`](crate::Value) bytes as `{"$bytes": base64}` |
+//!
+//! [`Codec`] selects one at run time from its [`CodecId`], which is what the handshake
+//! negotiates.
+//!
+//! Before any decoding, the input's structure is scanned without allocating: nesting depth is
+//! checked against [`Limits::max_depth`], and every MessagePack length field against the bytes
+//! actually present, so no decoder ever pre-allocates from a declared length.
+
+#[cfg(feature = "json")]
+mod json;
+#[cfg(feature = "msgpack")]
+mod msgpack;
+mod scan;
+
+use std::fmt;
+
+use bytes::BytesMut;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+#[cfg(feature = "json")]
+pub use self::json::Json;
+#[cfg(feature = "msgpack")]
+pub use self::msgpack::MsgPack;
+use crate::error::{Error, Result};
+use crate::limits::Limits;
+
+#[cfg(not(any(feature = "msgpack", feature = "json")))]
+compile_error!("cypherwire-wire needs at least one payload codec: enable `msgpack` or `json`");
+
+/// Identifies a payload codec on the wire (one byte, negotiated by the handshake).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[non_exhaustive]
+pub enum CodecId {
+    /// MessagePack, id 1.
+    MsgPack,
+    /// JSON, id 2.
+    Json,
+}
+
+impl CodecId {
+    /// The identifier byte.
+    pub const fn to_u8(self) -> u8 {
+        match self {
+            Self::MsgPack => 1,
+            Self::Json => 2,
+        }
+    }
+
+    /// Parses an identifier byte.
+    ///
+    /// # Errors
+    /// [`Error::UnknownCodec`] for bytes that name no codec.
+    pub const fn from_u8(b: u8) -> Result<Self> {
+        match b {
+            1 => Ok(Self::MsgPack),
+            2 => Ok(Self::Json),
+            other => Err(Error::UnknownCodec(other)),
+        }
+    }
+
+    /// Whether this build includes the codec.
+    pub const fn is_available(self) -> bool {
+        match self {
+            Self::MsgPack => cfg!(feature = "msgpack"),
+            Self::Json => cfg!(feature = "json"),
+        }
+    }
+}
+
+impl fmt::Display for CodecId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.pad(match self {
+            Self::MsgPack => "MessagePack",
+            Self::Json => "JSON",
+        })
+    }
+}
+
+/// Encodes and decodes payloads.
+///
+/// Implementations must be total on untrusted input: any byte string either decodes or yields
+/// an [`Error`], within time and memory linear in its length.
+pub trait PayloadCodec: fmt::Debug + Send + Sync {
+    /// This codec's identifier.
+    fn id(&self) -> CodecId;
+
+    /// Appends the encoding of `value` to `dst`.
+    ///
+    /// # Errors
+    /// [`Error::Encode`] if the value cannot be expressed in this format.
+    fn encode<T: Serialize + ?Sized>(&self, value: &T, dst: &mut BytesMut) -> Result<()>;
+
+    /// Decodes exactly one value that spans all of `src`.
+    ///
+    /// # Errors
+    /// [`Error::DepthExceeded`], [`Error::LengthExceedsInput`], [`Error::InvalidUtf8`],
+    /// [`Error::TrailingBytes`], [`Error::Unsupported`] or [`Error::Decode`].
+    fn decode<T: DeserializeOwned>(&self, src: &[u8], limits: &Limits) -> Result<T>;
+}
+
+/// A payload codec chosen at run time, e.g. from a negotiated [`CodecId`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Codec {
+    /// [`MsgPack`].
+    #[cfg(feature = "msgpack")]
+    MsgPack,
+    /// [`Json`].
+    #[cfg(feature = "json")]
+    Json,
+}
+
+impl Codec {
+    /// Every codec compiled into this build, in order of preference.
+    pub const ALL: &'static [Self] = &[
+        #[cfg(feature = "msgpack")]
+        Self::MsgPack,
+        #[cfg(feature = "json")]
+        Self::Json,
+    ];
+
+    /// The codec for an identifier.
+    ///
+    /// # Errors
+    /// [`Error::UnknownCodec`] if the codec is not compiled into this build.
+    pub fn from_id(id: CodecId) -> Result<Self> {
+        match id {
+            #[cfg(feature = "msgpack")]
+            CodecId::MsgPack => Ok(Self::MsgPack),
+            #[cfg(feature = "json")]
+            CodecId::Json => Ok(Self::Json),
+            #[allow(unreachable_patterns, reason = "reachable when a codec feature is off")]
+            other => Err(Error::UnknownCodec(other.to_u8())),
+        }
+    }
+}
+
+impl Default for Codec {
+    /// MessagePack when compiled in, JSON otherwise.
+    fn default() -> Self {
+        Self::ALL[0]
+    }
+}
+
+impl PayloadCodec for Codec {
+    fn id(&self) -> CodecId {
+        match self {
+            #[cfg(feature = "msgpack")]
+            Self::MsgPack => CodecId::MsgPack,
+            #[cfg(feature = "json")]
+            Self::Json => CodecId::Json,
+        }
+    }
+
+    fn encode<T: Serialize + ?Sized>(&self, value: &T, dst: &mut BytesMut) -> Result<()> {
+        match self {
+            #[cfg(feature = "msgpack")]
+            Self::MsgPack => MsgPack.encode(value, dst),
+            #[cfg(feature = "json")]
+            Self::Json => Json.encode(value, dst),
+        }
+    }
+
+    fn decode<T: DeserializeOwned>(&self, src: &[u8], limits: &Limits) -> Result<T> {
+        match self {
+            #[cfg(feature = "msgpack")]
+            Self::MsgPack => MsgPack.decode(src, limits),
+            #[cfg(feature = "json")]
+            Self::Json => Json.decode(src, limits),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codec_ids_round_trip() {
+        for &c in Codec::ALL {
+            let id = c.id();
+            assert!(id.is_available());
+            assert_eq!(CodecId::from_u8(id.to_u8()).unwrap(), id);
+            assert_eq!(Codec::from_id(id).unwrap(), c);
+        }
+        assert!(matches!(CodecId::from_u8(0), Err(Error::UnknownCodec(0))));
+        assert!(matches!(CodecId::from_u8(3), Err(Error::UnknownCodec(3))));
+    }
+}

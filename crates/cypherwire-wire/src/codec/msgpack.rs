@@ -1,0 +1,49 @@
+//! The MessagePack codec.
+
+use bytes::{BufMut, BytesMut};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use super::{CodecId, PayloadCodec, scan};
+use crate::error::{Error, Result};
+use crate::limits::Limits;
+
+/// MessagePack via `rmp-serde`: structs are encoded as arrays of their fields in declaration
+/// order, integers in their shortest form, byte strings as `bin`.
+///
+/// Decoding first scans the input (see [the module docs](crate::codec)); extension types are
+/// rejected with [`Error::Unsupported`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MsgPack;
+
+impl PayloadCodec for MsgPack {
+    fn id(&self) -> CodecId {
+        CodecId::MsgPack
+    }
+
+    fn encode<T: Serialize + ?Sized>(&self, value: &T, dst: &mut BytesMut) -> Result<()> {
+        let start = dst.len();
+        let mut w = dst.writer();
+        rmp_serde::encode::write(&mut w, value).map_err(|e| {
+            w.get_mut().truncate(start);
+            Error::Encode {
+                codec: CodecId::MsgPack,
+                reason: e.to_string(),
+            }
+        })
+    }
+
+    fn decode<T: DeserializeOwned>(&self, src: &[u8], limits: &Limits) -> Result<T> {
+        scan::msgpack(src, limits.max_depth())?;
+        let mut de = rmp_serde::Deserializer::from_read_ref(src);
+        T::deserialize(&mut de).map_err(|e| match e {
+            rmp_serde::decode::Error::DepthLimitExceeded => Error::DepthExceeded {
+                max: limits.max_depth(),
+            },
+            other => Error::Decode {
+                codec: CodecId::MsgPack,
+                reason: other.to_string(),
+            },
+        })
+    }
+}

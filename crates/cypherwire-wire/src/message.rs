@@ -1,0 +1,582 @@
+//! Message envelopes: what every upper layer sends.
+//!
+//! An envelope is the body of one frame (or, after the handshake, the plaintext of one
+//! record):
+//!
+//! ```text
+//! +---------+--------+----------------------------------------------+
+//! | version | kind   | payload: the kind's struct, encoded by the   |
+//! | u8 = 1  | u8     | connection's payload codec                   |
+//! +---------+--------+----------------------------------------------+
+//! ```
+//!
+//! | kind | message | payload fields, in order |
+//! | --- | --- | --- |
+//! | `0x01` | [`Request`] | id, path, operation, data, metadata, deadline_ms |
+//! | `0x02` | [`Response`] | id, status (code, message), data, metadata |
+//! | `0x03` | [`Action`] | name, data, created_at_ms |
+//! | `0x04` | [`Push`] | seq, data, metadata |
+//! | `0x05` | [`Cancel`] | id |
+//! | `0x06` | [`Ping`] | nonce |
+//! | `0x07` | [`Pong`] | nonce |
+//! | `0x08` | [`Close`] | code, reason |
+//!
+//! Kinds `0x40..=0x7f` are reserved for the session layer and `0x80..=0xbf` for the mesh;
+//! both decode here as [`Error::UnknownKind`] and are claimed by those layers before this
+//! decoder sees them. The normative text is `docs/protocol.md` §4.
+
+use std::time::Duration;
+
+use bytes::{BufMut, BytesMut};
+use serde::{Deserialize, Serialize};
+
+use crate::codec::PayloadCodec;
+use crate::error::{Error, Result};
+use crate::limits::Limits;
+use crate::value::Value;
+
+/// The envelope format version this implementation speaks.
+pub const ENVELOPE_VERSION: u8 = 1;
+
+/// A request: CYPHER_PROTOCOL's `{PATH, OPERATION, DATA, METADATA}` plus an id and a deadline.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct Request {
+    /// Chosen by the client, unique among its requests in flight; the response carries it.
+    pub id: u64,
+    /// What the request addresses, e.g. `/SEQUENCE`.
+    pub path: String,
+    /// What to do with it, e.g. `UPDATE`.
+    pub operation: String,
+    /// The request's payload.
+    pub data: Value,
+    /// Side information (CYPHER_PROTOCOL's `METADATA`).
+    pub metadata: Value,
+    /// Time budget: the server should not start work after this much time has passed since it
+    /// received the request. Relative, so clocks need not agree.
+    #[serde(rename = "deadline_ms", with = "opt_millis")]
+    pub deadline: Option<Duration>,
+}
+
+impl Request {
+    /// A request with nil data and metadata and no deadline.
+    pub fn new(id: u64, path: impl Into<String>, operation: impl Into<String>) -> Self {
+        Self {
+            id,
+            path: path.into(),
+            operation: operation.into(),
+            data: Value::Nil,
+            metadata: Value::Nil,
+            deadline: None,
+        }
+    }
+
+    /// Sets the data.
+    #[must_use]
+    pub fn with_data(mut self, data: impl Into<Value>) -> Self {
+        self.data = data.into();
+        self
+    }
+
+    /// Sets the metadata.
+    #[must_use]
+    pub fn with_metadata(mut self, metadata: impl Into<Value>) -> Self {
+        self.metadata = metadata.into();
+        self
+    }
+
+    /// Sets the deadline (a time budget, millisecond resolution on the wire).
+    #[must_use]
+    pub fn with_deadline(mut self, deadline: Duration) -> Self {
+        self.deadline = Some(deadline);
+        self
+    }
+}
+
+/// A response status code. `0` is success; `1..=999` are protocol-defined; `1000` and above
+/// are free for applications.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct StatusCode(pub u16);
+
+impl StatusCode {
+    /// Success.
+    pub const OK: Self = Self(0);
+    /// The request was malformed or its data had the wrong shape.
+    pub const BAD_REQUEST: Self = Self(1);
+    /// No handler for this (path, operation).
+    pub const NOT_FOUND: Self = Self(2);
+    /// The handler failed (or panicked); details stay in the server's log.
+    pub const INTERNAL: Self = Self(3);
+    /// The deadline passed before the work was done.
+    pub const DEADLINE_EXCEEDED: Self = Self(4);
+    /// The caller is not allowed to do this.
+    pub const UNAUTHORIZED: Self = Self(5);
+    /// The server is shutting down or overloaded; retrying later may succeed.
+    pub const UNAVAILABLE: Self = Self(6);
+    /// The request or its response exceeds a size limit.
+    pub const TOO_LARGE: Self = Self(7);
+    /// The request was cancelled.
+    pub const CANCELLED: Self = Self(8);
+    /// First code for application-defined errors.
+    pub const APPLICATION_MIN: Self = Self(1000);
+
+    /// Whether this is [`StatusCode::OK`].
+    pub fn is_ok(self) -> bool {
+        self == Self::OK
+    }
+}
+
+/// A response status: a code and a human-readable message (empty on success).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct Status {
+    /// The code.
+    pub code: StatusCode,
+    /// A short description for humans; never contains secrets or internal details.
+    pub message: String,
+}
+
+impl Status {
+    /// Success.
+    pub fn ok() -> Self {
+        Self {
+            code: StatusCode::OK,
+            message: String::new(),
+        }
+    }
+
+    /// An error status.
+    pub fn error(code: StatusCode, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+/// The answer to a [`Request`] with the same id.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct Response {
+    /// The id of the request this answers.
+    pub id: u64,
+    /// Success or an error code.
+    pub status: Status,
+    /// The result.
+    pub data: Value,
+    /// Side information.
+    pub metadata: Value,
+}
+
+impl Response {
+    /// A successful response.
+    pub fn ok(id: u64, data: impl Into<Value>) -> Self {
+        Self {
+            id,
+            status: Status::ok(),
+            data: data.into(),
+            metadata: Value::Nil,
+        }
+    }
+
+    /// An error response with nil data.
+    pub fn error(id: u64, code: StatusCode, message: impl Into<String>) -> Self {
+        Self {
+            id,
+            status: Status::error(code, message),
+            data: Value::Nil,
+            metadata: Value::Nil,
+        }
+    }
+
+    /// Sets the metadata.
+    #[must_use]
+    pub fn with_metadata(mut self, metadata: impl Into<Value>) -> Self {
+        self.metadata = metadata.into();
+        self
+    }
+}
+
+/// A named, fire-and-forget packet (pnetwork's packets bound to handlers).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct Action {
+    /// The action's name, e.g. `chat`.
+    pub name: String,
+    /// The action's payload.
+    pub data: Value,
+    /// When the sender created it, in milliseconds since the Unix epoch (sender's clock).
+    pub created_at_ms: u64,
+}
+
+impl Action {
+    /// An action.
+    pub fn new(name: impl Into<String>, data: impl Into<Value>, created_at_ms: u64) -> Self {
+        Self {
+            name: name.into(),
+            data: data.into(),
+            created_at_ms,
+        }
+    }
+}
+
+/// A server-initiated message to a client (send-to, broadcast).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct Push {
+    /// Per-session sequence number, starting at 1: lets a resumed session deliver queued pushes
+    /// in order and exactly once.
+    pub seq: u64,
+    /// The payload.
+    pub data: Value,
+    /// Side information.
+    pub metadata: Value,
+}
+
+impl Push {
+    /// A push with nil metadata.
+    pub fn new(seq: u64, data: impl Into<Value>) -> Self {
+        Self {
+            seq,
+            data: data.into(),
+            metadata: Value::Nil,
+        }
+    }
+}
+
+/// Asks the server to abandon the request with this id; it is not answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct Cancel {
+    /// The request to cancel.
+    pub id: u64,
+}
+
+impl Cancel {
+    /// A cancellation.
+    pub fn new(id: u64) -> Self {
+        Self { id }
+    }
+}
+
+/// Liveness probe; answered by a [`Pong`] with the same nonce.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct Ping {
+    /// Echoed in the pong.
+    pub nonce: u64,
+}
+
+impl Ping {
+    /// A ping.
+    pub fn new(nonce: u64) -> Self {
+        Self { nonce }
+    }
+}
+
+/// The answer to a [`Ping`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct Pong {
+    /// The ping's nonce.
+    pub nonce: u64,
+}
+
+impl Pong {
+    /// A pong.
+    pub fn new(nonce: u64) -> Self {
+        Self { nonce }
+    }
+}
+
+/// Why a connection is closing (`docs/protocol.md` §6).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct CloseCode(pub u16);
+
+impl CloseCode {
+    /// Normal end: the sender is done.
+    pub const NORMAL: Self = Self(0);
+    /// The sender is shutting down (e.g. server drain).
+    pub const GOING_AWAY: Self = Self(1);
+    /// The peer broke the protocol (malformed frame, bad envelope, …).
+    pub const PROTOCOL_ERROR: Self = Self(2);
+    /// A frame exceeded the size limit.
+    pub const FRAME_TOO_LARGE: Self = Self(3);
+    /// The peer used a version, kind, codec or suite the sender does not support.
+    pub const UNSUPPORTED: Self = Self(4);
+    /// Authentication failed (no detail is given).
+    pub const AUTH_FAILED: Self = Self(5);
+    /// A handshake, idle or heartbeat timeout expired.
+    pub const TIMEOUT: Self = Self(6);
+    /// The peer did not read fast enough and its outbox filled.
+    pub const SLOW_CONSUMER: Self = Self(7);
+    /// An operator removed the connection.
+    pub const KICKED: Self = Self(8);
+    /// The source is banned.
+    pub const BANNED: Self = Self(9);
+    /// The sender hit an internal error.
+    pub const INTERNAL_ERROR: Self = Self(10);
+    /// A server-side limit (connections, per-IP) refused the connection.
+    pub const OVERLOADED: Self = Self(11);
+}
+
+/// Ends a connection, with a code and a short reason for humans.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct Close {
+    /// Why.
+    pub code: CloseCode,
+    /// A short description; never contains secrets or internal details.
+    pub reason: String,
+}
+
+impl Close {
+    /// A close message.
+    pub fn new(code: CloseCode, reason: impl Into<String>) -> Self {
+        Self {
+            code,
+            reason: reason.into(),
+        }
+    }
+}
+
+/// Any envelope. The serde form of this enum (externally tagged, e.g. `{"Ping": {"nonce": 1}}`)
+/// is used for descriptions such as the test vectors; on the wire, [`Message::encode`] writes
+/// the binary envelope.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+#[expect(
+    missing_docs,
+    reason = "each variant is the message type of the same name"
+)]
+pub enum Message {
+    Request(Request),
+    Response(Response),
+    Action(Action),
+    Push(Push),
+    Cancel(Cancel),
+    Ping(Ping),
+    Pong(Pong),
+    Close(Close),
+}
+
+/// Message kind bytes (`docs/protocol.md` §4.1).
+pub mod kind {
+    /// [`Request`](super::Request).
+    pub const REQUEST: u8 = 0x01;
+    /// [`Response`](super::Response).
+    pub const RESPONSE: u8 = 0x02;
+    /// [`Action`](super::Action).
+    pub const ACTION: u8 = 0x03;
+    /// [`Push`](super::Push).
+    pub const PUSH: u8 = 0x04;
+    /// [`Cancel`](super::Cancel).
+    pub const CANCEL: u8 = 0x05;
+    /// [`Ping`](super::Ping).
+    pub const PING: u8 = 0x06;
+    /// [`Pong`](super::Pong).
+    pub const PONG: u8 = 0x07;
+    /// [`Close`](super::Close).
+    pub const CLOSE: u8 = 0x08;
+    /// First kind reserved for the session layer.
+    pub const SESSION_MIN: u8 = 0x40;
+    /// First kind reserved for the mesh.
+    pub const MESH_MIN: u8 = 0x80;
+}
+
+impl Message {
+    /// This message's kind byte.
+    pub fn kind(&self) -> u8 {
+        match self {
+            Self::Request(_) => kind::REQUEST,
+            Self::Response(_) => kind::RESPONSE,
+            Self::Action(_) => kind::ACTION,
+            Self::Push(_) => kind::PUSH,
+            Self::Cancel(_) => kind::CANCEL,
+            Self::Ping(_) => kind::PING,
+            Self::Pong(_) => kind::PONG,
+            Self::Close(_) => kind::CLOSE,
+        }
+    }
+
+    /// Appends this message's envelope (version, kind, payload) to `dst`.
+    ///
+    /// # Errors
+    /// [`Error::Encode`] if the codec cannot express the message; `dst` is then unchanged.
+    pub fn encode<C: PayloadCodec + ?Sized>(&self, codec: &C, dst: &mut BytesMut) -> Result<()> {
+        let start = dst.len();
+        dst.put_u8(ENVELOPE_VERSION);
+        dst.put_u8(self.kind());
+        let res = match self {
+            Self::Request(m) => codec.encode(m, dst),
+            Self::Response(m) => codec.encode(m, dst),
+            Self::Action(m) => codec.encode(m, dst),
+            Self::Push(m) => codec.encode(m, dst),
+            Self::Cancel(m) => codec.encode(m, dst),
+            Self::Ping(m) => codec.encode(m, dst),
+            Self::Pong(m) => codec.encode(m, dst),
+            Self::Close(m) => codec.encode(m, dst),
+        };
+        if res.is_err() {
+            dst.truncate(start);
+        }
+        res
+    }
+
+    /// Decodes one envelope that spans all of `body`.
+    ///
+    /// # Errors
+    /// [`Error::Truncated`] for a body shorter than the two header bytes,
+    /// [`Error::UnsupportedVersion`], [`Error::UnknownKind`], or the codec's decoding errors.
+    pub fn decode<C: PayloadCodec + ?Sized>(
+        codec: &C,
+        body: &[u8],
+        limits: &Limits,
+    ) -> Result<Self> {
+        let [version, kind, payload @ ..] = body else {
+            return Err(Error::Truncated {
+                needed: 2,
+                available: body.len(),
+            });
+        };
+        // spec: §4.1 "a receiver MUST reject an envelope whose version it does not speak"
+        if *version != ENVELOPE_VERSION {
+            return Err(Error::UnsupportedVersion(*version));
+        }
+        Ok(match *kind {
+            kind::REQUEST => Self::Request(codec.decode(payload, limits)?),
+            kind::RESPONSE => Self::Response(codec.decode(payload, limits)?),
+            kind::ACTION => Self::Action(codec.decode(payload, limits)?),
+            kind::PUSH => Self::Push(codec.decode(payload, limits)?),
+            kind::CANCEL => Self::Cancel(codec.decode(payload, limits)?),
+            kind::PING => Self::Ping(codec.decode(payload, limits)?),
+            kind::PONG => Self::Pong(codec.decode(payload, limits)?),
+            kind::CLOSE => Self::Close(codec.decode(payload, limits)?),
+            other => return Err(Error::UnknownKind(other)),
+        })
+    }
+
+    /// Structural identity (see [`Value::is_identical`]): what a codec round trip preserves.
+    pub fn is_identical(&self, other: &Self) -> bool {
+        match (self, other) {
+            (Self::Request(a), Self::Request(b)) => {
+                a.id == b.id
+                    && a.path == b.path
+                    && a.operation == b.operation
+                    && a.deadline == b.deadline
+                    && a.data.is_identical(&b.data)
+                    && a.metadata.is_identical(&b.metadata)
+            }
+            (Self::Response(a), Self::Response(b)) => {
+                a.id == b.id
+                    && a.status == b.status
+                    && a.data.is_identical(&b.data)
+                    && a.metadata.is_identical(&b.metadata)
+            }
+            (Self::Action(a), Self::Action(b)) => {
+                a.name == b.name
+                    && a.created_at_ms == b.created_at_ms
+                    && a.data.is_identical(&b.data)
+            }
+            (Self::Push(a), Self::Push(b)) => {
+                a.seq == b.seq
+                    && a.data.is_identical(&b.data)
+                    && a.metadata.is_identical(&b.metadata)
+            }
+            _ => self == other,
+        }
+    }
+}
+
+macro_rules! into_message {
+    ($($t:ident),*) => {$(
+        impl From<$t> for Message {
+            fn from(m: $t) -> Self {
+                Self::$t(m)
+            }
+        }
+    )*};
+}
+into_message!(Request, Response, Action, Push, Cancel, Ping, Pong, Close);
+
+/// Serde adapter: `Option<Duration>` as optional whole milliseconds (saturating at `u64::MAX`).
+mod opt_millis {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match d {
+            Some(d) => s.serialize_some(&u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<Duration>, D::Error> {
+        Ok(Option::<u64>::deserialize(d)?.map(Duration::from_millis))
+    }
+}
+
+#[cfg(all(test, feature = "msgpack"))]
+mod tests {
+    use super::*;
+    use crate::codec::MsgPack;
+
+    #[test]
+    fn ping_envelope_matches_hand_computed_bytes() {
+        // version 1, kind 0x06, payload = MessagePack [42] = 0x91 0x2a (docs/protocol.md §4.4).
+        let mut buf = BytesMut::new();
+        Message::Ping(Ping::new(42))
+            .encode(&MsgPack, &mut buf)
+            .unwrap();
+        assert_eq!(&buf[..], &[0x01, 0x06, 0x91, 0x2a]);
+    }
+
+    #[test]
+    fn request_envelope_matches_hand_computed_bytes() {
+        // [7, "/N", "READ", nil, nil, 1500]
+        let mut buf = BytesMut::new();
+        let req = Request::new(7, "/N", "READ").with_deadline(Duration::from_millis(1500));
+        Message::from(req).encode(&MsgPack, &mut buf).unwrap();
+        let expected = [
+            0x01, 0x01, 0x96, 0x07, 0xa2, b'/', b'N', 0xa4, b'R', b'E', b'A', b'D', 0xc0, 0xc0,
+            0xcd, 0x05, 0xdc,
+        ];
+        assert_eq!(&buf[..], &expected);
+    }
+
+    #[test]
+    fn unknown_version_and_kind_are_typed_errors() {
+        let l = Limits::default();
+        assert!(matches!(
+            Message::decode(&MsgPack, &[2, 6, 0x91, 0x2a], &l),
+            Err(Error::UnsupportedVersion(2))
+        ));
+        assert!(matches!(
+            Message::decode(&MsgPack, &[1, 0x09, 0x90], &l),
+            Err(Error::UnknownKind(9))
+        ));
+        assert!(matches!(
+            Message::decode(&MsgPack, &[1, 0x40, 0x90], &l),
+            Err(Error::UnknownKind(0x40))
+        ));
+        assert!(matches!(
+            Message::decode(&MsgPack, &[1], &l),
+            Err(Error::Truncated {
+                needed: 2,
+                available: 1
+            })
+        ));
+    }
+
+    #[test]
+    fn wrong_shape_payload_is_a_decode_error() {
+        // A Ping whose nonce is a string.
+        let err = Message::decode(&MsgPack, &[1, 6, 0x91, 0xa1, b'x'], &Limits::default());
+        assert!(matches!(err, Err(Error::Decode { .. })));
+    }
+}

@@ -1,0 +1,53 @@
+//! # cypherwire
+//!
+//! Secure messaging over TCP, in layers you can take one at a time. This facade re-exports
+//! each layer as a module behind a feature of the same name:
+//!
+//! | module | feature | crate | what it is | status |
+//! | --- | --- | --- | --- | --- |
+//! | [`wire`] | `wire` (default) | `cypherwire-wire` | frames, payload codecs, [`Value`](wire::Value), envelopes; sans-IO | done |
+//! | `session` | `session` | `cypherwire-session` | Noise handshakes, AEAD records, tokens, password admission | in progress |
+//! | `server` | `server` | `cypherwire-server` | router, actions, registry, push and broadcast | planned |
+//! | `client` | `client` | `cypherwire-client` | reconnecting client that loses no request | planned |
+//! | `mesh` | `mesh` | `cypherwire-mesh` | password-admitted P2P mesh | planned |
+//!
+//! `full` enables every layer; `msgpack` (default) and `json` choose the payload codecs.
+//! Users who need only one layer can depend on its crate directly: the crates form a strict
+//! stack (`wire ← session ← {server, client} ← mesh`) and none depends on this facade.
+//!
+//! ```
+//! use cypherwire::prelude::*;
+//!
+//! let req = Request::new(1, "/NUMBER", "READ");
+//! let mut buf = cypherwire::wire::bytes::BytesMut::new();
+//! Message::from(req).encode(&Codec::default(), &mut buf)?;
+//! assert_eq!(buf[0], cypherwire::wire::ENVELOPE_VERSION);
+//! # Ok::<(), cypherwire::wire::Error>(())
+//! ```
+
+#![doc(test(attr(deny(warnings))))]
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+#[cfg(feature = "wire")]
+pub use cypherwire_wire as wire;
+
+#[cfg(feature = "session")]
+pub use cypherwire_session as session;
+
+#[cfg(feature = "server")]
+pub use cypherwire_server as server;
+
+#[cfg(feature = "client")]
+pub use cypherwire_client as client;
+
+#[cfg(feature = "mesh")]
+pub use cypherwire_mesh as mesh;
+
+/// The items most programs need, for `use cypherwire::prelude::*`.
+pub mod prelude {
+    #[cfg(feature = "wire")]
+    pub use cypherwire_wire::{
+        Action, Close, CloseCode, Codec, Limits, Message, PayloadCodec, Push, Request, Response,
+        Status, StatusCode, Value, from_value, to_value,
+    };
+}

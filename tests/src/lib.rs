@@ -1,0 +1,1 @@
+//! cypherwire's integration tests live in `tests/`; this library is empty.
