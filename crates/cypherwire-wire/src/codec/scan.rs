@@ -7,6 +7,10 @@ use crate::error::{Error, Result};
 use crate::limits::MAX_DEPTH_CAP;
 
 /// Scans one MessagePack value spanning all of `src`.
+#[cfg_attr(
+    not(feature = "msgpack"),
+    allow(dead_code, reason = "used by the msgpack codec")
+)]
 ///
 /// Iterative, with a fixed-size stack: constant memory whatever the input.
 pub(crate) fn msgpack(src: &[u8], max_depth: usize) -> Result<()> {
@@ -169,6 +173,10 @@ impl Reader<'_> {
     }
 }
 
+#[cfg_attr(
+    not(feature = "json"),
+    allow(dead_code, reason = "used by the json codec")
+)]
 /// Scans a JSON document: UTF-8 validity and bracket nesting depth (outside strings).
 /// Syntax is left to the JSON parser.
 pub(crate) fn json(src: &[u8], max_depth: usize) -> Result<()> {
@@ -272,6 +280,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg(feature = "json")]
     fn json_depth_ignores_brackets_in_strings() {
         json(br#"{"a": "[[[[[[[[", "b": [1, [2]]}"#, 3).unwrap();
         assert!(matches!(
