@@ -3,17 +3,66 @@
 //! The security layer of cypherwire, between the [wire layer](cypherwire_wire) below and the
 //! server and client above.
 //!
-//! **What it will do** (tracked in the project's issue "Session layer"): Noise handshakes run by
-//! `snow` (PSK mode `NNpsk0`, identity mode with pinned static keys, password mode with a PAKE
-//! in the psk slot), a record layer with directional keys, strict counters, chunking, rekey and
-//! authenticated close over swappable AEAD suites, single-use session tokens, argon2id
-//! verifiers with an attempt/ban table, and Fernet for the CYPHER_PROTOCOL compat mode.
+//! **What it does**
+//! - **PSK mode handshake** ([`handshake`]): Noise `NNpsk0` run by `snow` — mutual
+//!   authentication by a 32-byte [`Psk`], forward secrecy from ephemeral X25519 — with the
+//!   protocol version and the offered cipher suites and payload codecs bound into the Noise
+//!   prologue, so a tampered offer fails the handshake. Sans-IO: [`Initiator`], [`Responder`].
+//! - **Records** ([`record`]): one key per direction derived from the Noise split and bound to
+//!   the handshake hash; strict implicit counters (a replayed, reordered, dropped, reflected
+//!   or modified record fails and is never delivered; a failed open does not advance the
+//!   counter); messages larger than a record are chunked; rekeying by records, bytes and time;
+//!   an authenticated close, so EOF without it is [`Error::Truncated`].
+//! - **Cipher suites** ([`suite`]) as trait objects: ChaCha20-Poly1305, AES-256-GCM (preferred
+//!   where the CPU has AES instructions) and AES-128-CBC + HMAC-SHA256 (encrypt-then-MAC).
+//! - **A tokio adapter** ([`connect`], [`accept`], [`SecureStream`]) for any
+//!   `AsyncRead + AsyncWrite`.
 //!
-//! **Status:** not implemented yet. This crate currently exports only the wire layer it builds
-//! on, so that the layer structure (`wire ← session ← {server, client} ← mesh`) is in place and
-//! checked from the start. Nothing here encrypts anything yet; do not rely on it.
+//! **What it does not do (yet)**: identity mode (static keys), password mode (PAKE),
+//! session tokens and resumption, the attempt/ban table, and Fernet are tracked in the
+//! project's session-layer issue and not in this build. It opens no sockets itself.
+//!
+//! ```
+//! use cypherwire_session::{Psk, Responder, SessionConfig, handshake::Initiator};
+//! # fn main() -> Result<(), cypherwire_session::Error> {
+//! # #[expect(clippy::disallowed_methods, reason = "example")]
+//! let now = std::time::Instant::now();
+//! let psk = Psk::from_passphrase("2ZpK1CdQfm0s1EZ1SIhYfV7MHdJf8X3U")?;
+//! let config = SessionConfig::default();
+//!
+//! let (initiator, client_hello) = Initiator::start(&psk, &config)?;
+//! let (mut server, server_hello) = Responder::accept(&psk, &config, &client_hello, now)?;
+//! let mut client = initiator.finish(&server_hello, now)?;
+//! assert_eq!(client.handshake_hash, server.handshake_hash);
+//!
+//! let mut wire = bytes::BytesMut::new();
+//! client.sealer.seal_message(b"/NUMBER READ", now, &mut wire)?;
+//! let record = wire.split_off(4); // frame header, then the record
+//! let opened = server.opener.open(record)?;
+//! assert_eq!(opened, cypherwire_session::record::Opened::Message(b"/NUMBER READ"[..].into()));
+//! # Ok(()) }
+//! ```
+//!
+//! The byte layouts are in `docs/protocol.md` §3.
 
 #![doc(test(attr(deny(warnings))))]
 
-/// The layer this one builds on.
+mod config;
+mod error;
+pub mod handshake;
+mod psk;
+pub mod record;
+mod stream;
+pub mod suite;
+
 pub use cypherwire_wire as wire;
+
+pub use crate::config::{
+    DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_MAX_MESSAGE_LEN, SessionConfig, SessionConfigBuilder,
+};
+pub use crate::error::{Error, HandshakeFailure, Result};
+pub use crate::handshake::{Established, Initiator, Responder, Role};
+pub use crate::psk::{MIN_PASSPHRASE_LEN, PSK_LEN, PSK_TEXT_PREFIX, Psk};
+pub use crate::record::RekeyPolicy;
+pub use crate::stream::{SecureReader, SecureStream, SecureWriter, SessionInfo, accept, connect};
+pub use crate::suite::CipherSuite;

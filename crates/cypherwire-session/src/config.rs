@@ -1,0 +1,212 @@
+//! Session configuration.
+
+use std::time::Duration;
+
+use cypherwire_wire::{Codec, CodecId, Limits};
+
+use crate::error::{Error, Result};
+use crate::record::RekeyPolicy;
+use crate::suite::CipherSuite;
+
+/// Default maximum size of one reassembled message: 16 MiB.
+pub const DEFAULT_MAX_MESSAGE_LEN: usize = 16 * 1024 * 1024;
+
+/// Default time allowed for a handshake: 10 seconds.
+pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Validated settings for one side of a session. Build with [`SessionConfig::builder`].
+///
+/// | setting | default |
+/// | --- | --- |
+/// | cipher suites, in preference order | [`CipherSuite::default_preference`] |
+/// | payload codecs, in preference order | every codec compiled in, MessagePack first |
+/// | frame limits after the handshake | [`Limits::default`] (1 MiB frames) |
+/// | largest reassembled message | [`DEFAULT_MAX_MESSAGE_LEN`] (16 MiB) |
+/// | handshake timeout | [`DEFAULT_HANDSHAKE_TIMEOUT`] (10 s) |
+/// | rekey | [`RekeyPolicy::default`] (2^32 records, 64 GiB or 1 h per key) |
+#[derive(Debug, Clone)]
+pub struct SessionConfig {
+    pub(crate) suites: Vec<CipherSuite>,
+    pub(crate) codecs: Vec<CodecId>,
+    pub(crate) limits: Limits,
+    pub(crate) max_message_len: usize,
+    pub(crate) handshake_timeout: Duration,
+    pub(crate) rekey: RekeyPolicy,
+}
+
+impl SessionConfig {
+    /// Starts a builder with the defaults.
+    pub fn builder() -> SessionConfigBuilder {
+        SessionConfigBuilder::default()
+    }
+
+    /// Cipher suites in preference order.
+    pub fn suites(&self) -> &[CipherSuite] {
+        &self.suites
+    }
+
+    /// Payload codecs in preference order.
+    pub fn codecs(&self) -> &[CodecId] {
+        &self.codecs
+    }
+
+    /// Frame limits after the handshake.
+    pub fn limits(&self) -> Limits {
+        self.limits
+    }
+
+    /// Largest reassembled message.
+    pub fn max_message_len(&self) -> usize {
+        self.max_message_len
+    }
+
+    /// Time allowed for the handshake.
+    pub fn handshake_timeout(&self) -> Duration {
+        self.handshake_timeout
+    }
+
+    /// When records rekey.
+    pub fn rekey(&self) -> RekeyPolicy {
+        self.rekey
+    }
+}
+
+impl Default for SessionConfig {
+    fn default() -> Self {
+        Self {
+            suites: CipherSuite::default_preference(),
+            codecs: Codec::ALL
+                .iter()
+                .map(cypherwire_wire::PayloadCodec::id)
+                .collect(),
+            limits: Limits::default(),
+            max_message_len: DEFAULT_MAX_MESSAGE_LEN,
+            handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
+            rekey: RekeyPolicy::default(),
+        }
+    }
+}
+
+/// Builds a [`SessionConfig`]; [`build`](Self::build) validates once.
+#[derive(Debug, Default)]
+#[must_use = "call `build()` to get a SessionConfig"]
+pub struct SessionConfigBuilder {
+    inner: SessionConfig,
+}
+
+impl SessionConfigBuilder {
+    /// Cipher suites to offer or accept, most preferred first.
+    pub fn suites(mut self, suites: impl IntoIterator<Item = CipherSuite>) -> Self {
+        self.inner.suites = suites.into_iter().collect();
+        self
+    }
+
+    /// Payload codecs to offer or accept, most preferred first.
+    pub fn codecs(mut self, codecs: impl IntoIterator<Item = CodecId>) -> Self {
+        self.inner.codecs = codecs.into_iter().collect();
+        self
+    }
+
+    /// Frame limits after the handshake.
+    pub fn limits(mut self, limits: Limits) -> Self {
+        self.inner.limits = limits;
+        self
+    }
+
+    /// Largest reassembled message.
+    pub fn max_message_len(mut self, len: usize) -> Self {
+        self.inner.max_message_len = len;
+        self
+    }
+
+    /// Time allowed for the handshake.
+    pub fn handshake_timeout(mut self, t: Duration) -> Self {
+        self.inner.handshake_timeout = t;
+        self
+    }
+
+    /// When records rekey.
+    pub fn rekey(mut self, policy: RekeyPolicy) -> Self {
+        self.inner.rekey = policy;
+        self
+    }
+
+    /// Validates and freezes the settings.
+    ///
+    /// # Errors
+    /// [`Error::Config`] for an empty or duplicated suite or codec list, a codec not compiled
+    /// in, a frame limit too small for a record (< 256 bytes), a zero message length, a zero
+    /// handshake timeout, or a zero rekey threshold.
+    pub fn build(self) -> Result<SessionConfig> {
+        let c = self.inner;
+        let dup = |n: usize, ids: Vec<u8>| {
+            let mut ids = ids;
+            ids.sort_unstable();
+            ids.dedup();
+            ids.len() != n
+        };
+        if c.suites.is_empty() || dup(c.suites.len(), c.suites.iter().map(|s| s.id()).collect()) {
+            return Err(Error::Config(
+                "cipher suites must be a non-empty list without repeats",
+            ));
+        }
+        if c.codecs.is_empty() || dup(c.codecs.len(), c.codecs.iter().map(|s| s.to_u8()).collect())
+        {
+            return Err(Error::Config(
+                "codecs must be a non-empty list without repeats",
+            ));
+        }
+        if c.codecs.iter().any(|id| !id.is_available()) {
+            return Err(Error::Config("a codec is not compiled into this build"));
+        }
+        if c.limits.max_frame_len() < 256 {
+            return Err(Error::Config(
+                "max_frame_len must be at least 256 bytes for records",
+            ));
+        }
+        if c.max_message_len == 0 || c.handshake_timeout.is_zero() {
+            return Err(Error::Config(
+                "max_message_len and handshake_timeout must be non-zero",
+            ));
+        }
+        if c.rekey.records == 0 || c.rekey.bytes == 0 || c.rekey.interval.is_zero() {
+            return Err(Error::Config("rekey thresholds must be non-zero"));
+        }
+        Ok(c)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use cypherwire_wire::DEFAULT_MAX_FRAME_LEN;
+
+    use super::*;
+
+    #[test]
+    fn defaults_validate() {
+        let c = SessionConfig::builder().build().unwrap();
+        assert_eq!(c.max_message_len(), DEFAULT_MAX_MESSAGE_LEN);
+        assert_eq!(c.limits().max_frame_len(), DEFAULT_MAX_FRAME_LEN);
+        assert_eq!(c.suites().len(), 3);
+        assert_eq!(c.codecs()[0], CodecId::MsgPack);
+    }
+
+    #[test]
+    fn invalid_settings_are_rejected() {
+        let bad = [
+            SessionConfig::builder().suites([]),
+            SessionConfig::builder().suites([CipherSuite::Aes256Gcm, CipherSuite::Aes256Gcm]),
+            SessionConfig::builder().codecs([]),
+            SessionConfig::builder().limits(Limits::default().with_max_frame_len(100).unwrap()),
+            SessionConfig::builder().max_message_len(0),
+            SessionConfig::builder().handshake_timeout(Duration::ZERO),
+            SessionConfig::builder().rekey(RekeyPolicy {
+                records: 0,
+                ..RekeyPolicy::default()
+            }),
+        ];
+        for b in bad {
+            assert!(matches!(b.build(), Err(Error::Config(_))));
+        }
+    }
+}

@@ -1,0 +1,399 @@
+//! The record layer (sans-IO): sealing and opening frames with strict per-direction counters,
+//! chunking of large messages, rekeying and authenticated close.
+//!
+//! A record is the body of one frame (`docs/protocol.md` §3.4):
+//!
+//! ```text
+//! frame body = seal(key, nonce = counter, plaintext = content ‖ type)
+//! type: 0x00 FINAL (last or only chunk of a message), 0x01 MORE (more chunks follow),
+//!       0x02 CLOSE (authenticated end of stream, empty content),
+//!       0x03 KEY_UPDATE (the sender switches to the next key after this record)
+//! ```
+//!
+//! The counter is implicit: both sides count the records of each direction from 0, so a
+//! replayed, reordered, dropped or reflected record fails authentication. A record that fails
+//! to open does not advance the counter; the connection must then be closed.
+
+use std::time::{Duration, Instant};
+
+use bytes::{BufMut, Bytes, BytesMut};
+use cypherwire_wire::{FRAME_HEADER_LEN, FrameCodec};
+use hkdf::Hkdf;
+use sha2::Sha256;
+use zeroize::Zeroizing;
+
+use crate::error::{Error, Result};
+use crate::suite::{CipherSuite, RecordCipher};
+
+/// Record type: the last (or only) chunk of a message.
+pub(crate) const TYPE_FINAL: u8 = 0x00;
+/// Record type: a chunk with more to follow.
+pub(crate) const TYPE_MORE: u8 = 0x01;
+/// Record type: authenticated end of stream.
+pub(crate) const TYPE_CLOSE: u8 = 0x02;
+/// Record type: the sender switches keys after this record.
+pub(crate) const TYPE_KEY_UPDATE: u8 = 0x03;
+
+/// Default: rekey after this many records under one key (2^32).
+pub const DEFAULT_REKEY_RECORDS: u64 = 1 << 32;
+/// Default: rekey after this many plaintext bytes under one key (64 GiB).
+pub const DEFAULT_REKEY_BYTES: u64 = 1 << 36;
+/// Default: rekey after this much time under one key (one hour).
+pub const DEFAULT_REKEY_INTERVAL: Duration = Duration::from_secs(3600);
+/// Records under one key can never exceed this (2^62); reaching it is an error. Rekeying keeps
+/// real connections far below it.
+pub const HARD_RECORD_LIMIT: u64 = 1 << 62;
+
+/// When the record layer switches to a fresh key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RekeyPolicy {
+    /// Records per key.
+    pub records: u64,
+    /// Plaintext bytes per key.
+    pub bytes: u64,
+    /// Time per key.
+    pub interval: Duration,
+}
+
+impl Default for RekeyPolicy {
+    fn default() -> Self {
+        Self {
+            records: DEFAULT_REKEY_RECORDS,
+            bytes: DEFAULT_REKEY_BYTES,
+            interval: DEFAULT_REKEY_INTERVAL,
+        }
+    }
+}
+
+/// Key material of one direction; derives its successor for key updates.
+struct DirectionKey {
+    suite: CipherSuite,
+    key: Zeroizing<Vec<u8>>,
+}
+
+impl DirectionKey {
+    fn cipher(&self) -> Box<dyn RecordCipher> {
+        self.suite.cipher(&self.key)
+    }
+
+    /// `next = HKDF-SHA256(salt = none, ikm = key, info = "cypherwire/v1 key update")`.
+    fn next(&self) -> Self {
+        let hk = Hkdf::<Sha256>::new(None, &self.key);
+        let mut key = Zeroizing::new(vec![0u8; self.suite.key_len()]);
+        // key_len <= 48 is far below HKDF-SHA256's 8160-byte limit.
+        let _ = hk.expand(b"cypherwire/v1 key update", &mut key);
+        Self {
+            suite: self.suite,
+            key,
+        }
+    }
+}
+
+/// Derives one direction's record key from the Noise split (`docs/protocol.md` §3.3):
+/// `HKDF-SHA256(salt = handshake hash, ikm = split key, info = "cypherwire/v1 record" ‖ suite)`.
+pub(crate) fn direction_key(
+    suite: CipherSuite,
+    split_key: &[u8],
+    handshake_hash: &[u8],
+) -> Vec<u8> {
+    let hk = Hkdf::<Sha256>::new(Some(handshake_hash), split_key);
+    let mut key = vec![0u8; suite.key_len()];
+    let _ = hk.expand_multi_info(&[b"cypherwire/v1 record", &[suite.id()]], &mut key);
+    key
+}
+
+/// The sending half of the record layer.
+pub struct Sealer {
+    key: DirectionKey,
+    cipher: Box<dyn RecordCipher>,
+    seq: u64,
+    bytes_under_key: u64,
+    keyed_at: Instant,
+    policy: RekeyPolicy,
+    frames: FrameCodec,
+    max_chunk: usize,
+    closed: bool,
+    key_updates: u64,
+}
+
+impl std::fmt::Debug for Sealer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sealer")
+            .field("suite", &self.key.suite)
+            .field("seq", &self.seq)
+            .field("key_updates", &self.key_updates)
+            .field("closed", &self.closed)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Sealer {
+    pub(crate) fn new(
+        suite: CipherSuite,
+        key: Vec<u8>,
+        frames: FrameCodec,
+        policy: RekeyPolicy,
+        now: Instant,
+    ) -> Self {
+        let key = DirectionKey {
+            suite,
+            key: Zeroizing::new(key),
+        };
+        // Room in a frame for the content: the limit minus the type byte and the suite's
+        // overhead (for CBC the padding is part of the overhead).
+        let max_chunk = frames.max_frame_len() - 1 - suite.max_overhead();
+        Self {
+            cipher: key.cipher(),
+            key,
+            seq: 0,
+            bytes_under_key: 0,
+            keyed_at: now,
+            policy,
+            frames,
+            max_chunk,
+            closed: false,
+            key_updates: 0,
+        }
+    }
+
+    /// Largest message content sealed in a single record; longer messages are chunked.
+    pub fn max_record_content(&self) -> usize {
+        self.max_chunk
+    }
+
+    /// How many times this direction has switched keys.
+    pub fn key_updates(&self) -> u64 {
+        self.key_updates
+    }
+
+    /// Appends the frames for one message to `dst`: one record if it fits, otherwise chunks.
+    ///
+    /// # Errors
+    /// [`Error::Closed`] after [`seal_close`](Self::seal_close).
+    pub fn seal_message(&mut self, msg: &[u8], now: Instant, dst: &mut BytesMut) -> Result<()> {
+        self.seal_with(now, dst, |buf| {
+            buf.extend_from_slice(msg);
+            Ok(())
+        })
+    }
+
+    /// Like [`seal_message`](Self::seal_message), but `write` appends the message straight
+    /// into the output buffer (e.g. an envelope encoder), so a message that fits one record is
+    /// encrypted where it was written: no copy.
+    ///
+    /// # Errors
+    /// [`Error::Closed`] after close, or whatever `write` returns; `dst` is then unchanged.
+    pub fn seal_with(
+        &mut self,
+        now: Instant,
+        dst: &mut BytesMut,
+        write: impl FnOnce(&mut BytesMut) -> Result<()>,
+    ) -> Result<()> {
+        if self.closed {
+            return Err(Error::Closed);
+        }
+        let start = FrameCodec::begin_frame(dst);
+        if let Err(e) = write(dst) {
+            dst.truncate(start);
+            return Err(e);
+        }
+        let len = dst.len() - start - FRAME_HEADER_LEN;
+        if len <= self.max_chunk {
+            dst.put_u8(TYPE_FINAL);
+            self.finish_record(dst, start, len)?;
+        } else {
+            // Chunk: take the written message out (no copy) and re-seal it in pieces.
+            let msg = dst.split_off(start + FRAME_HEADER_LEN);
+            dst.truncate(start);
+            let mut chunks = msg.chunks(self.max_chunk).peekable();
+            while let Some(chunk) = chunks.next() {
+                let ty = if chunks.peek().is_some() {
+                    TYPE_MORE
+                } else {
+                    TYPE_FINAL
+                };
+                self.seal_record(ty, chunk, dst)?;
+            }
+        }
+        self.maybe_rekey(now, dst)
+    }
+
+    /// Appends the authenticated close record. Nothing can be sent afterwards.
+    ///
+    /// # Errors
+    /// [`Error::Closed`] if already closed.
+    pub fn seal_close(&mut self, dst: &mut BytesMut) -> Result<()> {
+        if self.closed {
+            return Err(Error::Closed);
+        }
+        self.seal_record(TYPE_CLOSE, &[], dst)?;
+        self.closed = true;
+        Ok(())
+    }
+
+    /// Forces a key update now (normally automatic, see [`RekeyPolicy`]).
+    ///
+    /// # Errors
+    /// [`Error::Closed`] if closed.
+    pub fn seal_key_update(&mut self, now: Instant, dst: &mut BytesMut) -> Result<()> {
+        if self.closed {
+            return Err(Error::Closed);
+        }
+        self.seal_record(TYPE_KEY_UPDATE, &[], dst)?;
+        self.key = self.key.next();
+        self.cipher = self.key.cipher();
+        self.seq = 0;
+        self.bytes_under_key = 0;
+        self.keyed_at = now;
+        self.key_updates += 1;
+        Ok(())
+    }
+
+    fn seal_record(&mut self, ty: u8, content: &[u8], dst: &mut BytesMut) -> Result<()> {
+        dst.reserve(FRAME_HEADER_LEN + content.len() + 1 + self.key.suite.max_overhead());
+        let start = FrameCodec::begin_frame(dst);
+        dst.extend_from_slice(content);
+        dst.put_u8(ty);
+        self.finish_record(dst, start, content.len())
+    }
+
+    /// Encrypts the plaintext written after the header at `start` and completes the frame.
+    fn finish_record(
+        &mut self,
+        dst: &mut BytesMut,
+        start: usize,
+        content_len: usize,
+    ) -> Result<()> {
+        // spec: §3.4 "a sender MUST NOT reuse a counter value under one key"
+        if self.seq >= HARD_RECORD_LIMIT {
+            dst.truncate(start);
+            return Err(Error::Closed);
+        }
+        self.cipher.seal(self.seq, dst, start + FRAME_HEADER_LEN);
+        self.frames.finish_frame(dst, start)?;
+        self.seq += 1;
+        self.bytes_under_key += content_len as u64;
+        Ok(())
+    }
+
+    fn maybe_rekey(&mut self, now: Instant, dst: &mut BytesMut) -> Result<()> {
+        let due = self.seq >= self.policy.records
+            || self.bytes_under_key >= self.policy.bytes
+            || now.saturating_duration_since(self.keyed_at) >= self.policy.interval;
+        if due {
+            self.seal_key_update(now, dst)
+        } else {
+            Ok(())
+        }
+    }
+}
+
+/// What [`Opener::open`] produced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Opened {
+    /// A complete message.
+    Message(Bytes),
+    /// A chunk of a longer message was absorbed; nothing to deliver yet.
+    Partial,
+    /// The peer switched keys; nothing to deliver.
+    KeyUpdate,
+    /// The peer closed the stream (authenticated).
+    Close,
+}
+
+/// The receiving half of the record layer.
+pub struct Opener {
+    key: DirectionKey,
+    cipher: Box<dyn RecordCipher>,
+    seq: u64,
+    partial: BytesMut,
+    max_message_len: usize,
+    closed: bool,
+}
+
+impl std::fmt::Debug for Opener {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Opener")
+            .field("suite", &self.key.suite)
+            .field("seq", &self.seq)
+            .field("partial", &self.partial.len())
+            .field("closed", &self.closed)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Opener {
+    pub(crate) fn new(suite: CipherSuite, key: Vec<u8>, max_message_len: usize) -> Self {
+        let key = DirectionKey {
+            suite,
+            key: Zeroizing::new(key),
+        };
+        Self {
+            cipher: key.cipher(),
+            key,
+            seq: 0,
+            partial: BytesMut::new(),
+            max_message_len,
+            closed: false,
+        }
+    }
+
+    /// The next expected record counter (for tests and diagnostics).
+    pub fn next_seq(&self) -> u64 {
+        self.seq
+    }
+
+    /// Opens one record (a frame body).
+    ///
+    /// # Errors
+    /// [`Error::Decrypt`] if the record fails authentication (the counter does not advance),
+    /// [`Error::UnexpectedRecord`] for an unknown type or content where none is allowed,
+    /// [`Error::MessageTooLarge`] if reassembly would exceed the maximum message length,
+    /// [`Error::Closed`] for records after the peer's close.
+    pub fn open(&mut self, mut record: BytesMut) -> Result<Opened> {
+        if self.closed {
+            return Err(Error::Closed);
+        }
+        // spec: §3.4 "a failed open MUST NOT advance the counter"
+        self.cipher
+            .open(self.seq, &mut record)
+            .map_err(|_| Error::Decrypt)?;
+        self.seq += 1;
+        let Some(ty) = record.last().copied() else {
+            return Err(Error::UnexpectedRecord(0xff));
+        };
+        record.truncate(record.len() - 1);
+        match ty {
+            TYPE_FINAL if self.partial.is_empty() => Ok(Opened::Message(record.freeze())),
+            TYPE_FINAL | TYPE_MORE => {
+                let total = self.partial.len() + record.len();
+                if total > self.max_message_len {
+                    self.partial = BytesMut::new();
+                    return Err(Error::MessageTooLarge {
+                        len: total,
+                        max: self.max_message_len,
+                    });
+                }
+                self.partial.extend_from_slice(&record);
+                if ty == TYPE_FINAL {
+                    Ok(Opened::Message(self.partial.split().freeze()))
+                } else {
+                    Ok(Opened::Partial)
+                }
+            }
+            TYPE_CLOSE | TYPE_KEY_UPDATE if !record.is_empty() => Err(Error::UnexpectedRecord(ty)),
+            TYPE_CLOSE => {
+                self.closed = true;
+                Ok(Opened::Close)
+            }
+            TYPE_KEY_UPDATE => {
+                self.key = self.key.next();
+                self.cipher = self.key.cipher();
+                self.seq = 0;
+                Ok(Opened::KeyUpdate)
+            }
+            other => Err(Error::UnexpectedRecord(other)),
+        }
+    }
+}

@@ -1,0 +1,439 @@
+//! The tokio adapter: handshake and records over any `AsyncRead + AsyncWrite`.
+//!
+//! [`connect`] and [`accept`] run the handshake (bounded by the configured timeout and the
+//! 64 KiB pre-handshake frame limit) and return a [`SecureStream`]: send and receive whole
+//! messages, or split it into a [`SecureReader`] and a [`SecureWriter`] for two tasks.
+//!
+//! ```
+//! # async fn demo() -> Result<(), cypherwire_session::Error> {
+//! use cypherwire_session::{Psk, SessionConfig, accept, connect};
+//!
+//! let psk = Psk::generate()?;
+//! let config = SessionConfig::default();
+//! let (a, b) = tokio::io::duplex(64 * 1024);
+//! let (client, server) = tokio::join!(connect(a, &psk, &config), accept(b, &psk, &config));
+//! let (mut client, mut server) = (client?, server?);
+//! client.send(b"hello").await?;
+//! assert_eq!(server.recv().await?.as_deref(), Some(&b"hello"[..]));
+//! client.close().await?;
+//! assert_eq!(server.recv().await?, None); // authenticated end of stream
+//! # Ok(()) }
+//! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(demo()).unwrap();
+//! ```
+
+use bytes::{Bytes, BytesMut};
+use cypherwire_wire::{Codec, CodecId, FrameCodec, Limits, Message};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
+use tokio_util::codec::Decoder;
+
+use crate::config::SessionConfig;
+use crate::error::{Error, Result};
+use crate::handshake::{Established, Initiator, Responder, Role, handshake_limits};
+use crate::psk::Psk;
+use crate::record::{Opened, Opener, Sealer};
+use crate::suite::CipherSuite;
+
+/// What was negotiated for a session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SessionInfo {
+    /// This side's role.
+    pub role: Role,
+    /// The cipher suite.
+    pub suite: CipherSuite,
+    /// The payload codec.
+    pub codec: CodecId,
+    /// The Noise handshake hash (channel binding; not secret).
+    pub handshake_hash: [u8; 32],
+}
+
+fn now() -> std::time::Instant {
+    tokio::time::Instant::now().into_std()
+}
+
+/// Reads one frame body; `Ok(None)` on a clean EOF between frames.
+async fn read_frame<R: AsyncRead + Unpin>(
+    io: &mut R,
+    buf: &mut BytesMut,
+    frames: &mut FrameCodec,
+) -> Result<Option<BytesMut>> {
+    loop {
+        if let Some(frame) = frames.decode(buf)? {
+            return Ok(Some(frame));
+        }
+        if buf.capacity() - buf.len() < 4096 {
+            buf.reserve(16 * 1024);
+        }
+        if io.read_buf(buf).await? == 0 {
+            return Ok(frames.decode_eof(buf)?);
+        }
+    }
+}
+
+async fn write_frame<W: AsyncWrite + Unpin>(io: &mut W, body: &[u8]) -> Result<()> {
+    let mut buf = BytesMut::with_capacity(body.len() + 4);
+    tokio_util::codec::Encoder::encode(&mut FrameCodec::new(handshake_limits()), body, &mut buf)?;
+    io.write_all(&buf).await?;
+    io.flush().await?;
+    Ok(())
+}
+
+/// Runs the initiator's handshake over `io` and returns the secure stream.
+///
+/// # Errors
+/// [`Error::HandshakeTimeout`], [`Error::AuthenticationFailed`] (wrong PSK or tampering),
+/// [`Error::Handshake`], [`Error::Truncated`] if the peer hangs up, or I/O errors.
+pub async fn connect<IO>(mut io: IO, psk: &Psk, config: &SessionConfig) -> Result<SecureStream<IO>>
+where
+    IO: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut buf = BytesMut::new();
+    let est = tokio::time::timeout(config.handshake_timeout(), async {
+        let (initiator, hello) = Initiator::start(psk, config)?;
+        write_frame(&mut io, &hello).await?;
+        let mut frames = FrameCodec::new(handshake_limits());
+        let reply = read_frame(&mut io, &mut buf, &mut frames)
+            .await?
+            .ok_or(Error::Truncated)?;
+        initiator.finish(&reply, now())
+    })
+    .await
+    .map_err(|_| Error::HandshakeTimeout)??;
+    Ok(SecureStream::new(io, est, buf, config.limits()))
+}
+
+/// Runs the responder's handshake over `io` and returns the secure stream.
+///
+/// # Errors
+/// As [`connect`].
+pub async fn accept<IO>(mut io: IO, psk: &Psk, config: &SessionConfig) -> Result<SecureStream<IO>>
+where
+    IO: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut buf = BytesMut::new();
+    let est = tokio::time::timeout(config.handshake_timeout(), async {
+        let mut frames = FrameCodec::new(handshake_limits());
+        let hello = read_frame(&mut io, &mut buf, &mut frames)
+            .await?
+            .ok_or(Error::Truncated)?;
+        let (est, reply) = Responder::accept(psk, config, &hello, now())?;
+        write_frame(&mut io, &reply).await?;
+        Ok::<_, Error>(est)
+    })
+    .await
+    .map_err(|_| Error::HandshakeTimeout)??;
+    Ok(SecureStream::new(io, est, buf, config.limits()))
+}
+
+/// Receiving state: buffered input, frame decoder, record opener.
+#[derive(Debug)]
+struct RecvState {
+    buf: BytesMut,
+    frames: FrameCodec,
+    opener: Opener,
+    codec: Codec,
+    limits: Limits,
+    done: bool,
+}
+
+impl RecvState {
+    async fn recv<R: AsyncRead + Unpin>(&mut self, io: &mut R) -> Result<Option<Bytes>> {
+        if self.done {
+            return Ok(None);
+        }
+        loop {
+            let Some(frame) = read_frame(io, &mut self.buf, &mut self.frames).await? else {
+                // spec: §3.5 "EOF without an authenticated close MUST be reported as truncation"
+                return Err(Error::Truncated);
+            };
+            match self.opener.open(frame)? {
+                Opened::Message(m) => return Ok(Some(m)),
+                Opened::Close => {
+                    self.done = true;
+                    return Ok(None);
+                }
+                Opened::Partial | Opened::KeyUpdate => {}
+            }
+        }
+    }
+
+    async fn recv_message<R: AsyncRead + Unpin>(&mut self, io: &mut R) -> Result<Option<Message>> {
+        match self.recv(io).await? {
+            Some(body) => Ok(Some(Message::decode(&self.codec, &body, &self.limits)?)),
+            None => Ok(None),
+        }
+    }
+}
+
+/// Sending state: output buffer and record sealer.
+#[derive(Debug)]
+struct SendState {
+    buf: BytesMut,
+    sealer: Sealer,
+    codec: Codec,
+}
+
+impl SendState {
+    fn queue(&mut self, msg: &[u8]) -> Result<()> {
+        self.sealer.seal_message(msg, now(), &mut self.buf)
+    }
+
+    fn queue_message(&mut self, msg: &Message) -> Result<()> {
+        let codec = self.codec;
+        self.sealer
+            .seal_with(now(), &mut self.buf, |dst| Ok(msg.encode(&codec, dst)?))
+    }
+
+    async fn flush<W: AsyncWrite + Unpin>(&mut self, io: &mut W) -> Result<()> {
+        if !self.buf.is_empty() {
+            let res = io.write_all(&self.buf).await;
+            self.buf.clear();
+            res?;
+        }
+        io.flush().await?;
+        Ok(())
+    }
+
+    async fn close<W: AsyncWrite + Unpin>(&mut self, io: &mut W) -> Result<()> {
+        self.sealer.seal_close(&mut self.buf)?;
+        self.flush(io).await?;
+        io.shutdown().await?;
+        Ok(())
+    }
+}
+
+fn split_state(
+    est: Established,
+    leftover: BytesMut,
+    limits: Limits,
+) -> (SessionInfo, RecvState, SendState) {
+    let codec = Codec::from_id(est.codec).unwrap_or_default();
+    let info = SessionInfo {
+        role: est.role,
+        suite: est.suite,
+        codec: est.codec,
+        handshake_hash: est.handshake_hash,
+    };
+    let recv = RecvState {
+        buf: leftover,
+        frames: FrameCodec::new(limits),
+        opener: est.opener,
+        codec,
+        limits,
+        done: false,
+    };
+    let send = SendState {
+        buf: BytesMut::with_capacity(16 * 1024),
+        sealer: est.sealer,
+        codec,
+    };
+    (info, recv, send)
+}
+
+/// An established session over one I/O object: whole messages in and out, encrypted.
+#[derive(Debug)]
+pub struct SecureStream<IO> {
+    io: IO,
+    info: SessionInfo,
+    recv: RecvState,
+    send: SendState,
+}
+
+impl<IO: AsyncRead + AsyncWrite + Unpin> SecureStream<IO> {
+    fn new(io: IO, est: Established, leftover: BytesMut, limits: Limits) -> Self {
+        let (info, recv, send) = split_state(est, leftover, limits);
+        Self {
+            io,
+            info,
+            recv,
+            send,
+        }
+    }
+
+    /// What was negotiated.
+    pub fn info(&self) -> &SessionInfo {
+        &self.info
+    }
+
+    /// Sends one message (chunked into several records if it is large).
+    ///
+    /// # Errors
+    /// [`Error::Closed`] after [`close`](Self::close), or I/O errors.
+    pub async fn send(&mut self, msg: &[u8]) -> Result<()> {
+        self.send.queue(msg)?;
+        self.send.flush(&mut self.io).await
+    }
+
+    /// Sends one envelope, encoded with the negotiated codec straight into the record.
+    ///
+    /// # Errors
+    /// As [`send`](Self::send), plus encoding errors.
+    pub async fn send_message(&mut self, msg: &Message) -> Result<()> {
+        self.send.queue_message(msg)?;
+        self.send.flush(&mut self.io).await
+    }
+
+    /// Seals a message into the output buffer without writing it; [`flush`](Self::flush)
+    /// writes everything queued in one go (batching for pipelined traffic).
+    ///
+    /// # Errors
+    /// [`Error::Closed`] after close.
+    pub fn queue(&mut self, msg: &[u8]) -> Result<()> {
+        self.send.queue(msg)
+    }
+
+    /// Like [`queue`](Self::queue) for an envelope.
+    ///
+    /// # Errors
+    /// As [`send_message`](Self::send_message).
+    pub fn queue_message(&mut self, msg: &Message) -> Result<()> {
+        self.send.queue_message(msg)
+    }
+
+    /// Writes everything queued.
+    ///
+    /// # Errors
+    /// I/O errors.
+    pub async fn flush(&mut self) -> Result<()> {
+        self.send.flush(&mut self.io).await
+    }
+
+    /// Receives the next message; `Ok(None)` once the peer closed the session (authenticated).
+    ///
+    /// # Errors
+    /// [`Error::Truncated`] if the stream ends without the peer's close, [`Error::Decrypt`] for
+    /// a record that fails authentication, framing or I/O errors. After an error the session
+    /// must be dropped.
+    pub async fn recv(&mut self) -> Result<Option<Bytes>> {
+        self.recv.recv(&mut self.io).await
+    }
+
+    /// Receives the next envelope, decoded with the negotiated codec.
+    ///
+    /// # Errors
+    /// As [`recv`](Self::recv), plus decoding errors.
+    pub async fn recv_message(&mut self) -> Result<Option<Message>> {
+        self.recv.recv_message(&mut self.io).await
+    }
+
+    /// Sends the authenticated close and shuts down the write side.
+    ///
+    /// # Errors
+    /// [`Error::Closed`] if already closed, or I/O errors.
+    pub async fn close(&mut self) -> Result<()> {
+        self.send.close(&mut self.io).await
+    }
+
+    /// Splits into a reader and a writer that can be used from two tasks.
+    pub fn into_split(self) -> (SecureReader<ReadHalf<IO>>, SecureWriter<WriteHalf<IO>>) {
+        let (r, w) = tokio::io::split(self.io);
+        (
+            SecureReader {
+                io: r,
+                info: self.info,
+                state: self.recv,
+            },
+            SecureWriter {
+                io: w,
+                info: self.info,
+                state: self.send,
+            },
+        )
+    }
+}
+
+/// The receiving half of a split [`SecureStream`].
+#[derive(Debug)]
+pub struct SecureReader<R> {
+    io: R,
+    info: SessionInfo,
+    state: RecvState,
+}
+
+impl<R: AsyncRead + Unpin> SecureReader<R> {
+    /// What was negotiated.
+    pub fn info(&self) -> &SessionInfo {
+        &self.info
+    }
+
+    /// See [`SecureStream::recv`].
+    ///
+    /// # Errors
+    /// As [`SecureStream::recv`].
+    pub async fn recv(&mut self) -> Result<Option<Bytes>> {
+        self.state.recv(&mut self.io).await
+    }
+
+    /// See [`SecureStream::recv_message`].
+    ///
+    /// # Errors
+    /// As [`SecureStream::recv_message`].
+    pub async fn recv_message(&mut self) -> Result<Option<Message>> {
+        self.state.recv_message(&mut self.io).await
+    }
+}
+
+/// The sending half of a split [`SecureStream`].
+#[derive(Debug)]
+pub struct SecureWriter<W> {
+    io: W,
+    info: SessionInfo,
+    state: SendState,
+}
+
+impl<W: AsyncWrite + Unpin> SecureWriter<W> {
+    /// What was negotiated.
+    pub fn info(&self) -> &SessionInfo {
+        &self.info
+    }
+
+    /// See [`SecureStream::send`].
+    ///
+    /// # Errors
+    /// As [`SecureStream::send`].
+    pub async fn send(&mut self, msg: &[u8]) -> Result<()> {
+        self.state.queue(msg)?;
+        self.state.flush(&mut self.io).await
+    }
+
+    /// See [`SecureStream::send_message`].
+    ///
+    /// # Errors
+    /// As [`SecureStream::send_message`].
+    pub async fn send_message(&mut self, msg: &Message) -> Result<()> {
+        self.state.queue_message(msg)?;
+        self.state.flush(&mut self.io).await
+    }
+
+    /// See [`SecureStream::queue`].
+    ///
+    /// # Errors
+    /// As [`SecureStream::queue`].
+    pub fn queue(&mut self, msg: &[u8]) -> Result<()> {
+        self.state.queue(msg)
+    }
+
+    /// See [`SecureStream::queue_message`].
+    ///
+    /// # Errors
+    /// As [`SecureStream::queue_message`].
+    pub fn queue_message(&mut self, msg: &Message) -> Result<()> {
+        self.state.queue_message(msg)
+    }
+
+    /// See [`SecureStream::flush`].
+    ///
+    /// # Errors
+    /// I/O errors.
+    pub async fn flush(&mut self) -> Result<()> {
+        self.state.flush(&mut self.io).await
+    }
+
+    /// See [`SecureStream::close`].
+    ///
+    /// # Errors
+    /// As [`SecureStream::close`].
+    pub async fn close(&mut self) -> Result<()> {
+        self.state.close(&mut self.io).await
+    }
+}

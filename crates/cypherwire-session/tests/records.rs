@@ -1,0 +1,379 @@
+//! Record-layer and handshake behaviour, sans-IO, for every cipher suite.
+
+#![allow(clippy::unwrap_used, clippy::disallowed_methods, reason = "test code")]
+
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use cypherwire_session::record::Opened;
+use cypherwire_session::wire::{CodecId, FrameCodec, Limits};
+use cypherwire_session::{
+    CipherSuite, Error, Established, HandshakeFailure, Initiator, Psk, RekeyPolicy, Responder,
+    SessionConfig,
+};
+use tokio_util::codec::Decoder;
+
+fn psk() -> Psk {
+    Psk::from_bytes([7; 32])
+}
+
+fn config(suite: CipherSuite) -> SessionConfig {
+    SessionConfig::builder().suites([suite]).build().unwrap()
+}
+
+fn pair_with(cfg: &SessionConfig) -> (Established, Established) {
+    let now = Instant::now();
+    let (init, hello) = Initiator::start(&psk(), cfg).unwrap();
+    let (server, reply) = Responder::accept(&psk(), cfg, &hello, now).unwrap();
+    let client = init.finish(&reply, now).unwrap();
+    (client, server)
+}
+
+fn pair(suite: CipherSuite) -> (Established, Established) {
+    pair_with(&config(suite))
+}
+
+/// Splits a byte stream into frame bodies (records).
+fn records(mut wire: BytesMut) -> Vec<BytesMut> {
+    let mut frames = FrameCodec::new(Limits::default());
+    let mut out = Vec::new();
+    while let Some(f) = frames.decode(&mut wire).unwrap() {
+        out.push(f);
+    }
+    assert!(wire.is_empty());
+    out
+}
+
+fn seal(e: &mut Established, msgs: &[&[u8]]) -> Vec<BytesMut> {
+    let mut wire = BytesMut::new();
+    for m in msgs {
+        e.sealer.seal_message(m, Instant::now(), &mut wire).unwrap();
+    }
+    records(wire)
+}
+
+#[test]
+fn both_directions_carry_messages_in_order() {
+    for suite in CipherSuite::ALL {
+        let (mut c, mut s) = pair(suite);
+        assert_eq!((c.suite, s.suite), (suite, suite));
+        for r in seal(&mut c, &[b"one", b"", b"three"]) {
+            assert!(matches!(s.opener.open(r).unwrap(), Opened::Message(_)));
+        }
+        for (r, want) in seal(&mut s, &[b"back"]).into_iter().zip([b"back"]) {
+            assert_eq!(c.opener.open(r).unwrap(), Opened::Message(want[..].into()));
+        }
+    }
+}
+
+#[test]
+fn replay_reorder_drop_and_reflection_are_detected_and_never_delivered() {
+    for suite in CipherSuite::ALL {
+        let (mut c, mut s) = pair(suite);
+        let rs = seal(&mut c, &[b"a", b"b", b"c"]);
+        // Reorder: record 1 before record 0.
+        assert!(matches!(s.opener.open(rs[1].clone()), Err(Error::Decrypt)));
+        // Drop: skip record 0, deliver record 2.
+        assert!(matches!(s.opener.open(rs[2].clone()), Err(Error::Decrypt)));
+        // Reflection: the client's own record back to the client.
+        assert!(matches!(c.opener.open(rs[0].clone()), Err(Error::Decrypt)));
+        // None of that advanced the counter: the genuine sequence still opens.
+        assert_eq!(s.opener.next_seq(), 0);
+        for (r, want) in rs.iter().zip([b"a", b"b", b"c"]) {
+            assert_eq!(
+                s.opener.open(r.clone()).unwrap(),
+                Opened::Message(want[..].into())
+            );
+        }
+        // Replay of an already delivered record.
+        assert!(matches!(s.opener.open(rs[0].clone()), Err(Error::Decrypt)));
+    }
+}
+
+#[test]
+fn every_bit_flip_is_detected() {
+    for suite in CipherSuite::ALL {
+        let (mut c, mut s) = pair(suite);
+        let rec = seal(&mut c, &[b"transfer 100 to alice"]).remove(0);
+        let mut detected = 0;
+        for bit in 0..rec.len() * 8 {
+            let mut bad = rec.clone();
+            bad[bit / 8] ^= 1 << (bit % 8);
+            if matches!(s.opener.open(bad), Err(Error::Decrypt)) {
+                detected += 1;
+            }
+        }
+        assert_eq!(detected, rec.len() * 8, "{suite:?}");
+        assert!(matches!(s.opener.open(rec).unwrap(), Opened::Message(_)));
+    }
+}
+
+#[test]
+fn large_messages_are_chunked_and_reassembled() {
+    let limits = Limits::default().with_max_frame_len(1024).unwrap();
+    for suite in CipherSuite::ALL {
+        let cfg = SessionConfig::builder()
+            .suites([suite])
+            .limits(limits)
+            .build()
+            .unwrap();
+        let (mut c, mut s) = pair_with(&cfg);
+        let big: Vec<u8> = (0..10_000u32).map(|i| (i % 251) as u8).collect();
+        let mut wire = BytesMut::new();
+        c.sealer
+            .seal_message(&big, Instant::now(), &mut wire)
+            .unwrap();
+        let mut frames = FrameCodec::new(limits);
+        let mut out = Vec::new();
+        let mut n = 0;
+        while let Some(f) = frames.decode(&mut wire).unwrap() {
+            n += 1;
+            if let Opened::Message(m) = s.opener.open(f).unwrap() {
+                out.push(m);
+            }
+        }
+        assert!(n >= 10, "{suite:?}: {n} records");
+        assert_eq!(out.len(), 1);
+        assert_eq!(&out[0][..], &big[..]);
+    }
+}
+
+#[test]
+fn reassembly_beyond_the_message_limit_fails() {
+    let limits = Limits::default().with_max_frame_len(1024).unwrap();
+    let big = SessionConfig::builder().limits(limits).build().unwrap();
+    let small = SessionConfig::builder()
+        .limits(limits)
+        .max_message_len(4000)
+        .build()
+        .unwrap();
+    let now = Instant::now();
+    let (init, hello) = Initiator::start(&psk(), &big).unwrap();
+    let (mut s, reply) = Responder::accept(&psk(), &small, &hello, now).unwrap();
+    let mut c = init.finish(&reply, now).unwrap();
+    let mut wire = BytesMut::new();
+    c.sealer.seal_message(&[1u8; 5000], now, &mut wire).unwrap();
+    let mut frames = FrameCodec::new(limits);
+    let mut result = Ok(Opened::Partial);
+    while let Some(f) = frames.decode(&mut wire).unwrap() {
+        result = s.opener.open(f);
+        if result.is_err() {
+            break;
+        }
+    }
+    assert!(
+        matches!(result, Err(Error::MessageTooLarge { max: 4000, .. })),
+        "{result:?}"
+    );
+}
+
+#[test]
+fn rekey_by_records_bytes_and_time_loses_nothing() {
+    for suite in CipherSuite::ALL {
+        for policy in [
+            RekeyPolicy {
+                records: 3,
+                ..RekeyPolicy::default()
+            },
+            RekeyPolicy {
+                bytes: 100,
+                ..RekeyPolicy::default()
+            },
+            RekeyPolicy {
+                interval: Duration::from_secs(5),
+                ..RekeyPolicy::default()
+            },
+        ] {
+            let cfg = SessionConfig::builder()
+                .suites([suite])
+                .rekey(policy)
+                .build()
+                .unwrap();
+            let (mut c, mut s) = pair_with(&cfg);
+            let t0 = Instant::now();
+            let mut wire = BytesMut::new();
+            for i in 0..20u64 {
+                let msg = vec![i as u8; 40];
+                c.sealer
+                    .seal_message(&msg, t0 + Duration::from_secs(i), &mut wire)
+                    .unwrap();
+            }
+            assert!(c.sealer.key_updates() >= 3, "{suite:?} {policy:?}");
+            let mut got = Vec::new();
+            let mut updates = 0;
+            for r in records(wire) {
+                match s.opener.open(r).unwrap() {
+                    Opened::Message(m) => got.push(m[0]),
+                    Opened::KeyUpdate => updates += 1,
+                    other => panic!("{other:?}"),
+                }
+            }
+            assert_eq!(got, (0..20).collect::<Vec<u8>>());
+            assert_eq!(updates, c.sealer.key_updates());
+        }
+    }
+}
+
+#[test]
+fn close_is_authenticated_and_final() {
+    for suite in CipherSuite::ALL {
+        let (mut c, mut s) = pair(suite);
+        let mut wire = BytesMut::new();
+        c.sealer.seal_close(&mut wire).unwrap();
+        assert!(matches!(
+            c.sealer.seal_message(b"x", Instant::now(), &mut wire),
+            Err(Error::Closed)
+        ));
+        let rs = records(wire);
+        // A forged close (bit flipped) is rejected like any record.
+        let mut forged = rs[0].clone();
+        forged[0] ^= 1;
+        assert!(matches!(s.opener.open(forged), Err(Error::Decrypt)));
+        assert_eq!(s.opener.open(rs[0].clone()).unwrap(), Opened::Close);
+        assert!(matches!(s.opener.open(rs[0].clone()), Err(Error::Closed)));
+    }
+}
+
+#[test]
+fn wrong_psk_fails_authentication_on_both_sides() {
+    let cfg = SessionConfig::default();
+    let now = Instant::now();
+    let (_, hello) = Initiator::start(&psk(), &cfg).unwrap();
+    let other = Psk::from_bytes([8; 32]);
+    assert!(matches!(
+        Responder::accept(&other, &cfg, &hello, now),
+        Err(Error::AuthenticationFailed)
+    ));
+    // And a client talking to a server with another key rejects the reply.
+    let (init, hello) = Initiator::start(&other, &cfg).unwrap();
+    let (_, reply) = Responder::accept(&other, &cfg, &hello, now).unwrap();
+    let (init2, _) = Initiator::start(&psk(), &cfg).unwrap();
+    drop(init);
+    assert!(matches!(
+        init2.finish(&reply, now),
+        Err(Error::AuthenticationFailed)
+    ));
+}
+
+#[test]
+fn every_edit_of_the_client_hello_fails_the_handshake() {
+    // Downgrade protection: the clear offer is bound into the Noise prologue.
+    let cfg = SessionConfig::default();
+    let now = Instant::now();
+    let (_, hello) = Initiator::start(&psk(), &cfg).unwrap();
+    let mut failures = 0;
+    let mut total = 0;
+    for i in 0..hello.len() {
+        for flip in [0x01u8, 0x02, 0x80] {
+            total += 1;
+            let mut bad = hello.clone();
+            bad[i] ^= flip;
+            if Responder::accept(&psk(), &cfg, &bad, now).is_err() {
+                failures += 1;
+            }
+        }
+    }
+    assert_eq!(failures, total);
+    // Removing an offered suite (a classic downgrade) also fails.
+    let mut fewer = hello;
+    let n = usize::from(fewer[6]);
+    fewer.remove(7);
+    fewer[6] = (n - 1) as u8;
+    assert!(matches!(
+        Responder::accept(&psk(), &cfg, &fewer, now),
+        Err(Error::AuthenticationFailed)
+    ));
+}
+
+#[test]
+fn server_hello_tampering_fails() {
+    let cfg = SessionConfig::default();
+    let now = Instant::now();
+    for i in 0..50 {
+        let (init, hello) = Initiator::start(&psk(), &cfg).unwrap();
+        let (_, mut reply) = Responder::accept(&psk(), &cfg, &hello, now).unwrap();
+        let at = i % reply.len();
+        reply[at] ^= 0x10;
+        assert!(init.finish(&reply, now).is_err());
+    }
+}
+
+#[test]
+fn incompatible_or_malformed_hellos_are_typed_errors() {
+    let now = Instant::now();
+    let only_cbc = SessionConfig::builder()
+        .suites([CipherSuite::Aes128CbcHmacSha256])
+        .build()
+        .unwrap();
+    let only_gcm = SessionConfig::builder()
+        .suites([CipherSuite::Aes256Gcm])
+        .build()
+        .unwrap();
+    let (_, hello) = Initiator::start(&psk(), &only_cbc).unwrap();
+    assert!(matches!(
+        Responder::accept(&psk(), &only_gcm, &hello, now),
+        Err(Error::Handshake(HandshakeFailure::NoCommonSuite))
+    ));
+    let json = SessionConfig::builder()
+        .codecs([CodecId::Json])
+        .build()
+        .unwrap();
+    let mp = SessionConfig::builder()
+        .codecs([CodecId::MsgPack])
+        .build()
+        .unwrap();
+    let (_, hello) = Initiator::start(&psk(), &json).unwrap();
+    assert!(matches!(
+        Responder::accept(&psk(), &mp, &hello, now),
+        Err(Error::Handshake(HandshakeFailure::NoCommonCodec))
+    ));
+    let cfg = SessionConfig::default();
+    for (bad, want) in [
+        (&b"GET / HTTP/1.1\r\n"[..], HandshakeFailure::BadMagic),
+        (&b"CYPW\x02"[..], HandshakeFailure::UnsupportedVersion(2)),
+        (&b"CYPW\x01\x07"[..], HandshakeFailure::UnsupportedMode(7)),
+        (&b"CYPW\x01\x01"[..], HandshakeFailure::Malformed),
+        (
+            &b"CYPW\x01\x01\x01\x01\x01\x01"[..],
+            HandshakeFailure::Malformed,
+        ),
+        (&b""[..], HandshakeFailure::BadMagic),
+    ] {
+        match Responder::accept(&psk(), &cfg, bad, now) {
+            Err(Error::Handshake(f)) => assert_eq!(f, want),
+            other => panic!("{bad:?}: {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn negotiation_follows_the_responder_preference() {
+    let now = Instant::now();
+    let client = SessionConfig::builder()
+        .suites([CipherSuite::ChaCha20Poly1305, CipherSuite::Aes256Gcm])
+        .codecs([CodecId::MsgPack, CodecId::Json])
+        .build()
+        .unwrap();
+    let server = SessionConfig::builder()
+        .suites([CipherSuite::Aes256Gcm, CipherSuite::ChaCha20Poly1305])
+        .codecs([CodecId::Json, CodecId::MsgPack])
+        .build()
+        .unwrap();
+    let (init, hello) = Initiator::start(&psk(), &client).unwrap();
+    let (s, reply) = Responder::accept(&psk(), &server, &hello, now).unwrap();
+    let c = init.finish(&reply, now).unwrap();
+    assert_eq!((c.suite, c.codec), (CipherSuite::Aes256Gcm, CodecId::Json));
+    assert_eq!((s.suite, s.codec), (c.suite, c.codec));
+    assert_eq!(c.handshake_hash, s.handshake_hash);
+}
+
+#[test]
+fn each_session_has_fresh_keys() {
+    // Forward secrecy's visible symptom: two sessions under one PSK share no handshake hash and
+    // a record of one does not open in the other.
+    let (mut c1, _s1) = pair(CipherSuite::ChaCha20Poly1305);
+    let (_c2, mut s2) = pair(CipherSuite::ChaCha20Poly1305);
+    assert_ne!(c1.handshake_hash, s2.handshake_hash);
+    let r = seal(&mut c1, &[b"x"]).remove(0);
+    assert!(matches!(s2.opener.open(r), Err(Error::Decrypt)));
+}

@@ -1,0 +1,258 @@
+//! The tokio adapter over real loopback TCP (and in-memory pipes where virtual time is needed),
+//! for every cipher suite and codec.
+
+#![allow(clippy::unwrap_used, reason = "test code")]
+
+use std::sync::LazyLock;
+use std::time::Duration;
+
+use cypherwire_session::wire::{CodecId, Message, Request, Value};
+use cypherwire_session::{CipherSuite, Error, Psk, SessionConfig, accept, connect};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+fn psk() -> &'static Psk {
+    static KEY: LazyLock<Psk> =
+        LazyLock::new(|| Psk::from_passphrase("2ZpK1CdQfm0s1EZ1SIhYfV7MHdJf8X3U").unwrap());
+    &KEY
+}
+
+fn config(suite: CipherSuite, codec: CodecId) -> SessionConfig {
+    SessionConfig::builder()
+        .suites([suite])
+        .codecs([codec])
+        .build()
+        .unwrap()
+}
+
+async fn tcp_pair() -> (TcpStream, TcpStream) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (client, server) = tokio::join!(TcpStream::connect(addr), listener.accept());
+    (client.unwrap(), server.unwrap().0)
+}
+
+#[tokio::test]
+async fn request_response_over_tcp_for_every_suite_and_codec() {
+    for suite in CipherSuite::ALL {
+        for codec in [CodecId::MsgPack, CodecId::Json] {
+            let cfg = config(suite, codec);
+            let (a, b) = tcp_pair().await;
+            let (c, s) = tokio::join!(connect(a, psk(), &cfg), accept(b, psk(), &cfg));
+            let (mut c, mut s) = (c.unwrap(), s.unwrap());
+            assert_eq!(c.info().suite, suite);
+            assert_eq!(s.info().codec, codec);
+            assert_eq!(c.info().handshake_hash, s.info().handshake_hash);
+
+            let server = tokio::spawn(async move {
+                let mut n = 0;
+                while let Some(Message::Request(r)) = s.recv_message().await.unwrap() {
+                    let reply = cypherwire_session::wire::Response::ok(r.id, r.data);
+                    s.send_message(&reply.into()).await.unwrap();
+                    n += 1;
+                }
+                s.close().await.unwrap();
+                n
+            });
+            for i in 0..50u64 {
+                let req = Request::new(i, "/ECHO", "PUT").with_data(Value::from(vec![i; 3]));
+                c.send_message(&req.into()).await.unwrap();
+                match c.recv_message().await.unwrap() {
+                    Some(Message::Response(r)) => {
+                        assert_eq!(r.id, i);
+                        assert_eq!(r.data, Value::from(vec![i; 3]));
+                    }
+                    other => panic!("{other:?}"),
+                }
+            }
+            c.close().await.unwrap();
+            assert_eq!(c.recv().await.unwrap(), None);
+            assert_eq!(server.await.unwrap(), 50);
+        }
+    }
+}
+
+#[tokio::test]
+async fn large_messages_cross_in_chunks() {
+    for suite in CipherSuite::ALL {
+        let cfg = config(suite, CodecId::MsgPack);
+        let (a, b) = tcp_pair().await;
+        let (c, s) = tokio::join!(connect(a, psk(), &cfg), accept(b, psk(), &cfg));
+        let (mut c, mut s) = (c.unwrap(), s.unwrap());
+        let big: Vec<u8> = (0..5_000_000u32).map(|i| (i % 253) as u8).collect();
+        let expected = big.clone();
+        let sender = tokio::spawn(async move {
+            c.send(&big).await.unwrap();
+            c.close().await.unwrap();
+        });
+        let got = s.recv().await.unwrap().unwrap();
+        assert_eq!(got.len(), expected.len());
+        assert!(got[..] == expected[..], "{suite:?}");
+        assert_eq!(s.recv().await.unwrap(), None);
+        sender.await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn eof_without_close_is_truncation() {
+    let cfg = SessionConfig::default();
+    let (a, b) = tcp_pair().await;
+    let (c, s) = tokio::join!(connect(a, psk(), &cfg), accept(b, psk(), &cfg));
+    let (mut c, s) = (c.unwrap(), s.unwrap());
+    let (_r, mut w) = s.into_split();
+    w.send(b"last words").await.unwrap();
+    drop(w);
+    drop(_r);
+    assert_eq!(c.recv().await.unwrap().as_deref(), Some(&b"last words"[..]));
+    assert!(matches!(c.recv().await, Err(Error::Truncated)));
+}
+
+#[tokio::test]
+async fn wrong_psk_is_refused() {
+    let cfg = SessionConfig::default();
+    let (a, b) = tcp_pair().await;
+    let other = Psk::from_bytes([1; 32]);
+    let (c, s) = tokio::join!(connect(a, &other, &cfg), async {
+        let r = accept(b, psk(), &cfg).await;
+        // The server drops the connection without answering: no oracle.
+        r
+    });
+    assert!(matches!(s, Err(Error::AuthenticationFailed)));
+    assert!(matches!(c, Err(Error::Truncated)), "{c:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn silent_client_hits_the_handshake_timeout() {
+    let cfg = SessionConfig::builder()
+        .handshake_timeout(Duration::from_secs(3))
+        .build()
+        .unwrap();
+    let (_client, server) = tokio::io::duplex(1024);
+    let started = tokio::time::Instant::now();
+    let res = accept(server, psk(), &cfg).await;
+    assert!(matches!(res, Err(Error::HandshakeTimeout)));
+    assert_eq!(started.elapsed(), Duration::from_secs(3));
+}
+
+#[tokio::test]
+async fn garbage_instead_of_a_hello_is_rejected() {
+    let cfg = SessionConfig::default();
+    let (mut a, b) = tcp_pair().await;
+    let server = tokio::spawn(async move { accept(b, psk(), &cfg).await });
+    a.write_all(b"\x00\x00\x00\x10GET / HTTP/1.1\r\n\r\n")
+        .await
+        .unwrap();
+    let res = server.await.unwrap();
+    assert!(matches!(res, Err(Error::Handshake(_))), "{res:?}");
+    // And an oversize length prefix before the handshake hits the 64 KiB limit.
+    let cfg = SessionConfig::default();
+    let (mut a, b) = tcp_pair().await;
+    let server = tokio::spawn(async move { accept(b, psk(), &cfg).await });
+    a.write_all(&[0x00, 0x01, 0x00, 0x01]).await.unwrap();
+    let res = server.await.unwrap();
+    assert!(
+        matches!(
+            res,
+            Err(Error::Wire(
+                cypherwire_session::wire::Error::FrameTooLarge { max: 65536, .. }
+            ))
+        ),
+        "{res:?}"
+    );
+}
+
+/// A man in the middle that flips one bit of the first record after the handshake: the
+/// receiver reports a decryption failure and delivers nothing.
+#[tokio::test]
+async fn flipped_bit_in_transit_is_detected() {
+    for suite in CipherSuite::ALL {
+        let cfg = config(suite, CodecId::MsgPack);
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let proxy = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let (server_addr, proxy_addr) =
+            (listener.local_addr().unwrap(), proxy.local_addr().unwrap());
+        let mitm = tokio::spawn(async move {
+            let (mut from_client, _) = proxy.accept().await.unwrap();
+            let mut to_server = TcpStream::connect(server_addr).await.unwrap();
+            let (mut cr, mut cw) = from_client.split();
+            let (mut sr, mut sw) = to_server.split();
+            // Server to client: forward untouched.
+            let down = async {
+                let _ = tokio::io::copy(&mut sr, &mut cw).await;
+            };
+            // Client to server: forward the hello, then flip a bit in the next record.
+            let up = async {
+                let mut buf = vec![0u8; 65536];
+                let mut total = 0usize;
+                let mut flipped = false;
+                loop {
+                    let n = cr.read(&mut buf).await.unwrap_or(0);
+                    if n == 0 {
+                        break;
+                    }
+                    // The hello is 4 + 8 + 3 + 2 + 48 bytes at most; flip well after it.
+                    if !flipped && total + n > 100 {
+                        let at = 100usize.saturating_sub(total);
+                        buf[at] ^= 0x04;
+                        flipped = true;
+                    }
+                    total += n;
+                    if sw.write_all(&buf[..n]).await.is_err() {
+                        break;
+                    }
+                }
+            };
+            tokio::join!(down, up);
+        });
+        let server = tokio::spawn({
+            let cfg = cfg.clone();
+            async move {
+                let (s, _) = listener.accept().await.unwrap();
+                let mut s = accept(s, psk(), &cfg).await.unwrap();
+                s.recv().await
+            }
+        });
+        let mut c = connect(TcpStream::connect(proxy_addr).await.unwrap(), psk(), &cfg)
+            .await
+            .unwrap();
+        c.send(&[0x55; 200]).await.unwrap();
+        let got = server.await.unwrap();
+        assert!(matches!(got, Err(Error::Decrypt)), "{suite:?}: {got:?}");
+        drop(c);
+        mitm.abort();
+    }
+}
+
+#[tokio::test]
+async fn split_halves_work_from_two_tasks() {
+    let cfg = SessionConfig::default();
+    let (a, b) = tcp_pair().await;
+    let (c, s) = tokio::join!(connect(a, psk(), &cfg), accept(b, psk(), &cfg));
+    let (mut s_r, mut s_w) = s.unwrap().into_split();
+    let (mut c_r, mut c_w) = c.unwrap().into_split();
+    let echo = tokio::spawn(async move {
+        while let Some(m) = s_r.recv().await.unwrap() {
+            s_w.queue(&m).unwrap();
+            s_w.flush().await.unwrap();
+        }
+        s_w.close().await.unwrap();
+    });
+    let reader = tokio::spawn(async move {
+        let mut n = 0u32;
+        while let Some(m) = c_r.recv().await.unwrap() {
+            assert_eq!(&m[..], n.to_be_bytes());
+            n += 1;
+        }
+        n
+    });
+    for i in 0..1000u32 {
+        c_w.queue(&i.to_be_bytes()).unwrap();
+        if i % 64 == 63 {
+            c_w.flush().await.unwrap();
+        }
+    }
+    c_w.flush().await.unwrap();
+    c_w.close().await.unwrap();
+    echo.await.unwrap();
+    assert_eq!(reader.await.unwrap(), 1000);
+}
