@@ -2,7 +2,8 @@
 //! both payload codecs. Run: `cargo bench -p cypherwire-wire --bench wire`.
 //!
 //! Each measurement handles one whole frame (header + envelope). Criterion reports time per
-//! frame and bytes/s of frame data; frames/s is the reciprocal of the time.
+//! frame and bytes/s of frame data; frames/s is the reciprocal of the time. The baseline group
+//! copies a frame-sized buffer once, measured in the same run.
 
 #![allow(
     missing_docs,
@@ -57,6 +58,25 @@ fn bench(c: &mut Criterion) {
             });
             group.finish();
         }
+        // Baseline in the same run: copying the frame's bytes once (the floor for any decoder
+        // that hands out owned data), per size.
+        let frame_len = {
+            let mut buf = BytesMut::new();
+            MessageCodec::new(Codec::MsgPack, limits).encode(&msg, &mut buf).unwrap();
+            buf.len()
+        };
+        let src = vec![0x5au8; frame_len];
+        let mut group = c.benchmark_group("wire/baseline");
+        group.throughput(Throughput::Bytes(frame_len as u64));
+        group.bench_function(BenchmarkId::new("memcpy", label), |b| {
+            let mut out = BytesMut::with_capacity(frame_len);
+            b.iter(|| {
+                out.clear();
+                out.extend_from_slice(black_box(&src));
+                black_box(out.len())
+            });
+        });
+        group.finish();
     }
 }
 
