@@ -49,6 +49,7 @@
 
 mod config;
 mod error;
+pub mod fernet;
 pub mod handshake;
 mod psk;
 pub mod record;

@@ -62,7 +62,9 @@ fn bench(c: &mut Criterion) {
         // that hands out owned data), per size.
         let frame_len = {
             let mut buf = BytesMut::new();
-            MessageCodec::new(Codec::MsgPack, limits).encode(&msg, &mut buf).unwrap();
+            MessageCodec::new(Codec::MsgPack, limits)
+                .encode(&msg, &mut buf)
+                .unwrap();
             buf.len()
         };
         let src = vec![0x5au8; frame_len];
