@@ -131,12 +131,11 @@ impl FernetKey {
         let mut ts = [0u8; 8];
         ts.copy_from_slice(&data[1..9]);
         let stamped = u64::from_be_bytes(ts);
-        if let Some(ttl) = ttl_secs {
-            if stamped.saturating_add(ttl) < now_unix
-                || now_unix.saturating_add(MAX_CLOCK_SKEW_SECS) < stamped
-            {
-                return Err(Error::InvalidToken);
-            }
+        if let Some(ttl) = ttl_secs
+            && (stamped.saturating_add(ttl) < now_unix
+                || now_unix.saturating_add(MAX_CLOCK_SKEW_SECS) < stamped)
+        {
+            return Err(Error::InvalidToken);
         }
         let mut iv = [0u8; 16];
         iv.copy_from_slice(&data[9..25]);

@@ -18,9 +18,14 @@
 //! - **A tokio adapter** ([`connect`], [`accept`], [`SecureStream`]) for any
 //!   `AsyncRead + AsyncWrite`.
 //!
-//! **What it does not do (yet)**: identity mode (static keys), password mode (PAKE),
-//! session tokens and resumption, the attempt/ban table, and Fernet are tracked in the
-//! project's session-layer issue and not in this build. It opens no sockets itself.
+//! - **Session tokens** ([`token`]): random, single-use, expiring, constant-time, bounded.
+//! - **Attempt limits and bans** ([`bans`]) for the server and the mesh, checked before any
+//!   cryptographic work.
+//! - **Fernet** ([`fernet`]) for the CYPHER_PROTOCOL compat mode (legacy).
+//!
+//! **What it does not do (yet)**: identity mode (static keys) and password mode (PAKE) are
+//! tracked in the project's session-layer issue and not in this build. It opens no sockets
+//! itself.
 //!
 //! ```
 //! use cypherwire_session::{Psk, Responder, SessionConfig, handshake::Initiator};
@@ -47,6 +52,7 @@
 
 #![doc(test(attr(deny(warnings))))]
 
+pub mod bans;
 mod config;
 mod error;
 pub mod fernet;
@@ -55,9 +61,11 @@ mod psk;
 pub mod record;
 mod stream;
 pub mod suite;
+pub mod token;
 
 pub use cypherwire_wire as wire;
 
+pub use crate::bans::{AttemptLimiter, BanPolicy, Banned};
 pub use crate::config::{
     DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_MAX_MESSAGE_LEN, SessionConfig, SessionConfigBuilder,
 };
@@ -67,3 +75,4 @@ pub use crate::psk::{MIN_PASSPHRASE_LEN, PSK_LEN, PSK_TEXT_PREFIX, Psk};
 pub use crate::record::RekeyPolicy;
 pub use crate::stream::{SecureReader, SecureStream, SecureWriter, SessionInfo, accept, connect};
 pub use crate::suite::CipherSuite;
+pub use crate::token::{SessionToken, TokenStore};
