@@ -88,6 +88,12 @@ pub enum HandshakeFailure {
     /// A handshake message is too short, too long or malformed.
     #[error("malformed handshake message")]
     Malformed,
+    /// The peer's static key is not in the allow-list (identity mode).
+    #[error("peer identity not trusted")]
+    UntrustedKey,
+    /// The server asked for password-hashing parameters outside the client's bounds.
+    #[error("unacceptable password parameters")]
+    UnacceptableParameters,
 }
 
 impl Error {
@@ -102,6 +108,7 @@ impl Error {
             | Self::Handshake(HandshakeFailure::UnsupportedMode(_))
             | Self::Handshake(HandshakeFailure::NoCommonSuite)
             | Self::Handshake(HandshakeFailure::NoCommonCodec) => CloseCode::UNSUPPORTED,
+            Self::Handshake(HandshakeFailure::UntrustedKey) => CloseCode::AUTH_FAILED,
             Self::Handshake(_) => CloseCode::PROTOCOL_ERROR,
             Self::HandshakeTimeout => CloseCode::TIMEOUT,
             Self::MessageTooLarge { .. } => CloseCode::FRAME_TOO_LARGE,

@@ -1,31 +1,32 @@
-//! PSK-mode handshake (sans-IO): Noise `NNpsk0` run by `snow`, with the version and the offered
-//! cipher suites and codecs bound into the Noise prologue.
+//! Handshakes (sans-IO): three authentication modes over Noise, run by `snow`.
 //!
-//! ```text
-//! initiator                                              responder
-//! ClientHello = header ‖ Noise msg 1 (-> psk, e)   ──▶   checks header, reads msg 1,
-//!                                                        picks suite + codec
-//!            ◀──   ServerHello = Noise msg 2 (<- e, ee), payload = suite ‖ codec
-//! both: record keys from the Noise split (one per direction), bound to the handshake hash
-//! ```
+//! Every handshake starts with a ClientHello whose clear header is
+//! `"CYPW" ‖ version (1) ‖ mode ‖ n ‖ suites[n] ‖ m ‖ codecs[m]`; the Noise prologue is
+//! `"cypherwire/v1 handshake" ‖ header` (plus, in password mode, the PAKE messages), so any
+//! change to the offer fails authentication: no downgrade. The responder's choice of suite and
+//! codec travels encrypted and authenticated in its Noise message.
 //!
-//! `header = "CYPW" ‖ version (1) ‖ mode (1 = PSK) ‖ n ‖ suites[n] ‖ m ‖ codecs[m]` travels in
-//! clear, and the Noise prologue is `"cypherwire/v1 handshake" ‖ header`, so a modified offer
-//! makes message 1 fail authentication: no downgrade. The responder's choice is encrypted and
-//! authenticated in message 2. Both messages are frames (`docs/protocol.md` §3.1–§3.3).
+//! | mode | byte | Noise pattern | authenticates | messages |
+//! | --- | --- | --- | --- | --- |
+//! | PSK | 1 | `NNpsk0` | both sides, by a shared 32-byte key | hello+e → ← e,ee |
+//! | identity | 2 | `XX` | both sides, by static X25519 keys checked against an allow-list | hello+e → ← e,ee,s,es → s,se |
+//! | password | 3 | SPAKE2, then `NNpsk0` keyed by its output | both sides, by a network password; no offline guessing from a transcript | hello → ← challenge → spake+e ← e,ee |
 //!
-//! Security properties: mutual authentication by the PSK; forward secrecy from the ephemeral
-//! Diffie–Hellman (a later leak of the PSK does not expose recorded sessions' records). Not
-//! claimed: resistance to key-compromise impersonation among PSK holders (any holder can
-//! impersonate any other), and identity hiding (there are no identities in this mode). A
-//! replayed ClientHello makes the responder answer, but the replayer cannot derive keys.
+//! All modes give forward secrecy (ephemeral X25519). The state machines are driven by
+//! [`Initiator::handle`] / [`Responder::handle`], each consuming the state and returning a
+//! [`Step`]. Byte layouts: `docs/protocol.md` §3.
 
 use std::time::Instant;
 
 use cypherwire_wire::{CodecId, FrameCodec, Limits};
+use hkdf::Hkdf;
+use sha2::Sha256;
+use spake2::{Ed25519Group, Identity as SpakeId, Password as SpakePassword, Spake2};
+use zeroize::Zeroizing;
 
 use crate::config::SessionConfig;
 use crate::error::{Error, HandshakeFailure, Result};
+use crate::identity::{Argon2Cost, IdentityKey, Password, PasswordVerifier, PublicKey};
 use crate::psk::Psk;
 use crate::record::{Opener, Sealer, direction_key};
 use crate::suite::CipherSuite;
@@ -34,15 +35,24 @@ use crate::suite::CipherSuite;
 pub const MAGIC: [u8; 4] = *b"CYPW";
 /// Protocol version spoken by this implementation.
 pub const PROTOCOL_VERSION: u8 = 1;
-/// Authentication mode byte for PSK mode.
+/// Mode byte: PSK.
 pub const MODE_PSK: u8 = 1;
-/// The Noise protocol name of PSK mode.
+/// Mode byte: identity keys.
+pub const MODE_IDENTITY: u8 = 2;
+/// Mode byte: password.
+pub const MODE_PASSWORD: u8 = 3;
+/// Noise protocol of PSK mode (and of password mode's second phase).
 pub const NOISE_PSK: &str = "Noise_NNpsk0_25519_ChaChaPoly_SHA256";
+/// Noise protocol of identity mode.
+pub const NOISE_IDENTITY: &str = "Noise_XX_25519_ChaChaPoly_SHA256";
 /// Most suites or codecs a hello may list.
 pub const MAX_OFFERED: usize = 16;
 
 const PROLOGUE_LABEL: &[u8] = b"cypherwire/v1 handshake";
-/// Room for a Noise message: ephemeral key, payload, tag.
+const SPAKE_ID_CLIENT: &[u8] = b"cypherwire/v1 password client";
+const SPAKE_ID_SERVER: &[u8] = b"cypherwire/v1 password server";
+const SPAKE_MSG_LEN: usize = 33;
+/// Room for any Noise message of these patterns.
 const NOISE_BUF: usize = 256;
 
 /// Which side of the handshake a session was on.
@@ -53,6 +63,72 @@ pub enum Role {
     Initiator,
     /// Answered it (usually the server).
     Responder,
+}
+
+/// Which static keys a side accepts from its peer in identity mode.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum PeerTrust {
+    /// Only these keys (pinned).
+    AllowList(Vec<PublicKey>),
+    /// Any key: the handshake authenticates that the peer holds the key it presents, and the
+    /// application decides what that key may do (see [`Established::peer_identity`]).
+    AnyKey,
+}
+
+impl PeerTrust {
+    fn allows(&self, key: &PublicKey) -> bool {
+        match self {
+            Self::AllowList(keys) => keys.contains(key),
+            Self::AnyKey => true,
+        }
+    }
+}
+
+/// The initiator's credentials.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum ClientAuth {
+    /// PSK mode.
+    Psk(Psk),
+    /// Identity mode: our key, and the keys we accept from the responder.
+    Identity(IdentityKey, PeerTrust),
+    /// Password mode.
+    Password(Password),
+}
+
+/// The responder's credentials.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum ServerAuth {
+    /// PSK mode.
+    Psk(Psk),
+    /// Identity mode: our key, and the keys we accept from initiators.
+    Identity(IdentityKey, PeerTrust),
+    /// Password mode: the stored verifier.
+    Password(PasswordVerifier),
+}
+
+impl From<Psk> for ClientAuth {
+    fn from(p: Psk) -> Self {
+        Self::Psk(p)
+    }
+}
+
+impl From<Psk> for ServerAuth {
+    fn from(p: Psk) -> Self {
+        Self::Psk(p)
+    }
+}
+
+impl ClientAuth {
+    fn mode(&self) -> u8 {
+        match self {
+            Self::Psk(_) => MODE_PSK,
+            Self::Identity(..) => MODE_IDENTITY,
+            Self::Password(_) => MODE_PASSWORD,
+        }
+    }
 }
 
 /// A completed handshake: the negotiated parameters and the record layer, ready to use.
@@ -66,12 +142,33 @@ pub struct Established {
     /// The negotiated payload codec.
     pub codec: CodecId,
     /// The Noise handshake hash: unique per session, identical on both sides (channel
-    /// binding).
+    /// binding; not secret).
     pub handshake_hash: [u8; 32],
+    /// The peer's authenticated static key (identity mode only).
+    pub peer_identity: Option<PublicKey>,
     /// Seals what this side sends.
     pub sealer: Sealer,
     /// Opens what this side receives.
     pub opener: Opener,
+}
+
+/// What a handshake step produced. (Exhaustive on purpose: a step either continues or ends.)
+#[derive(Debug)]
+pub enum Step<S> {
+    /// Send `send`, then feed the peer's next message to `state`.
+    Continue {
+        /// The next state.
+        state: S,
+        /// The frame body to send.
+        send: Vec<u8>,
+    },
+    /// The handshake is complete; send `send` first if present.
+    Done {
+        /// The session.
+        established: Box<Established>,
+        /// A last frame body for the peer.
+        send: Option<Vec<u8>>,
+    },
 }
 
 /// Extra knobs for reproducible tests (feature `test-util`).
@@ -85,51 +182,125 @@ pub struct HandshakeOptions {
 }
 
 fn noise_state(
-    psk: &Psk,
+    pattern: &str,
+    psk: Option<&[u8; 32]>,
+    static_key: Option<&IdentityKey>,
     prologue: &[u8],
     opts: &HandshakeOptions,
     role: Role,
-) -> Result<snow::HandshakeState> {
-    let params = NOISE_PSK
+) -> Result<Box<snow::HandshakeState>> {
+    let params = pattern
         .parse()
         .map_err(|_| Error::Config("Noise parameters"))?;
-    let builder = snow::Builder::new(params)
-        .psk(0, psk.as_bytes())
-        .and_then(|b| b.prologue(prologue))
+    let mut builder = snow::Builder::new(params)
+        .prologue(prologue)
         .map_err(|_| Error::Config("Noise builder"))?;
+    if let Some(k) = psk {
+        builder = builder.psk(0, k).map_err(|_| Error::Config("Noise psk"))?;
+    }
+    if let Some(k) = static_key {
+        builder = builder
+            .local_private_key(k.private_bytes())
+            .map_err(|_| Error::Config("Noise static key"))?;
+    }
     #[cfg(feature = "test-util")]
-    let builder = match &opts.fixed_ephemeral {
-        Some(e) => builder.fixed_ephemeral_key_for_testing_only(e),
-        None => builder,
-    };
+    if let Some(e) = &opts.fixed_ephemeral {
+        builder = builder.fixed_ephemeral_key_for_testing_only(e);
+    }
     #[cfg(not(feature = "test-util"))]
     let _ = opts;
     match role {
         Role::Initiator => builder.build_initiator(),
         Role::Responder => builder.build_responder(),
     }
+    .map(Box::new)
     .map_err(|_| Error::Config("Noise state"))
 }
 
-fn prologue(header: &[u8]) -> Vec<u8> {
-    [PROLOGUE_LABEL, header].concat()
+fn prologue(parts: &[&[u8]]) -> Vec<u8> {
+    let mut p = PROLOGUE_LABEL.to_vec();
+    for part in parts {
+        p.extend_from_slice(part);
+    }
+    p
 }
 
-/// The initiator after sending its ClientHello, waiting for the ServerHello.
+fn noise_write(noise: &mut snow::HandshakeState, payload: &[u8]) -> Result<Vec<u8>> {
+    let mut out = vec![0u8; NOISE_BUF];
+    let n = noise
+        .write_message(payload, &mut out)
+        .map_err(|_| Error::Config("Noise write"))?;
+    out.truncate(n);
+    Ok(out)
+}
+
+fn noise_read(noise: &mut snow::HandshakeState, msg: &[u8]) -> Result<Vec<u8>> {
+    if msg.len() > NOISE_BUF {
+        return Err(HandshakeFailure::Malformed.into());
+    }
+    let mut out = vec![0u8; NOISE_BUF];
+    let n = noise
+        .read_message(msg, &mut out)
+        .map_err(|_| Error::AuthenticationFailed)?;
+    out.truncate(n);
+    Ok(out)
+}
+
+/// Password mode's Noise PSK: `HKDF-SHA256(salt = none, ikm = SPAKE2 key, info = label)`.
+fn password_psk(spake_key: &[u8]) -> Zeroizing<[u8; 32]> {
+    let mut k = Zeroizing::new([0u8; 32]);
+    let _ = Hkdf::<Sha256>::new(None, spake_key).expand(b"cypherwire/v1 password psk", k.as_mut());
+    k
+}
+
+/// The initiator's state between messages.
 pub struct Initiator {
-    noise: snow::HandshakeState,
-    offered_suites: Vec<CipherSuite>,
-    offered_codecs: Vec<CodecId>,
+    state: IState,
+    header: Vec<u8>,
     config: SessionConfig,
+    opts: HandshakeOptions,
+}
+
+enum IState {
+    /// PSK or identity mode: waiting for the responder's Noise message.
+    Noise {
+        noise: Box<snow::HandshakeState>,
+        trust: Option<PeerTrust>,
+    },
+    /// Password mode: waiting for the challenge.
+    PasswordChallenge { password: Password },
+    /// Password mode: waiting for the responder's Noise message.
+    PasswordNoise { noise: Box<snow::HandshakeState> },
 }
 
 impl std::fmt::Debug for Initiator {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let state = match &self.state {
+            IState::Noise { .. } => "Noise",
+            IState::PasswordChallenge { .. } => "PasswordChallenge",
+            IState::PasswordNoise { .. } => "PasswordNoise",
+        };
         f.debug_struct("Initiator")
-            .field("offered_suites", &self.offered_suites)
-            .field("offered_codecs", &self.offered_codecs)
+            .field("state", &state)
             .finish_non_exhaustive()
     }
+}
+
+fn hello_header(mode: u8, config: &SessionConfig) -> Result<Vec<u8>> {
+    if config.suites.len() > MAX_OFFERED || config.codecs.len() > MAX_OFFERED {
+        return Err(Error::Config(
+            "at most 16 suites and 16 codecs can be offered",
+        ));
+    }
+    let mut header = Vec::with_capacity(8 + config.suites.len() + config.codecs.len());
+    header.extend_from_slice(&MAGIC);
+    header.push(PROTOCOL_VERSION);
+    header.push(mode);
+    header.push(config.suites.len() as u8);
+    header.extend(config.suites.iter().map(|s| s.id()));
+    header.push(config.codecs.len() as u8);
+    header.extend(config.codecs.iter().map(|c| c.to_u8()));
+    Ok(header)
 }
 
 impl Initiator {
@@ -137,8 +308,8 @@ impl Initiator {
     ///
     /// # Errors
     /// [`Error::Config`] if the configuration offers more than [`MAX_OFFERED`] entries.
-    pub fn start(psk: &Psk, config: &SessionConfig) -> Result<(Self, Vec<u8>)> {
-        Self::start_with(psk, config, &HandshakeOptions::default())
+    pub fn start(auth: &ClientAuth, config: &SessionConfig) -> Result<(Self, Vec<u8>)> {
+        Self::start_with(auth, config, HandshakeOptions::default())
     }
 
     /// [`start`](Self::start) with test options.
@@ -146,131 +317,455 @@ impl Initiator {
     /// # Errors
     /// As [`start`](Self::start).
     pub fn start_with(
-        psk: &Psk,
+        auth: &ClientAuth,
         config: &SessionConfig,
-        opts: &HandshakeOptions,
+        opts: HandshakeOptions,
     ) -> Result<(Self, Vec<u8>)> {
-        if config.suites.len() > MAX_OFFERED || config.codecs.len() > MAX_OFFERED {
-            return Err(Error::Config(
-                "at most 16 suites and 16 codecs can be offered",
-            ));
-        }
-        let mut header = Vec::with_capacity(8 + config.suites.len() + config.codecs.len());
-        header.extend_from_slice(&MAGIC);
-        header.push(PROTOCOL_VERSION);
-        header.push(MODE_PSK);
-        header.push(config.suites.len() as u8);
-        header.extend(config.suites.iter().map(|s| s.id()));
-        header.push(config.codecs.len() as u8);
-        header.extend(config.codecs.iter().map(|c| c.to_u8()));
-
-        let mut noise = noise_state(psk, &prologue(&header), opts, Role::Initiator)?;
-        let mut msg = [0u8; NOISE_BUF];
-        let n = noise
-            .write_message(&[], &mut msg)
-            .map_err(|_| Error::Config("Noise write"))?;
-        let mut hello = header;
-        hello.extend_from_slice(&msg[..n]);
+        let header = hello_header(auth.mode(), config)?;
+        let mut hello = header.clone();
+        let state = match auth {
+            ClientAuth::Psk(psk) => {
+                let mut noise = noise_state(
+                    NOISE_PSK,
+                    Some(psk.as_bytes()),
+                    None,
+                    &prologue(&[&header]),
+                    &opts,
+                    Role::Initiator,
+                )?;
+                hello.extend(noise_write(&mut noise, &[])?);
+                IState::Noise { noise, trust: None }
+            }
+            ClientAuth::Identity(key, trust) => {
+                let mut noise = noise_state(
+                    NOISE_IDENTITY,
+                    None,
+                    Some(key),
+                    &prologue(&[&header]),
+                    &opts,
+                    Role::Initiator,
+                )?;
+                hello.extend(noise_write(&mut noise, &[])?);
+                IState::Noise {
+                    noise,
+                    trust: Some(trust.clone()),
+                }
+            }
+            ClientAuth::Password(pw) => IState::PasswordChallenge {
+                password: pw.clone(),
+            },
+        };
         Ok((
             Self {
-                noise,
-                offered_suites: config.suites.clone(),
-                offered_codecs: config.codecs.clone(),
+                state,
+                header,
                 config: config.clone(),
+                opts,
             },
             hello,
         ))
     }
 
-    /// Reads the ServerHello and completes the handshake.
+    /// Whether the next step is CPU-heavy (password mode runs argon2 on the challenge): a
+    /// driver should run it off the async threads.
+    pub fn next_step_is_expensive(&self) -> bool {
+        matches!(self.state, IState::PasswordChallenge { .. })
+    }
+
+    /// Feeds the responder's next message.
     ///
     /// # Errors
-    /// [`Error::AuthenticationFailed`] if the responder does not hold the PSK or the message
-    /// was modified; [`HandshakeFailure::NotOffered`] if it chose something not offered.
-    pub fn finish(mut self, server_hello: &[u8], now: Instant) -> Result<Established> {
-        let mut payload = [0u8; NOISE_BUF];
-        let n = self
-            .noise
-            .read_message(server_hello, &mut payload)
-            .map_err(|_| Error::AuthenticationFailed)?;
-        let [suite_id, codec_id] = payload[..n] else {
-            return Err(HandshakeFailure::Malformed.into());
-        };
-        let suite = CipherSuite::from_id(suite_id)
-            .filter(|s| self.offered_suites.contains(s))
-            .ok_or(HandshakeFailure::NotOffered)?;
-        let codec = CodecId::from_u8(codec_id)
-            .ok()
-            .filter(|c| self.offered_codecs.contains(c))
-            .ok_or(HandshakeFailure::NotOffered)?;
-        establish(self.noise, Role::Initiator, suite, codec, &self.config, now)
+    /// [`Error::AuthenticationFailed`] if the responder does not hold the credentials or the
+    /// message was modified; [`HandshakeFailure`]s for malformed messages, a choice that was
+    /// not offered, an untrusted static key, or unacceptable password parameters.
+    pub fn handle(self, msg: &[u8], now: Instant) -> Result<Step<Self>> {
+        let Self {
+            state,
+            header,
+            config,
+            opts,
+        } = self;
+        match state {
+            IState::Noise { mut noise, trust } => {
+                let payload = noise_read(&mut noise, msg)?;
+                let (suite, codec) = parse_choice(&payload, &config)?;
+                let mut send = None;
+                let mut peer = None;
+                if let Some(trust) = trust {
+                    // Identity mode: check the responder's key, then send ours (msg 3).
+                    let key = remote_static(&noise)?;
+                    if !trust.allows(&key) {
+                        return Err(HandshakeFailure::UntrustedKey.into());
+                    }
+                    peer = Some(key);
+                    send = Some(noise_write(&mut noise, &[])?);
+                }
+                let established =
+                    establish(noise, Role::Initiator, suite, codec, peer, &config, now)?;
+                Ok(Step::Done {
+                    established: Box::new(established),
+                    send,
+                })
+            }
+            IState::PasswordChallenge { password } => {
+                let ch = parse_challenge(msg)?;
+                if !ch.cost.is_acceptable() {
+                    return Err(HandshakeFailure::UnacceptableParameters.into());
+                }
+                let w = ch.cost.derive(password.0.as_bytes(), ch.salt)?;
+                let (spake, spake_msg) = Spake2::<Ed25519Group>::start_a(
+                    &SpakePassword::new(w.as_ref()),
+                    &SpakeId::new(SPAKE_ID_CLIENT),
+                    &SpakeId::new(SPAKE_ID_SERVER),
+                );
+                let key = Zeroizing::new(
+                    spake
+                        .finish(ch.spake_msg)
+                        .map_err(|_| Error::AuthenticationFailed)?,
+                );
+                let psk = password_psk(&key);
+                let mut noise = noise_state(
+                    NOISE_PSK,
+                    Some(&psk),
+                    None,
+                    &prologue(&[&header, msg, &spake_msg]),
+                    &opts,
+                    Role::Initiator,
+                )?;
+                let mut send = spake_msg;
+                send.extend(noise_write(&mut noise, &[])?);
+                Ok(Step::Continue {
+                    state: Self {
+                        state: IState::PasswordNoise { noise },
+                        header,
+                        config,
+                        opts,
+                    },
+                    send,
+                })
+            }
+            IState::PasswordNoise { mut noise } => {
+                let payload = noise_read(&mut noise, msg)?;
+                let (suite, codec) = parse_choice(&payload, &config)?;
+                let established =
+                    establish(noise, Role::Initiator, suite, codec, None, &config, now)?;
+                Ok(Step::Done {
+                    established: Box::new(established),
+                    send: None,
+                })
+            }
+        }
     }
 }
 
-/// The responder side: answers a ClientHello in one step.
-#[derive(Debug, Clone, Copy)]
-#[non_exhaustive]
-pub struct Responder;
+fn parse_choice(payload: &[u8], config: &SessionConfig) -> Result<(CipherSuite, CodecId)> {
+    let [suite_id, codec_id] = payload else {
+        return Err(HandshakeFailure::Malformed.into());
+    };
+    let suite = CipherSuite::from_id(*suite_id)
+        .filter(|s| config.suites.contains(s))
+        .ok_or(HandshakeFailure::NotOffered)?;
+    let codec = CodecId::from_u8(*codec_id)
+        .ok()
+        .filter(|c| config.codecs.contains(c))
+        .ok_or(HandshakeFailure::NotOffered)?;
+    Ok((suite, codec))
+}
+
+fn remote_static(noise: &snow::HandshakeState) -> Result<PublicKey> {
+    let raw = noise
+        .get_remote_static()
+        .ok_or(HandshakeFailure::Malformed)?;
+    let key = <[u8; 32]>::try_from(raw).map_err(|_| HandshakeFailure::Malformed)?;
+    Ok(PublicKey::from_bytes(key))
+}
+
+struct Challenge<'a> {
+    cost: Argon2Cost,
+    salt: &'a [u8],
+    spake_msg: &'a [u8],
+}
+
+/// `m_kib (u32) ‖ t (u32) ‖ p (u32) ‖ salt_len (u8) ‖ salt ‖ spake2 message (33)`.
+fn parse_challenge(b: &[u8]) -> Result<Challenge<'_>> {
+    let malformed = || Error::Handshake(HandshakeFailure::Malformed);
+    let u32_at = |i: usize| -> Result<u32> {
+        let bytes: [u8; 4] = b
+            .get(i..i + 4)
+            .ok_or_else(malformed)?
+            .try_into()
+            .map_err(|_| malformed())?;
+        Ok(u32::from_be_bytes(bytes))
+    };
+    let cost = Argon2Cost {
+        m_kib: u32_at(0)?,
+        t: u32_at(4)?,
+        p: u32_at(8)?,
+    };
+    let salt_len = usize::from(*b.get(12).ok_or_else(malformed)?);
+    if !(8..=64).contains(&salt_len) {
+        return Err(malformed());
+    }
+    let salt = b.get(13..13 + salt_len).ok_or_else(malformed)?;
+    let spake_msg = &b[13 + salt_len..];
+    if spake_msg.len() != SPAKE_MSG_LEN {
+        return Err(malformed());
+    }
+    Ok(Challenge {
+        cost,
+        salt,
+        spake_msg,
+    })
+}
+
+fn encode_challenge(v: &PasswordVerifier, spake_msg: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(13 + v.salt.len() + spake_msg.len());
+    out.extend_from_slice(&v.cost.m_kib.to_be_bytes());
+    out.extend_from_slice(&v.cost.t.to_be_bytes());
+    out.extend_from_slice(&v.cost.p.to_be_bytes());
+    out.push(v.salt.len() as u8);
+    out.extend_from_slice(&v.salt);
+    out.extend_from_slice(spake_msg);
+    out
+}
+
+/// The responder's state between messages.
+pub struct Responder {
+    state: RState,
+    auth: ServerAuth,
+    config: SessionConfig,
+    opts: HandshakeOptions,
+}
+
+enum RState {
+    /// Waiting for the ClientHello.
+    Hello,
+    /// Identity mode: waiting for message 3.
+    IdentityFinish {
+        noise: Box<snow::HandshakeState>,
+        suite: CipherSuite,
+        codec: CodecId,
+    },
+    /// Password mode: waiting for the client's SPAKE2 message and Noise message 1.
+    PasswordResponse {
+        spake: Box<Spake2<Ed25519Group>>,
+        header: Vec<u8>,
+        challenge: Vec<u8>,
+        suite: CipherSuite,
+        codec: CodecId,
+    },
+}
+
+impl std::fmt::Debug for Responder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let state = match &self.state {
+            RState::Hello => "Hello",
+            RState::IdentityFinish { .. } => "IdentityFinish",
+            RState::PasswordResponse { .. } => "PasswordResponse",
+        };
+        f.debug_struct("Responder")
+            .field("state", &state)
+            .finish_non_exhaustive()
+    }
+}
 
 impl Responder {
-    /// Reads a ClientHello, picks the suite and codec (the responder's preference among those
-    /// offered), and returns the completed session and the ServerHello frame body to send.
-    ///
-    /// # Errors
-    /// [`HandshakeFailure`]s for a malformed or incompatible hello (checked before any
-    /// Diffie–Hellman work), [`Error::AuthenticationFailed`] if the initiator does not hold the
-    /// PSK or the hello was modified.
-    pub fn accept(
-        psk: &Psk,
-        config: &SessionConfig,
-        client_hello: &[u8],
-        now: Instant,
-    ) -> Result<(Established, Vec<u8>)> {
-        Self::accept_with(psk, config, client_hello, now, &HandshakeOptions::default())
+    /// A responder waiting for a ClientHello.
+    pub fn new(auth: &ServerAuth, config: &SessionConfig) -> Self {
+        Self::new_with(auth, config, HandshakeOptions::default())
     }
 
-    /// [`accept`](Self::accept) with test options.
+    /// [`new`](Self::new) with test options.
+    pub fn new_with(auth: &ServerAuth, config: &SessionConfig, opts: HandshakeOptions) -> Self {
+        Self {
+            state: RState::Hello,
+            auth: auth.clone(),
+            config: config.clone(),
+            opts,
+        }
+    }
+
+    /// Feeds the initiator's next message.
+    ///
+    /// The ClientHello's clear header is checked (magic, version, mode, a common suite and
+    /// codec) before any cryptographic work.
     ///
     /// # Errors
-    /// As [`accept`](Self::accept).
-    pub fn accept_with(
-        psk: &Psk,
-        config: &SessionConfig,
-        client_hello: &[u8],
-        now: Instant,
-        opts: &HandshakeOptions,
-    ) -> Result<(Established, Vec<u8>)> {
-        let hello = parse_client_hello(client_hello)?;
-        let suite = config
-            .suites
-            .iter()
-            .copied()
-            .find(|s| hello.suites.contains(&s.id()))
-            .ok_or(HandshakeFailure::NoCommonSuite)?;
-        let codec = config
-            .codecs
-            .iter()
-            .copied()
-            .find(|c| hello.codecs.contains(&c.to_u8()))
-            .ok_or(HandshakeFailure::NoCommonCodec)?;
+    /// [`HandshakeFailure`]s for a malformed or incompatible message,
+    /// [`Error::AuthenticationFailed`] if the initiator does not hold the credentials or a
+    /// message was modified, [`HandshakeFailure::UntrustedKey`] for an identity not allowed.
+    pub fn handle(self, msg: &[u8], now: Instant) -> Result<Step<Self>> {
+        let Self {
+            state,
+            auth,
+            config,
+            opts,
+        } = self;
+        match state {
+            RState::Hello => {
+                let hello = parse_client_hello(msg)?;
+                let suite = config
+                    .suites
+                    .iter()
+                    .copied()
+                    .find(|s| hello.suites.contains(&s.id()))
+                    .ok_or(HandshakeFailure::NoCommonSuite)?;
+                let codec = config
+                    .codecs
+                    .iter()
+                    .copied()
+                    .find(|c| hello.codecs.contains(&c.to_u8()))
+                    .ok_or(HandshakeFailure::NoCommonCodec)?;
+                let choice = [suite.id(), codec.to_u8()];
+                match (&auth, hello.mode) {
+                    (ServerAuth::Psk(psk), MODE_PSK) => {
+                        expect_len(hello.noise, 48)?;
+                        let mut noise = noise_state(
+                            NOISE_PSK,
+                            Some(psk.as_bytes()),
+                            None,
+                            &prologue(&[hello.header]),
+                            &opts,
+                            Role::Responder,
+                        )?;
+                        noise_read(&mut noise, hello.noise)?;
+                        let send = noise_write(&mut noise, &choice)?;
+                        let est =
+                            establish(noise, Role::Responder, suite, codec, None, &config, now)?;
+                        Ok(Step::Done {
+                            established: Box::new(est),
+                            send: Some(send),
+                        })
+                    }
+                    (ServerAuth::Identity(key, _), MODE_IDENTITY) => {
+                        expect_len(hello.noise, 32)?;
+                        let mut noise = noise_state(
+                            NOISE_IDENTITY,
+                            None,
+                            Some(key),
+                            &prologue(&[hello.header]),
+                            &opts,
+                            Role::Responder,
+                        )?;
+                        noise_read(&mut noise, hello.noise)?;
+                        let send = noise_write(&mut noise, &choice)?;
+                        Ok(Step::Continue {
+                            state: Self {
+                                state: RState::IdentityFinish {
+                                    noise,
+                                    suite,
+                                    codec,
+                                },
+                                auth,
+                                config,
+                                opts,
+                            },
+                            send,
+                        })
+                    }
+                    (ServerAuth::Password(verifier), MODE_PASSWORD) => {
+                        expect_len(hello.noise, 0)?;
+                        let (spake, spake_msg) = Spake2::<Ed25519Group>::start_b(
+                            &SpakePassword::new(verifier.hash),
+                            &SpakeId::new(SPAKE_ID_CLIENT),
+                            &SpakeId::new(SPAKE_ID_SERVER),
+                        );
+                        let challenge = encode_challenge(verifier, &spake_msg);
+                        Ok(Step::Continue {
+                            state: Self {
+                                state: RState::PasswordResponse {
+                                    spake: Box::new(spake),
+                                    header: hello.header.to_vec(),
+                                    challenge: challenge.clone(),
+                                    suite,
+                                    codec,
+                                },
+                                auth,
+                                config,
+                                opts,
+                            },
+                            send: challenge,
+                        })
+                    }
+                    (_, mode) => Err(HandshakeFailure::UnsupportedMode(mode).into()),
+                }
+            }
+            RState::IdentityFinish {
+                mut noise,
+                suite,
+                codec,
+            } => {
+                noise_read(&mut noise, msg)?;
+                let key = remote_static(&noise)?;
+                let ServerAuth::Identity(_, trust) = &auth else {
+                    return Err(HandshakeFailure::Malformed.into());
+                };
+                if !trust.allows(&key) {
+                    return Err(HandshakeFailure::UntrustedKey.into());
+                }
+                let est = establish(
+                    noise,
+                    Role::Responder,
+                    suite,
+                    codec,
+                    Some(key),
+                    &config,
+                    now,
+                )?;
+                Ok(Step::Done {
+                    established: Box::new(est),
+                    send: None,
+                })
+            }
+            RState::PasswordResponse {
+                spake,
+                header,
+                challenge,
+                suite,
+                codec,
+            } => {
+                if msg.len() != SPAKE_MSG_LEN + 48 {
+                    return Err(HandshakeFailure::Malformed.into());
+                }
+                let (spake_msg, noise_msg) = msg.split_at(SPAKE_MSG_LEN);
+                let key = Zeroizing::new(
+                    spake
+                        .finish(spake_msg)
+                        .map_err(|_| Error::AuthenticationFailed)?,
+                );
+                let psk = password_psk(&key);
+                let mut noise = noise_state(
+                    NOISE_PSK,
+                    Some(&psk),
+                    None,
+                    &prologue(&[&header, &challenge, spake_msg]),
+                    &opts,
+                    Role::Responder,
+                )?;
+                // A wrong password gives SPAKE2 keys that differ, so this read fails.
+                noise_read(&mut noise, noise_msg)?;
+                let send = noise_write(&mut noise, &[suite.id(), codec.to_u8()])?;
+                let est = establish(noise, Role::Responder, suite, codec, None, &config, now)?;
+                Ok(Step::Done {
+                    established: Box::new(est),
+                    send: Some(send),
+                })
+            }
+        }
+    }
+}
 
-        let mut noise = noise_state(psk, &prologue(hello.header), opts, Role::Responder)?;
-        let mut scratch = [0u8; NOISE_BUF];
-        noise
-            .read_message(hello.noise, &mut scratch)
-            .map_err(|_| Error::AuthenticationFailed)?;
-        let mut reply = vec![0u8; NOISE_BUF];
-        let n = noise
-            .write_message(&[suite.id(), codec.to_u8()], &mut reply)
-            .map_err(|_| Error::Config("Noise write"))?;
-        reply.truncate(n);
-        let est = establish(noise, Role::Responder, suite, codec, config, now)?;
-        Ok((est, reply))
+fn expect_len(b: &[u8], len: usize) -> Result<()> {
+    if b.len() == len {
+        Ok(())
+    } else {
+        Err(HandshakeFailure::Malformed.into())
     }
 }
 
 struct ClientHello<'a> {
     header: &'a [u8],
+    mode: u8,
     suites: &'a [u8],
     codecs: &'a [u8],
     noise: &'a [u8],
@@ -287,7 +782,7 @@ fn parse_client_hello(b: &[u8]) -> Result<ClientHello<'_>> {
         return Err(HandshakeFailure::UnsupportedVersion(version).into());
     }
     let mode = *b.get(5).ok_or_else(malformed)?;
-    if mode != MODE_PSK {
+    if !(MODE_PSK..=MODE_PASSWORD).contains(&mode) {
         return Err(HandshakeFailure::UnsupportedMode(mode).into());
     }
     let n = usize::from(*b.get(6).ok_or_else(malformed)?);
@@ -298,24 +793,21 @@ fn parse_client_hello(b: &[u8]) -> Result<ClientHello<'_>> {
         return Err(malformed());
     }
     let header_len = 8 + n + m;
-    // Noise message 1 of NNpsk0 is exactly 32 + 16 bytes (ephemeral key, empty payload's tag).
-    let noise = &b[header_len..];
-    if noise.len() != 48 {
-        return Err(malformed());
-    }
     Ok(ClientHello {
         header: &b[..header_len],
+        mode,
         suites,
         codecs,
-        noise,
+        noise: &b[header_len..],
     })
 }
 
 fn establish(
-    mut noise: snow::HandshakeState,
+    mut noise: Box<snow::HandshakeState>,
     role: Role,
     suite: CipherSuite,
     codec: CodecId,
+    peer_identity: Option<PublicKey>,
     config: &SessionConfig,
     now: Instant,
 ) -> Result<Established> {
@@ -325,11 +817,10 @@ fn establish(
     let mut handshake_hash = [0u8; 32];
     handshake_hash.copy_from_slice(noise.get_handshake_hash());
     // Noise Split(): the first key protects initiator-to-responder traffic on both sides.
-    let (mut i2r, mut r2i) = noise.dangerously_get_raw_split();
-    let k_i2r = direction_key(suite, &i2r, &handshake_hash);
-    let k_r2i = direction_key(suite, &r2i, &handshake_hash);
-    zeroize::Zeroize::zeroize(&mut i2r);
-    zeroize::Zeroize::zeroize(&mut r2i);
+    let (i2r, r2i) = noise.dangerously_get_raw_split();
+    let (i2r, r2i) = (Zeroizing::new(i2r), Zeroizing::new(r2i));
+    let k_i2r = direction_key(suite, i2r.as_ref(), &handshake_hash);
+    let k_r2i = direction_key(suite, r2i.as_ref(), &handshake_hash);
     let (send, recv) = match role {
         Role::Initiator => (k_i2r, k_r2i),
         Role::Responder => (k_r2i, k_i2r),
@@ -340,6 +831,7 @@ fn establish(
         suite,
         codec,
         handshake_hash,
+        peer_identity,
         sealer: Sealer::new(suite, send, frames, config.rekey, now),
         opener: Opener::new(suite, recv, config.max_message_len),
     })

@@ -23,21 +23,31 @@
 //!   cryptographic work.
 //! - **Fernet** ([`fernet`]) for the CYPHER_PROTOCOL compat mode (legacy).
 //!
-//! **What it does not do (yet)**: identity mode (static keys) and password mode (PAKE) are
-//! tracked in the project's session-layer issue and not in this build. It opens no sockets
-//! itself.
+//! - **Identity mode**: Noise `XX` with static X25519 [`IdentityKey`]s checked against an
+//!   allow-list ([`PeerTrust`]).
+//! - **Password mode**: SPAKE2 keyed by an argon2id hash of the password, whose output keys a
+//!   Noise `NNpsk0` handshake: the password never crosses the wire and a recorded handshake
+//!   gives no way to test guesses offline. The server stores a [`PasswordVerifier`] (PHC
+//!   string), never the password.
+//!
+//! **What it does not do**: open sockets, or decide policy (who is banned, which keys are
+//! trusted): the server and mesh layers do, with the tools here.
 //!
 //! ```
-//! use cypherwire_session::{Psk, Responder, SessionConfig, handshake::Initiator};
+//! use cypherwire_session::{ClientAuth, Initiator, Psk, Responder, ServerAuth, SessionConfig, Step};
 //! # fn main() -> Result<(), cypherwire_session::Error> {
 //! # #[expect(clippy::disallowed_methods, reason = "example")]
 //! let now = std::time::Instant::now();
 //! let psk = Psk::from_passphrase("2ZpK1CdQfm0s1EZ1SIhYfV7MHdJf8X3U")?;
 //! let config = SessionConfig::default();
 //!
-//! let (initiator, client_hello) = Initiator::start(&psk, &config)?;
-//! let (mut server, server_hello) = Responder::accept(&psk, &config, &client_hello, now)?;
-//! let mut client = initiator.finish(&server_hello, now)?;
+//! let (initiator, client_hello) = Initiator::start(&ClientAuth::Psk(psk.clone()), &config)?;
+//! let responder = Responder::new(&ServerAuth::Psk(psk), &config);
+//! let Step::Done { established: mut server, send: Some(server_hello) } =
+//!     responder.handle(&client_hello, now)? else { unreachable!() };
+//! let Step::Done { established: mut client, .. } = initiator.handle(&server_hello, now)? else {
+//!     unreachable!()
+//! };
 //! assert_eq!(client.handshake_hash, server.handshake_hash);
 //!
 //! let mut wire = bytes::BytesMut::new();
@@ -57,6 +67,7 @@ mod config;
 mod error;
 pub mod fernet;
 pub mod handshake;
+mod identity;
 mod psk;
 pub mod record;
 mod stream;
@@ -70,7 +81,13 @@ pub use crate::config::{
     DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_MAX_MESSAGE_LEN, SessionConfig, SessionConfigBuilder,
 };
 pub use crate::error::{Error, HandshakeFailure, Result};
-pub use crate::handshake::{Established, Initiator, Responder, Role};
+pub use crate::handshake::{
+    ClientAuth, Established, Initiator, PeerTrust, Responder, Role, ServerAuth, Step,
+};
+pub use crate::identity::{
+    Argon2Cost, IdentityKey, MAX_CLIENT_ARGON2_KIB, PRIVATE_KEY_PREFIX, PUBLIC_KEY_PREFIX,
+    Password, PasswordVerifier, PublicKey,
+};
 pub use crate::psk::{MIN_PASSPHRASE_LEN, PSK_LEN, PSK_TEXT_PREFIX, Psk};
 pub use crate::record::RekeyPolicy;
 pub use crate::stream::{SecureReader, SecureStream, SecureWriter, SessionInfo, accept, connect};

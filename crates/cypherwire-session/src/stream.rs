@@ -9,9 +9,11 @@
 //! use cypherwire_session::{Psk, SessionConfig, accept, connect};
 //!
 //! let psk = Psk::generate()?;
+//! let (client_auth, server_auth) = (psk.clone().into(), psk.into());
 //! let config = SessionConfig::default();
 //! let (a, b) = tokio::io::duplex(64 * 1024);
-//! let (client, server) = tokio::join!(connect(a, &psk, &config), accept(b, &psk, &config));
+//! let (client, server) =
+//!     tokio::join!(connect(a, &client_auth, &config), accept(b, &server_auth, &config));
 //! let (mut client, mut server) = (client?, server?);
 //! client.send(b"hello").await?;
 //! assert_eq!(server.recv().await?.as_deref(), Some(&b"hello"[..]));
@@ -28,8 +30,10 @@ use tokio_util::codec::Decoder;
 
 use crate::config::SessionConfig;
 use crate::error::{Error, Result};
-use crate::handshake::{Established, Initiator, Responder, Role, handshake_limits};
-use crate::psk::Psk;
+use crate::handshake::{
+    ClientAuth, Established, Initiator, Responder, Role, ServerAuth, Step, handshake_limits,
+};
+use crate::identity::PublicKey;
 use crate::record::{Opened, Opener, Sealer};
 use crate::suite::CipherSuite;
 
@@ -45,6 +49,8 @@ pub struct SessionInfo {
     pub codec: CodecId,
     /// The Noise handshake hash (channel binding; not secret).
     pub handshake_hash: [u8; 32],
+    /// The peer's authenticated static key (identity mode only).
+    pub peer_identity: Option<PublicKey>,
 }
 
 fn now() -> std::time::Instant {
@@ -80,22 +86,49 @@ async fn write_frame<W: AsyncWrite + Unpin>(io: &mut W, body: &[u8]) -> Result<(
 
 /// Runs the initiator's handshake over `io` and returns the secure stream.
 ///
+/// In password mode the argon2 step runs on tokio's blocking pool.
+///
 /// # Errors
-/// [`Error::HandshakeTimeout`], [`Error::AuthenticationFailed`] (wrong PSK or tampering),
-/// [`Error::Handshake`], [`Error::Truncated`] if the peer hangs up, or I/O errors.
-pub async fn connect<IO>(mut io: IO, psk: &Psk, config: &SessionConfig) -> Result<SecureStream<IO>>
+/// [`Error::HandshakeTimeout`], [`Error::AuthenticationFailed`] (wrong credentials or
+/// tampering), [`Error::Handshake`], [`Error::Truncated`] if the peer hangs up (a responder
+/// that rejects the credentials closes without an answer), or I/O errors.
+pub async fn connect<IO>(
+    mut io: IO,
+    auth: &ClientAuth,
+    config: &SessionConfig,
+) -> Result<SecureStream<IO>>
 where
     IO: AsyncRead + AsyncWrite + Unpin,
 {
     let mut buf = BytesMut::new();
     let est = tokio::time::timeout(config.handshake_timeout(), async {
-        let (initiator, hello) = Initiator::start(psk, config)?;
-        write_frame(&mut io, &hello).await?;
         let mut frames = FrameCodec::new(handshake_limits());
-        let reply = read_frame(&mut io, &mut buf, &mut frames)
-            .await?
-            .ok_or(Error::Truncated)?;
-        initiator.finish(&reply, now())
+        let (mut state, hello) = Initiator::start(auth, config)?;
+        write_frame(&mut io, &hello).await?;
+        loop {
+            let msg = read_frame(&mut io, &mut buf, &mut frames)
+                .await?
+                .ok_or(Error::Truncated)?;
+            let step = if state.next_step_is_expensive() {
+                tokio::task::spawn_blocking(move || state.handle(&msg, now()))
+                    .await
+                    .map_err(|_| Error::Config("handshake task failed"))??
+            } else {
+                state.handle(&msg, now())?
+            };
+            match step {
+                Step::Continue { state: next, send } => {
+                    write_frame(&mut io, &send).await?;
+                    state = next;
+                }
+                Step::Done { established, send } => {
+                    if let Some(send) = send {
+                        write_frame(&mut io, &send).await?;
+                    }
+                    return Ok::<_, Error>(*established);
+                }
+            }
+        }
     })
     .await
     .map_err(|_| Error::HandshakeTimeout)??;
@@ -106,19 +139,35 @@ where
 ///
 /// # Errors
 /// As [`connect`].
-pub async fn accept<IO>(mut io: IO, psk: &Psk, config: &SessionConfig) -> Result<SecureStream<IO>>
+pub async fn accept<IO>(
+    mut io: IO,
+    auth: &ServerAuth,
+    config: &SessionConfig,
+) -> Result<SecureStream<IO>>
 where
     IO: AsyncRead + AsyncWrite + Unpin,
 {
     let mut buf = BytesMut::new();
     let est = tokio::time::timeout(config.handshake_timeout(), async {
         let mut frames = FrameCodec::new(handshake_limits());
-        let hello = read_frame(&mut io, &mut buf, &mut frames)
-            .await?
-            .ok_or(Error::Truncated)?;
-        let (est, reply) = Responder::accept(psk, config, &hello, now())?;
-        write_frame(&mut io, &reply).await?;
-        Ok::<_, Error>(est)
+        let mut state = Responder::new(auth, config);
+        loop {
+            let msg = read_frame(&mut io, &mut buf, &mut frames)
+                .await?
+                .ok_or(Error::Truncated)?;
+            match state.handle(&msg, now())? {
+                Step::Continue { state: next, send } => {
+                    write_frame(&mut io, &send).await?;
+                    state = next;
+                }
+                Step::Done { established, send } => {
+                    if let Some(send) = send {
+                        write_frame(&mut io, &send).await?;
+                    }
+                    return Ok::<_, Error>(*established);
+                }
+            }
+        }
     })
     .await
     .map_err(|_| Error::HandshakeTimeout)??;
@@ -213,6 +262,7 @@ fn split_state(
         suite: est.suite,
         codec: est.codec,
         handshake_hash: est.handshake_hash,
+        peer_identity: est.peer_identity,
     };
     let recv = RecvState {
         buf: leftover,

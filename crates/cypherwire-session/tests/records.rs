@@ -1,6 +1,6 @@
 //! Record-layer and handshake behaviour, sans-IO, for every cipher suite.
 
-#![allow(clippy::unwrap_used, clippy::disallowed_methods, reason = "test code")]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::disallowed_methods, reason = "test code")]
 
 use std::time::{Duration, Instant};
 
@@ -8,8 +8,8 @@ use bytes::BytesMut;
 use cypherwire_session::record::Opened;
 use cypherwire_session::wire::{CodecId, FrameCodec, Limits};
 use cypherwire_session::{
-    CipherSuite, Error, Established, HandshakeFailure, Initiator, Psk, RekeyPolicy, Responder,
-    SessionConfig,
+    CipherSuite, ClientAuth, Error, Established, HandshakeFailure, Initiator, Psk, RekeyPolicy,
+    Responder, ServerAuth, SessionConfig, Step,
 };
 use tokio_util::codec::Decoder;
 
@@ -17,15 +17,38 @@ fn psk() -> Psk {
     Psk::from_bytes([7; 32])
 }
 
+fn start(key: &Psk, cfg: &SessionConfig) -> Result<(Initiator, Vec<u8>), Error> {
+    Initiator::start(&ClientAuth::Psk(key.clone()), cfg)
+}
+
+fn respond(key: &Psk, cfg: &SessionConfig, hello: &[u8]) -> Result<(Established, Vec<u8>), Error> {
+    match Responder::new(&ServerAuth::Psk(key.clone()), cfg).handle(hello, Instant::now())? {
+        Step::Done {
+            established,
+            send: Some(reply),
+        } => Ok((*established, reply)),
+        other => panic!("PSK responder should finish in one step: {other:?}"),
+    }
+}
+
+fn finish(init: Initiator, reply: &[u8]) -> Result<Established, Error> {
+    match init.handle(reply, Instant::now())? {
+        Step::Done {
+            established,
+            send: None,
+        } => Ok(*established),
+        other => panic!("PSK initiator should finish in one step: {other:?}"),
+    }
+}
+
 fn config(suite: CipherSuite) -> SessionConfig {
     SessionConfig::builder().suites([suite]).build().unwrap()
 }
 
 fn pair_with(cfg: &SessionConfig) -> (Established, Established) {
-    let now = Instant::now();
-    let (init, hello) = Initiator::start(&psk(), cfg).unwrap();
-    let (server, reply) = Responder::accept(&psk(), cfg, &hello, now).unwrap();
-    let client = init.finish(&reply, now).unwrap();
+    let (init, hello) = start(&psk(), cfg).unwrap();
+    let (server, reply) = respond(&psk(), cfg, &hello).unwrap();
+    let client = finish(init, &reply).unwrap();
     (client, server)
 }
 
@@ -148,9 +171,9 @@ fn reassembly_beyond_the_message_limit_fails() {
         .build()
         .unwrap();
     let now = Instant::now();
-    let (init, hello) = Initiator::start(&psk(), &big).unwrap();
-    let (mut s, reply) = Responder::accept(&psk(), &small, &hello, now).unwrap();
-    let mut c = init.finish(&reply, now).unwrap();
+    let (init, hello) = start(&psk(), &big).unwrap();
+    let (mut s, reply) = respond(&psk(), &small, &hello).unwrap();
+    let mut c = finish(init, &reply).unwrap();
     let mut wire = BytesMut::new();
     c.sealer.seal_message(&[1u8; 5000], now, &mut wire).unwrap();
     let mut frames = FrameCodec::new(limits);
@@ -237,20 +260,19 @@ fn close_is_authenticated_and_final() {
 #[test]
 fn wrong_psk_fails_authentication_on_both_sides() {
     let cfg = SessionConfig::default();
-    let now = Instant::now();
-    let (_, hello) = Initiator::start(&psk(), &cfg).unwrap();
+    let (_, hello) = start(&psk(), &cfg).unwrap();
     let other = Psk::from_bytes([8; 32]);
     assert!(matches!(
-        Responder::accept(&other, &cfg, &hello, now),
+        respond(&other, &cfg, &hello),
         Err(Error::AuthenticationFailed)
     ));
     // And a client talking to a server with another key rejects the reply.
-    let (init, hello) = Initiator::start(&other, &cfg).unwrap();
-    let (_, reply) = Responder::accept(&other, &cfg, &hello, now).unwrap();
-    let (init2, _) = Initiator::start(&psk(), &cfg).unwrap();
+    let (init, hello) = start(&other, &cfg).unwrap();
+    let (_, reply) = respond(&other, &cfg, &hello).unwrap();
+    let (init2, _) = start(&psk(), &cfg).unwrap();
     drop(init);
     assert!(matches!(
-        init2.finish(&reply, now),
+        finish(init2, &reply),
         Err(Error::AuthenticationFailed)
     ));
 }
@@ -259,8 +281,7 @@ fn wrong_psk_fails_authentication_on_both_sides() {
 fn every_edit_of_the_client_hello_fails_the_handshake() {
     // Downgrade protection: the clear offer is bound into the Noise prologue.
     let cfg = SessionConfig::default();
-    let now = Instant::now();
-    let (_, hello) = Initiator::start(&psk(), &cfg).unwrap();
+    let (_, hello) = start(&psk(), &cfg).unwrap();
     let mut failures = 0;
     let mut total = 0;
     for i in 0..hello.len() {
@@ -268,7 +289,7 @@ fn every_edit_of_the_client_hello_fails_the_handshake() {
             total += 1;
             let mut bad = hello.clone();
             bad[i] ^= flip;
-            if Responder::accept(&psk(), &cfg, &bad, now).is_err() {
+            if respond(&psk(), &cfg, &bad).is_err() {
                 failures += 1;
             }
         }
@@ -280,7 +301,7 @@ fn every_edit_of_the_client_hello_fails_the_handshake() {
     fewer.remove(7);
     fewer[6] = (n - 1) as u8;
     assert!(matches!(
-        Responder::accept(&psk(), &cfg, &fewer, now),
+        respond(&psk(), &cfg, &fewer),
         Err(Error::AuthenticationFailed)
     ));
 }
@@ -288,19 +309,17 @@ fn every_edit_of_the_client_hello_fails_the_handshake() {
 #[test]
 fn server_hello_tampering_fails() {
     let cfg = SessionConfig::default();
-    let now = Instant::now();
     for i in 0..50 {
-        let (init, hello) = Initiator::start(&psk(), &cfg).unwrap();
-        let (_, mut reply) = Responder::accept(&psk(), &cfg, &hello, now).unwrap();
+        let (init, hello) = start(&psk(), &cfg).unwrap();
+        let (_, mut reply) = respond(&psk(), &cfg, &hello).unwrap();
         let at = i % reply.len();
         reply[at] ^= 0x10;
-        assert!(init.finish(&reply, now).is_err());
+        assert!(finish(init, &reply).is_err());
     }
 }
 
 #[test]
 fn incompatible_or_malformed_hellos_are_typed_errors() {
-    let now = Instant::now();
     let only_cbc = SessionConfig::builder()
         .suites([CipherSuite::Aes128CbcHmacSha256])
         .build()
@@ -309,9 +328,9 @@ fn incompatible_or_malformed_hellos_are_typed_errors() {
         .suites([CipherSuite::Aes256Gcm])
         .build()
         .unwrap();
-    let (_, hello) = Initiator::start(&psk(), &only_cbc).unwrap();
+    let (_, hello) = start(&psk(), &only_cbc).unwrap();
     assert!(matches!(
-        Responder::accept(&psk(), &only_gcm, &hello, now),
+        respond(&psk(), &only_gcm, &hello),
         Err(Error::Handshake(HandshakeFailure::NoCommonSuite))
     ));
     let json = SessionConfig::builder()
@@ -322,9 +341,9 @@ fn incompatible_or_malformed_hellos_are_typed_errors() {
         .codecs([CodecId::MsgPack])
         .build()
         .unwrap();
-    let (_, hello) = Initiator::start(&psk(), &json).unwrap();
+    let (_, hello) = start(&psk(), &json).unwrap();
     assert!(matches!(
-        Responder::accept(&psk(), &mp, &hello, now),
+        respond(&psk(), &mp, &hello),
         Err(Error::Handshake(HandshakeFailure::NoCommonCodec))
     ));
     let cfg = SessionConfig::default();
@@ -339,7 +358,7 @@ fn incompatible_or_malformed_hellos_are_typed_errors() {
         ),
         (&b""[..], HandshakeFailure::BadMagic),
     ] {
-        match Responder::accept(&psk(), &cfg, bad, now) {
+        match respond(&psk(), &cfg, bad) {
             Err(Error::Handshake(f)) => assert_eq!(f, want),
             other => panic!("{bad:?}: {other:?}"),
         }
@@ -348,7 +367,6 @@ fn incompatible_or_malformed_hellos_are_typed_errors() {
 
 #[test]
 fn negotiation_follows_the_responder_preference() {
-    let now = Instant::now();
     let client = SessionConfig::builder()
         .suites([CipherSuite::ChaCha20Poly1305, CipherSuite::Aes256Gcm])
         .codecs([CodecId::MsgPack, CodecId::Json])
@@ -359,9 +377,9 @@ fn negotiation_follows_the_responder_preference() {
         .codecs([CodecId::Json, CodecId::MsgPack])
         .build()
         .unwrap();
-    let (init, hello) = Initiator::start(&psk(), &client).unwrap();
-    let (s, reply) = Responder::accept(&psk(), &server, &hello, now).unwrap();
-    let c = init.finish(&reply, now).unwrap();
+    let (init, hello) = start(&psk(), &client).unwrap();
+    let (s, reply) = respond(&psk(), &server, &hello).unwrap();
+    let c = finish(init, &reply).unwrap();
     assert_eq!((c.suite, c.codec), (CipherSuite::Aes256Gcm, CodecId::Json));
     assert_eq!((s.suite, s.codec), (c.suite, c.codec));
     assert_eq!(c.handshake_hash, s.handshake_hash);

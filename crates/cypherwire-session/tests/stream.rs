@@ -7,7 +7,9 @@ use std::sync::LazyLock;
 use std::time::Duration;
 
 use cypherwire_session::wire::{CodecId, Message, Request, Value};
-use cypherwire_session::{CipherSuite, Error, Psk, SessionConfig, accept, connect};
+use cypherwire_session::{
+    CipherSuite, ClientAuth, Error, Psk, ServerAuth, SessionConfig, accept, connect,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -15,6 +17,16 @@ fn psk() -> &'static Psk {
     static KEY: LazyLock<Psk> =
         LazyLock::new(|| Psk::from_passphrase("2ZpK1CdQfm0s1EZ1SIhYfV7MHdJf8X3U").unwrap());
     &KEY
+}
+
+fn client_auth() -> &'static ClientAuth {
+    static AUTH: LazyLock<ClientAuth> = LazyLock::new(|| ClientAuth::Psk(psk().clone()));
+    &AUTH
+}
+
+fn server_auth() -> &'static ServerAuth {
+    static AUTH: LazyLock<ServerAuth> = LazyLock::new(|| ServerAuth::Psk(psk().clone()));
+    &AUTH
 }
 
 fn config(suite: CipherSuite, codec: CodecId) -> SessionConfig {
@@ -38,7 +50,10 @@ async fn request_response_over_tcp_for_every_suite_and_codec() {
         for codec in [CodecId::MsgPack, CodecId::Json] {
             let cfg = config(suite, codec);
             let (a, b) = tcp_pair().await;
-            let (c, s) = tokio::join!(connect(a, psk(), &cfg), accept(b, psk(), &cfg));
+            let (c, s) = tokio::join!(
+                connect(a, client_auth(), &cfg),
+                accept(b, server_auth(), &cfg)
+            );
             let (mut c, mut s) = (c.unwrap(), s.unwrap());
             assert_eq!(c.info().suite, suite);
             assert_eq!(s.info().codec, codec);
@@ -77,7 +92,10 @@ async fn large_messages_cross_in_chunks() {
     for suite in CipherSuite::ALL {
         let cfg = config(suite, CodecId::MsgPack);
         let (a, b) = tcp_pair().await;
-        let (c, s) = tokio::join!(connect(a, psk(), &cfg), accept(b, psk(), &cfg));
+        let (c, s) = tokio::join!(
+            connect(a, client_auth(), &cfg),
+            accept(b, server_auth(), &cfg)
+        );
         let (mut c, mut s) = (c.unwrap(), s.unwrap());
         let big: Vec<u8> = (0..5_000_000u32).map(|i| (i % 253) as u8).collect();
         let expected = big.clone();
@@ -97,7 +115,10 @@ async fn large_messages_cross_in_chunks() {
 async fn eof_without_close_is_truncation() {
     let cfg = SessionConfig::default();
     let (a, b) = tcp_pair().await;
-    let (c, s) = tokio::join!(connect(a, psk(), &cfg), accept(b, psk(), &cfg));
+    let (c, s) = tokio::join!(
+        connect(a, client_auth(), &cfg),
+        accept(b, server_auth(), &cfg)
+    );
     let (mut c, s) = (c.unwrap(), s.unwrap());
     let (_r, mut w) = s.into_split();
     w.send(b"last words").await.unwrap();
@@ -111,9 +132,9 @@ async fn eof_without_close_is_truncation() {
 async fn wrong_psk_is_refused() {
     let cfg = SessionConfig::default();
     let (a, b) = tcp_pair().await;
-    let other = Psk::from_bytes([1; 32]);
+    let other = ClientAuth::Psk(Psk::from_bytes([1; 32]));
     let (c, s) = tokio::join!(connect(a, &other, &cfg), async {
-        let r = accept(b, psk(), &cfg).await;
+        let r = accept(b, server_auth(), &cfg).await;
         // The server drops the connection without answering: no oracle.
         r
     });
@@ -129,7 +150,7 @@ async fn silent_client_hits_the_handshake_timeout() {
         .unwrap();
     let (_client, server) = tokio::io::duplex(1024);
     let started = tokio::time::Instant::now();
-    let res = accept(server, psk(), &cfg).await;
+    let res = accept(server, server_auth(), &cfg).await;
     assert!(matches!(res, Err(Error::HandshakeTimeout)));
     assert_eq!(started.elapsed(), Duration::from_secs(3));
 }
@@ -138,7 +159,7 @@ async fn silent_client_hits_the_handshake_timeout() {
 async fn garbage_instead_of_a_hello_is_rejected() {
     let cfg = SessionConfig::default();
     let (mut a, b) = tcp_pair().await;
-    let server = tokio::spawn(async move { accept(b, psk(), &cfg).await });
+    let server = tokio::spawn(async move { accept(b, server_auth(), &cfg).await });
     a.write_all(b"\x00\x00\x00\x10GET / HTTP/1.1\r\n\r\n")
         .await
         .unwrap();
@@ -147,7 +168,7 @@ async fn garbage_instead_of_a_hello_is_rejected() {
     // And an oversize length prefix before the handshake hits the 64 KiB limit.
     let cfg = SessionConfig::default();
     let (mut a, b) = tcp_pair().await;
-    let server = tokio::spawn(async move { accept(b, psk(), &cfg).await });
+    let server = tokio::spawn(async move { accept(b, server_auth(), &cfg).await });
     a.write_all(&[0x00, 0x01, 0x00, 0x01]).await.unwrap();
     let res = server.await.unwrap();
     assert!(
@@ -208,13 +229,17 @@ async fn flipped_bit_in_transit_is_detected() {
             let cfg = cfg.clone();
             async move {
                 let (s, _) = listener.accept().await.unwrap();
-                let mut s = accept(s, psk(), &cfg).await.unwrap();
+                let mut s = accept(s, server_auth(), &cfg).await.unwrap();
                 s.recv().await
             }
         });
-        let mut c = connect(TcpStream::connect(proxy_addr).await.unwrap(), psk(), &cfg)
-            .await
-            .unwrap();
+        let mut c = connect(
+            TcpStream::connect(proxy_addr).await.unwrap(),
+            client_auth(),
+            &cfg,
+        )
+        .await
+        .unwrap();
         c.send(&[0x55; 200]).await.unwrap();
         let got = server.await.unwrap();
         assert!(matches!(got, Err(Error::Decrypt)), "{suite:?}: {got:?}");
@@ -227,7 +252,10 @@ async fn flipped_bit_in_transit_is_detected() {
 async fn split_halves_work_from_two_tasks() {
     let cfg = SessionConfig::default();
     let (a, b) = tcp_pair().await;
-    let (c, s) = tokio::join!(connect(a, psk(), &cfg), accept(b, psk(), &cfg));
+    let (c, s) = tokio::join!(
+        connect(a, client_auth(), &cfg),
+        accept(b, server_auth(), &cfg)
+    );
     let (mut s_r, mut s_w) = s.unwrap().into_split();
     let (mut c_r, mut c_w) = c.unwrap().into_split();
     let echo = tokio::spawn(async move {

@@ -1,0 +1,289 @@
+//! Identity mode (Noise XX with pinned keys) and password mode (SPAKE2 + NNpsk0), sans-IO and
+//! over loopback TCP.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::disallowed_methods, reason = "test code")]
+
+use std::time::Instant;
+
+use cypherwire_session::{
+    Argon2Cost, ClientAuth, Error, Established, HandshakeFailure, IdentityKey, Initiator, Password,
+    PasswordVerifier, PeerTrust, Responder, ServerAuth, SessionConfig, Step, accept, connect,
+};
+use tokio::net::{TcpListener, TcpStream};
+
+const CHEAP: Argon2Cost = Argon2Cost::new(64, 1, 1);
+
+/// Runs a whole handshake in memory, passing messages back and forth; returns both ends, or
+/// the first error with the side that raised it.
+fn run(
+    client: &ClientAuth,
+    server: &ServerAuth,
+) -> Result<(Established, Established), (&'static str, Error)> {
+    let cfg = SessionConfig::default();
+    let now = Instant::now();
+    let (init, mut msg) = Initiator::start(client, &cfg).map_err(|e| ("client", e))?;
+    let (mut init, mut resp) = (Some(init), Some(Responder::new(server, &cfg)));
+    let (mut client_done, mut server_done) = (None, None);
+    for _ in 0..4 {
+        if let Some(r) = resp.take() {
+            match r.handle(&msg, now).map_err(|e| ("server", e))? {
+                Step::Continue { state, send } => (resp, msg) = (Some(state), send),
+                Step::Done { established, send } => {
+                    server_done = Some(*established);
+                    msg = send.unwrap_or_default();
+                }
+            }
+        }
+        if let Some(i) = init.take() {
+            match i.handle(&msg, now).map_err(|e| ("client", e))? {
+                Step::Continue { state, send } => (init, msg) = (Some(state), send),
+                Step::Done { established, send } => {
+                    client_done = Some(*established);
+                    msg = send.unwrap_or_default();
+                }
+            }
+        }
+        if let (Some(_), Some(_)) = (&client_done, &server_done) {
+            break;
+        }
+    }
+    Ok((
+        client_done.expect("client finished"),
+        server_done.expect("server finished"),
+    ))
+}
+
+#[test]
+fn identity_mode_authenticates_pinned_keys_both_ways() {
+    let (alice, bob) = (
+        IdentityKey::generate().unwrap(),
+        IdentityKey::generate().unwrap(),
+    );
+    let client = ClientAuth::Identity(alice.clone(), PeerTrust::AllowList(vec![bob.public()]));
+    let server = ServerAuth::Identity(bob.clone(), PeerTrust::AllowList(vec![alice.public()]));
+    let (c, s) = run(&client, &server).unwrap();
+    assert_eq!(c.peer_identity, Some(bob.public()));
+    assert_eq!(s.peer_identity, Some(alice.public()));
+    assert_eq!(c.handshake_hash, s.handshake_hash);
+}
+
+#[test]
+fn identity_mode_rejects_keys_outside_the_allow_list() {
+    let (alice, bob, mallory) = (
+        IdentityKey::generate().unwrap(),
+        IdentityKey::generate().unwrap(),
+        IdentityKey::generate().unwrap(),
+    );
+    // The client expects bob but reaches mallory.
+    let client = ClientAuth::Identity(alice.clone(), PeerTrust::AllowList(vec![bob.public()]));
+    let server = ServerAuth::Identity(mallory.clone(), PeerTrust::AnyKey);
+    let err = run(&client, &server).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            ("client", Error::Handshake(HandshakeFailure::UntrustedKey))
+        ),
+        "{err:?}"
+    );
+    // The server admits only alice; mallory knocks.
+    let client = ClientAuth::Identity(mallory, PeerTrust::AnyKey);
+    let server = ServerAuth::Identity(bob, PeerTrust::AllowList(vec![alice.public()]));
+    let err = run(&client, &server).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            ("server", Error::Handshake(HandshakeFailure::UntrustedKey))
+        ),
+        "{err:?}"
+    );
+}
+
+#[test]
+fn password_mode_admits_the_right_password_only() {
+    let verifier = PasswordVerifier::create("correct horse battery", CHEAP).unwrap();
+    let server = ServerAuth::Password(verifier);
+    let (c, s) = run(
+        &ClientAuth::Password(Password::new("correct horse battery")),
+        &server,
+    )
+    .unwrap();
+    assert_eq!(c.handshake_hash, s.handshake_hash);
+    let err = run(
+        &ClientAuth::Password(Password::new("correct horse battery!")),
+        &server,
+    )
+    .unwrap_err();
+    assert!(
+        matches!(err, ("server", Error::AuthenticationFailed)),
+        "{err:?}"
+    );
+}
+
+#[test]
+fn password_mode_with_the_default_argon2_cost() {
+    let verifier = PasswordVerifier::create("password", Argon2Cost::default()).unwrap();
+    assert!(verifier.to_phc().contains("m=19456,t=2,p=1"));
+    run(
+        &ClientAuth::Password(Password::new("password")),
+        &ServerAuth::Password(verifier),
+    )
+    .unwrap();
+}
+
+#[test]
+fn client_refuses_hostile_argon2_parameters() {
+    let huge = Argon2Cost::new(4 * 1024 * 1024, 1, 1);
+    // Build a verifier claiming a huge cost without paying for it: parse a PHC string.
+    let phc = PasswordVerifier::create("pw", CHEAP)
+        .unwrap()
+        .to_phc()
+        .replace("m=64", &format!("m={}", huge.m_kib));
+    let server = ServerAuth::Password(PasswordVerifier::parse(&phc).unwrap());
+    let err = run(&ClientAuth::Password(Password::new("pw")), &server).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            (
+                "client",
+                Error::Handshake(HandshakeFailure::UnacceptableParameters)
+            )
+        ),
+        "{err:?}"
+    );
+}
+
+#[test]
+fn mode_mismatch_is_refused_before_any_crypto() {
+    let verifier = PasswordVerifier::create("pw", CHEAP).unwrap();
+    let psk = cypherwire_session::Psk::generate().unwrap();
+    let err = run(&ClientAuth::Psk(psk), &ServerAuth::Password(verifier)).unwrap_err();
+    assert!(matches!(
+        err,
+        (
+            "server",
+            Error::Handshake(HandshakeFailure::UnsupportedMode(1))
+        )
+    ));
+}
+
+/// A recorded password-mode handshake gives no offline test for password guesses: an attacker
+/// who knows every message and even guesses the right password cannot reproduce the key that
+/// authenticates the recorded Noise message, because SPAKE2 hides each side's secret scalar.
+#[test]
+fn recorded_password_handshake_is_no_guessing_oracle() {
+    use spake2::{Ed25519Group, Identity, Password as P, Spake2};
+
+    let verifier = PasswordVerifier::create("hunter22", CHEAP).unwrap();
+    let server = ServerAuth::Password(verifier);
+    let cfg = SessionConfig::default();
+    let now = Instant::now();
+    // Record a successful handshake.
+    let (init, hello) =
+        Initiator::start(&ClientAuth::Password(Password::new("hunter22")), &cfg).unwrap();
+    let Step::Continue {
+        state: resp,
+        send: challenge,
+    } = Responder::new(&server, &cfg).handle(&hello, now).unwrap()
+    else {
+        panic!()
+    };
+    let Step::Continue {
+        send: client_msg, ..
+    } = init.handle(&challenge, now).unwrap()
+    else {
+        panic!()
+    };
+    let Step::Done { .. } = resp.handle(&client_msg, now).unwrap() else {
+        panic!()
+    };
+
+    // The attacker's harness: for a guess, derive w like the client, run SPAKE2 as the client
+    // against the recorded server message, and test the result against the recorded Noise
+    // message 1 (the last 48 bytes of the client message).
+    let salt_len = usize::from(challenge[12]);
+    let salt = &challenge[13..13 + salt_len];
+    let server_spake = &challenge[13 + salt_len..];
+    let recorded_noise = &client_msg[33..];
+    let verified = |guess: &str| {
+        let mut w = [0u8; 32];
+        argon2::Argon2::new(
+            argon2::Algorithm::Argon2id,
+            argon2::Version::V0x13,
+            argon2::Params::new(64, 1, 1, Some(32)).unwrap(),
+        )
+        .hash_password_into(guess.as_bytes(), salt, &mut w)
+        .unwrap();
+        let (s, _) = Spake2::<Ed25519Group>::start_a(
+            &P::new(w),
+            &Identity::new(b"cypherwire/v1 password client"),
+            &Identity::new(b"cypherwire/v1 password server"),
+        );
+        let key = s.finish(server_spake).unwrap();
+        let mut psk = [0u8; 32];
+        hkdf::Hkdf::<sha2::Sha256>::new(None, &key)
+            .expand(b"cypherwire/v1 password psk", &mut psk)
+            .unwrap();
+        let mut prologue = b"cypherwire/v1 handshake".to_vec();
+        prologue.extend_from_slice(&hello);
+        prologue.extend_from_slice(&challenge);
+        prologue.extend_from_slice(&client_msg[..33]);
+        let mut noise = snow::Builder::new("Noise_NNpsk0_25519_ChaChaPoly_SHA256".parse().unwrap())
+            .psk(0, &psk)
+            .unwrap()
+            .prologue(&prologue)
+            .unwrap()
+            .build_responder()
+            .unwrap();
+        let mut out = [0u8; 256];
+        noise.read_message(recorded_noise, &mut out).is_ok()
+    };
+    assert!(!verified("wrong guess"));
+    assert!(
+        !verified("hunter22"),
+        "the right guess must not be confirmable offline"
+    );
+}
+
+#[tokio::test]
+async fn identity_and_password_modes_over_tcp() {
+    let (alice, bob) = (
+        IdentityKey::generate().unwrap(),
+        IdentityKey::generate().unwrap(),
+    );
+    let verifier = PasswordVerifier::create("pw-over-tcp", CHEAP).unwrap();
+    let cases = [
+        (
+            ClientAuth::Identity(alice.clone(), PeerTrust::AllowList(vec![bob.public()])),
+            ServerAuth::Identity(bob.clone(), PeerTrust::AllowList(vec![alice.public()])),
+            true,
+        ),
+        (
+            ClientAuth::Password(Password::new("pw-over-tcp")),
+            ServerAuth::Password(verifier.clone()),
+            true,
+        ),
+        (
+            ClientAuth::Password(Password::new("nope")),
+            ServerAuth::Password(verifier),
+            false,
+        ),
+    ];
+    let cfg = SessionConfig::default();
+    for (client, server, ok) in cases {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (c, s) = tokio::join!(
+            async { connect(TcpStream::connect(addr).await.unwrap(), &client, &cfg).await },
+            async { accept(listener.accept().await.unwrap().0, &server, &cfg).await }
+        );
+        if ok {
+            let (mut c, mut s) = (c.unwrap(), s.unwrap());
+            c.send(b"ping").await.unwrap();
+            assert_eq!(s.recv().await.unwrap().as_deref(), Some(&b"ping"[..]));
+            assert_eq!(c.info().handshake_hash, s.info().handshake_hash);
+        } else {
+            assert!(matches!(s, Err(Error::AuthenticationFailed)), "{s:?}");
+            assert!(c.is_err());
+        }
+    }
+}
