@@ -1,7 +1,12 @@
 //! Identity mode (Noise XX with pinned keys) and password mode (SPAKE2 + NNpsk0), sans-IO and
 //! over loopback TCP.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::disallowed_methods, reason = "test code")]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::disallowed_methods,
+    reason = "test code"
+)]
 
 use std::time::Instant;
 

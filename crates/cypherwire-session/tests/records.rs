@@ -1,6 +1,11 @@
 //! Record-layer and handshake behaviour, sans-IO, for every cipher suite.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::disallowed_methods, reason = "test code")]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::disallowed_methods,
+    reason = "test code"
+)]
 
 use std::time::{Duration, Instant};
 

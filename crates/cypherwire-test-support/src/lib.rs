@@ -5,12 +5,14 @@
 //! - [`fuzz`]: the bodies of the fuzz targets, as plain functions, so that `fuzz/` (nightly,
 //!   cargo-fuzz) and stable `#[test]`s replaying the committed corpus run the same code.
 //! - [`corpus`]: reads a committed fuzz corpus directory.
+//! - [`mitm`]: an in-process man in the middle that tampers with framed streams.
 //! - [`workspace_root`]: locates files such as `docs/test-vectors/` from any test.
 
 use std::path::PathBuf;
 
 pub mod corpus;
 pub mod fuzz;
+pub mod mitm;
 
 /// The workspace root directory (where the top-level `Cargo.toml` is).
 pub fn workspace_root() -> PathBuf {
