@@ -91,6 +91,10 @@ pub enum HandshakeFailure {
     /// The peer's static key is not in the allow-list (identity mode).
     #[error("peer identity not trusted")]
     UntrustedKey,
+    /// The peer sent a public key of small order (its Diffie–Hellman output would be all
+    /// zeros): a key-substitution attempt or a broken peer.
+    #[error("peer sent a weak public key")]
+    WeakKey,
     /// The server asked for password-hashing parameters outside the client's bounds.
     #[error("unacceptable password parameters")]
     UnacceptableParameters,

@@ -400,3 +400,30 @@ fn each_session_has_fresh_keys() {
     let r = seal(&mut c1, &[b"x"]).remove(0);
     assert!(matches!(s2.opener.open(r), Err(Error::Decrypt)));
 }
+
+#[test]
+fn low_order_ephemeral_keys_are_refused_before_any_dh() {
+    let cfg = SessionConfig::default();
+    let (_, hello) = start(&psk(), &cfg).unwrap();
+    let header_len = hello.len() - 48;
+    for weak in [[0u8; 32], {
+        let mut one = [0u8; 32];
+        one[0] = 1;
+        one
+    }] {
+        let mut bad = hello.clone();
+        bad[header_len..header_len + 32].copy_from_slice(&weak);
+        assert!(matches!(
+            respond(&psk(), &cfg, &bad),
+            Err(Error::Handshake(HandshakeFailure::WeakKey))
+        ));
+    }
+    // And in the responder's reply.
+    let (init, hello) = start(&psk(), &cfg).unwrap();
+    let (_, mut reply) = respond(&psk(), &cfg, &hello).unwrap();
+    reply[..32].fill(0);
+    assert!(matches!(
+        finish(init, &reply),
+        Err(Error::Handshake(HandshakeFailure::WeakKey))
+    ));
+}
