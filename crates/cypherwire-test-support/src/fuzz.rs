@@ -84,3 +84,174 @@ fn check_round_trip(codec: Codec, msg: &Message) {
         "round trip changed {msg:?} into {back:?}"
     );
 }
+
+mod session_targets {
+    //! Handshake and record targets.
+
+    use std::sync::LazyLock;
+    use std::time::Instant;
+
+    use bytes::BytesMut;
+    use cypherwire_session::record::Opened;
+    use cypherwire_session::wire::{FrameCodec, Limits};
+    use cypherwire_session::{
+        Argon2Cost, ClientAuth, Established, IdentityKey, Initiator, Password, PasswordVerifier,
+        PeerTrust, Psk, Responder, ServerAuth, SessionConfig, Step,
+    };
+    use tokio_util::codec::Decoder;
+
+    struct Fixtures {
+        psk: Psk,
+        id_client: IdentityKey,
+        id_server: IdentityKey,
+        verifier: PasswordVerifier,
+        config: SessionConfig,
+    }
+
+    static FIX: LazyLock<Fixtures> = LazyLock::new(|| Fixtures {
+        psk: Psk::from_bytes([0x42; 32]),
+        id_client: IdentityKey::from_private([0x33; 32]).unwrap_or_else(|e| panic!("{e}")),
+        id_server: IdentityKey::from_private([0x44; 32]).unwrap_or_else(|e| panic!("{e}")),
+        // The cheapest cost argon2 allows: fuzzing must be fast.
+        verifier: PasswordVerifier::create("fuzz", Argon2Cost::new(8, 1, 1))
+            .unwrap_or_else(|e| panic!("{e}")),
+        config: SessionConfig::default(),
+    });
+
+    fn server_auth(mode: u8) -> ServerAuth {
+        match mode % 3 {
+            0 => ServerAuth::Psk(FIX.psk.clone()),
+            1 => ServerAuth::Identity(FIX.id_server.clone(), PeerTrust::AnyKey),
+            _ => ServerAuth::Password(FIX.verifier.clone()),
+        }
+    }
+
+    fn client_auth(mode: u8) -> ClientAuth {
+        match mode % 3 {
+            0 => ClientAuth::Psk(FIX.psk.clone()),
+            1 => ClientAuth::Identity(FIX.id_client.clone(), PeerTrust::AnyKey),
+            _ => ClientAuth::Password(Password::new("fuzz")),
+        }
+    }
+
+    /// Splits fuzz input into length-prefixed chunks (one byte of length each).
+    fn messages(mut data: &[u8]) -> Vec<&[u8]> {
+        let mut out = Vec::new();
+        while let Some((&len, rest)) = data.split_first() {
+            let n = usize::from(len).min(rest.len());
+            out.push(&rest[..n]);
+            data = &rest[n..];
+        }
+        out
+    }
+
+    /// Target `handshake_responder`: a responder in the mode picked by the first byte is fed
+    /// the following messages. It may fail, never panic.
+    pub fn handshake_responder(data: &[u8]) {
+        let Some((&mode, rest)) = data.split_first() else {
+            return;
+        };
+        let mut state = Responder::new(&server_auth(mode), &FIX.config);
+        for msg in messages(rest) {
+            match state.handle(msg, Instant::now()) {
+                Ok(Step::Continue { state: next, .. }) => state = next,
+                Ok(Step::Done { .. }) | Err(_) => return,
+            }
+        }
+    }
+
+    /// Target `handshake_initiator`: an initiator in the mode picked by the first byte is fed
+    /// the following messages as the responder's answers.
+    pub fn handshake_initiator(data: &[u8]) {
+        let Some((&mode, rest)) = data.split_first() else {
+            return;
+        };
+        let Ok((mut state, _hello)) = Initiator::start(&client_auth(mode), &FIX.config) else {
+            return;
+        };
+        for msg in messages(rest) {
+            match state.handle(msg, Instant::now()) {
+                Ok(Step::Continue { state: next, .. }) => state = next,
+                Ok(Step::Done { .. }) | Err(_) => return,
+            }
+        }
+    }
+
+    fn pair() -> Option<(Established, Established)> {
+        let now = Instant::now();
+        let (init, hello) = Initiator::start(&client_auth(0), &FIX.config).ok()?;
+        let Step::Done {
+            established: server,
+            send: Some(reply),
+        } = Responder::new(&server_auth(0), &FIX.config)
+            .handle(&hello, now)
+            .ok()?
+        else {
+            return None;
+        };
+        let Step::Done {
+            established: client,
+            ..
+        } = init.handle(&reply, now).ok()?
+        else {
+            return None;
+        };
+        Some((*client, *server))
+    }
+
+    /// Target `record_open`: records for a real session. With the first byte even, the rest
+    /// is fed as raw frames: nothing may open. With it odd, the rest becomes genuine messages,
+    /// sealed, with one bit flipped at a position chosen by the input: the flipped record must
+    /// be refused and every record before it must open to exactly what was sealed.
+    pub fn record_open(data: &[u8]) {
+        let Some((&ctl, rest)) = data.split_first() else {
+            return;
+        };
+        let Some((mut client, mut server)) = pair() else {
+            panic!("handshake between fixed credentials failed");
+        };
+        let mut frames = FrameCodec::new(Limits::default());
+        if ctl % 2 == 0 {
+            let mut buf = BytesMut::from(rest);
+            while let Ok(Some(frame)) = frames.decode(&mut buf) {
+                if let Ok(Opened::Message(m)) = server.opener.open(frame) {
+                    panic!("a forged record opened: {m:?}");
+                }
+            }
+            return;
+        }
+        let msgs = messages(rest);
+        let mut wire = BytesMut::new();
+        for m in &msgs {
+            if client
+                .sealer
+                .seal_message(m, Instant::now(), &mut wire)
+                .is_err()
+            {
+                return;
+            }
+        }
+        if wire.is_empty() {
+            return;
+        }
+        let flip = usize::from(ctl >> 1) * 7919 % (wire.len() * 8);
+        wire[flip / 8] ^= 1 << (flip % 8);
+        let mut delivered = 0;
+        loop {
+            match frames.decode(&mut wire) {
+                Ok(Some(frame)) => match server.opener.open(frame) {
+                    Ok(Opened::Message(m)) => {
+                        assert_eq!(&m[..], msgs[delivered], "an altered message was delivered");
+                        delivered += 1;
+                    }
+                    Ok(_) => {}
+                    Err(_) => return,
+                },
+                // A flipped length prefix: framing fails or waits; either way nothing more.
+                Ok(None) | Err(_) => return,
+            }
+        }
+    }
+}
+
+pub use session_targets::{handshake_initiator, handshake_responder, record_open};
