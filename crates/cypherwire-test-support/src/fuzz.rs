@@ -89,7 +89,6 @@ mod session_targets {
     //! Handshake and record targets.
 
     use std::sync::LazyLock;
-    use std::time::Instant;
 
     use bytes::BytesMut;
     use cypherwire_session::record::Opened;
@@ -153,7 +152,7 @@ mod session_targets {
         };
         let mut state = Responder::new(&server_auth(mode), &FIX.config);
         for msg in messages(rest) {
-            match state.handle(msg, Instant::now()) {
+            match state.handle(msg, crate::epoch()) {
                 Ok(Step::Continue { state: next, .. }) => state = next,
                 Ok(Step::Done { .. }) | Err(_) => return,
             }
@@ -170,7 +169,7 @@ mod session_targets {
             return;
         };
         for msg in messages(rest) {
-            match state.handle(msg, Instant::now()) {
+            match state.handle(msg, crate::epoch()) {
                 Ok(Step::Continue { state: next, .. }) => state = next,
                 Ok(Step::Done { .. }) | Err(_) => return,
             }
@@ -178,7 +177,7 @@ mod session_targets {
     }
 
     fn pair() -> Option<(Established, Established)> {
-        let now = Instant::now();
+        let now = crate::epoch();
         let (init, hello) = Initiator::start(&client_auth(0), &FIX.config).ok()?;
         let Step::Done {
             established: server,
@@ -225,7 +224,7 @@ mod session_targets {
         for m in &msgs {
             if client
                 .sealer
-                .seal_message(m, Instant::now(), &mut wire)
+                .seal_message(m, crate::epoch(), &mut wire)
                 .is_err()
             {
                 return;

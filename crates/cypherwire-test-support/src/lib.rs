@@ -22,3 +22,10 @@ pub fn workspace_root() -> PathBuf {
         .canonicalize()
         .unwrap_or_else(|_| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.."))
 }
+
+/// The one sanctioned clock read for tests and fuzz bodies: an instant to pass as `now` into
+/// the sans-IO state machines (which never read clocks themselves).
+#[expect(clippy::disallowed_methods, reason = "tests need a starting instant")]
+pub fn epoch() -> std::time::Instant {
+    std::time::Instant::now()
+}
