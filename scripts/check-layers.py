@@ -21,7 +21,7 @@ ALLOWED = {
 }
 # May depend on the facade (leaf binaries, examples, tests).
 LEAVES = {"cypherwire-cli", "cypherwire-examples", "cypherwire-tests"}
-LAYER_FEATURES = {"wire", "session", "server", "client", "mesh", "msgpack", "json"}
+LAYER_FEATURES = {"wire", "session", "server", "client", "mesh", "msgpack", "json", "ring"}
 
 meta = json.loads(subprocess.check_output(
     ["cargo", "metadata", "--format-version", "1", "--no-deps", "--offline"]

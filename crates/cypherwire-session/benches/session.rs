@@ -25,7 +25,7 @@ use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_m
 use cypherwire_session::record::Opened;
 use cypherwire_session::wire::{FrameCodec, Limits};
 use cypherwire_session::{
-    Argon2Cost, CipherSuite, ClientAuth, Established, IdentityKey, Initiator, Password,
+    Argon2Cost, Backend, CipherSuite, ClientAuth, Established, IdentityKey, Initiator, Password,
     PasswordVerifier, PeerTrust, Psk, Responder, ServerAuth, SessionConfig, Step,
 };
 use tokio_util::codec::Decoder;
@@ -120,28 +120,40 @@ fn records(c: &mut Criterion) {
     let psk = Psk::generate().unwrap();
     let (cp, sp) = (ClientAuth::Psk(psk.clone()), ServerAuth::Psk(psk));
     for suite in CipherSuite::ALL {
-        let cfg = SessionConfig::builder().suites([suite]).build().unwrap();
         let mut g = c.benchmark_group(format!("record/{suite:?}"));
         for size in [64usize, 1024, 16 * 1024, 64 * 1024] {
             let msg = vec![0x42u8; size];
             g.throughput(Throughput::Bytes(size as u64));
-            let (mut client, mut server) = handshake(&cp, &sp, &cfg);
-            let mut frames = FrameCodec::new(Limits::default());
-            let mut wire = BytesMut::with_capacity(2 * size + 64);
-            g.bench_function(BenchmarkId::new("cypherwire-seal+open", size), |b| {
-                b.iter(|| {
-                    wire.clear();
-                    client
-                        .sealer
-                        .seal_message(&msg, Instant::now(), &mut wire)
-                        .unwrap();
-                    let rec = frames.decode(&mut wire).unwrap().unwrap();
-                    match server.opener.open(rec).unwrap() {
-                        Opened::Message(m) => black_box(m.len()),
-                        _ => unreachable!(),
-                    }
-                });
-            });
+            for &backend in Backend::ALL {
+                if suite == CipherSuite::Aes128CbcHmacSha256 && backend != Backend::RustCrypto {
+                    continue;
+                }
+                let cfg = SessionConfig::builder()
+                    .suites([suite])
+                    .backend(backend)
+                    .build()
+                    .unwrap();
+                let (mut client, mut server) = handshake(&cp, &sp, &cfg);
+                let mut frames = FrameCodec::new(Limits::default());
+                let mut wire = BytesMut::with_capacity(2 * size + 64);
+                g.bench_function(
+                    BenchmarkId::new(format!("cypherwire-{backend:?}-seal+open"), size),
+                    |b| {
+                        b.iter(|| {
+                            wire.clear();
+                            client
+                                .sealer
+                                .seal_message(&msg, Instant::now(), &mut wire)
+                                .unwrap();
+                            let rec = frames.decode(&mut wire).unwrap().unwrap();
+                            match server.opener.open(rec).unwrap() {
+                                Opened::Message(m) => black_box(m.len()),
+                                _ => unreachable!(),
+                            }
+                        });
+                    },
+                );
+            }
             let mut buf = Vec::with_capacity(size + 64);
             g.bench_function(
                 BenchmarkId::new("raw-aead-seal+open", size),

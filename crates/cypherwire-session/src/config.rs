@@ -6,7 +6,7 @@ use cypherwire_wire::{Codec, CodecId, Limits};
 
 use crate::error::{Error, Result};
 use crate::record::RekeyPolicy;
-use crate::suite::CipherSuite;
+use crate::suite::{Backend, CipherSuite};
 
 /// Default maximum size of one reassembled message: 16 MiB.
 pub const DEFAULT_MAX_MESSAGE_LEN: usize = 16 * 1024 * 1024;
@@ -24,6 +24,7 @@ pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// | largest reassembled message | [`DEFAULT_MAX_MESSAGE_LEN`] (16 MiB) |
 /// | handshake timeout | [`DEFAULT_HANDSHAKE_TIMEOUT`] (10 s) |
 /// | rekey | [`RekeyPolicy::default`] (2^32 records, 64 GiB or 1 h per key) |
+/// | crypto backend | [`Backend::default_for_build`] (`ring` with the `ring` feature) |
 #[derive(Debug, Clone)]
 pub struct SessionConfig {
     pub(crate) suites: Vec<CipherSuite>,
@@ -32,6 +33,7 @@ pub struct SessionConfig {
     pub(crate) max_message_len: usize,
     pub(crate) handshake_timeout: Duration,
     pub(crate) rekey: RekeyPolicy,
+    pub(crate) backend: Backend,
 }
 
 impl SessionConfig {
@@ -69,6 +71,11 @@ impl SessionConfig {
     pub fn rekey(&self) -> RekeyPolicy {
         self.rekey
     }
+
+    /// The crypto backend for suites 1 and 2.
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
 }
 
 impl Default for SessionConfig {
@@ -83,6 +90,7 @@ impl Default for SessionConfig {
             max_message_len: DEFAULT_MAX_MESSAGE_LEN,
             handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
             rekey: RekeyPolicy::default(),
+            backend: Backend::default_for_build(),
         }
     }
 }
@@ -128,6 +136,12 @@ impl SessionConfigBuilder {
     /// When records rekey.
     pub fn rekey(mut self, policy: RekeyPolicy) -> Self {
         self.inner.rekey = policy;
+        self
+    }
+
+    /// The crypto backend for suites 1 and 2 (the choice is local: peers need not agree).
+    pub fn backend(mut self, backend: Backend) -> Self {
+        self.inner.backend = backend;
         self
     }
 

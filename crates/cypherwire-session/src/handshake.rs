@@ -891,8 +891,8 @@ fn establish(
         codec,
         handshake_hash,
         peer_identity,
-        sealer: Sealer::new(suite, send, frames, config.rekey, now),
-        opener: Opener::new(suite, recv, config.max_message_len),
+        sealer: Sealer::new(suite, config.backend, send, frames, config.rekey, now),
+        opener: Opener::new(suite, config.backend, recv, config.max_message_len),
     })
 }
 

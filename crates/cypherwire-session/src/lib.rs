@@ -91,5 +91,5 @@ pub use crate::identity::{
 pub use crate::psk::{MIN_PASSPHRASE_LEN, PSK_LEN, PSK_TEXT_PREFIX, Psk};
 pub use crate::record::RekeyPolicy;
 pub use crate::stream::{SecureReader, SecureStream, SecureWriter, SessionInfo, accept, connect};
-pub use crate::suite::CipherSuite;
+pub use crate::suite::{Backend, CipherSuite};
 pub use crate::token::{SessionToken, TokenStore};

@@ -23,7 +23,7 @@ use sha2::Sha256;
 use zeroize::Zeroizing;
 
 use crate::error::{Error, Result};
-use crate::suite::{CipherSuite, RecordCipher};
+use crate::suite::{Backend, CipherSuite, RecordCipher};
 
 /// Record type: the last (or only) chunk of a message.
 pub(crate) const TYPE_FINAL: u8 = 0x00;
@@ -68,12 +68,13 @@ impl Default for RekeyPolicy {
 /// Key material of one direction; derives its successor for key updates.
 struct DirectionKey {
     suite: CipherSuite,
+    backend: Backend,
     key: Zeroizing<Vec<u8>>,
 }
 
 impl DirectionKey {
     fn cipher(&self) -> Box<dyn RecordCipher> {
-        self.suite.cipher(&self.key)
+        self.suite.cipher(&self.key, self.backend)
     }
 
     /// `next = HKDF-SHA256(salt = none, ikm = key, info = "cypherwire/v1 key update")`.
@@ -84,6 +85,7 @@ impl DirectionKey {
         let _ = hk.expand(b"cypherwire/v1 key update", &mut key);
         Self {
             suite: self.suite,
+            backend: self.backend,
             key,
         }
     }
@@ -130,6 +132,7 @@ impl std::fmt::Debug for Sealer {
 impl Sealer {
     pub(crate) fn new(
         suite: CipherSuite,
+        backend: Backend,
         key: Vec<u8>,
         frames: FrameCodec,
         policy: RekeyPolicy,
@@ -137,6 +140,7 @@ impl Sealer {
     ) -> Self {
         let key = DirectionKey {
             suite,
+            backend,
             key: Zeroizing::new(key),
         };
         // Room in a frame for the content: the limit minus the type byte and the suite's
@@ -324,9 +328,15 @@ impl std::fmt::Debug for Opener {
 }
 
 impl Opener {
-    pub(crate) fn new(suite: CipherSuite, key: Vec<u8>, max_message_len: usize) -> Self {
+    pub(crate) fn new(
+        suite: CipherSuite,
+        backend: Backend,
+        key: Vec<u8>,
+        max_message_len: usize,
+    ) -> Self {
         let key = DirectionKey {
             suite,
+            backend,
             key: Zeroizing::new(key),
         };
         Self {

@@ -30,6 +30,45 @@ pub enum CipherSuite {
     Aes128CbcHmacSha256,
 }
 
+/// Which implementation performs the AEAD of suites 1 and 2 (suite 3 is always RustCrypto).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Backend {
+    /// The RustCrypto crates (`chacha20poly1305`, `aes-gcm`): pure Rust, always available.
+    RustCrypto,
+    /// `ring` (feature `ring`): C and assembly, much faster on small records.
+    #[cfg(feature = "ring")]
+    Ring,
+}
+
+impl Backend {
+    /// The default for this build: `ring` when the feature is on (measured faster, see
+    /// `docs/performance.md`), RustCrypto otherwise.
+    pub const fn default_for_build() -> Self {
+        #[cfg(feature = "ring")]
+        {
+            Self::Ring
+        }
+        #[cfg(not(feature = "ring"))]
+        {
+            Self::RustCrypto
+        }
+    }
+
+    /// Every backend compiled into this build.
+    pub const ALL: &'static [Self] = &[
+        Self::RustCrypto,
+        #[cfg(feature = "ring")]
+        Self::Ring,
+    ];
+}
+
+impl Default for Backend {
+    fn default() -> Self {
+        Self::default_for_build()
+    }
+}
+
 /// The opaque failure of [`RecordCipher::open`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct OpenError;
@@ -109,8 +148,28 @@ impl CipherSuite {
         }
     }
 
-    /// A cipher for this suite keyed with `key` (exactly [`key_len`](Self::key_len) bytes).
-    pub(crate) fn cipher(self, key: &[u8]) -> Box<dyn RecordCipher> {
+    /// A cipher for this suite keyed with `key` (exactly [`key_len`](Self::key_len) bytes),
+    /// computed by `backend`.
+    pub(crate) fn cipher(self, key: &[u8], backend: Backend) -> Box<dyn RecordCipher> {
+        #[cfg(feature = "ring")]
+        if backend == Backend::Ring {
+            match self {
+                Self::ChaCha20Poly1305 => {
+                    if let Some(c) =
+                        ring_backend::RingAead::new(&ring::aead::CHACHA20_POLY1305, key)
+                    {
+                        return Box::new(c);
+                    }
+                }
+                Self::Aes256Gcm => {
+                    if let Some(c) = ring_backend::RingAead::new(&ring::aead::AES_256_GCM, key) {
+                        return Box::new(c);
+                    }
+                }
+                Self::Aes128CbcHmacSha256 => {}
+            }
+        }
+        let _ = backend;
         match self {
             Self::ChaCha20Poly1305 => Box::new(ChaCha {
                 aead: chacha20poly1305::ChaCha20Poly1305::new(key.into()),
@@ -152,6 +211,59 @@ fn nonce96(n: u64) -> [u8; 12] {
     let mut out = [0u8; 12];
     out[4..].copy_from_slice(&n.to_be_bytes());
     out
+}
+
+#[cfg(feature = "ring")]
+mod ring_backend {
+    use bytes::BytesMut;
+    use ring::aead::{Aad, Algorithm, LessSafeKey, Nonce, UnboundKey};
+
+    use super::{OpenError, RecordCipher, nonce96};
+
+    /// A suite computed by `ring`.
+    pub(super) struct RingAead {
+        key: LessSafeKey,
+    }
+
+    impl RingAead {
+        pub(super) fn new(alg: &'static Algorithm, key: &[u8]) -> Option<Self> {
+            UnboundKey::new(alg, key).ok().map(|k| Self {
+                key: LessSafeKey::new(k),
+            })
+        }
+    }
+
+    impl std::fmt::Debug for RingAead {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "Ring({:?}, <key redacted>)", self.key.algorithm())
+        }
+    }
+
+    impl RecordCipher for RingAead {
+        fn seal(&self, nonce: u64, buf: &mut BytesMut, start: usize) {
+            let n = Nonce::assume_unique_for_key(nonce96(nonce));
+            // Sealing cannot fail below ring's ~256 GiB per-message limit; an empty tag would
+            // fail authentication at the peer.
+            match self
+                .key
+                .seal_in_place_separate_tag(n, Aad::empty(), &mut buf[start..])
+            {
+                Ok(tag) => buf.extend_from_slice(tag.as_ref()),
+                Err(_) => buf.truncate(start),
+            }
+        }
+
+        fn open(&self, nonce: u64, buf: &mut BytesMut) -> Result<(), OpenError> {
+            let n = Nonce::assume_unique_for_key(nonce96(nonce));
+            let len = self
+                .key
+                .open_in_place(n, Aad::empty(), &mut buf[..])
+                .map_err(|_| OpenError)?
+                .len();
+            buf.truncate(len);
+            Ok(())
+        }
+    }
 }
 
 struct ChaCha {
@@ -287,6 +399,33 @@ impl RecordCipher for CbcHmac {
 mod tests {
     use super::*;
 
+    fn suites_and_backends() -> Vec<(CipherSuite, Backend)> {
+        CipherSuite::ALL
+            .into_iter()
+            .flat_map(|s| Backend::ALL.iter().map(move |b| (s, *b)))
+            .collect()
+    }
+
+    #[test]
+    fn backends_agree_byte_for_byte() {
+        for s in [CipherSuite::ChaCha20Poly1305, CipherSuite::Aes256Gcm] {
+            let outputs: Vec<BytesMut> = Backend::ALL
+                .iter()
+                .map(|b| {
+                    let mut buf = BytesMut::from(&b"same plaintext, every backend"[..]);
+                    s.cipher(&key(s), *b).seal(77, &mut buf, 0);
+                    buf
+                })
+                .collect();
+            assert!(outputs.windows(2).all(|w| w[0] == w[1]), "{s:?}");
+            // And each opens the others' records.
+            for b in Backend::ALL {
+                let mut rec = outputs[0].clone();
+                s.cipher(&key(s), *b).open(77, &mut rec).unwrap();
+            }
+        }
+    }
+
     fn key(suite: CipherSuite) -> Vec<u8> {
         (0..suite.key_len()).map(|i| i as u8).collect()
     }
@@ -303,8 +442,8 @@ mod tests {
 
     #[test]
     fn seal_open_round_trip_every_length() {
-        for s in CipherSuite::ALL {
-            let c = s.cipher(&key(s));
+        for (s, b) in suites_and_backends() {
+            let c = s.cipher(&key(s), b);
             for len in 0..70 {
                 let plain: Vec<u8> = (0..len).map(|i| (i * 7) as u8).collect();
                 let mut buf = BytesMut::from(&b"hdr"[..]);
@@ -320,8 +459,8 @@ mod tests {
 
     #[test]
     fn any_change_fails_with_the_same_error() {
-        for s in CipherSuite::ALL {
-            let c = s.cipher(&key(s));
+        for (s, b) in suites_and_backends() {
+            let c = s.cipher(&key(s), b);
             let mut sealed = BytesMut::from(&b"attack at dawn, 32 bytes of text"[..]);
             c.seal(1, &mut sealed, 0);
             // Wrong nonce.
@@ -342,7 +481,7 @@ mod tests {
             // Wrong key.
             let other: Vec<u8> = key(s).iter().map(|b| b ^ 1).collect();
             assert_eq!(
-                s.cipher(&other).open(1, &mut sealed.clone()),
+                s.cipher(&other, b).open(1, &mut sealed.clone()),
                 Err(OpenError)
             );
         }
@@ -350,8 +489,8 @@ mod tests {
 
     #[test]
     fn debug_shows_no_key() {
-        for s in CipherSuite::ALL {
-            let shown = format!("{:?}", s.cipher(&[0xab; 48][..s.key_len()]));
+        for (s, b) in suites_and_backends() {
+            let shown = format!("{:?}", s.cipher(&[0xab; 48][..s.key_len()], b));
             assert!(shown.contains("redacted"));
             assert!(!shown.contains("ab") && !shown.contains("171"), "{shown}");
         }

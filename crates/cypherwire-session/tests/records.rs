@@ -427,3 +427,39 @@ fn low_order_ephemeral_keys_are_refused_before_any_dh() {
         Err(Error::Handshake(HandshakeFailure::WeakKey))
     ));
 }
+
+#[test]
+fn backends_interoperate_in_a_session() {
+    use cypherwire_session::Backend;
+    for suite in [CipherSuite::ChaCha20Poly1305, CipherSuite::Aes256Gcm] {
+        for &cb in Backend::ALL {
+            for &sb in Backend::ALL {
+                let ccfg = SessionConfig::builder()
+                    .suites([suite])
+                    .backend(cb)
+                    .build()
+                    .unwrap();
+                let scfg = SessionConfig::builder()
+                    .suites([suite])
+                    .backend(sb)
+                    .build()
+                    .unwrap();
+                let (init, hello) = start(&psk(), &ccfg).unwrap();
+                let (mut s, reply) = respond(&psk(), &scfg, &hello).unwrap();
+                let mut c = finish(init, &reply).unwrap();
+                for r in seal(&mut c, &[b"across backends"]) {
+                    assert_eq!(
+                        s.opener.open(r).unwrap(),
+                        Opened::Message(b"across backends"[..].into())
+                    );
+                }
+                for r in seal(&mut s, &[b"and back"]) {
+                    assert_eq!(
+                        c.opener.open(r).unwrap(),
+                        Opened::Message(b"and back"[..].into())
+                    );
+                }
+            }
+        }
+    }
+}
