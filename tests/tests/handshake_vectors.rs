@@ -3,8 +3,8 @@
 //! direction must reproduce byte for byte, for each suite.
 //!
 //! `CYPHERWIRE_BLESS=1 cargo test -p cypherwire-tests --test handshake_vectors` rewrites the
-//! files; review the diff. Password mode is not covered: its SPAKE2 scalars come from the
-//! operating system's generator.
+//! files; review the diff. In password mode the SPAKE2 scalars come from a generator seeded
+//! with `0xee × 32` (initiator) and `0xdd × 32` (responder).
 
 #![allow(
     clippy::unwrap_used,
@@ -19,8 +19,8 @@ use std::time::Instant;
 use bytes::BytesMut;
 use cypherwire::session::handshake::HandshakeOptions;
 use cypherwire::session::{
-    CipherSuite, ClientAuth, IdentityKey, Initiator, PeerTrust, Psk, Responder, ServerAuth,
-    SessionConfig, Step,
+    Argon2Cost, CipherSuite, ClientAuth, IdentityKey, Initiator, Password, PasswordVerifier,
+    PeerTrust, Psk, Responder, ServerAuth, SessionConfig, Step,
 };
 use cypherwire::wire::CodecId;
 use cypherwire_test_support::workspace_root;
@@ -55,6 +55,7 @@ fn hex(b: &[u8]) -> String {
 fn opts(byte: u8) -> HandshakeOptions {
     let mut o = HandshakeOptions::default();
     o.fixed_ephemeral = Some([byte; 32]);
+    o.spake_seed = Some([byte ^ 0xff; 32]);
     o
 }
 
@@ -134,7 +135,9 @@ fn check(
             description: format!(
                 "cypherwire {mode} handshake transcripts (docs/protocol.md §3): fixed keys, \
                  initiator ephemeral private key 0x11 × 32, responder ephemeral 0x22 × 32; \
-                 offer = one suite, MessagePack. Messages are frame bodies in order."
+                 password mode: SPAKE2 scalars from the ChaCha20 keystream (zero nonce) of \
+                 0xee × 32 (initiator) and 0xdd × 32 (responder); offer = one suite, \
+                 MessagePack. Messages are frame bodies in order."
             ),
             mode: mode.into(),
             inputs,
@@ -178,5 +181,22 @@ fn identity_mode_transcripts() {
         }),
         &ClientAuth::Identity(i.clone(), PeerTrust::AllowList(vec![r.public()])),
         &ServerAuth::Identity(r, PeerTrust::AllowList(vec![i.public()])),
+    );
+}
+
+#[test]
+fn password_mode_transcripts() {
+    let salt = [0x55u8; 16];
+    let cost = Argon2Cost::new(64, 1, 1);
+    let verifier = PasswordVerifier::with_salt("correct horse", &salt, cost).unwrap();
+    check(
+        "handshake-password.json",
+        "password (SPAKE2 + NNpsk0)",
+        serde_json::json!({
+            "password": "correct horse",
+            "verifier": *verifier.to_phc(),
+        }),
+        &ClientAuth::Password(Password::new("correct horse")),
+        &ServerAuth::Password(verifier),
     );
 }

@@ -4,7 +4,8 @@
 //!
 //! Run: `cargo bench -p cypherwire-session --bench session`, then
 //! `python3 scripts/bench-table.py handshake/ snow-nnpsk0` and
-//! `python3 scripts/bench-table.py record/`.
+//! `python3 scripts/bench-table.py record/`. Add `--features ring` to measure the ring backend
+//! and its raw primitive too.
 
 #![allow(
     missing_docs,
@@ -155,8 +156,34 @@ fn records(c: &mut Criterion) {
                 );
             }
             let mut buf = Vec::with_capacity(size + 64);
+            #[cfg(feature = "ring")]
+            if suite != CipherSuite::Aes128CbcHmacSha256 {
+                let alg = if suite == CipherSuite::Aes256Gcm {
+                    &ring::aead::AES_256_GCM
+                } else {
+                    &ring::aead::CHACHA20_POLY1305
+                };
+                let key = ring::aead::LessSafeKey::new(
+                    ring::aead::UnboundKey::new(alg, &[1u8; 32]).unwrap(),
+                );
+                g.bench_function(BenchmarkId::new("raw-Ring-seal+open", size), |b| {
+                    b.iter(|| {
+                        let nonce = || ring::aead::Nonce::assume_unique_for_key([0u8; 12]);
+                        buf.clear();
+                        buf.extend_from_slice(&msg);
+                        let tag = key
+                            .seal_in_place_separate_tag(nonce(), ring::aead::Aad::empty(), &mut buf)
+                            .unwrap();
+                        buf.extend_from_slice(tag.as_ref());
+                        let opened = key
+                            .open_in_place(nonce(), ring::aead::Aad::empty(), &mut buf)
+                            .unwrap();
+                        black_box(opened.len())
+                    });
+                });
+            }
             g.bench_function(
-                BenchmarkId::new("raw-aead-seal+open", size),
+                BenchmarkId::new("raw-RustCrypto-seal+open", size),
                 |b| match suite {
                     CipherSuite::ChaCha20Poly1305 => {
                         let k = chacha20poly1305::ChaCha20Poly1305::new(&[1u8; 32].into());

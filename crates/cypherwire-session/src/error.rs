@@ -26,6 +26,10 @@ pub enum Error {
     /// The peer broke the handshake protocol.
     #[error("handshake failed: {0}")]
     Handshake(HandshakeFailure),
+    /// The source is banned after too many failed attempts; nothing was read from it and no
+    /// cryptographic work was done.
+    #[error("source is banned")]
+    Banned,
     /// The handshake did not complete within its deadline.
     #[error("handshake timed out")]
     HandshakeTimeout,
@@ -115,6 +119,7 @@ impl Error {
             Self::Handshake(HandshakeFailure::UntrustedKey) => CloseCode::AUTH_FAILED,
             Self::Handshake(_) => CloseCode::PROTOCOL_ERROR,
             Self::HandshakeTimeout => CloseCode::TIMEOUT,
+            Self::Banned => CloseCode::BANNED,
             Self::MessageTooLarge { .. } => CloseCode::FRAME_TOO_LARGE,
             Self::Closed => CloseCode::NORMAL,
             Self::InvalidKey(_) | Self::Config(_) | Self::Random | Self::Io(_) => {

@@ -179,6 +179,68 @@ pub struct HandshakeOptions {
     /// ephemeral destroys forward secrecy.
     #[cfg(feature = "test-util")]
     pub fixed_ephemeral: Option<[u8; 32]>,
+    /// Seed the password mode's SPAKE2 scalar from this value instead of the operating
+    /// system's generator. Only for test vectors.
+    #[cfg(feature = "test-util")]
+    pub spake_seed: Option<[u8; 32]>,
+}
+
+/// A deterministic generator for test vectors: the ChaCha20 keystream of a seed.
+#[cfg(feature = "test-util")]
+struct SeededRng(chacha20::ChaCha20);
+
+#[cfg(feature = "test-util")]
+impl SeededRng {
+    fn new(seed: &[u8; 32]) -> Self {
+        use chacha20::cipher::KeyIvInit;
+        Self(chacha20::ChaCha20::new(seed.into(), &[0u8; 12].into()))
+    }
+}
+
+#[cfg(feature = "test-util")]
+impl rand_core::RngCore for SeededRng {
+    fn next_u32(&mut self) -> u32 {
+        rand_core::impls::next_u32_via_fill(self)
+    }
+    fn next_u64(&mut self) -> u64 {
+        rand_core::impls::next_u64_via_fill(self)
+    }
+    fn fill_bytes(&mut self, dest: &mut [u8]) {
+        use chacha20::cipher::StreamCipher;
+        dest.fill(0);
+        self.0.apply_keystream(dest);
+    }
+    fn try_fill_bytes(&mut self, dest: &mut [u8]) -> Result<(), rand_core::Error> {
+        self.fill_bytes(dest);
+        Ok(())
+    }
+}
+
+#[cfg(feature = "test-util")]
+impl rand_core::CryptoRng for SeededRng {}
+
+/// Starts SPAKE2 on `side` ('A' for the initiator, 'B' for the responder), with the seeded
+/// generator when test options ask for it.
+fn spake_start(w: &[u8], side: Role, opts: &HandshakeOptions) -> (Spake2<Ed25519Group>, Vec<u8>) {
+    let (pw, a, b) = (
+        SpakePassword::new(w),
+        SpakeId::new(SPAKE_ID_CLIENT),
+        SpakeId::new(SPAKE_ID_SERVER),
+    );
+    #[cfg(feature = "test-util")]
+    if let Some(seed) = &opts.spake_seed {
+        let rng = SeededRng::new(seed);
+        return match side {
+            Role::Initiator => Spake2::<Ed25519Group>::start_a_with_rng(&pw, &a, &b, rng),
+            Role::Responder => Spake2::<Ed25519Group>::start_b_with_rng(&pw, &a, &b, rng),
+        };
+    }
+    #[cfg(not(feature = "test-util"))]
+    let _ = opts;
+    match side {
+        Role::Initiator => Spake2::<Ed25519Group>::start_a(&pw, &a, &b),
+        Role::Responder => Spake2::<Ed25519Group>::start_b(&pw, &a, &b),
+    }
 }
 
 fn noise_state(
@@ -465,11 +527,7 @@ impl Initiator {
                     return Err(HandshakeFailure::UnacceptableParameters.into());
                 }
                 let w = ch.cost.derive(password.0.as_bytes(), ch.salt)?;
-                let (spake, spake_msg) = Spake2::<Ed25519Group>::start_a(
-                    &SpakePassword::new(w.as_ref()),
-                    &SpakeId::new(SPAKE_ID_CLIENT),
-                    &SpakeId::new(SPAKE_ID_SERVER),
-                );
+                let (spake, spake_msg) = spake_start(w.as_ref(), Role::Initiator, &opts);
                 let key = Zeroizing::new(
                     spake
                         .finish(ch.spake_msg)
@@ -723,11 +781,8 @@ impl Responder {
                     }
                     (ServerAuth::Password(verifier), MODE_PASSWORD) => {
                         expect_len(hello.noise, 0)?;
-                        let (spake, spake_msg) = Spake2::<Ed25519Group>::start_b(
-                            &SpakePassword::new(verifier.hash),
-                            &SpakeId::new(SPAKE_ID_CLIENT),
-                            &SpakeId::new(SPAKE_ID_SERVER),
-                        );
+                        let (spake, spake_msg) =
+                            spake_start(&verifier.hash, Role::Responder, &opts);
                         let challenge = encode_challenge(verifier, &spake_msg);
                         Ok(Step::Continue {
                             state: Self {

@@ -237,6 +237,23 @@ impl PasswordVerifier {
         })
     }
 
+    /// Hashes a password with the given salt (8 to 64 bytes). Use [`create`](Self::create)
+    /// unless you are reproducing a test vector: salts must be random.
+    ///
+    /// # Errors
+    /// [`Error::Config`] for a salt of the wrong length or invalid costs.
+    pub fn with_salt(password: &str, salt: &[u8], cost: Argon2Cost) -> Result<Self> {
+        if !(8..=64).contains(&salt.len()) {
+            return Err(Error::Config("salt must be 8 to 64 bytes"));
+        }
+        let hash = cost.derive(password.as_bytes(), salt)?;
+        Ok(Self {
+            cost,
+            salt: salt.to_vec(),
+            hash: *hash,
+        })
+    }
+
     /// Parses a PHC string produced by [`to_phc`](Self::to_phc) (or any argon2id v19 PHC string
     /// with a 32-byte output).
     ///

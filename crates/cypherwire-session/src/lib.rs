@@ -90,6 +90,9 @@ pub use crate::identity::{
 };
 pub use crate::psk::{MIN_PASSPHRASE_LEN, PSK_LEN, PSK_TEXT_PREFIX, Psk};
 pub use crate::record::RekeyPolicy;
-pub use crate::stream::{SecureReader, SecureStream, SecureWriter, SessionInfo, accept, connect};
+pub use crate::stream::{
+    MAX_CONCURRENT_ARGON2, SecureReader, SecureStream, SecureWriter, SessionInfo, accept,
+    accept_guarded, connect,
+};
 pub use crate::suite::{Backend, CipherSuite};
 pub use crate::token::{SessionToken, TokenStore};

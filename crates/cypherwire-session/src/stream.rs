@@ -28,6 +28,7 @@ use cypherwire_wire::{Codec, CodecId, FrameCodec, Limits, Message};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio_util::codec::Decoder;
 
+use crate::bans::AttemptLimiter;
 use crate::config::SessionConfig;
 use crate::error::{Error, Result};
 use crate::handshake::{
@@ -110,6 +111,10 @@ where
                 .await?
                 .ok_or(Error::Truncated)?;
             let step = if state.next_step_is_expensive() {
+                let _slot = ARGON2_SLOTS
+                    .acquire()
+                    .await
+                    .map_err(|_| Error::Config("argon2 slots closed"))?;
                 tokio::task::spawn_blocking(move || state.handle(&msg, now()))
                     .await
                     .map_err(|_| Error::Config("handshake task failed"))??
@@ -172,6 +177,55 @@ where
     .await
     .map_err(|_| Error::HandshakeTimeout)??;
     Ok(SecureStream::new(io, est, buf, config.limits()))
+}
+
+/// Most argon2 computations one process runs at once (client side of password mode): bounds the
+/// memory (19 MiB each at the default cost) and keeps the blocking pool free for other work.
+pub const MAX_CONCURRENT_ARGON2: usize = 2;
+
+static ARGON2_SLOTS: tokio::sync::Semaphore =
+    tokio::sync::Semaphore::const_new(MAX_CONCURRENT_ARGON2);
+
+/// [`accept`] guarded by an attempt limiter: a banned `source` is refused before a single byte
+/// is read (no Diffie–Hellman, no PAKE work), a failed authentication is counted, and a
+/// success clears the source's failures.
+///
+/// # Errors
+/// [`Error::Banned`], or as [`accept`].
+pub async fn accept_guarded<IO, K>(
+    io: IO,
+    auth: &ServerAuth,
+    config: &SessionConfig,
+    limiter: &std::sync::Mutex<AttemptLimiter<K>>,
+    source: &K,
+) -> Result<SecureStream<IO>>
+where
+    IO: AsyncRead + AsyncWrite + Unpin,
+    K: std::hash::Hash + Eq + Clone,
+{
+    {
+        // A poisoned lock only means another task panicked mid-update; the table is still a
+        // valid (conservative) state.
+        let table = limiter
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        // spec: §3.2.3 "banned sources MUST be refused before any cryptographic work"
+        if table.check(source, now()).is_err() {
+            return Err(Error::Banned);
+        }
+    }
+    let result = accept(io, auth, config).await;
+    let mut table = limiter
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    match &result {
+        Ok(_) => table.record_success(source),
+        Err(Error::AuthenticationFailed | Error::Handshake(_)) => {
+            table.record_failure(source, now());
+        }
+        Err(_) => {}
+    }
+    result
 }
 
 /// Receiving state: buffered input, frame decoder, record opener.

@@ -292,3 +292,50 @@ async fn identity_and_password_modes_over_tcp() {
         }
     }
 }
+
+/// After `max_attempts` wrong passwords from one source, the next attempt is refused before the
+/// server reads anything: a client that sends nothing at all gets `Banned` at once instead of
+/// waiting out the handshake timeout.
+#[tokio::test]
+async fn banned_sources_are_refused_before_any_work() {
+    use std::sync::Mutex;
+    use std::time::Duration;
+
+    use cypherwire_session::{AttemptLimiter, BanPolicy, accept_guarded};
+
+    let mut policy = BanPolicy::default();
+    policy.max_attempts = 3;
+    let limiter = Mutex::new(AttemptLimiter::<&str>::new(policy).unwrap());
+    let server = ServerAuth::Password(PasswordVerifier::create("right", CHEAP).unwrap());
+    let cfg = SessionConfig::default();
+    for attempt in 1..=3 {
+        let (c_io, s_io) = tokio::io::duplex(4096);
+        let wrong = ClientAuth::Password(Password::new("wrong"));
+        let (c, s) = tokio::join!(
+            connect(c_io, &wrong, &cfg),
+            accept_guarded(s_io, &server, &cfg, &limiter, &"10.0.0.1")
+        );
+        assert!(
+            matches!(s, Err(Error::AuthenticationFailed)),
+            "attempt {attempt}: {s:?}"
+        );
+        assert!(c.is_err());
+    }
+    // Banned now: even the right password is refused, and without reading the hello.
+    let (_silent_client, s_io) = tokio::io::duplex(4096);
+    let res = tokio::time::timeout(
+        Duration::from_secs(1),
+        accept_guarded(s_io, &server, &cfg, &limiter, &"10.0.0.1"),
+    )
+    .await
+    .expect("a banned source must be refused at once");
+    assert!(matches!(res, Err(Error::Banned)));
+    // Another source is unaffected.
+    let (c_io, s_io) = tokio::io::duplex(4096);
+    let right = ClientAuth::Password(Password::new("right"));
+    let (c, s) = tokio::join!(
+        connect(c_io, &right, &cfg),
+        accept_guarded(s_io, &server, &cfg, &limiter, &"10.0.0.2")
+    );
+    assert!(c.is_ok() && s.is_ok());
+}

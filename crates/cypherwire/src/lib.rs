@@ -6,12 +6,13 @@
 //! | module | feature | crate | what it is | status |
 //! | --- | --- | --- | --- | --- |
 //! | [`wire`] | `wire` (default) | `cypherwire-wire` | frames, payload codecs, [`Value`](wire::Value), envelopes; sans-IO | done |
-//! | `session` | `session` | `cypherwire-session` | Noise handshakes, AEAD records, tokens, password admission | in progress |
+//! | `session` | `session` | `cypherwire-session` | Noise handshakes (PSK, identity, password), AEAD records, tokens, bans, Fernet | done |
 //! | `server` | `server` | `cypherwire-server` | router, actions, registry, push and broadcast | planned |
 //! | `client` | `client` | `cypherwire-client` | reconnecting client that loses no request | planned |
 //! | `mesh` | `mesh` | `cypherwire-mesh` | password-admitted P2P mesh | planned |
 //!
-//! `full` enables every layer; `msgpack` (default) and `json` choose the payload codecs.
+//! `full` enables every layer; `msgpack` (default) and `json` choose the payload codecs; `ring`
+//! selects the faster crypto backend for records.
 //! Users who need only one layer can depend on its crate directly: the crates form a strict
 //! stack (`wire ← session ← {server, client} ← mesh`) and none depends on this facade.
 //!
