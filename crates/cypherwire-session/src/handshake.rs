@@ -171,6 +171,48 @@ pub enum Step<S> {
     },
 }
 
+/// A rejected handshake message.
+///
+/// Steps are transactional for unauthenticated input: when a message is rejected before it
+/// authenticates (malformed, a weak key, a failed Noise read), `state` holds the unchanged
+/// state, so a driver that can tell garbage from the peer's real message (e.g. over datagrams)
+/// may keep waiting. When the rejection comes after authentication (the peer itself
+/// misbehaved), or password mode's single-use SPAKE2 state was spent, `state` is `None`. Over
+/// TCP every rejection ends the connection.
+#[derive(Debug)]
+pub struct Rejected<S> {
+    /// Why.
+    pub error: Error,
+    /// The state as it was before the message, when it is still usable.
+    pub state: Option<Box<S>>,
+}
+
+impl<S> From<Rejected<S>> for Error {
+    fn from(r: Rejected<S>) -> Self {
+        r.error
+    }
+}
+
+fn fatal<S>(error: Error) -> Rejected<S> {
+    Rejected { error, state: None }
+}
+
+/// Checks a SPAKE2 message from side `side` (`b'A'` or `b'B'`) without consuming any state:
+/// length, side byte, and that the element is a valid Ed25519 point.
+fn check_spake_msg(msg: &[u8], side: u8) -> Result<()> {
+    let ok = msg.len() == SPAKE_MSG_LEN
+        && msg[0] == side
+        && <[u8; 32]>::try_from(&msg[1..])
+            .ok()
+            .and_then(|b| curve25519_dalek::edwards::CompressedEdwardsY(b).decompress())
+            .is_some();
+    if ok {
+        Ok(())
+    } else {
+        Err(HandshakeFailure::Malformed.into())
+    }
+}
+
 /// Extra knobs for reproducible tests (feature `test-util`).
 #[derive(Debug, Clone, Default)]
 #[non_exhaustive]
@@ -488,10 +530,39 @@ impl Initiator {
     /// Feeds the responder's next message.
     ///
     /// # Errors
-    /// [`Error::AuthenticationFailed`] if the responder does not hold the credentials or the
-    /// message was modified; [`HandshakeFailure`]s for malformed messages, a choice that was
-    /// not offered, an untrusted static key, or unacceptable password parameters.
-    pub fn handle(self, msg: &[u8], now: Instant) -> Result<Step<Self>> {
+    /// [`Rejected`] with [`Error::AuthenticationFailed`] if the responder does not hold the
+    /// credentials or the message was modified, or [`HandshakeFailure`]s for malformed
+    /// messages, a choice that was not offered, an untrusted or weak key, or unacceptable
+    /// password parameters. See [`Rejected`] for when the state survives.
+    pub fn handle(mut self, msg: &[u8], now: Instant) -> Result<Step<Self>, Rejected<Self>> {
+        // Phase 1, transactional: checks of unauthenticated input and the authenticated read
+        // (snow restores its state when a read fails).
+        let read = match &mut self.state {
+            IState::Noise { noise, .. } | IState::PasswordNoise { noise } => check_ephemeral(msg)
+                .and_then(|()| noise_read(noise, msg))
+                .map(Some),
+            IState::PasswordChallenge { .. } => parse_challenge(msg).and_then(|ch| {
+                if !ch.cost.is_acceptable() {
+                    return Err(HandshakeFailure::UnacceptableParameters.into());
+                }
+                check_spake_msg(ch.spake_msg, b'B').map(|()| None)
+            }),
+        };
+        let payload = match read {
+            Ok(p) => p,
+            Err(error) => {
+                return Err(Rejected {
+                    error,
+                    state: Some(Box::new(self)),
+                });
+            }
+        };
+        // Phase 2 consumes the state.
+        self.advance(msg, payload.unwrap_or_default(), now)
+            .map_err(fatal)
+    }
+
+    fn advance(self, msg: &[u8], payload: Vec<u8>, now: Instant) -> Result<Step<Self>> {
         let Self {
             state,
             header,
@@ -500,8 +571,6 @@ impl Initiator {
         } = self;
         match state {
             IState::Noise { mut noise, trust } => {
-                check_ephemeral(msg)?;
-                let payload = noise_read(&mut noise, msg)?;
                 let (suite, codec) = parse_choice(&payload, &config)?;
                 let mut send = None;
                 let mut peer = None;
@@ -523,9 +592,6 @@ impl Initiator {
             }
             IState::PasswordChallenge { password } => {
                 let ch = parse_challenge(msg)?;
-                if !ch.cost.is_acceptable() {
-                    return Err(HandshakeFailure::UnacceptableParameters.into());
-                }
                 let w = ch.cost.derive(password.0.as_bytes(), ch.salt)?;
                 let (spake, spake_msg) = spake_start(w.as_ref(), Role::Initiator, &opts);
                 let key = Zeroizing::new(
@@ -554,9 +620,7 @@ impl Initiator {
                     send,
                 })
             }
-            IState::PasswordNoise { mut noise } => {
-                check_ephemeral(msg)?;
-                let payload = noise_read(&mut noise, msg)?;
+            IState::PasswordNoise { noise } => {
                 let (suite, codec) = parse_choice(&payload, &config)?;
                 let established =
                     establish(noise, Role::Initiator, suite, codec, None, &config, now)?;
@@ -705,18 +769,48 @@ impl Responder {
     /// codec) before any cryptographic work.
     ///
     /// # Errors
-    /// [`HandshakeFailure`]s for a malformed or incompatible message,
+    /// [`Rejected`] with [`HandshakeFailure`]s for a malformed or incompatible message,
     /// [`Error::AuthenticationFailed`] if the initiator does not hold the credentials or a
     /// message was modified, [`HandshakeFailure::UntrustedKey`] for an identity not allowed.
-    pub fn handle(self, msg: &[u8], now: Instant) -> Result<Step<Self>> {
-        let Self {
-            state,
-            auth,
-            config,
-            opts,
-        } = self;
-        match state {
-            RState::Hello => {
+    /// See [`Rejected`] for when the state survives.
+    pub fn handle(mut self, msg: &[u8], now: Instant) -> Result<Step<Self>, Rejected<Self>> {
+        // Phase 1, transactional (see `Initiator::handle`). A ClientHello builds its Noise state
+        // from scratch, so every rejection of one leaves the responder as it was.
+        let pre = match &mut self.state {
+            RState::Hello => Ok(()),
+            RState::IdentityFinish { noise, .. } => noise_read(noise, msg).map(drop),
+            RState::PasswordResponse { .. } => {
+                if msg.len() == SPAKE_MSG_LEN + 48 {
+                    let (spake_msg, noise_msg) = msg.split_at(SPAKE_MSG_LEN);
+                    check_spake_msg(spake_msg, b'A').and_then(|()| check_ephemeral(noise_msg))
+                } else {
+                    Err(HandshakeFailure::Malformed.into())
+                }
+            }
+        };
+        if let Err(error) = pre {
+            return Err(Rejected {
+                error,
+                state: Some(Box::new(self)),
+            });
+        }
+        if matches!(self.state, RState::Hello) {
+            return match self.on_hello(msg, now) {
+                Ok(step) => Ok(step),
+                Err(error) => Err(Rejected {
+                    error,
+                    state: Some(Box::new(self)),
+                }),
+            };
+        }
+        self.advance(msg, now).map_err(fatal)
+    }
+
+    /// Answers a ClientHello without changing `self` (the next state is built from copies).
+    fn on_hello(&self, msg: &[u8], now: Instant) -> Result<Step<Self>> {
+        let (auth, config, opts) = (self.auth.clone(), self.config.clone(), self.opts.clone());
+        {
+            {
                 let hello = parse_client_hello(msg)?;
                 let suite = config
                     .suites
@@ -803,12 +897,25 @@ impl Responder {
                     (_, mode) => Err(HandshakeFailure::UnsupportedMode(mode).into()),
                 }
             }
+        }
+    }
+
+    /// Completes a step whose input passed phase 1; consumes the state.
+    fn advance(self, msg: &[u8], now: Instant) -> Result<Step<Self>> {
+        let Self {
+            state,
+            auth,
+            config,
+            opts,
+        } = self;
+        match state {
+            RState::Hello => Err(HandshakeFailure::Malformed.into()),
             RState::IdentityFinish {
-                mut noise,
+                noise,
                 suite,
                 codec,
             } => {
-                noise_read(&mut noise, msg)?;
+                // Message 3 was read in phase 1.
                 let key = remote_static(&noise)?;
                 let ServerAuth::Identity(_, trust) = &auth else {
                     return Err(HandshakeFailure::Malformed.into());
@@ -837,11 +944,8 @@ impl Responder {
                 suite,
                 codec,
             } => {
-                if msg.len() != SPAKE_MSG_LEN + 48 {
-                    return Err(HandshakeFailure::Malformed.into());
-                }
+                // Length, SPAKE2 element and ephemeral key were checked in phase 1.
                 let (spake_msg, noise_msg) = msg.split_at(SPAKE_MSG_LEN);
-                check_ephemeral(noise_msg)?;
                 let key = Zeroizing::new(
                     spake
                         .finish(spake_msg)

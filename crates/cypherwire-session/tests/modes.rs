@@ -31,7 +31,7 @@ fn run(
     let (mut client_done, mut server_done) = (None, None);
     for _ in 0..4 {
         if let Some(r) = resp.take() {
-            match r.handle(&msg, now).map_err(|e| ("server", e))? {
+            match r.handle(&msg, now).map_err(|e| ("server", e.error))? {
                 Step::Continue { state, send } => (resp, msg) = (Some(state), send),
                 Step::Done { established, send } => {
                     server_done = Some(*established);
@@ -40,7 +40,7 @@ fn run(
             }
         }
         if let Some(i) = init.take() {
-            match i.handle(&msg, now).map_err(|e| ("client", e))? {
+            match i.handle(&msg, now).map_err(|e| ("client", e.error))? {
                 Step::Continue { state, send } => (init, msg) = (Some(state), send),
                 Step::Done { established, send } => {
                     client_done = Some(*established);
@@ -338,4 +338,128 @@ async fn banned_sources_are_refused_before_any_work() {
         accept_guarded(s_io, &server, &cfg, &limiter, &"10.0.0.2")
     );
     assert!(c.is_ok() && s.is_ok());
+}
+
+/// Steps are transactional for unauthenticated input: a forged or damaged message is rejected
+/// with the state handed back unchanged, and the genuine message then completes the handshake.
+#[test]
+fn rejected_messages_leave_the_state_usable() {
+    use cypherwire_session::handshake::Rejected;
+
+    let cfg = SessionConfig::default();
+    let now = Instant::now();
+    let flip = |m: &[u8], i: usize| {
+        let mut v = m.to_vec();
+        v[i] ^= 0x01;
+        v
+    };
+
+    // PSK: the initiator survives a damaged ServerHello.
+    let psk = cypherwire_session::Psk::generate().unwrap();
+    let (init, hello) = Initiator::start(&ClientAuth::Psk(psk.clone()), &cfg).unwrap();
+    let Step::Done {
+        send: Some(reply), ..
+    } = Responder::new(&ServerAuth::Psk(psk), &cfg)
+        .handle(&hello, now)
+        .unwrap()
+    else {
+        panic!()
+    };
+    let Err(Rejected {
+        error,
+        state: Some(init),
+    }) = init.handle(&flip(&reply, 40), now)
+    else {
+        panic!("expected a rejection with the state kept")
+    };
+    assert!(matches!(error, Error::AuthenticationFailed));
+    assert!(matches!(init.handle(&reply, now), Ok(Step::Done { .. })));
+
+    // Identity: the responder survives a damaged message 3.
+    let (a, b) = (
+        IdentityKey::generate().unwrap(),
+        IdentityKey::generate().unwrap(),
+    );
+    let (init, hello) =
+        Initiator::start(&ClientAuth::Identity(a.clone(), PeerTrust::AnyKey), &cfg).unwrap();
+    let Step::Continue {
+        state: resp,
+        send: m2,
+    } = Responder::new(&ServerAuth::Identity(b, PeerTrust::AnyKey), &cfg)
+        .handle(&hello, now)
+        .unwrap()
+    else {
+        panic!()
+    };
+    let Ok(Step::Done { send: Some(m3), .. }) = init.handle(&m2, now) else {
+        panic!()
+    };
+    let Err(Rejected {
+        state: Some(resp), ..
+    }) = resp.handle(&flip(&m3, 10), now)
+    else {
+        panic!("expected a rejection with the state kept")
+    };
+    let Ok(Step::Done { established, .. }) = resp.handle(&m3, now) else {
+        panic!()
+    };
+    assert_eq!(established.peer_identity, Some(a.public()));
+
+    // Password: the initiator survives a damaged challenge; the responder survives a damaged
+    // SPAKE2 element, but a wrong password spends its single-use SPAKE2 state.
+    let verifier = PasswordVerifier::create("pw", CHEAP).unwrap();
+    let server = ServerAuth::Password(verifier);
+    let (init, hello) = Initiator::start(&ClientAuth::Password(Password::new("pw")), &cfg).unwrap();
+    let Step::Continue {
+        state: resp,
+        send: challenge,
+    } = Responder::new(&server, &cfg).handle(&hello, now).unwrap()
+    else {
+        panic!()
+    };
+    let Err(Rejected {
+        state: Some(init), ..
+    }) = init.handle(&challenge[..20], now)
+    else {
+        panic!("expected a rejection with the state kept")
+    };
+    let Ok(Step::Continue {
+        state: init,
+        send: answer,
+    }) = init.handle(&challenge, now)
+    else {
+        panic!()
+    };
+    let mut bad_point = answer.clone();
+    bad_point[0] = b'B'; // wrong SPAKE2 side
+    let Err(Rejected {
+        state: Some(resp), ..
+    }) = resp.handle(&bad_point, now)
+    else {
+        panic!("expected a rejection with the state kept")
+    };
+    let Ok(Step::Done {
+        send: Some(last), ..
+    }) = resp.handle(&answer, now)
+    else {
+        panic!()
+    };
+    assert!(matches!(init.handle(&last, now), Ok(Step::Done { .. })));
+
+    let (init, hello) =
+        Initiator::start(&ClientAuth::Password(Password::new("not pw")), &cfg).unwrap();
+    let Step::Continue {
+        state: resp,
+        send: challenge,
+    } = Responder::new(&server, &cfg).handle(&hello, now).unwrap()
+    else {
+        panic!()
+    };
+    let Ok(Step::Continue { send: answer, .. }) = init.handle(&challenge, now) else {
+        panic!()
+    };
+    let Err(Rejected { error, state: None }) = resp.handle(&answer, now) else {
+        panic!("a wrong password must end the attempt")
+    };
+    assert!(matches!(error, Error::AuthenticationFailed));
 }
