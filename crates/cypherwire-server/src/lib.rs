@@ -1,14 +1,81 @@
 //! # cypherwire-server
 //!
-//! The server of cypherwire: a router keyed by (path, operation) for requests, named actions,
-//! a connection registry with events, push and broadcast with bounded outboxes, and graceful
-//! shutdown. It stands on [`cypherwire_session`] for every connection's security.
+//! The server of cypherwire: every connection is authenticated and encrypted by
+//! [`cypherwire_session`] (PSK, identity keys or password), then requests are routed by
+//! (path, operation) to async handlers, named actions to action handlers, and the server can
+//! push to one connection or broadcast to all.
 //!
-//! **Status:** not implemented yet (tracked in the project's issue "Server"). This crate
-//! currently only re-exports the layer it builds on, so that the crate structure and the layer
-//! rule are in place and checked from the start.
+//! **What it does**
+//! - [`Server::builder`]: routes ([`ServerBuilder::route`]), a fallback for unmatched requests,
+//!   named actions, limits ([`ServerLimits`]), bans ([`BanPolicy`](cypherwire_session::BanPolicy)),
+//!   an accept hook; [`ServerBuilder::bind`] starts it.
+//! - Handlers get a [`Ctx`] (connection id, peer address and identity, request id, deadline,
+//!   a [`ServerHandle`]) and return data or a [`HandlerError`] that becomes an error response. A
+//!   panicking handler becomes an `INTERNAL` response; the connection and the server live on.
+//!   Unknown routes get `NOT_FOUND`; requests past their deadline get `DEADLINE_EXCEEDED` and
+//!   their work is stopped; a `Cancel` stops the work and suppresses the answer.
+//! - [`ServerHandle`]: the registry (list, count, get by id or address, kick one, kick all),
+//!   [`Events`] (accepted, refused, authenticated, authentication failed, banned, disconnected
+//!   with reason, unknown action), [`send_to`](ServerHandle::send_to) and
+//!   [`broadcast`](ServerHandle::broadcast) over bounded outboxes (a full outbox disconnects that
+//!   slow consumer; nobody else waits), bans, counters, graceful
+//!   [`shutdown`](ServerHandle::shutdown).
+//! - Bounds everywhere: connections in total and per address, handshakes in progress (beyond:
+//!   refused before any work), banned sources refused before reading a byte, requests in flight
+//!   per connection (beyond: the server stops reading), outbox size, idle timeout.
+//!
+//! **Not yet** (tracked in the server issue): session resumption with the response cache and
+//! queued pushes, the pull-style inbox, broadcast groups, tracing spans per request.
+//!
+//! ```
+//! use cypherwire_server::{Ctx, HandlerError, Server};
+//! use cypherwire_session::Psk;
+//! use cypherwire_wire::{Request, Value};
+//!
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let psk = Psk::from_passphrase("2ZpK1CdQfm0s1EZ1SIhYfV7MHdJf8X3U")?;
+//! let server = Server::builder(psk)
+//!     .route("/NUMBER", "READ", |_req: Request, _ctx: Ctx| async move {
+//!         Ok::<_, HandlerError>(Value::from(42))
+//!     })
+//!     .bind("127.0.0.1:0")
+//!     .await?;
+//! println!("listening on {}", server.local_addr());
+//! server.handle().shutdown().await;
+//! # Ok(()) }
+//! # tokio::runtime::Builder::new_current_thread().enable_all().build()?.block_on(run())?;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 
 #![doc(test(attr(deny(warnings))))]
 
-/// The layer this one builds on.
+mod conn;
+mod error;
+mod events;
+mod handler;
+mod registry;
+mod router;
+mod server;
+
 pub use cypherwire_session as session;
+
+pub use crate::error::{Error, Incoming, Refusal};
+pub use crate::events::{DEFAULT_EVENT_CAPACITY, DisconnectReason, Event, EventKind, Events};
+pub use crate::handler::{ActionHandler, BoxFuture, Ctx, HandlerError, Reply, RequestHandler};
+pub use crate::registry::{ConnectionId, ConnectionInfo};
+pub use crate::server::{Server, ServerBuilder, ServerHandle, ServerLimits, StatsSnapshot};
+
+/// The server's wall clock, for timestamps shown to users (events, registry).
+#[expect(
+    clippy::disallowed_methods,
+    reason = "timestamps for humans; never used for logic"
+)]
+pub(crate) fn wall_clock() -> std::time::SystemTime {
+    std::time::SystemTime::now()
+}
+
+/// The monotonic clock as the session layer's sans-IO types want it (through tokio, so paused
+/// test time applies).
+pub(crate) fn monotonic() -> std::time::Instant {
+    tokio::time::Instant::now().into_std()
+}

@@ -1,0 +1,345 @@
+//! One connection's driver: handshake, then a reader loop (this task) and a writer task
+//! joined by a bounded outbox.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use cypherwire_session::wire::{Close, CloseCode, Message, Pong, Request, Response, StatusCode};
+use cypherwire_session::{Error as SessionError, SecureReader, SecureWriter, accept_guarded};
+use tokio::io::{ReadHalf, WriteHalf};
+use tokio::net::TcpStream;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
+use tokio::task::AbortHandle;
+
+use crate::events::{DisconnectReason, EventKind};
+use crate::handler::Ctx;
+use crate::registry::{Counters, Entry, Link};
+use crate::server::{ServerHandle, Shared};
+
+/// What the writer task sends.
+#[derive(Debug)]
+pub(crate) enum Outgoing {
+    /// An envelope.
+    Message(Message),
+    /// A `Close` envelope, then the authenticated end of stream.
+    Close(CloseCode, &'static str),
+}
+
+/// Most outgoing messages sealed into one write.
+const WRITE_BATCH: usize = 64;
+
+/// Releases the per-address slot when the connection ends, however it ends.
+struct IpSlot {
+    shared: Arc<Shared>,
+    ip: IpAddr,
+}
+
+impl Drop for IpSlot {
+    fn drop(&mut self) {
+        self.shared.registry.release_ip(self.ip);
+    }
+}
+
+pub(crate) async fn run(
+    shared: Arc<Shared>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    handshake: OwnedSemaphorePermit,
+) {
+    let _slot = IpSlot {
+        shared: shared.clone(),
+        ip: peer.ip(),
+    };
+    let _ = stream.set_nodelay(true);
+    shared.emit(EventKind::Accepted { peer });
+    let ip = peer.ip();
+    let result = accept_guarded(stream, &shared.auth, &shared.session, &shared.limiter, &ip).await;
+    drop(handshake);
+    let session = match result {
+        Ok(s) => s,
+        Err(SessionError::Banned) => {
+            shared.emit(EventKind::Refused {
+                peer,
+                reason: crate::Refusal::Banned,
+            });
+            return;
+        }
+        Err(e) => {
+            shared
+                .stats
+                .handshakes_failed
+                .fetch_add(1, Ordering::Relaxed);
+            shared.emit(EventKind::AuthenticationFailed {
+                peer,
+                reason: e.to_string(),
+            });
+            if shared.is_banned(ip) {
+                shared.emit(EventKind::Banned { peer });
+            }
+            return;
+        }
+    };
+    shared.stats.handshakes_ok.fetch_add(1, Ordering::Relaxed);
+    let info = *session.info();
+    let id = shared.next_id();
+    let (reader, writer) = session.into_split();
+    let (tx, rx) = mpsc::channel(shared.limits.outbox_capacity);
+    let (stop_tx, stop_rx) = watch::channel(None);
+    let counters = Arc::new(Counters::default());
+    let link = Link {
+        outbox: tx.clone(),
+        counters: counters.clone(),
+        stop: Arc::new(stop_tx),
+    };
+    shared.registry.insert(
+        id,
+        Entry {
+            peer,
+            session: info,
+            connected_at: crate::wall_clock(),
+            link: link.clone(),
+        },
+    );
+    shared.emit(EventKind::Authenticated {
+        id,
+        peer,
+        identity: info.peer_identity,
+    });
+
+    let writer_task = tokio::spawn(write_loop(writer, rx, counters.clone()));
+    let handle = ServerHandle::from_shared(shared.clone());
+    let ctx = Ctx {
+        connection: id,
+        peer,
+        identity: info.peer_identity,
+        request_id: None,
+        deadline: None,
+        server: handle,
+    };
+    let reason = read_loop(&shared, reader, &link, stop_rx, ctx).await;
+
+    // No new pushes from now on; tell the peer why we end, then let the writer drain.
+    shared.registry.remove(id);
+    let close = match &reason {
+        DisconnectReason::Closed | DisconnectReason::Truncated => None,
+        DisconnectReason::Kicked => Some((CloseCode::KICKED, "kicked")),
+        DisconnectReason::SlowConsumer => Some((CloseCode::SLOW_CONSUMER, "slow consumer")),
+        DisconnectReason::IdleTimeout => Some((CloseCode::TIMEOUT, "idle timeout")),
+        DisconnectReason::Shutdown => Some((CloseCode::GOING_AWAY, "server shutting down")),
+        DisconnectReason::ProtocolError(_) => Some((CloseCode::PROTOCOL_ERROR, "protocol error")),
+        DisconnectReason::Io(_) => None,
+    };
+    if let Some((code, text)) = close {
+        // A full outbox (slow consumer) cannot take the Close: the writer is stopped instead.
+        if tx.try_send(Outgoing::Close(code, text)).is_err() {
+            writer_task.abort();
+        }
+    }
+    drop(tx);
+    drop(link);
+    let _ = tokio::time::timeout(Duration::from_secs(5), writer_task).await;
+    shared.emit(EventKind::Disconnected { id, peer, reason });
+}
+
+async fn write_loop(
+    mut writer: SecureWriter<WriteHalf<TcpStream>>,
+    mut rx: mpsc::Receiver<Outgoing>,
+    counters: Arc<Counters>,
+) {
+    while let Some(first) = rx.recv().await {
+        let mut next = Some(first);
+        let mut batch = 0;
+        while let Some(out) = next.take() {
+            match out {
+                Outgoing::Message(m) => {
+                    if writer.queue_message(&m).is_err() {
+                        return;
+                    }
+                    counters.messages_out.fetch_add(1, Ordering::Relaxed);
+                }
+                Outgoing::Close(code, reason) => {
+                    let _ = writer.queue_message(&Close::new(code, reason).into());
+                    let _ = writer.close().await;
+                    return;
+                }
+            }
+            batch += 1;
+            if batch < WRITE_BATCH {
+                next = rx.try_recv().ok();
+            }
+        }
+        if writer.flush().await.is_err() {
+            return;
+        }
+    }
+    // Every sender is gone: end our direction cleanly.
+    let _ = writer.close().await;
+}
+
+async fn read_loop(
+    shared: &Arc<Shared>,
+    mut reader: SecureReader<ReadHalf<TcpStream>>,
+    link: &Link,
+    mut stop: watch::Receiver<Option<DisconnectReason>>,
+    ctx: Ctx,
+) -> DisconnectReason {
+    let in_flight = Arc::new(Semaphore::new(shared.limits.max_in_flight));
+    let mut running: HashMap<u64, AbortHandle> = HashMap::new();
+    let mut shutdown = shared.shutdown_rx();
+    let idle = shared.limits.idle_timeout;
+    let started = tokio::time::Instant::now();
+    loop {
+        let msg = tokio::select! {
+            biased;
+            r = shutdown.wait_for(|down| *down) => {
+                drop(r);
+                None
+            }
+            _ = stop.changed() => {
+                return stop.borrow().clone().unwrap_or(DisconnectReason::Kicked);
+            }
+            r = tokio::time::timeout(idle, reader.recv_message()) => Some(r),
+        };
+        let Some(msg) = msg else {
+            drain(shared, &in_flight).await;
+            return DisconnectReason::Shutdown;
+        };
+        let msg = match msg {
+            Err(_) => return DisconnectReason::IdleTimeout,
+            Ok(Ok(Some(m))) => m,
+            Ok(Ok(None)) => return DisconnectReason::Closed,
+            Ok(Err(SessionError::Truncated)) => return DisconnectReason::Truncated,
+            Ok(Err(SessionError::Io(e))) => return DisconnectReason::Io(e.to_string()),
+            Ok(Err(e)) => return DisconnectReason::ProtocolError(e.to_string()),
+        };
+        let c = &link.counters;
+        c.messages_in.fetch_add(1, Ordering::Relaxed);
+        let ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        c.last_activity_ms.store(ms, Ordering::Relaxed);
+        shared.stats.messages_in.fetch_add(1, Ordering::Relaxed);
+        match msg {
+            Message::Request(req) => {
+                shared.stats.requests.fetch_add(1, Ordering::Relaxed);
+                // Bounded work per connection: wait for a slot before reading further.
+                let Ok(permit) = in_flight.clone().acquire_owned().await else {
+                    return DisconnectReason::Shutdown;
+                };
+                if running.len() >= shared.limits.max_in_flight {
+                    running.retain(|_, h| !h.is_finished());
+                }
+                let id = req.id;
+                if let Some(abort) = dispatch(shared, req, &ctx, link.outbox.clone(), permit) {
+                    running.insert(id, abort);
+                }
+            }
+            Message::Action(action) => match shared.router.action_handler(&action.name) {
+                Some(h) => {
+                    let fut = h.call(action, ctx.clone());
+                    tokio::spawn(fut);
+                }
+                None => shared.emit(EventKind::UnknownAction {
+                    id: ctx.connection,
+                    name: action.name,
+                }),
+            },
+            Message::Cancel(cancel) => {
+                if let Some(h) = running.remove(&cancel.id) {
+                    h.abort();
+                }
+            }
+            Message::Ping(ping) => {
+                if link
+                    .outbox
+                    .send(Outgoing::Message(Pong::new(ping.nonce).into()))
+                    .await
+                    .is_err()
+                {
+                    return DisconnectReason::Io("writer stopped".into());
+                }
+            }
+            Message::Pong(_) => {}
+            Message::Close(_) => return DisconnectReason::Closed,
+            other => {
+                return DisconnectReason::ProtocolError(format!(
+                    "a client may not send kind 0x{:02x}",
+                    other.kind()
+                ));
+            }
+        }
+    }
+}
+
+/// Lets in-flight requests finish (up to the shutdown grace period) before the connection
+/// closes.
+async fn drain(shared: &Arc<Shared>, in_flight: &Arc<Semaphore>) {
+    let all = u32::try_from(shared.limits.max_in_flight).unwrap_or(u32::MAX);
+    let _ = tokio::time::timeout(shared.grace(), in_flight.acquire_many(all)).await;
+}
+
+/// Runs one request: the handler in its own task (so a panic is contained and `Cancel` can
+/// abort it), and a small task that turns the outcome into exactly one response.
+fn dispatch(
+    shared: &Arc<Shared>,
+    req: Request,
+    ctx: &Ctx,
+    outbox: mpsc::Sender<Outgoing>,
+    permit: OwnedSemaphorePermit,
+) -> Option<AbortHandle> {
+    let id = req.id;
+    let deadline = req.deadline;
+    let Some(handler) = shared.router.lookup(&req.path, &req.operation) else {
+        let text = format!("no handler for {} {}", req.path, req.operation);
+        tokio::spawn(async move {
+            let _permit = permit;
+            let _ = outbox
+                .send(Outgoing::Message(
+                    Response::error(id, StatusCode::NOT_FOUND, text).into(),
+                ))
+                .await;
+        });
+        return None;
+    };
+    if deadline.is_some_and(|d| d.is_zero()) {
+        tokio::spawn(async move {
+            let _permit = permit;
+            let resp = Response::error(id, StatusCode::DEADLINE_EXCEEDED, "deadline exceeded");
+            let _ = outbox.send(Outgoing::Message(resp.into())).await;
+        });
+        return None;
+    }
+    let mut ctx = ctx.clone();
+    ctx.request_id = Some(id);
+    ctx.deadline = deadline;
+    let mut work = tokio::spawn(handler.call(req, ctx));
+    let abort = work.abort_handle();
+    tokio::spawn(async move {
+        let _permit = permit;
+        let outcome = match deadline {
+            Some(d) => match tokio::time::timeout(d, &mut work).await {
+                Ok(r) => Some(r),
+                Err(_) => {
+                    // Past the deadline the work is abandoned, not left running.
+                    work.abort();
+                    None
+                }
+            },
+            None => Some(work.await),
+        };
+        let resp = match outcome {
+            None => Response::error(id, StatusCode::DEADLINE_EXCEEDED, "deadline exceeded"),
+            Some(Ok(Ok(reply))) => Response::ok(id, reply.data).with_metadata(reply.metadata),
+            Some(Ok(Err(e))) => Response::error(id, e.code, e.message),
+            Some(Err(join)) if join.is_panic() => {
+                tracing::error!(request = id, "handler panicked");
+                Response::error(id, StatusCode::INTERNAL, "internal error")
+            }
+            // Cancelled by the client: no answer.
+            Some(Err(_)) => return,
+        };
+        let _ = outbox.send(Outgoing::Message(resp.into())).await;
+    });
+    Some(abort)
+}

@@ -1,0 +1,131 @@
+//! Connection events (aesm's activity signals).
+
+use std::net::SocketAddr;
+use std::time::SystemTime;
+
+use cypherwire_session::PublicKey;
+use tokio::sync::broadcast;
+
+use crate::error::Refusal;
+use crate::registry::ConnectionId;
+
+/// Default number of events buffered for a slow subscriber before it misses some.
+pub const DEFAULT_EVENT_CAPACITY: usize = 4096;
+
+/// Something that happened, with the server's wall-clock time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Event {
+    /// When.
+    pub at: SystemTime,
+    /// What.
+    pub kind: EventKind,
+}
+
+/// What happened.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum EventKind {
+    /// A TCP connection arrived and passed the admission checks; its handshake starts.
+    Accepted {
+        /// The peer.
+        peer: SocketAddr,
+    },
+    /// A connection was refused before its handshake.
+    Refused {
+        /// The peer.
+        peer: SocketAddr,
+        /// Why.
+        reason: Refusal,
+    },
+    /// A handshake completed.
+    Authenticated {
+        /// The new connection.
+        id: ConnectionId,
+        /// The peer.
+        peer: SocketAddr,
+        /// The peer's static key (identity mode).
+        identity: Option<PublicKey>,
+    },
+    /// A handshake failed (wrong credentials, tampering, timeout, garbage).
+    AuthenticationFailed {
+        /// The peer.
+        peer: SocketAddr,
+        /// A short description for logs (never sent to the peer).
+        reason: String,
+    },
+    /// A source was banned after too many failures.
+    Banned {
+        /// The peer whose failure caused the ban.
+        peer: SocketAddr,
+    },
+    /// An authenticated connection ended.
+    Disconnected {
+        /// The connection.
+        id: ConnectionId,
+        /// The peer.
+        peer: SocketAddr,
+        /// Why.
+        reason: DisconnectReason,
+    },
+    /// A peer sent an action no handler is bound to.
+    UnknownAction {
+        /// The connection.
+        id: ConnectionId,
+        /// The action's name.
+        name: String,
+    },
+    /// This subscriber was too slow and missed events.
+    Lagged {
+        /// How many.
+        missed: u64,
+    },
+}
+
+/// Why an authenticated connection ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum DisconnectReason {
+    /// The peer closed the session (authenticated close).
+    Closed,
+    /// The stream ended without an authenticated close.
+    Truncated,
+    /// An operator kicked it.
+    Kicked,
+    /// Its outbox filled up: it did not read fast enough.
+    SlowConsumer,
+    /// Nothing arrived within the idle timeout.
+    IdleTimeout,
+    /// The server is shutting down.
+    Shutdown,
+    /// The peer broke the protocol or a record failed authentication.
+    ProtocolError(String),
+    /// The transport failed.
+    Io(String),
+}
+
+/// A subscription to the server's events: oldest first, bounded.
+#[derive(Debug)]
+pub struct Events {
+    rx: broadcast::Receiver<Event>,
+}
+
+impl Events {
+    pub(crate) fn new(rx: broadcast::Receiver<Event>) -> Self {
+        Self { rx }
+    }
+
+    /// The next event; `None` once the server is gone. A subscriber that falls more than
+    /// [`DEFAULT_EVENT_CAPACITY`] events behind gets one [`EventKind::Lagged`] saying how many
+    /// it missed: events are never lost silently.
+    pub async fn next(&mut self) -> Option<Event> {
+        match self.rx.recv().await {
+            Ok(e) => Some(e),
+            Err(broadcast::error::RecvError::Lagged(missed)) => Some(Event {
+                at: crate::wall_clock(),
+                kind: EventKind::Lagged { missed },
+            }),
+            Err(broadcast::error::RecvError::Closed) => None,
+        }
+    }
+}

@@ -1,0 +1,134 @@
+//! Request and action handlers.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::time::Duration;
+
+use cypherwire_session::PublicKey;
+use cypherwire_wire::{Action, Request, StatusCode, Value};
+
+use crate::registry::ConnectionId;
+use crate::server::ServerHandle;
+
+/// A boxed, sendable future.
+pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
+
+/// What a request handler answers: data and metadata.
+#[derive(Debug, Clone, PartialEq, Default)]
+#[non_exhaustive]
+pub struct Reply {
+    /// The response data.
+    pub data: Value,
+    /// The response metadata.
+    pub metadata: Value,
+}
+
+impl Reply {
+    /// A reply with data and nil metadata.
+    pub fn new(data: impl Into<Value>) -> Self {
+        Self {
+            data: data.into(),
+            metadata: Value::Nil,
+        }
+    }
+
+    /// Sets the metadata.
+    #[must_use]
+    pub fn with_metadata(mut self, metadata: impl Into<Value>) -> Self {
+        self.metadata = metadata.into();
+        self
+    }
+}
+
+impl From<Value> for Reply {
+    fn from(data: Value) -> Self {
+        Self::new(data)
+    }
+}
+
+/// A handler's failure: becomes an error response with this code and message. The message
+/// goes to the peer, so it must not contain secrets or internals.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{code:?}: {message}")]
+#[non_exhaustive]
+pub struct HandlerError {
+    /// The status code.
+    pub code: StatusCode,
+    /// A short message for the peer.
+    pub message: String,
+}
+
+impl HandlerError {
+    /// An error with a code and message.
+    pub fn new(code: StatusCode, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+        }
+    }
+
+    /// `BAD_REQUEST` (e.g. data of the wrong shape).
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, message)
+    }
+}
+
+impl From<cypherwire_wire::Error> for HandlerError {
+    /// Data that does not convert to the type a handler wants is the caller's fault.
+    fn from(e: cypherwire_wire::Error) -> Self {
+        Self::bad_request(format!("bad data: {e}"))
+    }
+}
+
+/// Context handed to every handler.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct Ctx {
+    /// The connection the message came on.
+    pub connection: ConnectionId,
+    /// The peer's address.
+    pub peer: SocketAddr,
+    /// The peer's authenticated static key (identity mode).
+    pub identity: Option<PublicKey>,
+    /// The request id (requests only).
+    pub request_id: Option<u64>,
+    /// The time left for this request when the handler started, if the caller set a deadline.
+    pub deadline: Option<Duration>,
+    /// The server, for push, broadcast, registry access.
+    pub server: ServerHandle,
+}
+
+/// Handles requests of one (path, operation).
+pub trait RequestHandler: Send + Sync + 'static {
+    /// Handles one request.
+    fn call(&self, req: Request, ctx: Ctx) -> BoxFuture<Result<Reply, HandlerError>>;
+}
+
+impl<F, Fut, R> RequestHandler for F
+where
+    F: Fn(Request, Ctx) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<R, HandlerError>> + Send + 'static,
+    R: Into<Reply>,
+{
+    fn call(&self, req: Request, ctx: Ctx) -> BoxFuture<Result<Reply, HandlerError>> {
+        let fut = self(req, ctx);
+        Box::pin(async move { fut.await.map(Into::into) })
+    }
+}
+
+/// Handles one named action (fire and forget).
+pub trait ActionHandler: Send + Sync + 'static {
+    /// Handles one action.
+    fn call(&self, action: Action, ctx: Ctx) -> BoxFuture<()>;
+}
+
+impl<F, Fut> ActionHandler for F
+where
+    F: Fn(Action, Ctx) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    fn call(&self, action: Action, ctx: Ctx) -> BoxFuture<()> {
+        Box::pin(self(action, ctx))
+    }
+}

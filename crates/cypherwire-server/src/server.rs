@@ -1,0 +1,579 @@
+//! The server: builder, accept loop, handle.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use cypherwire_session::wire::{Action, Message, Push, Value};
+use cypherwire_session::{AttemptLimiter, BanPolicy, ServerAuth, SessionConfig};
+use tokio::net::TcpListener;
+use tokio::sync::{Semaphore, broadcast, watch};
+use tokio::task::JoinSet;
+
+use crate::conn::{self, Outgoing};
+use crate::error::{Error, Incoming, Refusal};
+use crate::events::{DEFAULT_EVENT_CAPACITY, DisconnectReason, Event, EventKind, Events};
+use crate::handler::{ActionHandler, RequestHandler};
+use crate::registry::{ConnectionId, ConnectionInfo, Registry};
+use crate::router::Router;
+
+/// Limits of a server, each a documented default.
+///
+/// | limit | default |
+/// | --- | --- |
+/// | `max_connections` (handshaking or authenticated) | 10,000 |
+/// | `max_connections_per_ip` | 256 |
+/// | `max_handshakes` in progress | 256 |
+/// | `idle_timeout` (no message from the peer) | 5 min |
+/// | `outbox_capacity` (messages queued to one peer; beyond: slow-consumer disconnect) | 1,024 |
+/// | `max_in_flight` requests per connection (beyond: stop reading) | 64 |
+/// | `shutdown_grace` for in-flight requests | 10 s |
+///
+/// The handshake timeout and frame limits are in the [`SessionConfig`]; bans in the
+/// [`BanPolicy`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ServerLimits {
+    /// Connections at once, handshaking or authenticated.
+    pub max_connections: usize,
+    /// Connections at once from one IP address.
+    pub max_connections_per_ip: usize,
+    /// Handshakes in progress at once; further connections are refused before any work.
+    pub max_handshakes: usize,
+    /// A connection that sends nothing for this long is closed.
+    pub idle_timeout: Duration,
+    /// Messages queued to one connection; a push to a full outbox disconnects it.
+    pub outbox_capacity: usize,
+    /// Requests being handled at once per connection; the server stops reading beyond it.
+    pub max_in_flight: usize,
+    /// How long graceful shutdown waits for in-flight requests.
+    pub shutdown_grace: Duration,
+}
+
+impl Default for ServerLimits {
+    fn default() -> Self {
+        Self {
+            max_connections: 10_000,
+            max_connections_per_ip: 256,
+            max_handshakes: 256,
+            idle_timeout: Duration::from_secs(300),
+            outbox_capacity: 1024,
+            max_in_flight: 64,
+            shutdown_grace: Duration::from_secs(10),
+        }
+    }
+}
+
+impl ServerLimits {
+    fn validate(&self) -> Result<(), Error> {
+        if self.max_connections == 0
+            || self.max_connections_per_ip == 0
+            || self.max_handshakes == 0
+            || self.outbox_capacity == 0
+            || self.max_in_flight == 0
+            || self.idle_timeout.is_zero()
+        {
+            return Err(Error::Config("server limits must be non-zero"));
+        }
+        Ok(())
+    }
+}
+
+/// Server-wide counters.
+#[derive(Debug, Default)]
+pub(crate) struct Stats {
+    pub(crate) handshakes_ok: AtomicU64,
+    pub(crate) handshakes_failed: AtomicU64,
+    pub(crate) refused: AtomicU64,
+    pub(crate) requests: AtomicU64,
+    pub(crate) messages_in: AtomicU64,
+    pub(crate) pushes: AtomicU64,
+    pub(crate) slow_consumers: AtomicU64,
+    pub(crate) kicks: AtomicU64,
+}
+
+/// A snapshot of the server's counters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct StatsSnapshot {
+    /// Authenticated connections now.
+    pub connections: usize,
+    /// Handshakes that completed.
+    pub handshakes_ok: u64,
+    /// Handshakes that failed.
+    pub handshakes_failed: u64,
+    /// Connections refused before their handshake.
+    pub refused: u64,
+    /// Requests received.
+    pub requests: u64,
+    /// Messages received.
+    pub messages_in: u64,
+    /// Pushes and broadcast messages queued.
+    pub pushes: u64,
+    /// Connections closed as slow consumers.
+    pub slow_consumers: u64,
+    /// Connections kicked.
+    pub kicks: u64,
+}
+
+type AcceptHook = Arc<dyn Fn(Incoming) -> bool + Send + Sync>;
+
+pub(crate) struct Shared {
+    pub(crate) auth: ServerAuth,
+    pub(crate) session: SessionConfig,
+    pub(crate) limits: ServerLimits,
+    pub(crate) router: Router,
+    pub(crate) registry: Registry,
+    pub(crate) limiter: Mutex<AttemptLimiter<IpAddr>>,
+    pub(crate) stats: Stats,
+    events: broadcast::Sender<Event>,
+    next_id: AtomicU64,
+    shutdown: watch::Sender<bool>,
+    stopped: watch::Sender<bool>,
+    local_addr: SocketAddr,
+    hook: Option<AcceptHook>,
+}
+
+impl Shared {
+    pub(crate) fn emit(&self, kind: EventKind) {
+        // No subscriber is fine: events are for those who listen.
+        let _ = self.events.send(Event {
+            at: crate::wall_clock(),
+            kind,
+        });
+    }
+
+    pub(crate) fn next_id(&self) -> ConnectionId {
+        ConnectionId(self.next_id.fetch_add(1, Ordering::Relaxed) + 1)
+    }
+
+    pub(crate) fn shutdown_rx(&self) -> watch::Receiver<bool> {
+        self.shutdown.subscribe()
+    }
+
+    pub(crate) fn grace(&self) -> Duration {
+        self.limits.shutdown_grace
+    }
+
+    fn limiter(&self) -> std::sync::MutexGuard<'_, AttemptLimiter<IpAddr>> {
+        self.limiter
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    pub(crate) fn is_banned(&self, ip: IpAddr) -> bool {
+        self.limiter().check(&ip, crate::monotonic()).is_err()
+    }
+}
+
+/// Configures a [`Server`]. Start with [`Server::builder`].
+#[must_use = "call `bind()` to start the server"]
+pub struct ServerBuilder {
+    auth: ServerAuth,
+    session: SessionConfig,
+    limits: ServerLimits,
+    bans: BanPolicy,
+    router: Router,
+    hook: Option<AcceptHook>,
+}
+
+impl std::fmt::Debug for ServerBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerBuilder")
+            .field("limits", &self.limits)
+            .field("router", &self.router)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ServerBuilder {
+    /// Handles requests to (`path`, `operation`).
+    pub fn route(
+        mut self,
+        path: impl Into<String>,
+        operation: impl Into<String>,
+        handler: impl RequestHandler,
+    ) -> Self {
+        self.router
+            .route(path.into(), operation.into(), Arc::new(handler));
+        self
+    }
+
+    /// Handles every request no route matches (CYPHER_PROTOCOL's single `request_handler`).
+    /// Without one, unmatched requests get a `NOT_FOUND` response.
+    pub fn fallback(mut self, handler: impl RequestHandler) -> Self {
+        self.router.fallback(Arc::new(handler));
+        self
+    }
+
+    /// Handles the named action (pnetwork's packets bound to handlers).
+    pub fn action(mut self, name: impl Into<String>, handler: impl ActionHandler) -> Self {
+        self.router.action(name.into(), Arc::new(handler));
+        self
+    }
+
+    /// Session settings: suites, codecs, frame limits, handshake timeout.
+    pub fn session_config(mut self, config: SessionConfig) -> Self {
+        self.session = config;
+        self
+    }
+
+    /// Connection limits.
+    pub fn limits(mut self, limits: ServerLimits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// Attempt limits and bans for failed handshakes (per IP address).
+    pub fn ban_policy(mut self, policy: BanPolicy) -> Self {
+        self.bans = policy;
+        self
+    }
+
+    /// Inspects each connection before its handshake; returning `false` refuses it (NetStructer's
+    /// custom accept loop, e.g. an allow-list).
+    pub fn accept_hook(mut self, hook: impl Fn(Incoming) -> bool + Send + Sync + 'static) -> Self {
+        self.hook = Some(Arc::new(hook));
+        self
+    }
+
+    /// Binds and starts serving.
+    ///
+    /// # Errors
+    /// [`Error::Bind`], [`Error::Config`] for invalid limits or ban policy.
+    pub async fn bind(self, addr: &str) -> Result<Server, Error> {
+        self.limits.validate()?;
+        let limiter =
+            AttemptLimiter::new(self.bans).map_err(|_| Error::Config("invalid ban policy"))?;
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|source| Error::Bind {
+                addr: addr.to_owned(),
+                source,
+            })?;
+        let local_addr = listener.local_addr().map_err(Error::LocalAddr)?;
+        let (events, _) = broadcast::channel(DEFAULT_EVENT_CAPACITY);
+        let shared = Arc::new(Shared {
+            auth: self.auth,
+            session: self.session,
+            limits: self.limits,
+            router: self.router,
+            registry: Registry::default(),
+            limiter: Mutex::new(limiter),
+            stats: Stats::default(),
+            events,
+            next_id: AtomicU64::new(0),
+            shutdown: watch::channel(false).0,
+            stopped: watch::channel(false).0,
+            local_addr,
+            hook: self.hook,
+        });
+        tokio::spawn(accept_loop(shared.clone(), listener));
+        Ok(Server {
+            handle: ServerHandle { shared },
+        })
+    }
+}
+
+/// A running server. Dropping it does not stop it; call [`ServerHandle::shutdown`].
+#[derive(Debug)]
+pub struct Server {
+    handle: ServerHandle,
+}
+
+impl Server {
+    /// Starts configuring a server with the given authentication mode.
+    pub fn builder(auth: impl Into<ServerAuth>) -> ServerBuilder {
+        ServerBuilder {
+            auth: auth.into(),
+            session: SessionConfig::default(),
+            limits: ServerLimits::default(),
+            bans: BanPolicy::default(),
+            router: Router::default(),
+            hook: None,
+        }
+    }
+
+    /// A cheap, clonable handle.
+    pub fn handle(&self) -> ServerHandle {
+        self.handle.clone()
+    }
+
+    /// The address the server listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.handle.local_addr()
+    }
+}
+
+/// Controls a running server: registry, events, push, broadcast, kicks, bans, shutdown.
+#[derive(Clone)]
+pub struct ServerHandle {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for ServerHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerHandle")
+            .field("local_addr", &self.shared.local_addr)
+            .field("connections", &self.shared.registry.len())
+            .finish()
+    }
+}
+
+impl ServerHandle {
+    pub(crate) fn from_shared(shared: Arc<Shared>) -> Self {
+        Self { shared }
+    }
+
+    /// The address the server listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.shared.local_addr
+    }
+
+    /// Subscribes to connection events from now on.
+    pub fn events(&self) -> Events {
+        Events::new(self.shared.events.subscribe())
+    }
+
+    /// Authenticated connections, by id.
+    pub fn connections(&self) -> Vec<ConnectionInfo> {
+        self.shared.registry.list()
+    }
+
+    /// How many authenticated connections there are.
+    pub fn count(&self) -> usize {
+        self.shared.registry.len()
+    }
+
+    /// One connection by id.
+    pub fn connection(&self, id: ConnectionId) -> Option<ConnectionInfo> {
+        self.shared.registry.info(id)
+    }
+
+    /// One connection by peer address.
+    pub fn connection_by_peer(&self, peer: SocketAddr) -> Option<ConnectionInfo> {
+        self.shared.registry.by_peer(peer)
+    }
+
+    /// Queues a [`Push`] with `data` to one connection (sequence numbers per connection).
+    ///
+    /// # Errors
+    /// [`Error::UnknownConnection`], or [`Error::SlowConsumer`] if its outbox is full (the
+    /// connection is then closed; other connections are not affected).
+    pub fn send_to(&self, id: ConnectionId, data: impl Into<Value>) -> Result<(), Error> {
+        let link = self
+            .shared
+            .registry
+            .link(id)
+            .ok_or(Error::UnknownConnection(id))?;
+        let seq = link.counters.push_seq.fetch_add(1, Ordering::Relaxed) + 1;
+        self.deliver(id, &link, Push::new(seq, data).into())
+    }
+
+    /// Queues any envelope to one connection.
+    ///
+    /// # Errors
+    /// As [`send_to`](Self::send_to).
+    pub fn send_message(&self, id: ConnectionId, msg: Message) -> Result<(), Error> {
+        let link = self
+            .shared
+            .registry
+            .link(id)
+            .ok_or(Error::UnknownConnection(id))?;
+        self.deliver(id, &link, msg)
+    }
+
+    fn deliver(
+        &self,
+        id: ConnectionId,
+        link: &crate::registry::Link,
+        msg: Message,
+    ) -> Result<(), Error> {
+        match link.outbox.try_send(Outgoing::Message(msg)) {
+            Ok(()) => {
+                self.shared.stats.pushes.fetch_add(1, Ordering::Relaxed);
+                Ok(())
+            }
+            Err(tokio::sync::mpsc::error::TrySendError::Full(_)) => {
+                // Declared policy: never block, never grow; cut the slow consumer.
+                self.shared
+                    .stats
+                    .slow_consumers
+                    .fetch_add(1, Ordering::Relaxed);
+                link.stop.send_replace(Some(DisconnectReason::SlowConsumer));
+                Err(Error::SlowConsumer(id))
+            }
+            Err(tokio::sync::mpsc::error::TrySendError::Closed(_)) => {
+                Err(Error::UnknownConnection(id))
+            }
+        }
+    }
+
+    /// Pushes `data` to every authenticated connection; returns how many it was queued for
+    /// (slow consumers are disconnected and not counted).
+    pub fn broadcast(&self, data: impl Into<Value>) -> usize {
+        let data = data.into();
+        self.shared
+            .registry
+            .links()
+            .into_iter()
+            .filter(|(id, link)| {
+                let seq = link.counters.push_seq.fetch_add(1, Ordering::Relaxed) + 1;
+                self.deliver(*id, link, Push::new(seq, data.clone()).into())
+                    .is_ok()
+            })
+            .count()
+    }
+
+    /// Sends an action to every authenticated connection (e.g. a chat message); returns how
+    /// many it was queued for.
+    pub fn broadcast_action(&self, action: &Action) -> usize {
+        self.shared
+            .registry
+            .links()
+            .into_iter()
+            .filter(|(id, link)| self.deliver(*id, link, action.clone().into()).is_ok())
+            .count()
+    }
+
+    /// Closes one connection (the peer gets `Close` with code `KICKED`).
+    ///
+    /// # Errors
+    /// [`Error::UnknownConnection`].
+    pub fn kick(&self, id: ConnectionId) -> Result<(), Error> {
+        let link = self
+            .shared
+            .registry
+            .link(id)
+            .ok_or(Error::UnknownConnection(id))?;
+        link.stop.send_replace(Some(DisconnectReason::Kicked));
+        self.shared.stats.kicks.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Closes every connection; returns how many.
+    pub fn kick_all(&self) -> usize {
+        let links = self.shared.registry.links();
+        for (_, link) in &links {
+            link.stop.send_replace(Some(DisconnectReason::Kicked));
+        }
+        self.shared
+            .stats
+            .kicks
+            .fetch_add(links.len() as u64, Ordering::Relaxed);
+        links.len()
+    }
+
+    /// Bans an address for `length`; its new connections are refused before any work.
+    pub fn ban(&self, ip: IpAddr, length: Duration) {
+        self.shared.limiter().ban(&ip, length, crate::monotonic());
+    }
+
+    /// Lifts a ban; returns whether there was one (or any record of the address).
+    pub fn unban(&self, ip: IpAddr) -> bool {
+        self.shared.limiter().unban(&ip)
+    }
+
+    /// Addresses banned now, with the time left.
+    pub fn bans(&self) -> Vec<(IpAddr, Duration)> {
+        let now = crate::monotonic();
+        self.shared
+            .limiter()
+            .banned(now)
+            .into_iter()
+            .map(|(ip, until)| (ip, until.saturating_duration_since(now)))
+            .collect()
+    }
+
+    /// Server-wide counters.
+    pub fn stats(&self) -> StatsSnapshot {
+        let s = &self.shared.stats;
+        StatsSnapshot {
+            connections: self.count(),
+            handshakes_ok: s.handshakes_ok.load(Ordering::Relaxed),
+            handshakes_failed: s.handshakes_failed.load(Ordering::Relaxed),
+            refused: s.refused.load(Ordering::Relaxed),
+            requests: s.requests.load(Ordering::Relaxed),
+            messages_in: s.messages_in.load(Ordering::Relaxed),
+            pushes: s.pushes.load(Ordering::Relaxed),
+            slow_consumers: s.slow_consumers.load(Ordering::Relaxed),
+            kicks: s.kicks.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Graceful shutdown: stop accepting, let in-flight requests finish (up to
+    /// [`ServerLimits::shutdown_grace`]), send `Close` (`GOING_AWAY`) to every peer, and wait
+    /// for the connections to end. Returns when the server has stopped.
+    pub async fn shutdown(&self) {
+        self.shared.shutdown.send_replace(true);
+        let mut stopped = self.shared.stopped.subscribe();
+        let _ = stopped.wait_for(|s| *s).await;
+    }
+
+    /// Whether the server has stopped.
+    pub fn is_stopped(&self) -> bool {
+        *self.shared.stopped.borrow()
+    }
+}
+
+async fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
+    let handshakes = Arc::new(Semaphore::new(shared.limits.max_handshakes));
+    let mut conns = JoinSet::new();
+    let mut shutdown = shared.shutdown_rx();
+    loop {
+        while conns.try_join_next().is_some() {}
+        let accepted = tokio::select! {
+            _ = shutdown.wait_for(|down| *down) => break,
+            r = listener.accept() => r,
+        };
+        let (stream, peer) = match accepted {
+            Ok(a) => a,
+            Err(e) => {
+                // EMFILE and friends: back off instead of dying or spinning.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let refuse = |reason| {
+            shared.stats.refused.fetch_add(1, Ordering::Relaxed);
+            shared.emit(EventKind::Refused { peer, reason });
+        };
+        if conns.len() >= shared.limits.max_connections {
+            refuse(Refusal::TooManyConnections);
+            continue;
+        }
+        if let Some(hook) = &shared.hook
+            && !hook(Incoming { peer })
+        {
+            refuse(Refusal::Hook);
+            continue;
+        }
+        if !shared
+            .registry
+            .admit_ip(peer.ip(), shared.limits.max_connections_per_ip)
+        {
+            refuse(Refusal::TooManyFromAddress);
+            continue;
+        }
+        let Ok(permit) = handshakes.clone().try_acquire_owned() else {
+            shared.registry.release_ip(peer.ip());
+            refuse(Refusal::TooManyHandshakes);
+            continue;
+        };
+        conns.spawn(conn::run(shared.clone(), stream, peer, permit));
+    }
+    drop(listener);
+    // Connections drain themselves on the shutdown signal; give them the grace period and a
+    // little more to say goodbye, then stop what is left.
+    let all_done = async { while conns.join_next().await.is_some() {} };
+    if tokio::time::timeout(shared.grace() + Duration::from_secs(2), all_done)
+        .await
+        .is_err()
+    {
+        conns.abort_all();
+        while conns.join_next().await.is_some() {}
+    }
+    shared.stopped.send_replace(true);
+}

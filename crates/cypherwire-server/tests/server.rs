@@ -1,0 +1,638 @@
+//! The server over real loopback TCP with real handshakes, for every suite and codec.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "test code")]
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, LazyLock, Mutex};
+use std::time::Duration;
+
+use cypherwire_server::{
+    Ctx, DisconnectReason, EventKind, Events, HandlerError, Refusal, Reply, Server, ServerHandle,
+    ServerLimits,
+};
+use cypherwire_session::wire::{
+    Action, Cancel, CloseCode, CodecId, Message, Ping, Request, Response, StatusCode, Value,
+};
+use cypherwire_session::{CipherSuite, ClientAuth, Psk, SecureStream, SessionConfig, connect};
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+
+static PSK: LazyLock<Psk> =
+    LazyLock::new(|| Psk::from_passphrase("2ZpK1CdQfm0s1EZ1SIhYfV7MHdJf8X3U").unwrap());
+
+type Stream = SecureStream<TcpStream>;
+
+async fn client(server: &ServerHandle, cfg: &SessionConfig) -> Stream {
+    let tcp = TcpStream::connect(server.local_addr()).await.unwrap();
+    connect(tcp, &ClientAuth::Psk(PSK.clone()), cfg)
+        .await
+        .unwrap()
+}
+
+/// Sends a request and waits for its response (skipping pushes and actions).
+async fn call(s: &mut Stream, req: Request) -> Response {
+    let id = req.id;
+    s.send_message(&req.into()).await.unwrap();
+    loop {
+        match tokio::time::timeout(Duration::from_secs(10), s.recv_message())
+            .await
+            .unwrap()
+            .unwrap()
+        {
+            Some(Message::Response(r)) if r.id == id => return r,
+            Some(_) => {}
+            None => panic!("closed while waiting for response {id}"),
+        }
+    }
+}
+
+async fn next_event(events: &mut Events, want: impl Fn(&EventKind) -> bool) -> EventKind {
+    loop {
+        let e = tokio::time::timeout(Duration::from_secs(10), events.next())
+            .await
+            .unwrap()
+            .unwrap();
+        if want(&e.kind) {
+            return e.kind;
+        }
+    }
+}
+
+fn demo_server() -> cypherwire_server::ServerBuilder {
+    let seq: Arc<Mutex<Vec<i64>>> = Arc::default();
+    let seq2 = seq.clone();
+    Server::builder(PSK.clone())
+        .route("/SEQUENCE", "UPDATE", move |req: Request, _ctx: Ctx| {
+            let seq = seq.clone();
+            async move {
+                let items: Vec<i64> = cypherwire_session::wire::from_value(req.data)?;
+                seq.lock().unwrap().extend(items);
+                Ok::<_, HandlerError>(Value::from("UPDATED"))
+            }
+        })
+        .route("/SEQUENCE", "READ", move |_req: Request, _ctx: Ctx| {
+            let seq = seq2.clone();
+            async move { Ok::<_, HandlerError>(Value::from(seq.lock().unwrap().clone())) }
+        })
+        .route("/ECHO", "PUT", |req: Request, ctx: Ctx| async move {
+            assert_eq!(ctx.request_id, Some(req.id));
+            Ok::<_, HandlerError>(Reply::new(req.data).with_metadata(req.metadata))
+        })
+        .route("/FAIL", "NOW", |_req: Request, _ctx: Ctx| async move {
+            Err::<Value, _>(HandlerError::new(StatusCode(1042), "nope"))
+        })
+        .route("/PANIC", "NOW", |_req: Request, _ctx: Ctx| async move {
+            if true {
+                panic!("handler bug");
+            }
+            Ok::<Value, HandlerError>(Value::Nil)
+        })
+        .route("/SLOW", "WAIT", |req: Request, _ctx: Ctx| async move {
+            let ms = req.data.as_u64().unwrap_or(100);
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+            Ok::<_, HandlerError>(Value::from("done"))
+        })
+        .action("chat", |act: Action, ctx: Ctx| async move {
+            ctx.server.broadcast_action(&act);
+        })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn routes_errors_and_panics_for_every_suite_and_codec() {
+    for suite in CipherSuite::ALL {
+        for codec in [CodecId::MsgPack, CodecId::Json] {
+            let cfg = SessionConfig::builder()
+                .suites([suite])
+                .codecs([codec])
+                .build()
+                .unwrap();
+            let server = demo_server()
+                .session_config(cfg.clone())
+                .bind("127.0.0.1:0")
+                .await
+                .unwrap();
+            let mut c = client(&server.handle(), &cfg).await;
+            assert_eq!(c.info().suite, suite);
+            assert_eq!(c.info().codec, codec);
+
+            let r = call(
+                &mut c,
+                Request::new(1, "/SEQUENCE", "UPDATE").with_data(Value::from(vec![1, 2, 3])),
+            )
+            .await;
+            assert_eq!(r.data, Value::from("UPDATED"));
+            let r = call(&mut c, Request::new(2, "/SEQUENCE", "READ")).await;
+            assert_eq!(r.data, Value::from(vec![1, 2, 3]));
+            let meta = Value::map([("k", Value::bytes(*b"\x00\x01"))]);
+            let r = call(
+                &mut c,
+                Request::new(3, "/ECHO", "PUT")
+                    .with_data(Value::from(-5))
+                    .with_metadata(meta.clone()),
+            )
+            .await;
+            assert_eq!(
+                (r.status.code, r.data, r.metadata),
+                (StatusCode::OK, Value::from(-5), meta)
+            );
+            let r = call(&mut c, Request::new(4, "/FAIL", "NOW")).await;
+            assert_eq!(
+                (r.status.code, r.status.message.as_str()),
+                (StatusCode(1042), "nope")
+            );
+            let r = call(&mut c, Request::new(5, "/PANIC", "NOW")).await;
+            assert_eq!(r.status.code, StatusCode::INTERNAL);
+            let r = call(&mut c, Request::new(6, "/NOWHERE", "GET")).await;
+            assert_eq!(r.status.code, StatusCode::NOT_FOUND);
+            let r = call(
+                &mut c,
+                Request::new(7, "/SEQUENCE", "UPDATE").with_data(Value::from("not a list")),
+            )
+            .await;
+            assert_eq!(r.status.code, StatusCode::BAD_REQUEST);
+            // The connection survived the panic and the errors.
+            let r = call(&mut c, Request::new(8, "/SEQUENCE", "READ")).await;
+            assert_eq!(r.data, Value::from(vec![1, 2, 3]));
+            server.handle().shutdown().await;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fallback_takes_every_unmatched_request() {
+    let server = Server::builder(PSK.clone())
+        .fallback(|req: Request, _ctx: Ctx| async move {
+            Ok::<_, HandlerError>(Value::from(format!("{} {}", req.path, req.operation)))
+        })
+        .bind("127.0.0.1:0")
+        .await
+        .unwrap();
+    let mut c = client(&server.handle(), &SessionConfig::default()).await;
+    let r = call(&mut c, Request::new(1, "/ANY", "THING")).await;
+    assert_eq!(r.data, Value::from("/ANY THING"));
+    server.handle().shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_concurrent_clients_with_pipelined_requests() {
+    let server = demo_server().bind("127.0.0.1:0").await.unwrap();
+    let handle = server.handle();
+    let mut tasks = tokio::task::JoinSet::new();
+    for c in 0..50u64 {
+        let handle = handle.clone();
+        tasks.spawn(async move {
+            let mut s = client(&handle, &SessionConfig::default()).await;
+            for i in 0..20u64 {
+                let req = Request::new(i, "/ECHO", "PUT").with_data(Value::from(c * 1000 + i));
+                s.queue_message(&req.into()).unwrap();
+            }
+            s.flush().await.unwrap();
+            let mut seen = 0;
+            while seen < 20 {
+                if let Some(Message::Response(r)) = s.recv_message().await.unwrap() {
+                    assert_eq!(r.data, Value::from(c * 1000 + r.id));
+                    seen += 1;
+                }
+            }
+            s.close().await.unwrap();
+        });
+    }
+    while let Some(r) = tasks.join_next().await {
+        r.unwrap();
+    }
+    assert_eq!(handle.stats().requests, 1000);
+    handle.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_action_broadcast_reaches_100_clients() {
+    let server = demo_server().bind("127.0.0.1:0").await.unwrap();
+    let handle = server.handle();
+    let mut clients = Vec::new();
+    for _ in 0..100 {
+        clients.push(client(&handle, &SessionConfig::default()).await);
+    }
+    // Wait until all are registered.
+    for _ in 0..100 {
+        if handle.count() == 100 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(handle.count(), 100);
+    let chat = Action::new("chat", Value::from("hello all"), 1);
+    clients[0].send_message(&chat.clone().into()).await.unwrap();
+    let mut got = 0;
+    for c in &mut clients {
+        match tokio::time::timeout(Duration::from_secs(10), c.recv_message())
+            .await
+            .unwrap()
+            .unwrap()
+        {
+            Some(Message::Action(a)) => {
+                assert_eq!(a, chat);
+                got += 1;
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(got, 100);
+    // Server-initiated broadcast: a Push with the next sequence number on each connection.
+    assert_eq!(handle.broadcast(Value::from(7)), 100);
+    for c in &mut clients {
+        match c.recv_message().await.unwrap() {
+            Some(Message::Push(p)) => assert_eq!((p.seq, p.data), (1, Value::from(7))),
+            other => panic!("{other:?}"),
+        }
+    }
+    handle.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_consumer_is_cut_while_others_keep_receiving() {
+    let mut limits = ServerLimits::default();
+    limits.outbox_capacity = 8;
+    let server = demo_server()
+        .limits(limits)
+        .bind("127.0.0.1:0")
+        .await
+        .unwrap();
+    let handle = server.handle();
+    let mut events = handle.events();
+    let _sleeper = client(&handle, &SessionConfig::default()).await; // never reads
+    let mut reader = client(&handle, &SessionConfig::default()).await;
+    let (sleeper_id, reader_id) = loop {
+        let conns = handle.connections();
+        if conns.len() == 2 {
+            break (conns[0].id, conns[1].id);
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    let blob = Value::bytes(vec![0xab; 60 * 1024]);
+    let mut cut = false;
+    let mut delivered = 0u64;
+    for _ in 0..10_000 {
+        if handle.send_to(sleeper_id, blob.clone()).is_err() {
+            cut = true;
+            break;
+        }
+        handle.send_to(reader_id, Value::from(delivered)).unwrap();
+        delivered += 1;
+        // The reader keeps up.
+        match reader.recv_message().await.unwrap() {
+            Some(Message::Push(p)) => assert_eq!(p.data, Value::from(delivered - 1)),
+            other => panic!("{other:?}"),
+        }
+    }
+    assert!(cut, "the non-reading client was never cut");
+    let kind = next_event(&mut events, |k| matches!(k, EventKind::Disconnected { .. })).await;
+    assert!(
+        matches!(kind, EventKind::Disconnected { id, reason: DisconnectReason::SlowConsumer, .. } if id == sleeper_id),
+        "{kind:?}"
+    );
+    // The reader is unaffected.
+    handle
+        .send_to(reader_id, Value::from("still here"))
+        .unwrap();
+    match reader.recv_message().await.unwrap() {
+        Some(Message::Push(p)) => assert_eq!(p.data, Value::from("still here")),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(handle.stats().slow_consumers, 1);
+    handle.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registry_events_kick_and_disconnect() {
+    let server = demo_server().bind("127.0.0.1:0").await.unwrap();
+    let handle = server.handle();
+    let mut events = handle.events();
+    let mut a = client(&handle, &SessionConfig::default()).await;
+    let mut b = client(&handle, &SessionConfig::default()).await;
+    let mut ids = Vec::new();
+    for _ in 0..2 {
+        if let EventKind::Authenticated { id, .. } = next_event(&mut events, |k| {
+            matches!(k, EventKind::Authenticated { .. })
+        })
+        .await
+        {
+            ids.push(id);
+        }
+    }
+    assert_eq!(handle.count(), 2);
+    let info = handle.connection(ids[0]).unwrap();
+    assert!(handle.connection_by_peer(info.peer).is_some());
+    call(&mut a, Request::new(1, "/ECHO", "PUT")).await;
+    call(&mut b, Request::new(1, "/ECHO", "PUT")).await;
+    let infos = handle.connections();
+    assert!(
+        infos
+            .iter()
+            .all(|i| i.messages_in == 1 && i.messages_out == 1),
+        "{infos:?}"
+    );
+
+    // A kicked client gets Close(KICKED), then the authenticated end.
+    let target = ids[1];
+    handle.kick(target).unwrap();
+    let kicked = next_event(&mut events, |k| matches!(k, EventKind::Disconnected { .. })).await;
+    assert!(
+        matches!(kicked, EventKind::Disconnected { id, reason: DisconnectReason::Kicked, .. } if id == target)
+    );
+    // Whichever client was kicked sees the Close.
+    let (victim, other) = if handle.connection(ids[0]).is_some() {
+        (&mut b, &mut a)
+    } else {
+        (&mut a, &mut b)
+    };
+    match victim.recv_message().await.unwrap() {
+        Some(Message::Close(c)) => assert_eq!(c.code, CloseCode::KICKED),
+        x => panic!("{x:?}"),
+    }
+    assert_eq!(victim.recv_message().await.unwrap(), None);
+    // The other closes cleanly.
+    other.close().await.unwrap();
+    let closed = next_event(&mut events, |k| matches!(k, EventKind::Disconnected { .. })).await;
+    assert!(
+        matches!(
+            closed,
+            EventKind::Disconnected {
+                reason: DisconnectReason::Closed,
+                ..
+            }
+        ),
+        "{closed:?}"
+    );
+    assert_eq!(handle.count(), 0);
+    assert!(handle.kick(target).is_err());
+    handle.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_at_the_socket_leaves_the_server_serving() {
+    let cfg = SessionConfig::builder()
+        .handshake_timeout(Duration::from_millis(500))
+        .build()
+        .unwrap();
+    let mut limits = ServerLimits::default();
+    limits.idle_timeout = Duration::from_millis(400);
+    let server = demo_server()
+        .session_config(cfg.clone())
+        .limits(limits)
+        .bind("127.0.0.1:0")
+        .await
+        .unwrap();
+    let handle = server.handle();
+    let mut events = handle.events();
+    let addr = handle.local_addr();
+
+    // Garbage before the handshake.
+    let mut g = TcpStream::connect(addr).await.unwrap();
+    g.write_all(b"\x00\x00\x00\x10GET / HTTP/1.1\r\n\r\n")
+        .await
+        .unwrap();
+    assert!(matches!(
+        next_event(&mut events, |k| matches!(
+            k,
+            EventKind::AuthenticationFailed { .. }
+        ))
+        .await,
+        EventKind::AuthenticationFailed { .. }
+    ));
+    // An oversize length prefix.
+    let mut o = TcpStream::connect(addr).await.unwrap();
+    o.write_all(&[0xff, 0xff, 0xff, 0xff]).await.unwrap();
+    next_event(&mut events, |k| {
+        matches!(k, EventKind::AuthenticationFailed { .. })
+    })
+    .await;
+    // Truncated hello then silence: the handshake timeout closes it.
+    let mut t = TcpStream::connect(addr).await.unwrap();
+    t.write_all(&[0, 0, 0, 60, b'C', b'Y']).await.unwrap();
+    next_event(&mut events, |k| {
+        matches!(k, EventKind::AuthenticationFailed { .. })
+    })
+    .await;
+    // Wrong PSK.
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    assert!(
+        connect(tcp, &ClientAuth::Psk(Psk::from_bytes([1; 32])), &cfg)
+            .await
+            .is_err()
+    );
+    next_event(&mut events, |k| {
+        matches!(k, EventKind::AuthenticationFailed { .. })
+    })
+    .await;
+
+    // A legitimate client is served throughout.
+    let mut c = client(&handle, &cfg).await;
+    let r = call(
+        &mut c,
+        Request::new(1, "/ECHO", "PUT").with_data(Value::from(1)),
+    )
+    .await;
+    assert_eq!(r.data, Value::from(1));
+    // And an idle one is closed with TIMEOUT.
+    match tokio::time::timeout(Duration::from_secs(5), c.recv_message())
+        .await
+        .unwrap()
+        .unwrap()
+    {
+        Some(Message::Close(close)) => assert_eq!(close.code, CloseCode::TIMEOUT),
+        x => panic!("{x:?}"),
+    }
+    let idle = next_event(&mut events, |k| matches!(k, EventKind::Disconnected { .. })).await;
+    assert!(matches!(
+        idle,
+        EventKind::Disconnected {
+            reason: DisconnectReason::IdleTimeout,
+            ..
+        }
+    ));
+    assert_eq!(handle.stats().handshakes_failed, 4);
+    handle.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn half_open_handshake_flood_is_bounded_and_refused_early() {
+    let cfg = SessionConfig::builder()
+        .handshake_timeout(Duration::from_millis(800))
+        .build()
+        .unwrap();
+    let mut limits = ServerLimits::default();
+    limits.max_handshakes = 4;
+    let server = demo_server()
+        .session_config(cfg.clone())
+        .limits(limits)
+        .bind("127.0.0.1:0")
+        .await
+        .unwrap();
+    let handle = server.handle();
+    let mut events = handle.events();
+    let mut silent = Vec::new();
+    for _ in 0..10 {
+        silent.push(TcpStream::connect(handle.local_addr()).await.unwrap());
+    }
+    let mut refused = 0;
+    while refused < 6 {
+        if let EventKind::Refused { reason, .. } =
+            next_event(&mut events, |k| matches!(k, EventKind::Refused { .. })).await
+        {
+            assert_eq!(reason, Refusal::TooManyHandshakes);
+            refused += 1;
+        }
+    }
+    // After the handshake timeout frees the slots, a legitimate client gets in.
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let mut c = client(&handle, &cfg).await;
+    assert_eq!(
+        call(&mut c, Request::new(1, "/ECHO", "PUT"))
+            .await
+            .status
+            .code,
+        StatusCode::OK
+    );
+    drop(silent);
+    handle.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repeated_failures_ban_the_source_before_any_work() {
+    let mut policy = cypherwire_session::BanPolicy::default();
+    policy.max_attempts = 3;
+    let server = demo_server()
+        .ban_policy(policy)
+        .bind("127.0.0.1:0")
+        .await
+        .unwrap();
+    let handle = server.handle();
+    let mut events = handle.events();
+    let wrong = ClientAuth::Psk(Psk::from_bytes([3; 32]));
+    for _ in 0..3 {
+        let tcp = TcpStream::connect(handle.local_addr()).await.unwrap();
+        assert!(
+            connect(tcp, &wrong, &SessionConfig::default())
+                .await
+                .is_err()
+        );
+    }
+    next_event(&mut events, |k| matches!(k, EventKind::Banned { .. })).await;
+    assert_eq!(handle.bans().len(), 1);
+    // Even the right key is refused now, before the handshake.
+    let tcp = TcpStream::connect(handle.local_addr()).await.unwrap();
+    assert!(
+        connect(
+            tcp,
+            &ClientAuth::Psk(PSK.clone()),
+            &SessionConfig::default()
+        )
+        .await
+        .is_err()
+    );
+    let refused = next_event(&mut events, |k| matches!(k, EventKind::Refused { .. })).await;
+    assert!(matches!(
+        refused,
+        EventKind::Refused {
+            reason: Refusal::Banned,
+            ..
+        }
+    ));
+    assert!(handle.unban("127.0.0.1".parse().unwrap()));
+    let mut c = client(&handle, &SessionConfig::default()).await;
+    assert_eq!(
+        call(&mut c, Request::new(1, "/ECHO", "PUT"))
+            .await
+            .status
+            .code,
+        StatusCode::OK
+    );
+    handle.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deadlines_and_cancellation() {
+    let counter = Arc::new(AtomicUsize::new(0));
+    let c2 = counter.clone();
+    let server = Server::builder(PSK.clone())
+        .route("/WORK", "DO", move |req: Request, _ctx: Ctx| {
+            let c = c2.clone();
+            async move {
+                tokio::time::sleep(Duration::from_millis(req.data.as_u64().unwrap_or(0))).await;
+                c.fetch_add(1, Ordering::SeqCst);
+                Ok::<_, HandlerError>(Value::Nil)
+            }
+        })
+        .bind("127.0.0.1:0")
+        .await
+        .unwrap();
+    let mut s = client(&server.handle(), &SessionConfig::default()).await;
+    // Past its deadline: DEADLINE_EXCEEDED, and the work is stopped.
+    let req = Request::new(1, "/WORK", "DO")
+        .with_data(Value::from(400))
+        .with_deadline(Duration::from_millis(50));
+    assert_eq!(
+        call(&mut s, req).await.status.code,
+        StatusCode::DEADLINE_EXCEEDED
+    );
+    // Cancelled: no answer, work stopped. A ping after it is answered first.
+    let req = Request::new(2, "/WORK", "DO").with_data(Value::from(400));
+    s.send_message(&req.into()).await.unwrap();
+    s.send_message(&Cancel::new(2).into()).await.unwrap();
+    s.send_message(&Ping::new(9).into()).await.unwrap();
+    match s.recv_message().await.unwrap() {
+        Some(Message::Pong(p)) => assert_eq!(p.nonce, 9),
+        x => panic!("{x:?}"),
+    }
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(
+        counter.load(Ordering::SeqCst),
+        0,
+        "stopped work must not complete"
+    );
+    // A zero deadline is never started.
+    let req = Request::new(3, "/WORK", "DO").with_deadline(Duration::ZERO);
+    assert_eq!(
+        call(&mut s, req).await.status.code,
+        StatusCode::DEADLINE_EXCEEDED
+    );
+    let req = Request::new(4, "/WORK", "DO");
+    assert_eq!(call(&mut s, req).await.status.code, StatusCode::OK);
+    assert_eq!(counter.load(Ordering::SeqCst), 1);
+    server.handle().shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graceful_shutdown_finishes_in_flight_work_then_closes() {
+    let server = demo_server().bind("127.0.0.1:0").await.unwrap();
+    let handle = server.handle();
+    let mut c = client(&handle, &SessionConfig::default()).await;
+    c.send_message(
+        &Request::new(1, "/SLOW", "WAIT")
+            .with_data(Value::from(300))
+            .into(),
+    )
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let h2 = handle.clone();
+    let stopping = tokio::spawn(async move { h2.shutdown().await });
+    match c.recv_message().await.unwrap() {
+        Some(Message::Response(r)) => assert_eq!(r.data, Value::from("done")),
+        x => panic!("{x:?}"),
+    }
+    match c.recv_message().await.unwrap() {
+        Some(Message::Close(close)) => assert_eq!(close.code, CloseCode::GOING_AWAY),
+        x => panic!("{x:?}"),
+    }
+    assert_eq!(c.recv_message().await.unwrap(), None);
+    tokio::time::timeout(Duration::from_secs(10), stopping)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(handle.is_stopped());
+    assert!(
+        TcpStream::connect(handle.local_addr()).await.is_err(),
+        "new connections must be refused"
+    );
+}
