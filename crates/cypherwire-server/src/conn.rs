@@ -123,6 +123,7 @@ pub(crate) async fn run(
 
     // No new pushes from now on; tell the peer why we end, then let the writer drain.
     shared.registry.remove(id);
+    shared.leave_all_groups(id);
     let close = match &reason {
         DisconnectReason::Closed | DisconnectReason::Truncated => None,
         DisconnectReason::Kicked => Some((CloseCode::KICKED, "kicked")),
@@ -174,6 +175,9 @@ async fn write_loop(
         if writer.flush().await.is_err() {
             return;
         }
+        counters
+            .bytes_out
+            .store(writer.bytes_sent(), Ordering::Relaxed);
     }
     // Every sender is gone: end our direction cleanly.
     let _ = writer.close().await;
@@ -217,12 +221,22 @@ async fn read_loop(
         };
         let c = &link.counters;
         c.messages_in.fetch_add(1, Ordering::Relaxed);
+        c.bytes_in.store(reader.bytes_received(), Ordering::Relaxed);
         let ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
         c.last_activity_ms.store(ms, Ordering::Relaxed);
         shared.stats.messages_in.fetch_add(1, Ordering::Relaxed);
         match msg {
             Message::Request(req) => {
                 shared.stats.requests.fetch_add(1, Ordering::Relaxed);
+                if let Some(inbox) = &shared.inbox
+                    && shared.router.lookup(&req.path, &req.operation).is_none()
+                {
+                    // The application answers from the inbox (backpressure when it is full).
+                    if !to_inbox(inbox, &ctx, req.into()).await {
+                        return DisconnectReason::Shutdown;
+                    }
+                    continue;
+                }
                 // Bounded work per connection: wait for a slot before reading further.
                 let Ok(permit) = in_flight.clone().acquire_owned().await else {
                     return DisconnectReason::Shutdown;
@@ -240,10 +254,17 @@ async fn read_loop(
                     let fut = h.call(action, ctx.clone());
                     tokio::spawn(fut);
                 }
-                None => shared.emit(EventKind::UnknownAction {
-                    id: ctx.connection,
-                    name: action.name,
-                }),
+                None => match &shared.inbox {
+                    Some(inbox) => {
+                        if !to_inbox(inbox, &ctx, action.into()).await {
+                            return DisconnectReason::Shutdown;
+                        }
+                    }
+                    None => shared.emit(EventKind::UnknownAction {
+                        id: ctx.connection,
+                        name: action.name,
+                    }),
+                },
             },
             Message::Cancel(cancel) => {
                 if let Some(h) = running.remove(&cancel.id) {
@@ -270,6 +291,17 @@ async fn read_loop(
             }
         }
     }
+}
+
+/// Queues a message for the application; false if the inbox is gone (server stopping).
+async fn to_inbox(inbox: &mpsc::Sender<crate::InboxItem>, ctx: &Ctx, message: Message) -> bool {
+    let item = crate::InboxItem {
+        connection: ctx.connection,
+        peer: ctx.peer,
+        received_at: crate::wall_clock(),
+        message,
+    };
+    inbox.send(item).await.is_ok()
 }
 
 /// Lets in-flight requests finish (up to the shutdown grace period) before the connection

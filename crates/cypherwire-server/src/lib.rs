@@ -24,8 +24,11 @@
 //!   refused before any work), banned sources refused before reading a byte, requests in flight
 //!   per connection (beyond: the server stops reading), outbox size, idle timeout.
 //!
+//! - A pull-style [`Inbox`] ([`ServerBuilder::inbox`]) for messages no handler takes, and named
+//!   broadcast groups ([`ServerHandle::join_group`], [`ServerHandle::broadcast_group`]).
+//!
 //! **Not yet** (tracked in the server issue): session resumption with the response cache and
-//! queued pushes, the pull-style inbox, broadcast groups, tracing spans per request.
+//! queued pushes, per-connection handles with their own inbox, tracing spans per request.
 //!
 //! ```
 //! use cypherwire_server::{Ctx, HandlerError, Server};
@@ -53,6 +56,7 @@ mod conn;
 mod error;
 mod events;
 mod handler;
+mod inbox;
 mod registry;
 mod router;
 mod server;
@@ -62,8 +66,11 @@ pub use cypherwire_session as session;
 pub use crate::error::{Error, Incoming, Refusal};
 pub use crate::events::{DEFAULT_EVENT_CAPACITY, DisconnectReason, Event, EventKind, Events};
 pub use crate::handler::{ActionHandler, BoxFuture, Ctx, HandlerError, Reply, RequestHandler};
+pub use crate::inbox::{Inbox, InboxItem};
 pub use crate::registry::{ConnectionId, ConnectionInfo};
-pub use crate::server::{Server, ServerBuilder, ServerHandle, ServerLimits, StatsSnapshot};
+pub use crate::server::{
+    MAX_GROUPS, Server, ServerBuilder, ServerHandle, ServerLimits, StatsSnapshot,
+};
 
 /// The server's wall clock, for timestamps shown to users (events, registry).
 #[expect(

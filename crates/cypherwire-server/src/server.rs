@@ -119,6 +119,9 @@ pub struct StatsSnapshot {
 
 type AcceptHook = Arc<dyn Fn(Incoming) -> bool + Send + Sync>;
 
+/// Most named broadcast groups a server keeps (names come from the application).
+pub const MAX_GROUPS: usize = 65_536;
+
 pub(crate) struct Shared {
     pub(crate) auth: ServerAuth,
     pub(crate) session: SessionConfig,
@@ -133,9 +136,32 @@ pub(crate) struct Shared {
     stopped: watch::Sender<bool>,
     local_addr: SocketAddr,
     hook: Option<AcceptHook>,
+    pub(crate) inbox: Option<tokio::sync::mpsc::Sender<crate::InboxItem>>,
+    inbox_rx: Mutex<Option<tokio::sync::mpsc::Receiver<crate::InboxItem>>>,
+    groups: Mutex<std::collections::HashMap<String, std::collections::HashSet<ConnectionId>>>,
 }
 
 impl Shared {
+    fn groups(
+        &self,
+    ) -> std::sync::MutexGuard<
+        '_,
+        std::collections::HashMap<String, std::collections::HashSet<ConnectionId>>,
+    > {
+        self.groups
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Forgets a connection in every group (it ended).
+    pub(crate) fn leave_all_groups(&self, id: ConnectionId) {
+        let mut groups = self.groups();
+        groups.retain(|_, members| {
+            members.remove(&id);
+            !members.is_empty()
+        });
+    }
+
     pub(crate) fn emit(&self, kind: EventKind) {
         // No subscriber is fine: events are for those who listen.
         let _ = self.events.send(Event {
@@ -176,6 +202,7 @@ pub struct ServerBuilder {
     bans: BanPolicy,
     router: Router,
     hook: Option<AcceptHook>,
+    inbox: Option<usize>,
 }
 
 impl std::fmt::Debug for ServerBuilder {
@@ -238,6 +265,14 @@ impl ServerBuilder {
         self
     }
 
+    /// Queues every request that no route (and no fallback) matches, and every action with no
+    /// handler, in a bounded [`Inbox`](crate::Inbox) of `capacity` messages instead of answering
+    /// `NOT_FOUND` or dropping them. Take it with [`ServerHandle::take_inbox`].
+    pub fn inbox(mut self, capacity: usize) -> Self {
+        self.inbox = Some(capacity);
+        self
+    }
+
     /// Binds and starts serving.
     ///
     /// # Errors
@@ -254,6 +289,16 @@ impl ServerBuilder {
             })?;
         let local_addr = listener.local_addr().map_err(Error::LocalAddr)?;
         let (events, _) = broadcast::channel(DEFAULT_EVENT_CAPACITY);
+        if self.inbox == Some(0) {
+            return Err(Error::Config("inbox capacity must be non-zero"));
+        }
+        let (inbox, inbox_rx) = match self.inbox {
+            Some(cap) => {
+                let (tx, rx) = tokio::sync::mpsc::channel(cap);
+                (Some(tx), Some(rx))
+            }
+            None => (None, None),
+        };
         let shared = Arc::new(Shared {
             auth: self.auth,
             session: self.session,
@@ -268,6 +313,9 @@ impl ServerBuilder {
             stopped: watch::channel(false).0,
             local_addr,
             hook: self.hook,
+            inbox,
+            inbox_rx: Mutex::new(inbox_rx),
+            groups: Mutex::default(),
         });
         tokio::spawn(accept_loop(shared.clone(), listener));
         Ok(Server {
@@ -292,6 +340,7 @@ impl Server {
             bans: BanPolicy::default(),
             router: Router::default(),
             hook: None,
+            inbox: None,
         }
     }
 
@@ -434,6 +483,74 @@ impl ServerHandle {
             .links()
             .into_iter()
             .filter(|(id, link)| self.deliver(*id, link, action.clone().into()).is_ok())
+            .count()
+    }
+
+    /// Takes the inbox (once; `None` if it was not enabled or is already taken).
+    pub fn take_inbox(&self) -> Option<crate::Inbox> {
+        self.shared
+            .inbox_rx
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take()
+            .map(crate::Inbox::new)
+    }
+
+    /// Adds a connection to a named group (created on first use).
+    ///
+    /// # Errors
+    /// [`Error::UnknownConnection`]; [`Error::Config`] beyond [`MAX_GROUPS`] groups.
+    pub fn join_group(&self, id: ConnectionId, group: &str) -> Result<(), Error> {
+        if self.shared.registry.link(id).is_none() {
+            return Err(Error::UnknownConnection(id));
+        }
+        let mut groups = self.shared.groups();
+        if !groups.contains_key(group) && groups.len() >= MAX_GROUPS {
+            return Err(Error::Config("too many groups"));
+        }
+        groups.entry(group.to_owned()).or_default().insert(id);
+        Ok(())
+    }
+
+    /// Removes a connection from a group; returns whether it was a member.
+    pub fn leave_group(&self, id: ConnectionId, group: &str) -> bool {
+        let mut groups = self.shared.groups();
+        let Some(members) = groups.get_mut(group) else {
+            return false;
+        };
+        let was = members.remove(&id);
+        if members.is_empty() {
+            groups.remove(group);
+        }
+        was
+    }
+
+    /// The members of a group.
+    pub fn group_members(&self, group: &str) -> Vec<ConnectionId> {
+        let mut v: Vec<_> = self
+            .shared
+            .groups()
+            .get(group)
+            .map(|m| m.iter().copied().collect())
+            .unwrap_or_default();
+        v.sort();
+        v
+    }
+
+    /// Pushes `data` to every member of a group; returns how many it was queued for.
+    pub fn broadcast_group(&self, group: &str, data: impl Into<Value>) -> usize {
+        let data = data.into();
+        let members = self.group_members(group);
+        members
+            .into_iter()
+            .filter(|id| {
+                let Some(link) = self.shared.registry.link(*id) else {
+                    return false;
+                };
+                let seq = link.counters.push_seq.fetch_add(1, Ordering::Relaxed) + 1;
+                self.deliver(*id, &link, Push::new(seq, data.clone()).into())
+                    .is_ok()
+            })
             .count()
     }
 

@@ -636,3 +636,139 @@ async fn graceful_shutdown_finishes_in_flight_work_then_closes() {
         "new connections must be refused"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_inbox_takes_what_no_handler_does() {
+    let server = Server::builder(PSK.clone())
+        .route("/HANDLED", "GET", |_r: Request, _c: Ctx| async move {
+            Ok::<_, HandlerError>(Value::from(1))
+        })
+        .inbox(16)
+        .bind("127.0.0.1:0")
+        .await
+        .unwrap();
+    let handle = server.handle();
+    let mut inbox = handle.take_inbox().unwrap();
+    assert!(handle.take_inbox().is_none(), "one consumer only");
+    let mut c = client(&handle, &SessionConfig::default()).await;
+    // Routed requests still go to their handler.
+    assert_eq!(
+        call(&mut c, Request::new(1, "/HANDLED", "GET")).await.data,
+        Value::from(1)
+    );
+    // Unrouted requests and unbound actions arrive in order in the inbox.
+    c.send_message(&Action::new("note", Value::from("a"), 5).into())
+        .await
+        .unwrap();
+    c.send_message(
+        &Request::new(2, "/PULL", "ME")
+            .with_data(Value::from(41))
+            .into(),
+    )
+    .await
+    .unwrap();
+    let first = inbox.next().await.unwrap();
+    assert!(matches!(&first.message, Message::Action(a) if a.name == "note"));
+    let second = inbox.next().await.unwrap();
+    let Message::Request(req) = second.message else {
+        panic!()
+    };
+    assert_eq!((req.id, second.connection), (2, first.connection));
+    // The application answers it.
+    let answer = Response::ok(req.id, Value::from(req.data.as_i64().unwrap() + 1));
+    handle
+        .send_message(second.connection, answer.into())
+        .unwrap();
+    match c.recv_message().await.unwrap() {
+        Some(Message::Response(r)) => assert_eq!((r.id, r.data), (2, Value::from(42))),
+        x => panic!("{x:?}"),
+    }
+    assert!(inbox.try_next().is_none());
+    // Byte counters follow the traffic.
+    let info = handle.connection(first.connection).unwrap();
+    assert_eq!(info.messages_in, 3);
+    assert!(info.bytes_in > 0 && info.bytes_out > 0, "{info:?}");
+    handle.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn group_broadcast_reaches_members_only() {
+    let server = demo_server().bind("127.0.0.1:0").await.unwrap();
+    let handle = server.handle();
+    let mut cs = Vec::new();
+    for _ in 0..4 {
+        cs.push(client(&handle, &SessionConfig::default()).await);
+    }
+    let ids = loop {
+        let conns = handle.connections();
+        if conns.len() == 4 {
+            break conns.into_iter().map(|c| c.id).collect::<Vec<_>>();
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    handle.join_group(ids[0], "red").unwrap();
+    handle.join_group(ids[2], "red").unwrap();
+    assert_eq!(handle.group_members("red"), vec![ids[0], ids[2]]);
+    assert_eq!(handle.broadcast_group("red", Value::from("to red")), 2);
+    assert_eq!(handle.broadcast(Value::from("to all")), 4);
+    // Members see the group push first; the others only the broadcast.
+    for (i, c) in cs.iter_mut().enumerate() {
+        let Some(Message::Push(p)) = c.recv_message().await.unwrap() else {
+            panic!()
+        };
+        let want = if i == 0 || i == 2 { "to red" } else { "to all" };
+        assert_eq!(p.data, Value::from(want), "client {i}");
+    }
+    assert!(handle.leave_group(ids[0], "red"));
+    assert!(!handle.leave_group(ids[0], "red"));
+    // A member that disconnects leaves its groups.
+    cs[2].close().await.unwrap();
+    for _ in 0..100 {
+        if handle.group_members("red").is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(handle.group_members("red").is_empty());
+    handle.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn identity_and_password_modes_serve_too() {
+    use cypherwire_session::{
+        Argon2Cost, IdentityKey, Password, PasswordVerifier, PeerTrust, ServerAuth,
+    };
+    let (alice, srv) = (
+        IdentityKey::generate().unwrap(),
+        IdentityKey::generate().unwrap(),
+    );
+    let verifier = PasswordVerifier::create("network password", Argon2Cost::new(64, 1, 1)).unwrap();
+    let cases = [
+        (
+            ServerAuth::Identity(srv.clone(), PeerTrust::AllowList(vec![alice.public()])),
+            ClientAuth::Identity(alice.clone(), PeerTrust::AllowList(vec![srv.public()])),
+            Some(alice.public()),
+        ),
+        (
+            ServerAuth::Password(verifier),
+            ClientAuth::Password(Password::new("network password")),
+            None,
+        ),
+    ];
+    for (server_auth, client_auth, identity) in cases {
+        let server = Server::builder(server_auth)
+            .route("/WHO", "AMI", |_r: Request, ctx: Ctx| async move {
+                Ok::<_, HandlerError>(Value::from(ctx.identity.map(|k| k.to_text())))
+            })
+            .bind("127.0.0.1:0")
+            .await
+            .unwrap();
+        let tcp = TcpStream::connect(server.local_addr()).await.unwrap();
+        let mut c = connect(tcp, &client_auth, &SessionConfig::default())
+            .await
+            .unwrap();
+        let r = call(&mut c, Request::new(1, "/WHO", "AMI")).await;
+        assert_eq!(r.data, Value::from(identity.map(|k| k.to_text())));
+        server.handle().shutdown().await;
+    }
+}

@@ -231,6 +231,7 @@ where
 /// Receiving state: buffered input, frame decoder, record opener.
 #[derive(Debug)]
 struct RecvState {
+    bytes: u64,
     buf: BytesMut,
     frames: FrameCodec,
     opener: Opener,
@@ -250,7 +251,10 @@ impl RecvState {
                 return Err(Error::Truncated);
             };
             match self.opener.open(frame)? {
-                Opened::Message(m) => return Ok(Some(m)),
+                Opened::Message(m) => {
+                    self.bytes += m.len() as u64;
+                    return Ok(Some(m));
+                }
                 Opened::Close => {
                     self.done = true;
                     return Ok(None);
@@ -271,6 +275,7 @@ impl RecvState {
 /// Sending state: output buffer and record sealer.
 #[derive(Debug)]
 struct SendState {
+    bytes: u64,
     buf: BytesMut,
     sealer: Sealer,
     codec: Codec,
@@ -278,13 +283,22 @@ struct SendState {
 
 impl SendState {
     fn queue(&mut self, msg: &[u8]) -> Result<()> {
-        self.sealer.seal_message(msg, now(), &mut self.buf)
+        self.sealer.seal_message(msg, now(), &mut self.buf)?;
+        self.bytes += msg.len() as u64;
+        Ok(())
     }
 
     fn queue_message(&mut self, msg: &Message) -> Result<()> {
         let codec = self.codec;
-        self.sealer
-            .seal_with(now(), &mut self.buf, |dst| Ok(msg.encode(&codec, dst)?))
+        let mut len = 0;
+        self.sealer.seal_with(now(), &mut self.buf, |dst| {
+            let before = dst.len();
+            msg.encode(&codec, dst)?;
+            len = dst.len() - before;
+            Ok(())
+        })?;
+        self.bytes += len as u64;
+        Ok(())
     }
 
     async fn flush<W: AsyncWrite + Unpin>(&mut self, io: &mut W) -> Result<()> {
@@ -319,6 +333,7 @@ fn split_state(
         peer_identity: est.peer_identity,
     };
     let recv = RecvState {
+        bytes: 0,
         buf: leftover,
         frames: FrameCodec::new(limits),
         opener: est.opener,
@@ -327,6 +342,7 @@ fn split_state(
         done: false,
     };
     let send = SendState {
+        bytes: 0,
         buf: BytesMut::with_capacity(16 * 1024),
         sealer: est.sealer,
         codec,
@@ -428,6 +444,16 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> SecureStream<IO> {
         self.send.close(&mut self.io).await
     }
 
+    /// Plaintext bytes of the messages received so far.
+    pub fn bytes_received(&self) -> u64 {
+        self.recv.bytes
+    }
+
+    /// Plaintext bytes of the messages sent (queued) so far.
+    pub fn bytes_sent(&self) -> u64 {
+        self.send.bytes
+    }
+
     /// Splits into a reader and a writer that can be used from two tasks.
     pub fn into_split(self) -> (SecureReader<ReadHalf<IO>>, SecureWriter<WriteHalf<IO>>) {
         let (r, w) = tokio::io::split(self.io);
@@ -460,6 +486,11 @@ impl<R: AsyncRead + Unpin> SecureReader<R> {
         &self.info
     }
 
+    /// Plaintext bytes of the messages received so far.
+    pub fn bytes_received(&self) -> u64 {
+        self.state.bytes
+    }
+
     /// See [`SecureStream::recv`].
     ///
     /// # Errors
@@ -489,6 +520,11 @@ impl<W: AsyncWrite + Unpin> SecureWriter<W> {
     /// What was negotiated.
     pub fn info(&self) -> &SessionInfo {
         &self.info
+    }
+
+    /// Plaintext bytes of the messages sent (queued) so far.
+    pub fn bytes_sent(&self) -> u64 {
+        self.state.bytes
     }
 
     /// See [`SecureStream::send`].
