@@ -7,7 +7,7 @@
 //! | --- | --- | --- | --- | --- |
 //! | [`wire`] | `wire` (default) | `cypherwire-wire` | frames, payload codecs, [`Value`](wire::Value), envelopes; sans-IO | done |
 //! | `session` | `session` | `cypherwire-session` | Noise handshakes (PSK, identity, password), AEAD records, tokens, bans, Fernet | done |
-//! | `server` | `server` | `cypherwire-server` | router, actions, registry, push and broadcast | planned |
+//! | `server` | `server` | `cypherwire-server` | router, actions, registry, events, push, broadcast, inbox | in progress |
 //! | `client` | `client` | `cypherwire-client` | reconnecting client that loses no request | planned |
 //! | `mesh` | `mesh` | `cypherwire-mesh` | password-admitted P2P mesh | planned |
 //!
