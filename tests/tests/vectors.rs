@@ -13,7 +13,7 @@ use std::time::Duration;
 use bytes::BytesMut;
 use cypherwire::wire::{
     Action, Cancel, Close, CloseCode, Codec, CodecId, Limits, Message, MessageCodec, PayloadCodec,
-    Ping, Pong, Push, Request, Response, StatusCode, Value,
+    Ping, Pong, Push, Request, Response, Resume, StatusCode, Value, Welcome,
 };
 use cypherwire_test_support::workspace_root;
 use serde::{Deserialize, Serialize};
@@ -87,6 +87,8 @@ fn cases() -> Vec<(&'static str, Message)> {
             "close-going-away",
             Close::new(CloseCode::GOING_AWAY, "shutdown").into(),
         ),
+        ("welcome", Welcome::new([0x11; 16], 120_000, false).into()),
+        ("resume", Resume::new([0x22; 16], 7).into()),
     ]
 }
 

@@ -80,7 +80,13 @@ impl PlainClient {
         Self(s, frame)
     }
     async fn send(&mut self, n: usize) {
-        let batch: Vec<u8> = self.1.iter().copied().cycle().take(self.1.len() * n).collect();
+        let batch: Vec<u8> = self
+            .1
+            .iter()
+            .copied()
+            .cycle()
+            .take(self.1.len() * n)
+            .collect();
         self.0.write_all(&batch).await.unwrap();
     }
     async fn recv(&mut self) {
@@ -113,21 +119,27 @@ impl CwClient {
     async fn new(addr: std::net::SocketAddr) -> Self {
         let tcp = TcpStream::connect(addr).await.unwrap();
         tcp.set_nodelay(true).unwrap();
-        let s = connect(tcp, &ClientAuth::Psk(psk()), &SessionConfig::default()).await.unwrap();
+        let s = connect(tcp, &ClientAuth::Psk(psk()), &SessionConfig::default())
+            .await
+            .unwrap();
         Self { s, next: 0 }
     }
     async fn send(&mut self, n: usize) {
         for _ in 0..n {
             self.next += 1;
-            let req = Request::new(self.next, "/ECHO", "PUT").with_data(Value::bytes(vec![0xab; PAYLOAD]));
+            let req = Request::new(self.next, "/ECHO", "PUT")
+                .with_data(Value::bytes(vec![0xab; PAYLOAD]));
             self.s.queue_message(&req.into()).unwrap();
         }
         self.s.flush().await.unwrap();
     }
     async fn recv(&mut self) {
-        match self.s.recv_message().await.unwrap() {
-            Some(Message::Response(_)) => {}
-            other => panic!("{other:?}"),
+        loop {
+            match self.s.recv_message().await.unwrap() {
+                Some(Message::Response(_)) => return,
+                Some(Message::Welcome(_)) => {}
+                other => panic!("{other:?}"),
+            }
         }
     }
 }
@@ -181,7 +193,11 @@ macro_rules! workloads {
                 }
             }
             let total = start.elapsed();
-            Figures { rate: n as f64 / total.as_secs_f64(), p50_us: 0.0, p99_us: 0.0 }
+            Figures {
+                rate: n as f64 / total.as_secs_f64(),
+                p50_us: 0.0,
+                p99_us: 0.0,
+            }
         }
         /// `conns` connections, each `n` sequential round trips, concurrently.
         async fn concurrent(addr: std::net::SocketAddr, conns: usize, n: usize) -> Figures {
@@ -230,7 +246,11 @@ fn rss_kib(pid: u32) -> u64 {
 
 /// Child mode: a server with limits large enough for the idle test; prints its address.
 fn serve_idle() {
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
     rt.block_on(async {
         let mut limits = ServerLimits::default();
         limits.max_connections = 100_000;
@@ -249,7 +269,11 @@ fn main() {
         serve_idle();
         return;
     }
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
     let mut results = serde_json_like::Obj::default();
     rt.block_on(async {
         let plain_addr = plain_server().await;
@@ -287,7 +311,10 @@ fn main() {
     });
 
     // Memory per idle authenticated connection, in a separate server process.
-    let n: usize = std::env::var("CYPHERWIRE_BENCH_IDLE").ok().and_then(|v| v.parse().ok()).unwrap_or(10_000);
+    let n: usize = std::env::var("CYPHERWIRE_BENCH_IDLE")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10_000);
     let mut child = std::process::Command::new(std::env::current_exe().unwrap())
         .arg("--serve-idle")
         .stdin(std::process::Stdio::piped())
@@ -295,7 +322,9 @@ fn main() {
         .spawn()
         .unwrap();
     let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
     let addr: std::net::SocketAddr = line.trim().parse().unwrap();
     std::thread::sleep(Duration::from_millis(300));
     let before = rss_kib(child.id());
@@ -309,13 +338,18 @@ fn main() {
     });
     let after = rss_kib(child.id());
     let per = (after.saturating_sub(before)) as f64 / n as f64;
-    println!("\nidle authenticated connections: {n}; server RSS {before} KiB -> {after} KiB; {per:.1} KiB per connection");
+    println!(
+        "\nidle authenticated connections: {n}; server RSS {before} KiB -> {after} KiB; {per:.1} KiB per connection"
+    );
     results.idle(n, before, after, per);
     drop(held);
     drop(child.stdin.take());
     let _ = child.wait();
     std::fs::write(
-        concat!(env!("CARGO_MANIFEST_DIR"), "/../../target/bench-server.json"),
+        concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../target/bench-server.json"
+        ),
         results.finish(),
     )
     .unwrap();
@@ -328,7 +362,16 @@ mod serde_json_like {
 
     impl Obj {
         #[expect(clippy::too_many_arguments, reason = "one row of figures")]
-        pub(super) fn push(&mut self, name: &str, p: f64, c: f64, p50p: f64, p50c: f64, p99p: f64, p99c: f64) {
+        pub(super) fn push(
+            &mut self,
+            name: &str,
+            p: f64,
+            c: f64,
+            p50p: f64,
+            p50c: f64,
+            p99p: f64,
+            p99c: f64,
+        ) {
             self.0.push(format!(
                 "{{\"workload\":\"{name}\",\"plain_rps\":{p:.0},\"cypherwire_rps\":{c:.0},\"ratio\":{:.3},\"plain_p50_us\":{p50p:.1},\"cypherwire_p50_us\":{p50c:.1},\"plain_p99_us\":{p99p:.1},\"cypherwire_p99_us\":{p99c:.1}}}",
                 c / p

@@ -1,12 +1,14 @@
 //! One connection's driver: handshake, then a reader loop (this task) and a writer task
-//! joined by a bounded outbox.
+//! joined by a bounded outbox. Requests and pushes belong to the connection's session, which
+//! may outlive it (resumption, `docs/protocol.md` §3.7).
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use cypherwire_session::token::SessionToken;
 use cypherwire_session::wire::{Close, CloseCode, Message, Pong, Request, Response, StatusCode};
 use cypherwire_session::{Error as SessionError, SecureReader, SecureWriter, accept_guarded};
 use tokio::io::{ReadHalf, WriteHalf};
@@ -18,6 +20,7 @@ use crate::events::{DisconnectReason, EventKind};
 use crate::handler::Ctx;
 use crate::registry::{Counters, Entry, Link};
 use crate::server::{ServerHandle, Shared};
+use crate::sessions::{Begin, SessionState, welcome};
 
 /// What the writer task sends.
 #[derive(Debug)]
@@ -89,11 +92,28 @@ pub(crate) async fn run(
     let (tx, rx) = mpsc::channel(shared.limits.outbox_capacity);
     let (stop_tx, stop_rx) = watch::channel(None);
     let counters = Arc::new(Counters::default());
+
+    // Every connection starts a session; a Resume as its first message may swap it for an
+    // earlier one.
+    let now = crate::monotonic();
+    let Some((sid, state, token)) = shared.sessions.create(now) else {
+        shared.emit(EventKind::Refused {
+            peer,
+            reason: crate::Refusal::TooManyConnections,
+        });
+        return;
+    };
+    state.attach(id, tx.clone());
     let link = Link {
         outbox: tx.clone(),
         counters: counters.clone(),
         stop: Arc::new(stop_tx),
+        session: Arc::new(Mutex::new(state)),
     };
+    let ttl = shared.sessions.policy().ttl;
+    // The first thing the peer reads is its session token. The outbox is empty: this cannot
+    // block.
+    let _ = tx.try_send(Outgoing::Message(welcome(&token, ttl, false)));
     shared.registry.insert(
         id,
         Entry {
@@ -119,14 +139,17 @@ pub(crate) async fn run(
         deadline: None,
         server: handle,
     };
-    let reason = read_loop(&shared, reader, &link, stop_rx, ctx).await;
+    let provisional = Provisional { sid, token };
+    let reason = read_loop(&shared, reader, &link, stop_rx, ctx, provisional).await;
 
-    // No new pushes from now on; tell the peer why we end, then let the writer drain.
+    // No new pushes from now on; the session stays resumable for its time to live.
     shared.registry.remove(id);
     shared.leave_all_groups(id);
+    link.session().detach(id, crate::monotonic());
     let close = match &reason {
         DisconnectReason::Closed | DisconnectReason::Truncated => None,
         DisconnectReason::Kicked => Some((CloseCode::KICKED, "kicked")),
+        DisconnectReason::Replaced => Some((CloseCode::GOING_AWAY, "session resumed elsewhere")),
         DisconnectReason::SlowConsumer => Some((CloseCode::SLOW_CONSUMER, "slow consumer")),
         DisconnectReason::IdleTimeout => Some((CloseCode::TIMEOUT, "idle timeout")),
         DisconnectReason::Shutdown => Some((CloseCode::GOING_AWAY, "server shutting down")),
@@ -143,6 +166,12 @@ pub(crate) async fn run(
     drop(link);
     let _ = tokio::time::timeout(Duration::from_secs(5), writer_task).await;
     shared.emit(EventKind::Disconnected { id, peer, reason });
+}
+
+/// The session created for this connection, until a resume replaces it.
+struct Provisional {
+    sid: crate::sessions::SessionId,
+    token: SessionToken,
 }
 
 async fn write_loop(
@@ -189,12 +218,15 @@ async fn read_loop(
     link: &Link,
     mut stop: watch::Receiver<Option<DisconnectReason>>,
     ctx: Ctx,
+    provisional: Provisional,
 ) -> DisconnectReason {
     let in_flight = Arc::new(Semaphore::new(shared.limits.max_in_flight));
     let mut running: HashMap<u64, AbortHandle> = HashMap::new();
     let mut shutdown = shared.shutdown_rx();
     let idle = shared.limits.idle_timeout;
     let started = tokio::time::Instant::now();
+    let mut first = true;
+    let mut provisional = Some(provisional);
     loop {
         let msg = tokio::select! {
             biased;
@@ -225,7 +257,15 @@ async fn read_loop(
         let ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
         c.last_activity_ms.store(ms, Ordering::Relaxed);
         shared.stats.messages_in.fetch_add(1, Ordering::Relaxed);
+        let was_first = std::mem::replace(&mut first, false);
         match msg {
+            Message::Resume(resume) if was_first => {
+                if let Some(p) = provisional.take()
+                    && !resume_session(shared, link, &ctx, &resume, p).await
+                {
+                    return DisconnectReason::Io("writer stopped".into());
+                }
+            }
             Message::Request(req) => {
                 shared.stats.requests.fetch_add(1, Ordering::Relaxed);
                 if let Some(inbox) = &shared.inbox
@@ -237,6 +277,23 @@ async fn read_loop(
                     }
                     continue;
                 }
+                let session = link.session();
+                match session.begin(req.id) {
+                    Begin::Cached(resp) => {
+                        // A resent request that already ran: the stored answer, not a second run.
+                        if link
+                            .outbox
+                            .send(Outgoing::Message(resp.into()))
+                            .await
+                            .is_err()
+                        {
+                            return DisconnectReason::Io("writer stopped".into());
+                        }
+                        continue;
+                    }
+                    Begin::InProgress => continue,
+                    Begin::Run => {}
+                }
                 // Bounded work per connection: wait for a slot before reading further.
                 let Ok(permit) = in_flight.clone().acquire_owned().await else {
                     return DisconnectReason::Shutdown;
@@ -245,7 +302,7 @@ async fn read_loop(
                     running.retain(|_, h| !h.is_finished());
                 }
                 let id = req.id;
-                if let Some(abort) = dispatch(shared, req, &ctx, link.outbox.clone(), permit) {
+                if let Some(abort) = dispatch(shared, req, &ctx, session, permit) {
                     running.insert(id, abort);
                 }
             }
@@ -285,12 +342,70 @@ async fn read_loop(
             Message::Close(_) => return DisconnectReason::Closed,
             other => {
                 return DisconnectReason::ProtocolError(format!(
-                    "a client may not send kind 0x{:02x}",
+                    "a client may not send kind 0x{:02x} here",
                     other.kind()
                 ));
             }
         }
     }
+}
+
+/// Handles a Resume: attaches this connection to the earlier session if its token is valid and
+/// no push it may have missed is lost; otherwise keeps the fresh session. Either way the peer
+/// gets a Welcome saying which. Returns false if the writer is gone.
+async fn resume_session(
+    shared: &Arc<Shared>,
+    link: &Link,
+    ctx: &Ctx,
+    resume: &cypherwire_session::wire::Resume,
+    provisional: Provisional,
+) -> bool {
+    let now = crate::monotonic();
+    let ttl = shared.sessions.policy().ttl;
+    let token = SessionToken::from_bytes(resume.token.0);
+    let resumed = shared
+        .sessions
+        .resume(&token, now)
+        .and_then(|(_, old, fresh)| {
+            old.replay_after(resume.last_push_seq)
+                .map(|p| (old, fresh, p))
+        });
+    let Some((old, fresh, pushes)) = resumed else {
+        // Unknown, used or expired token, or lost pushes: the peer continues on the fresh
+        // session it was welcomed to (and resends what it must, per the delivery contract).
+        return link
+            .outbox
+            .send(Outgoing::Message(welcome(&provisional.token, ttl, false)))
+            .await
+            .is_ok();
+    };
+    if let Some(previous) = old.attach(ctx.connection, link.outbox.clone())
+        && let Some(prev) = shared.registry.link(previous)
+    {
+        // A half-open predecessor still held the session: it is replaced.
+        prev.stop.send_replace(Some(DisconnectReason::Replaced));
+    }
+    let fresh_session = link.session();
+    shared.sessions.discard(provisional.sid, &provisional.token);
+    drop(fresh_session);
+    *link
+        .session
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner) = old;
+    if link
+        .outbox
+        .send(Outgoing::Message(welcome(&fresh, ttl, true)))
+        .await
+        .is_err()
+    {
+        return false;
+    }
+    for p in pushes {
+        if link.outbox.send(Outgoing::Message(p.into())).await.is_err() {
+            return false;
+        }
+    }
+    true
 }
 
 /// Queues a message for the application; false if the inbox is gone (server stopping).
@@ -311,13 +426,21 @@ async fn drain(shared: &Arc<Shared>, in_flight: &Arc<Semaphore>) {
     let _ = tokio::time::timeout(shared.grace(), in_flight.acquire_many(all)).await;
 }
 
+/// Records the answer in the session and sends it to whichever connection the session is
+/// attached to now.
+async fn answer(session: &SessionState, resp: Response) {
+    if let Some(tx) = session.complete(resp.id, &resp) {
+        let _ = tx.send(Outgoing::Message(resp.into())).await;
+    }
+}
+
 /// Runs one request: the handler in its own task (so a panic is contained and `Cancel` can
 /// abort it), and a small task that turns the outcome into exactly one response.
 fn dispatch(
     shared: &Arc<Shared>,
     req: Request,
     ctx: &Ctx,
-    outbox: mpsc::Sender<Outgoing>,
+    session: Arc<SessionState>,
     permit: OwnedSemaphorePermit,
 ) -> Option<AbortHandle> {
     let id = req.id;
@@ -326,11 +449,7 @@ fn dispatch(
         let text = format!("no handler for {} {}", req.path, req.operation);
         tokio::spawn(async move {
             let _permit = permit;
-            let _ = outbox
-                .send(Outgoing::Message(
-                    Response::error(id, StatusCode::NOT_FOUND, text).into(),
-                ))
-                .await;
+            answer(&session, Response::error(id, StatusCode::NOT_FOUND, text)).await;
         });
         return None;
     };
@@ -338,7 +457,7 @@ fn dispatch(
         tokio::spawn(async move {
             let _permit = permit;
             let resp = Response::error(id, StatusCode::DEADLINE_EXCEEDED, "deadline exceeded");
-            let _ = outbox.send(Outgoing::Message(resp.into())).await;
+            answer(&session, resp).await;
         });
         return None;
     }
@@ -369,9 +488,12 @@ fn dispatch(
                 Response::error(id, StatusCode::INTERNAL, "internal error")
             }
             // Cancelled by the client: no answer.
-            Some(Err(_)) => return,
+            Some(Err(_)) => {
+                session.abandon(id);
+                return;
+            }
         };
-        let _ = outbox.send(Outgoing::Message(resp.into())).await;
+        answer(&session, resp).await;
     });
     Some(abort)
 }

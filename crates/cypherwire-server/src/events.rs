@@ -98,6 +98,8 @@ pub enum DisconnectReason {
     IdleTimeout,
     /// The server is shutting down.
     Shutdown,
+    /// A newer connection resumed this connection's session.
+    Replaced,
     /// The peer broke the protocol or a record failed authentication.
     ProtocolError(String),
     /// The transport failed.

@@ -27,8 +27,14 @@
 //! - A pull-style [`Inbox`] ([`ServerBuilder::inbox`]) for messages no handler takes, and named
 //!   broadcast groups ([`ServerHandle::join_group`], [`ServerHandle::broadcast_group`]).
 //!
-//! **Not yet** (tracked in the server issue): session resumption with the response cache and
-//! queued pushes, per-connection handles with their own inbox, tracing spans per request.
+//! - Sessions that outlive connections ([`ResumePolicy`]): every connection is welcomed with a
+//!   single-use resumption token inside the encrypted channel; a client that reconnects (fresh
+//!   handshake) and presents it continues its session: requests it resends are answered from
+//!   a bounded response cache instead of running twice, and pushes it missed are replayed in
+//!   order. `docs/protocol.md` §3.7 and the delivery contract in the README.
+//!
+//! **Not yet** (tracked in the server issue): per-connection handles with their own inbox,
+//! tracing spans per request.
 //!
 //! ```
 //! use cypherwire_server::{Ctx, HandlerError, Server};
@@ -60,6 +66,7 @@ mod inbox;
 mod registry;
 mod router;
 mod server;
+mod sessions;
 
 pub use cypherwire_session as session;
 
@@ -71,6 +78,7 @@ pub use crate::registry::{ConnectionId, ConnectionInfo};
 pub use crate::server::{
     MAX_GROUPS, Server, ServerBuilder, ServerHandle, ServerLimits, StatsSnapshot,
 };
+pub use crate::sessions::ResumePolicy;
 
 /// The server's wall clock, for timestamps shown to users (events, registry).
 #[expect(

@@ -31,8 +31,6 @@ pub(crate) struct Counters {
     pub(crate) bytes_out: AtomicU64,
     /// Milliseconds since `connected_at` of the last message received.
     pub(crate) last_activity_ms: AtomicU64,
-    /// The last push sequence number used.
-    pub(crate) push_seq: AtomicU64,
 }
 
 /// A snapshot of one connection.
@@ -73,6 +71,17 @@ pub(crate) struct Link {
     pub(crate) counters: std::sync::Arc<Counters>,
     /// Set to ask the connection to end, with the reason.
     pub(crate) stop: std::sync::Arc<tokio::sync::watch::Sender<Option<crate::DisconnectReason>>>,
+    /// The session the connection is attached to (changes when it resumes another).
+    pub(crate) session: std::sync::Arc<Mutex<std::sync::Arc<crate::sessions::SessionState>>>,
+}
+
+impl Link {
+    pub(crate) fn session(&self) -> std::sync::Arc<crate::sessions::SessionState> {
+        self.session
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
 }
 
 impl Entry {

@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use cypherwire_session::wire::{Action, Message, Push, Value};
+use cypherwire_session::wire::{Action, Message, Value};
 use cypherwire_session::{AttemptLimiter, BanPolicy, ServerAuth, SessionConfig};
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, broadcast, watch};
@@ -115,6 +115,8 @@ pub struct StatsSnapshot {
     pub slow_consumers: u64,
     /// Connections kicked.
     pub kicks: u64,
+    /// Sessions kept (attached or resumable).
+    pub sessions: usize,
 }
 
 type AcceptHook = Arc<dyn Fn(Incoming) -> bool + Send + Sync>;
@@ -139,6 +141,7 @@ pub(crate) struct Shared {
     pub(crate) inbox: Option<tokio::sync::mpsc::Sender<crate::InboxItem>>,
     inbox_rx: Mutex<Option<tokio::sync::mpsc::Receiver<crate::InboxItem>>>,
     groups: Mutex<std::collections::HashMap<String, std::collections::HashSet<ConnectionId>>>,
+    pub(crate) sessions: crate::sessions::Sessions,
 }
 
 impl Shared {
@@ -203,6 +206,7 @@ pub struct ServerBuilder {
     router: Router,
     hook: Option<AcceptHook>,
     inbox: Option<usize>,
+    resume: crate::ResumePolicy,
 }
 
 impl std::fmt::Debug for ServerBuilder {
@@ -273,6 +277,13 @@ impl ServerBuilder {
         self
     }
 
+    /// Session resumption settings (how long sessions survive a lost connection, how many
+    /// responses and pushes they keep).
+    pub fn resume_policy(mut self, policy: crate::ResumePolicy) -> Self {
+        self.resume = policy;
+        self
+    }
+
     /// Binds and starts serving.
     ///
     /// # Errors
@@ -289,6 +300,9 @@ impl ServerBuilder {
             })?;
         let local_addr = listener.local_addr().map_err(Error::LocalAddr)?;
         let (events, _) = broadcast::channel(DEFAULT_EVENT_CAPACITY);
+        let sessions = crate::sessions::Sessions::new(self.resume).ok_or(Error::Config(
+            "resume ttl and max_sessions must be non-zero",
+        ))?;
         if self.inbox == Some(0) {
             return Err(Error::Config("inbox capacity must be non-zero"));
         }
@@ -316,6 +330,7 @@ impl ServerBuilder {
             inbox,
             inbox_rx: Mutex::new(inbox_rx),
             groups: Mutex::default(),
+            sessions,
         });
         tokio::spawn(accept_loop(shared.clone(), listener));
         Ok(Server {
@@ -341,6 +356,7 @@ impl Server {
             router: Router::default(),
             hook: None,
             inbox: None,
+            resume: crate::ResumePolicy::default(),
         }
     }
 
@@ -416,8 +432,32 @@ impl ServerHandle {
             .registry
             .link(id)
             .ok_or(Error::UnknownConnection(id))?;
-        let seq = link.counters.push_seq.fetch_add(1, Ordering::Relaxed) + 1;
-        self.deliver(id, &link, Push::new(seq, data).into())
+        self.push(id, &link, data.into())
+    }
+
+    /// Pushes through the connection's session (numbered, kept for replay after a cut).
+    fn push(
+        &self,
+        id: ConnectionId,
+        link: &crate::registry::Link,
+        data: Value,
+    ) -> Result<(), Error> {
+        match link.session().push(data) {
+            Ok(()) => {
+                self.shared.stats.pushes.fetch_add(1, Ordering::Relaxed);
+                Ok(())
+            }
+            Err(crate::sessions::PushFailure::SlowConsumer(conn)) => {
+                self.shared
+                    .stats
+                    .slow_consumers
+                    .fetch_add(1, Ordering::Relaxed);
+                if let Some(l) = self.shared.registry.link(conn) {
+                    l.stop.send_replace(Some(DisconnectReason::SlowConsumer));
+                }
+                Err(Error::SlowConsumer(id))
+            }
+        }
     }
 
     /// Queues any envelope to one connection.
@@ -467,11 +507,7 @@ impl ServerHandle {
             .registry
             .links()
             .into_iter()
-            .filter(|(id, link)| {
-                let seq = link.counters.push_seq.fetch_add(1, Ordering::Relaxed) + 1;
-                self.deliver(*id, link, Push::new(seq, data.clone()).into())
-                    .is_ok()
-            })
+            .filter(|(id, link)| self.push(*id, link, data.clone()).is_ok())
             .count()
     }
 
@@ -547,9 +583,7 @@ impl ServerHandle {
                 let Some(link) = self.shared.registry.link(*id) else {
                     return false;
                 };
-                let seq = link.counters.push_seq.fetch_add(1, Ordering::Relaxed) + 1;
-                self.deliver(*id, &link, Push::new(seq, data.clone()).into())
-                    .is_ok()
+                self.push(*id, &link, data.clone()).is_ok()
             })
             .count()
     }
@@ -616,6 +650,7 @@ impl ServerHandle {
             pushes: s.pushes.load(Ordering::Relaxed),
             slow_consumers: s.slow_consumers.load(Ordering::Relaxed),
             kicks: s.kicks.load(Ordering::Relaxed),
+            sessions: self.shared.sessions.len(),
         }
     }
 
@@ -638,10 +673,15 @@ async fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
     let handshakes = Arc::new(Semaphore::new(shared.limits.max_handshakes));
     let mut conns = JoinSet::new();
     let mut shutdown = shared.shutdown_rx();
+    let mut purge = tokio::time::interval(Duration::from_secs(5));
     loop {
         while conns.try_join_next().is_some() {}
         let accepted = tokio::select! {
             _ = shutdown.wait_for(|down| *down) => break,
+            _ = purge.tick() => {
+                shared.sessions.purge(crate::monotonic());
+                continue;
+            }
             r = listener.accept() => r,
         };
         let (stream, peer) = match accepted {

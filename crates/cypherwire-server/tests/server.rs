@@ -29,6 +29,20 @@ async fn client(server: &ServerHandle, cfg: &SessionConfig) -> Stream {
         .unwrap()
 }
 
+/// The next message other than the session's Welcome.
+async fn next(s: &mut Stream) -> Option<Message> {
+    loop {
+        match tokio::time::timeout(Duration::from_secs(10), s.recv_message())
+            .await
+            .unwrap()
+            .unwrap()
+        {
+            Some(Message::Welcome(_)) => {}
+            other => return other,
+        }
+    }
+}
+
 /// Sends a request and waits for its response (skipping pushes and actions).
 async fn call(s: &mut Stream, req: Request) -> Response {
     let id = req.id;
@@ -189,7 +203,7 @@ async fn many_concurrent_clients_with_pipelined_requests() {
             s.flush().await.unwrap();
             let mut seen = 0;
             while seen < 20 {
-                if let Some(Message::Response(r)) = s.recv_message().await.unwrap() {
+                if let Some(Message::Response(r)) = next(&mut s).await {
                     assert_eq!(r.data, Value::from(c * 1000 + r.id));
                     seen += 1;
                 }
@@ -224,11 +238,7 @@ async fn an_action_broadcast_reaches_100_clients() {
     clients[0].send_message(&chat.clone().into()).await.unwrap();
     let mut got = 0;
     for c in &mut clients {
-        match tokio::time::timeout(Duration::from_secs(10), c.recv_message())
-            .await
-            .unwrap()
-            .unwrap()
-        {
+        match next(c).await {
             Some(Message::Action(a)) => {
                 assert_eq!(a, chat);
                 got += 1;
@@ -240,7 +250,7 @@ async fn an_action_broadcast_reaches_100_clients() {
     // Server-initiated broadcast: a Push with the next sequence number on each connection.
     assert_eq!(handle.broadcast(Value::from(7)), 100);
     for c in &mut clients {
-        match c.recv_message().await.unwrap() {
+        match next(c).await {
             Some(Message::Push(p)) => assert_eq!((p.seq, p.data), (1, Value::from(7))),
             other => panic!("{other:?}"),
         }
@@ -279,7 +289,7 @@ async fn a_slow_consumer_is_cut_while_others_keep_receiving() {
         handle.send_to(reader_id, Value::from(delivered)).unwrap();
         delivered += 1;
         // The reader keeps up.
-        match reader.recv_message().await.unwrap() {
+        match next(&mut reader).await {
             Some(Message::Push(p)) => assert_eq!(p.data, Value::from(delivered - 1)),
             other => panic!("{other:?}"),
         }
@@ -294,7 +304,7 @@ async fn a_slow_consumer_is_cut_while_others_keep_receiving() {
     handle
         .send_to(reader_id, Value::from("still here"))
         .unwrap();
-    match reader.recv_message().await.unwrap() {
+    match next(&mut reader).await {
         Some(Message::Push(p)) => assert_eq!(p.data, Value::from("still here")),
         other => panic!("{other:?}"),
     }
@@ -324,11 +334,12 @@ async fn registry_events_kick_and_disconnect() {
     assert!(handle.connection_by_peer(info.peer).is_some());
     call(&mut a, Request::new(1, "/ECHO", "PUT")).await;
     call(&mut b, Request::new(1, "/ECHO", "PUT")).await;
+    // Out: the Welcome and the response.
     let infos = handle.connections();
     assert!(
         infos
             .iter()
-            .all(|i| i.messages_in == 1 && i.messages_out == 1),
+            .all(|i| i.messages_in == 1 && i.messages_out == 2),
         "{infos:?}"
     );
 
@@ -345,11 +356,11 @@ async fn registry_events_kick_and_disconnect() {
     } else {
         (&mut a, &mut b)
     };
-    match victim.recv_message().await.unwrap() {
+    match next(victim).await {
         Some(Message::Close(c)) => assert_eq!(c.code, CloseCode::KICKED),
         x => panic!("{x:?}"),
     }
-    assert_eq!(victim.recv_message().await.unwrap(), None);
+    assert_eq!(next(victim).await, None);
     // The other closes cleanly.
     other.close().await.unwrap();
     let closed = next_event(&mut events, |k| matches!(k, EventKind::Disconnected { .. })).await;
@@ -434,11 +445,7 @@ async fn bad_input_at_the_socket_leaves_the_server_serving() {
     .await;
     assert_eq!(r.data, Value::from(1));
     // And an idle one is closed with TIMEOUT.
-    match tokio::time::timeout(Duration::from_secs(5), c.recv_message())
-        .await
-        .unwrap()
-        .unwrap()
-    {
+    match next(&mut c).await {
         Some(Message::Close(close)) => assert_eq!(close.code, CloseCode::TIMEOUT),
         x => panic!("{x:?}"),
     }
@@ -580,7 +587,7 @@ async fn deadlines_and_cancellation() {
     s.send_message(&req.into()).await.unwrap();
     s.send_message(&Cancel::new(2).into()).await.unwrap();
     s.send_message(&Ping::new(9).into()).await.unwrap();
-    match s.recv_message().await.unwrap() {
+    match next(&mut s).await {
         Some(Message::Pong(p)) => assert_eq!(p.nonce, 9),
         x => panic!("{x:?}"),
     }
@@ -617,15 +624,15 @@ async fn graceful_shutdown_finishes_in_flight_work_then_closes() {
     tokio::time::sleep(Duration::from_millis(50)).await;
     let h2 = handle.clone();
     let stopping = tokio::spawn(async move { h2.shutdown().await });
-    match c.recv_message().await.unwrap() {
+    match next(&mut c).await {
         Some(Message::Response(r)) => assert_eq!(r.data, Value::from("done")),
         x => panic!("{x:?}"),
     }
-    match c.recv_message().await.unwrap() {
+    match next(&mut c).await {
         Some(Message::Close(close)) => assert_eq!(close.code, CloseCode::GOING_AWAY),
         x => panic!("{x:?}"),
     }
-    assert_eq!(c.recv_message().await.unwrap(), None);
+    assert_eq!(next(&mut c).await, None);
     tokio::time::timeout(Duration::from_secs(10), stopping)
         .await
         .unwrap()
@@ -679,7 +686,7 @@ async fn the_inbox_takes_what_no_handler_does() {
     handle
         .send_message(second.connection, answer.into())
         .unwrap();
-    match c.recv_message().await.unwrap() {
+    match next(&mut c).await {
         Some(Message::Response(r)) => assert_eq!((r.id, r.data), (2, Value::from(42))),
         x => panic!("{x:?}"),
     }
@@ -713,7 +720,7 @@ async fn group_broadcast_reaches_members_only() {
     assert_eq!(handle.broadcast(Value::from("to all")), 4);
     // Members see the group push first; the others only the broadcast.
     for (i, c) in cs.iter_mut().enumerate() {
-        let Some(Message::Push(p)) = c.recv_message().await.unwrap() else {
+        let Some(Message::Push(p)) = next(c).await else {
             panic!()
         };
         let want = if i == 0 || i == 2 { "to red" } else { "to all" };

@@ -93,7 +93,7 @@ pub use crate::limits::{
 };
 pub use crate::message::{
     Action, Cancel, Close, CloseCode, ENVELOPE_VERSION, Message, Ping, Pong, Push, Request,
-    Response, Status, StatusCode,
+    Response, Resume, Status, StatusCode, TokenBytes, Welcome,
 };
 pub use crate::message_codec::MessageCodec;
 pub use crate::value::{Integer, Value, from_value, to_value};

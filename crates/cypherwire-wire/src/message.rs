@@ -20,10 +20,12 @@
 //! | `0x06` | [`Ping`] | nonce |
 //! | `0x07` | [`Pong`] | nonce |
 //! | `0x08` | [`Close`] | code, reason |
+//! | `0x40` | [`Welcome`] | token, ttl_ms, resumed |
+//! | `0x41` | [`Resume`] | token, last_push_seq |
 //!
-//! Kinds `0x40..=0x7f` are reserved for the session layer and `0x80..=0xbf` for the mesh;
-//! both decode here as [`Error::UnknownKind`] and are claimed by those layers before this
-//! decoder sees them. The normative text is `docs/protocol.md` §4.
+//! Other kinds in `0x40..=0x7f` are reserved for the session layer and `0x80..=0xbf` for the
+//! mesh; they decode here as [`Error::UnknownKind`]. The normative text is
+//! `docs/protocol.md` §4.
 
 use std::time::Duration;
 
@@ -342,6 +344,103 @@ impl Close {
     }
 }
 
+/// A session token as it travels inside the encrypted channel (16 bytes; MessagePack `bin`).
+#[derive(Clone, PartialEq, Eq)]
+pub struct TokenBytes(pub [u8; 16]);
+
+impl std::fmt::Debug for TokenBytes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TokenBytes(<redacted>)")
+    }
+}
+
+impl Serialize for TokenBytes {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.serialize_bytes(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for TokenBytes {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = TokenBytes;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("16 bytes")
+            }
+            fn visit_bytes<E: serde::de::Error>(
+                self,
+                v: &[u8],
+            ) -> std::result::Result<TokenBytes, E> {
+                <[u8; 16]>::try_from(v)
+                    .map(TokenBytes)
+                    .map_err(|_| E::invalid_length(v.len(), &self))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> std::result::Result<TokenBytes, A::Error> {
+                let mut out = [0u8; 16];
+                for (i, b) in out.iter_mut().enumerate() {
+                    *b = seq
+                        .next_element()?
+                        .ok_or_else(|| serde::de::Error::invalid_length(i, &self))?;
+                }
+                if seq.next_element::<u8>()?.is_some() {
+                    return Err(serde::de::Error::invalid_length(17, &self));
+                }
+                Ok(TokenBytes(out))
+            }
+        }
+        d.deserialize_bytes(V)
+    }
+}
+
+/// Server → client, right after every handshake: the session's resumption token (single-use,
+/// valid for `ttl_ms`) and the session's last push sequence number. `docs/protocol.md` §3.7.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct Welcome {
+    /// The token to present in [`Resume`] after a reconnect.
+    pub token: TokenBytes,
+    /// How long the token stays valid, in milliseconds.
+    pub ttl_ms: u64,
+    /// Whether this connection continues an earlier session (after a successful [`Resume`]).
+    pub resumed: bool,
+}
+
+impl Welcome {
+    /// A welcome.
+    pub fn new(token: [u8; 16], ttl_ms: u64, resumed: bool) -> Self {
+        Self {
+            token: TokenBytes(token),
+            ttl_ms,
+            resumed,
+        }
+    }
+}
+
+/// Client → server, as the first message after a fresh handshake: continue the session of
+/// `token`, whose pushes up to `last_push_seq` the client has received.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct Resume {
+    /// The token from the last [`Welcome`].
+    pub token: TokenBytes,
+    /// The highest push sequence number received.
+    pub last_push_seq: u64,
+}
+
+impl Resume {
+    /// A resume request.
+    pub fn new(token: [u8; 16], last_push_seq: u64) -> Self {
+        Self {
+            token: TokenBytes(token),
+            last_push_seq,
+        }
+    }
+}
+
 /// Any envelope. The serde form of this enum (externally tagged, e.g. `{"Ping": {"nonce": 1}}`)
 /// is used for descriptions such as the test vectors; on the wire, [`Message::encode`] writes
 /// the binary envelope.
@@ -360,6 +459,8 @@ pub enum Message {
     Ping(Ping),
     Pong(Pong),
     Close(Close),
+    Welcome(Welcome),
+    Resume(Resume),
 }
 
 /// Message kind bytes (`docs/protocol.md` §4.1).
@@ -382,6 +483,10 @@ pub mod kind {
     pub const CLOSE: u8 = 0x08;
     /// First kind reserved for the session layer.
     pub const SESSION_MIN: u8 = 0x40;
+    /// [`Welcome`](super::Welcome).
+    pub const WELCOME: u8 = 0x40;
+    /// [`Resume`](super::Resume).
+    pub const RESUME: u8 = 0x41;
     /// First kind reserved for the mesh.
     pub const MESH_MIN: u8 = 0x80;
 }
@@ -398,6 +503,8 @@ impl Message {
             Self::Ping(_) => kind::PING,
             Self::Pong(_) => kind::PONG,
             Self::Close(_) => kind::CLOSE,
+            Self::Welcome(_) => kind::WELCOME,
+            Self::Resume(_) => kind::RESUME,
         }
     }
 
@@ -418,6 +525,8 @@ impl Message {
             Self::Ping(m) => codec.encode(m, dst),
             Self::Pong(m) => codec.encode(m, dst),
             Self::Close(m) => codec.encode(m, dst),
+            Self::Welcome(m) => codec.encode(m, dst),
+            Self::Resume(m) => codec.encode(m, dst),
         };
         if res.is_err() {
             dst.truncate(start);
@@ -454,6 +563,8 @@ impl Message {
             kind::PING => Self::Ping(codec.decode(payload, limits)?),
             kind::PONG => Self::Pong(codec.decode(payload, limits)?),
             kind::CLOSE => Self::Close(codec.decode(payload, limits)?),
+            kind::WELCOME => Self::Welcome(codec.decode(payload, limits)?),
+            kind::RESUME => Self::Resume(codec.decode(payload, limits)?),
             other => return Err(Error::UnknownKind(other)),
         })
     }
@@ -499,7 +610,9 @@ macro_rules! into_message {
         }
     )*};
 }
-into_message!(Request, Response, Action, Push, Cancel, Ping, Pong, Close);
+into_message!(
+    Request, Response, Action, Push, Cancel, Ping, Pong, Close, Welcome, Resume
+);
 
 /// Serde adapter: `Option<Duration>` as optional whole milliseconds (saturating at `u64::MAX`).
 mod opt_millis {
@@ -561,8 +674,8 @@ mod tests {
             Err(Error::UnknownKind(9))
         ));
         assert!(matches!(
-            Message::decode(&MsgPack, &[1, 0x40, 0x90], &l),
-            Err(Error::UnknownKind(0x40))
+            Message::decode(&MsgPack, &[1, 0x42, 0x90], &l),
+            Err(Error::UnknownKind(0x42))
         ));
         assert!(matches!(
             Message::decode(&MsgPack, &[1], &l),

@@ -8,7 +8,7 @@ use std::time::Duration;
 use bytes::BytesMut;
 use cypherwire_wire::{
     Action, Cancel, Close, CloseCode, Codec, Limits, Message, MessageCodec, PayloadCodec, Ping,
-    Pong, Push, Request, Response, StatusCode, Value,
+    Pong, Push, Request, Response, Resume, StatusCode, Value, Welcome,
 };
 use proptest::prelude::*;
 use tokio_util::codec::{Decoder, Encoder};
@@ -71,6 +71,9 @@ fn arb_message() -> impl Strategy<Value = Message> {
         any::<u64>().prop_map(|n| Ping::new(n).into()),
         any::<u64>().prop_map(|n| Pong::new(n).into()),
         (any::<u16>(), s).prop_map(|(c, r)| Close::new(CloseCode(c), r).into()),
+        (any::<[u8; 16]>(), any::<u64>(), any::<bool>())
+            .prop_map(|(t, ttl, r)| Welcome::new(t, ttl, r).into()),
+        (any::<[u8; 16]>(), any::<u64>()).prop_map(|(t, seq)| Resume::new(t, seq).into()),
     ]
 }
 

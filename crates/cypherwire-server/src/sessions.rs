@@ -1,0 +1,344 @@
+//! Sessions that outlive connections: resumption tokens, the response cache that keeps a
+//! resent request from running twice, and the push replay buffer (`docs/protocol.md` §3.7).
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+use cypherwire_session::token::{SessionToken, TokenStore};
+use cypherwire_session::wire::{Message, Push, Response, Value};
+use tokio::sync::mpsc;
+
+use crate::conn::Outgoing;
+use crate::registry::ConnectionId;
+
+/// Resumption settings, each a documented default.
+///
+/// | setting | default |
+/// | --- | --- |
+/// | `ttl`: how long a detached session (and its token) can be resumed | 120 s |
+/// | `response_cache`: responses kept per session for resent requests | 256 |
+/// | `response_cache_bytes`: their approximate total size | 4 MiB |
+/// | `push_buffer`: recent pushes kept per session for replay after a cut | 1,024 |
+/// | `push_buffer_bytes`: their approximate total size | 8 MiB |
+/// | `max_sessions`: sessions kept at once, attached or not | 20,000 |
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ResumePolicy {
+    /// How long a detached session can be resumed.
+    pub ttl: Duration,
+    /// Responses kept per session.
+    pub response_cache: usize,
+    /// Approximate bytes of responses kept per session.
+    pub response_cache_bytes: usize,
+    /// Pushes kept per session for replay.
+    pub push_buffer: usize,
+    /// Approximate bytes of pushes kept per session.
+    pub push_buffer_bytes: usize,
+    /// Sessions kept at once.
+    pub max_sessions: usize,
+}
+
+impl Default for ResumePolicy {
+    fn default() -> Self {
+        Self {
+            ttl: Duration::from_secs(120),
+            response_cache: 256,
+            response_cache_bytes: 4 * 1024 * 1024,
+            push_buffer: 1024,
+            push_buffer_bytes: 8 * 1024 * 1024,
+            max_sessions: 20_000,
+        }
+    }
+}
+
+/// An approximate in-memory size of a value, for byte bounds.
+pub(crate) fn approx_size(v: &Value) -> usize {
+    match v {
+        Value::String(s) => 24 + s.len(),
+        Value::Bytes(b) => 24 + b.len(),
+        Value::Array(a) => 24 + a.iter().map(approx_size).sum::<usize>(),
+        Value::Map(m) => {
+            24 + m
+                .iter()
+                .map(|(k, v)| approx_size(k) + approx_size(v))
+                .sum::<usize>()
+        }
+        _ => 16,
+    }
+}
+
+/// What to do with a request.
+pub(crate) enum Begin {
+    /// Run it.
+    Run,
+    /// It already ran: answer with this.
+    Cached(Response),
+    /// It is running (a resend): its answer will come when it finishes.
+    InProgress,
+}
+
+/// Why a push was not queued.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum PushFailure {
+    /// The attached connection's outbox is full.
+    SlowConsumer(ConnectionId),
+}
+
+struct Inner {
+    attached: Option<(ConnectionId, mpsc::Sender<Outgoing>)>,
+    detached_at: Option<Instant>,
+    push_seq: u64,
+    replay: VecDeque<(Push, usize)>,
+    replay_bytes: usize,
+    /// The replay buffer dropped pushes the client may not have seen: resumption must fail.
+    gap_after: Option<u64>,
+    responses: HashMap<u64, (Response, usize)>,
+    response_order: VecDeque<u64>,
+    response_bytes: usize,
+    running: HashSet<u64>,
+}
+
+/// One session's state.
+pub(crate) struct SessionState {
+    inner: Mutex<Inner>,
+    policy: ResumePolicy,
+}
+
+impl SessionState {
+    fn new(policy: ResumePolicy) -> Self {
+        Self {
+            inner: Mutex::new(Inner {
+                attached: None,
+                detached_at: None,
+                push_seq: 0,
+                replay: VecDeque::new(),
+                replay_bytes: 0,
+                gap_after: None,
+                responses: HashMap::new(),
+                response_order: VecDeque::new(),
+                response_bytes: 0,
+                running: HashSet::new(),
+            }),
+            policy,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub(crate) fn attach(
+        &self,
+        conn: ConnectionId,
+        outbox: mpsc::Sender<Outgoing>,
+    ) -> Option<ConnectionId> {
+        let mut s = self.lock();
+        s.detached_at = None;
+        s.attached
+            .replace((conn, outbox))
+            .map(|(old, _)| old)
+            .filter(|old| *old != conn)
+    }
+
+    pub(crate) fn detach(&self, conn: ConnectionId, now: Instant) {
+        let mut s = self.lock();
+        if s.attached.as_ref().is_some_and(|(c, _)| *c == conn) {
+            s.attached = None;
+            s.detached_at = Some(now);
+        }
+    }
+
+    fn expired(&self, now: Instant) -> bool {
+        self.lock()
+            .detached_at
+            .is_some_and(|at| now.saturating_duration_since(at) >= self.policy.ttl)
+    }
+
+    /// Queues a push: numbered, kept for replay, sent to the attached connection if any.
+    pub(crate) fn push(&self, data: Value) -> Result<(), PushFailure> {
+        let mut s = self.lock();
+        s.push_seq += 1;
+        let push = Push::new(s.push_seq, data);
+        let size = approx_size(&push.data);
+        s.replay.push_back((push.clone(), size));
+        s.replay_bytes += size;
+        while s.replay.len() > self.policy.push_buffer
+            || s.replay_bytes > self.policy.push_buffer_bytes
+        {
+            let Some((old, sz)) = s.replay.pop_front() else {
+                break;
+            };
+            s.replay_bytes -= sz;
+            if s.attached.is_none() {
+                // Detached: the client cannot have seen it. Remember the hole.
+                s.gap_after = Some(s.gap_after.map_or(old.seq, |g| g.max(old.seq)));
+            }
+        }
+        match &s.attached {
+            Some((conn, tx)) => match tx.try_send(Outgoing::Message(push.into())) {
+                Ok(()) | Err(mpsc::error::TrySendError::Closed(_)) => Ok(()),
+                Err(mpsc::error::TrySendError::Full(_)) => Err(PushFailure::SlowConsumer(*conn)),
+            },
+            None => Ok(()),
+        }
+    }
+
+    /// The pushes after `last` for a resuming client, or `None` if some were lost.
+    pub(crate) fn replay_after(&self, last: u64) -> Option<Vec<Push>> {
+        let s = self.lock();
+        if last > s.push_seq || s.gap_after.is_some_and(|g| g > last) {
+            return None;
+        }
+        let first_kept = s.replay.front().map_or(s.push_seq + 1, |(p, _)| p.seq);
+        if last + 1 < first_kept {
+            return None;
+        }
+        Some(
+            s.replay
+                .iter()
+                .filter(|(p, _)| p.seq > last)
+                .map(|(p, _)| p.clone())
+                .collect(),
+        )
+    }
+
+    pub(crate) fn begin(&self, id: u64) -> Begin {
+        let mut s = self.lock();
+        if let Some((r, _)) = s.responses.get(&id) {
+            return Begin::Cached(r.clone());
+        }
+        if !s.running.insert(id) {
+            return Begin::InProgress;
+        }
+        Begin::Run
+    }
+
+    /// Records the answer; returns where to send it now (if the session is attached).
+    pub(crate) fn complete(&self, id: u64, resp: &Response) -> Option<mpsc::Sender<Outgoing>> {
+        let mut s = self.lock();
+        s.running.remove(&id);
+        let size =
+            approx_size(&resp.data) + approx_size(&resp.metadata) + resp.status.message.len();
+        s.responses.insert(id, (resp.clone(), size));
+        s.response_order.push_back(id);
+        s.response_bytes += size;
+        while s.responses.len() > self.policy.response_cache
+            || s.response_bytes > self.policy.response_cache_bytes
+        {
+            let Some(old) = s.response_order.pop_front() else {
+                break;
+            };
+            if let Some((_, sz)) = s.responses.remove(&old) {
+                s.response_bytes -= sz;
+            }
+        }
+        s.attached.as_ref().map(|(_, tx)| tx.clone())
+    }
+
+    /// Forgets a request that will never be answered (cancelled).
+    pub(crate) fn abandon(&self, id: u64) {
+        self.lock().running.remove(&id);
+    }
+}
+
+/// Identifies a session (internal).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) struct SessionId(u64);
+
+/// All sessions, by id, and their tokens.
+pub(crate) struct Sessions {
+    policy: ResumePolicy,
+    tokens: Mutex<TokenStore<SessionId>>,
+    map: Mutex<HashMap<SessionId, Arc<SessionState>>>,
+    next: AtomicU64,
+}
+
+impl Sessions {
+    pub(crate) fn new(policy: ResumePolicy) -> Option<Self> {
+        let tokens = TokenStore::new(policy.ttl, policy.max_sessions).ok()?;
+        Some(Self {
+            policy,
+            tokens: Mutex::new(tokens),
+            map: Mutex::new(HashMap::new()),
+            next: AtomicU64::new(0),
+        })
+    }
+
+    pub(crate) fn policy(&self) -> ResumePolicy {
+        self.policy
+    }
+
+    fn map(&self) -> MutexGuard<'_, HashMap<SessionId, Arc<SessionState>>> {
+        self.map.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn tokens(&self) -> MutexGuard<'_, TokenStore<SessionId>> {
+        self.tokens.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// A new session and its first token. `None` if the session table is full of live
+    /// sessions (the connection then runs without resumption).
+    pub(crate) fn create(
+        &self,
+        now: Instant,
+    ) -> Option<(SessionId, Arc<SessionState>, SessionToken)> {
+        let mut map = self.map();
+        if map.len() >= self.policy.max_sessions {
+            map.retain(|_, s| !s.expired(now));
+            if map.len() >= self.policy.max_sessions {
+                return None;
+            }
+        }
+        let id = SessionId(self.next.fetch_add(1, Ordering::Relaxed) + 1);
+        let token = self.tokens().issue(id, now).ok()?;
+        let state = Arc::new(SessionState::new(self.policy));
+        map.insert(id, state.clone());
+        Some((id, state, token))
+    }
+
+    /// Redeems a token: the session it resumes and a fresh token for it.
+    pub(crate) fn resume(
+        &self,
+        token: &SessionToken,
+        now: Instant,
+    ) -> Option<(SessionId, Arc<SessionState>, SessionToken)> {
+        let id = self.tokens().redeem(token, now).ok()?;
+        let state = {
+            let mut map = self.map();
+            match map.get(&id) {
+                Some(s) if !s.expired(now) => s.clone(),
+                Some(_) => {
+                    map.remove(&id);
+                    return None;
+                }
+                None => return None,
+            }
+        };
+        let fresh = self.tokens().issue(id, now).ok()?;
+        Some((id, state, fresh))
+    }
+
+    /// Drops a session for good (e.g. the provisional one a resume replaced).
+    pub(crate) fn discard(&self, id: SessionId, token: &SessionToken) {
+        self.tokens().revoke(token);
+        self.map().remove(&id);
+    }
+
+    /// Drops detached sessions past their time to live.
+    pub(crate) fn purge(&self, now: Instant) {
+        self.map().retain(|_, s| !s.expired(now));
+        self.tokens().purge(now);
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.map().len()
+    }
+}
+
+/// Encodes a token for the wire.
+pub(crate) fn welcome(token: &SessionToken, ttl: Duration, resumed: bool) -> Message {
+    let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX);
+    cypherwire_session::wire::Welcome::new(*token.as_bytes(), ttl_ms, resumed).into()
+}
