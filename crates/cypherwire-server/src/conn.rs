@@ -464,7 +464,11 @@ fn dispatch(
     let mut ctx = ctx.clone();
     ctx.request_id = Some(id);
     ctx.deadline = deadline;
-    let mut work = tokio::spawn(handler.call(req, ctx));
+    let span = tracing::debug_span!("request", id, path = %req.path, operation = %req.operation);
+    let mut work = tokio::spawn(tracing::Instrument::instrument(
+        handler.call(req, ctx),
+        span,
+    ));
     let abort = work.abort_handle();
     tokio::spawn(async move {
         let _permit = permit;

@@ -33,8 +33,11 @@
 //!   a bounded response cache instead of running twice, and pushes it missed are replayed in
 //!   order. `docs/protocol.md` §3.7 and the delivery contract in the README.
 //!
-//! **Not yet** (tracked in the server issue): per-connection handles with their own inbox,
-//! tracing spans per request.
+//! - `tracing` spans per connection (`connection`, with the peer) and per request (`request`,
+//!   with id, path and operation).
+//!
+//! **Not yet** (tracked in the server issue): a per-connection receive queue (today the
+//! server-wide [`Inbox`] tags each message with its connection).
 //!
 //! ```
 //! use cypherwire_server::{Ctx, HandlerError, Server};
@@ -76,7 +79,7 @@ pub use crate::handler::{ActionHandler, BoxFuture, Ctx, HandlerError, Reply, Req
 pub use crate::inbox::{Inbox, InboxItem};
 pub use crate::registry::{ConnectionId, ConnectionInfo};
 pub use crate::server::{
-    MAX_GROUPS, Server, ServerBuilder, ServerHandle, ServerLimits, StatsSnapshot,
+    ConnectionHandle, MAX_GROUPS, Server, ServerBuilder, ServerHandle, ServerLimits, StatsSnapshot,
 };
 pub use crate::sessions::ResumePolicy;
 

@@ -522,6 +522,20 @@ impl ServerHandle {
             .count()
     }
 
+    /// A handle on one connection: send to it, close it, read its details.
+    ///
+    /// # Errors
+    /// [`Error::UnknownConnection`].
+    pub fn connection_handle(&self, id: ConnectionId) -> Result<ConnectionHandle, Error> {
+        if self.shared.registry.link(id).is_none() {
+            return Err(Error::UnknownConnection(id));
+        }
+        Ok(ConnectionHandle {
+            id,
+            server: self.clone(),
+        })
+    }
+
     /// Takes the inbox (once; `None` if it was not enabled or is already taken).
     pub fn take_inbox(&self) -> Option<crate::Inbox> {
         self.shared
@@ -669,6 +683,43 @@ impl ServerHandle {
     }
 }
 
+/// One connection, from the registry (aesm's connection objects): send to it, close it.
+/// Messages it sends that no handler takes arrive in the server's [`Inbox`](crate::Inbox),
+/// tagged with its id.
+#[derive(Debug, Clone)]
+pub struct ConnectionHandle {
+    id: ConnectionId,
+    server: ServerHandle,
+}
+
+impl ConnectionHandle {
+    /// The connection's id.
+    pub fn id(&self) -> ConnectionId {
+        self.id
+    }
+
+    /// The connection's details, while it lives.
+    pub fn info(&self) -> Option<ConnectionInfo> {
+        self.server.connection(self.id)
+    }
+
+    /// Pushes `data` to it. See [`ServerHandle::send_to`].
+    ///
+    /// # Errors
+    /// As [`ServerHandle::send_to`].
+    pub fn send(&self, data: impl Into<Value>) -> Result<(), Error> {
+        self.server.send_to(self.id, data)
+    }
+
+    /// Closes it (the peer gets `Close` with code `KICKED`).
+    ///
+    /// # Errors
+    /// [`Error::UnknownConnection`] if it already ended.
+    pub fn close(&self) -> Result<(), Error> {
+        self.server.kick(self.id)
+    }
+}
+
 async fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
     let handshakes = Arc::new(Semaphore::new(shared.limits.max_handshakes));
     let mut conns = JoinSet::new();
@@ -719,7 +770,11 @@ async fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
             refuse(Refusal::TooManyHandshakes);
             continue;
         };
-        conns.spawn(conn::run(shared.clone(), stream, peer, permit));
+        let span = tracing::info_span!("connection", %peer);
+        conns.spawn(tracing::Instrument::instrument(
+            conn::run(shared.clone(), stream, peer, permit),
+            span,
+        ));
     }
     drop(listener);
     // Connections drain themselves on the shutdown signal; give them the grace period and a

@@ -779,3 +779,83 @@ async fn identity_and_password_modes_serve_too() {
         server.handle().shutdown().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_keep_their_order_under_connection_churn() {
+    use std::collections::HashMap;
+    let server = demo_server().bind("127.0.0.1:0").await.unwrap();
+    let handle = server.handle();
+    let mut events = handle.events();
+    // 60 clients arrive and leave in overlapping waves; some close cleanly, some vanish.
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..60u64 {
+        let handle = handle.clone();
+        tasks.spawn(async move {
+            tokio::time::sleep(Duration::from_millis(i % 7 * 3)).await;
+            let mut c = client(&handle, &SessionConfig::default()).await;
+            call(&mut c, Request::new(1, "/ECHO", "PUT")).await;
+            if i % 2 == 0 {
+                c.close().await.unwrap();
+                // Read to the end so the server's close completes.
+                while next(&mut c).await.is_some() {}
+            }
+        });
+    }
+    while let Some(r) = tasks.join_next().await {
+        r.unwrap();
+    }
+    // Per peer: Accepted, then Authenticated, then Disconnected, in that order.
+    let mut stage: HashMap<std::net::SocketAddr, u8> = HashMap::new();
+    let mut disconnected = 0;
+    while disconnected < 60 {
+        let e = tokio::time::timeout(Duration::from_secs(10), events.next())
+            .await
+            .unwrap()
+            .unwrap();
+        let (peer, expect_before, now) = match e.kind {
+            EventKind::Accepted { peer } => (peer, 0, 1),
+            EventKind::Authenticated { peer, .. } => (peer, 1, 2),
+            EventKind::Disconnected { peer, .. } => {
+                disconnected += 1;
+                (peer, 2, 3)
+            }
+            other => panic!("unexpected {other:?}"),
+        };
+        let s = stage.entry(peer).or_insert(0);
+        assert_eq!(*s, expect_before, "{peer}: out of order");
+        *s = now;
+    }
+    assert!(stage.values().all(|s| *s == 3));
+    assert_eq!(handle.count(), 0, "no leaked registry entries");
+    handle.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connection_handles_send_and_close() {
+    let server = demo_server().bind("127.0.0.1:0").await.unwrap();
+    let handle = server.handle();
+    let mut c = client(&handle, &SessionConfig::default()).await;
+    call(&mut c, Request::new(1, "/ECHO", "PUT")).await;
+    let id = handle.connections()[0].id;
+    let conn = handle.connection_handle(id).unwrap();
+    assert_eq!(conn.info().unwrap().id, id);
+    conn.send(Value::from("hi")).unwrap();
+    match next(&mut c).await {
+        Some(Message::Push(p)) => assert_eq!(p.data, Value::from("hi")),
+        x => panic!("{x:?}"),
+    }
+    conn.close().unwrap();
+    match next(&mut c).await {
+        Some(Message::Close(close)) => assert_eq!(close.code, CloseCode::KICKED),
+        x => panic!("{x:?}"),
+    }
+    for _ in 0..100 {
+        if conn.info().is_none() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(conn.info().is_none());
+    assert!(conn.send(Value::Nil).is_err());
+    handle.shutdown().await;
+}
