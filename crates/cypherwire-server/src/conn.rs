@@ -104,10 +104,18 @@ pub(crate) async fn run(
         return;
     };
     state.attach(id, tx.clone());
+    let (queue_tx, queue) = match shared.connection_queue {
+        Some(cap) => {
+            let (qtx, qrx) = mpsc::channel(cap);
+            (Some(qtx), Some(Arc::new(tokio::sync::Mutex::new(qrx))))
+        }
+        None => (None, None),
+    };
     let link = Link {
         outbox: tx.clone(),
         counters: counters.clone(),
         stop: Arc::new(stop_tx),
+        queue,
         session: Arc::new(Mutex::new(state)),
     };
     let ttl = shared.sessions.policy().ttl;
@@ -140,7 +148,8 @@ pub(crate) async fn run(
         server: handle,
     };
     let provisional = Provisional { sid, token };
-    let reason = read_loop(&shared, reader, &link, stop_rx, ctx, provisional).await;
+    let unhandled = queue_tx.as_ref().or(shared.inbox.as_ref()).cloned();
+    let reason = read_loop(&shared, reader, &link, stop_rx, ctx, provisional, unhandled).await;
 
     // No new pushes from now on; the session stays resumable for its time to live.
     shared.registry.remove(id);
@@ -219,6 +228,7 @@ async fn read_loop(
     mut stop: watch::Receiver<Option<DisconnectReason>>,
     ctx: Ctx,
     provisional: Provisional,
+    unhandled: Option<mpsc::Sender<crate::InboxItem>>,
 ) -> DisconnectReason {
     let in_flight = Arc::new(Semaphore::new(shared.limits.max_in_flight));
     let mut running: HashMap<u64, AbortHandle> = HashMap::new();
@@ -268,7 +278,7 @@ async fn read_loop(
             }
             Message::Request(req) => {
                 shared.stats.requests.fetch_add(1, Ordering::Relaxed);
-                if let Some(inbox) = &shared.inbox
+                if let Some(inbox) = &unhandled
                     && shared.router.lookup(&req.path, &req.operation).is_none()
                 {
                     // The application answers from the inbox (backpressure when it is full).
@@ -311,7 +321,7 @@ async fn read_loop(
                     let fut = h.call(action, ctx.clone());
                     tokio::spawn(fut);
                 }
-                None => match &shared.inbox {
+                None => match &unhandled {
                     Some(inbox) => {
                         if !to_inbox(inbox, &ctx, action.into()).await {
                             return DisconnectReason::Shutdown;

@@ -24,8 +24,10 @@
 //!   refused before any work), banned sources refused before reading a byte, requests in flight
 //!   per connection (beyond: the server stops reading), outbox size, idle timeout.
 //!
-//! - A pull-style [`Inbox`] ([`ServerBuilder::inbox`]) for messages no handler takes, and named
-//!   broadcast groups ([`ServerHandle::join_group`], [`ServerHandle::broadcast_group`]).
+//! - A pull-style [`Inbox`] ([`ServerBuilder::inbox`]) for messages no handler takes, or a
+//!   bounded receive queue per connection ([`ServerBuilder::connection_queue`],
+//!   [`ConnectionHandle::recv`]); named broadcast groups ([`ServerHandle::join_group`],
+//!   [`ServerHandle::broadcast_group`]).
 //!
 //! - Sessions that outlive connections ([`ResumePolicy`]): every connection is welcomed with a
 //!   single-use resumption token inside the encrypted channel; a client that reconnects (fresh
@@ -35,9 +37,7 @@
 //!
 //! - `tracing` spans per connection (`connection`, with the peer) and per request (`request`,
 //!   with id, path and operation).
-//!
-//! **Not yet** (tracked in the server issue): a per-connection receive queue (today the
-//! server-wide [`Inbox`] tags each message with its connection).
+
 //!
 //! ```
 //! use cypherwire_server::{Ctx, HandlerError, Server};

@@ -71,6 +71,8 @@ pub(crate) struct Link {
     pub(crate) counters: std::sync::Arc<Counters>,
     /// Set to ask the connection to end, with the reason.
     pub(crate) stop: std::sync::Arc<tokio::sync::watch::Sender<Option<crate::DisconnectReason>>>,
+    /// This connection's own receive queue, if enabled (unhandled messages, oldest first).
+    pub(crate) queue: Option<std::sync::Arc<tokio::sync::Mutex<mpsc::Receiver<crate::InboxItem>>>>,
     /// The session the connection is attached to (changes when it resumes another).
     pub(crate) session: std::sync::Arc<Mutex<std::sync::Arc<crate::sessions::SessionState>>>,
 }

@@ -142,6 +142,7 @@ pub(crate) struct Shared {
     inbox_rx: Mutex<Option<tokio::sync::mpsc::Receiver<crate::InboxItem>>>,
     groups: Mutex<std::collections::HashMap<String, std::collections::HashSet<ConnectionId>>>,
     pub(crate) sessions: crate::sessions::Sessions,
+    pub(crate) connection_queue: Option<usize>,
 }
 
 impl Shared {
@@ -206,6 +207,7 @@ pub struct ServerBuilder {
     router: Router,
     hook: Option<AcceptHook>,
     inbox: Option<usize>,
+    connection_queue: Option<usize>,
     resume: crate::ResumePolicy,
 }
 
@@ -277,6 +279,16 @@ impl ServerBuilder {
         self
     }
 
+    /// Gives every connection its own bounded receive queue of `capacity` messages
+    /// (NetStructer's per-connection receive buffer): requests no route matches and actions
+    /// with no handler wait there, oldest first, for [`ConnectionHandle::recv`]. Takes
+    /// precedence over the server-wide [`inbox`](Self::inbox). A full queue stops reading that
+    /// connection until there is room.
+    pub fn connection_queue(mut self, capacity: usize) -> Self {
+        self.connection_queue = Some(capacity);
+        self
+    }
+
     /// Session resumption settings (how long sessions survive a lost connection, how many
     /// responses and pushes they keep).
     pub fn resume_policy(mut self, policy: crate::ResumePolicy) -> Self {
@@ -303,7 +315,7 @@ impl ServerBuilder {
         let sessions = crate::sessions::Sessions::new(self.resume).ok_or(Error::Config(
             "resume ttl and max_sessions must be non-zero",
         ))?;
-        if self.inbox == Some(0) {
+        if self.inbox == Some(0) || self.connection_queue == Some(0) {
             return Err(Error::Config("inbox capacity must be non-zero"));
         }
         let (inbox, inbox_rx) = match self.inbox {
@@ -331,6 +343,7 @@ impl ServerBuilder {
             inbox_rx: Mutex::new(inbox_rx),
             groups: Mutex::default(),
             sessions,
+            connection_queue: self.connection_queue,
         });
         tokio::spawn(accept_loop(shared.clone(), listener));
         Ok(Server {
@@ -356,6 +369,7 @@ impl Server {
             router: Router::default(),
             hook: None,
             inbox: None,
+            connection_queue: None,
             resume: crate::ResumePolicy::default(),
         }
     }
@@ -527,12 +541,15 @@ impl ServerHandle {
     /// # Errors
     /// [`Error::UnknownConnection`].
     pub fn connection_handle(&self, id: ConnectionId) -> Result<ConnectionHandle, Error> {
-        if self.shared.registry.link(id).is_none() {
-            return Err(Error::UnknownConnection(id));
-        }
+        let link = self
+            .shared
+            .registry
+            .link(id)
+            .ok_or(Error::UnknownConnection(id))?;
         Ok(ConnectionHandle {
             id,
             server: self.clone(),
+            queue: link.queue,
         })
     }
 
@@ -686,10 +703,20 @@ impl ServerHandle {
 /// One connection, from the registry (aesm's connection objects): send to it, close it.
 /// Messages it sends that no handler takes arrive in the server's [`Inbox`](crate::Inbox),
 /// tagged with its id.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ConnectionHandle {
     id: ConnectionId,
     server: ServerHandle,
+    queue: Option<Arc<tokio::sync::Mutex<tokio::sync::mpsc::Receiver<crate::InboxItem>>>>,
+}
+
+impl std::fmt::Debug for ConnectionHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConnectionHandle")
+            .field("id", &self.id)
+            .field("queue", &self.queue.is_some())
+            .finish()
+    }
 }
 
 impl ConnectionHandle {
@@ -717,6 +744,21 @@ impl ConnectionHandle {
     /// [`Error::UnknownConnection`] if it already ended.
     pub fn close(&self) -> Result<(), Error> {
         self.server.kick(self.id)
+    }
+
+    /// The oldest message waiting in this connection's receive queue (enabled with
+    /// [`ServerBuilder::connection_queue`]); `None` once the connection has ended and its
+    /// queue is empty.
+    ///
+    /// # Errors
+    /// [`Error::Config`] if connection queues are not enabled, [`Error::UnknownConnection`] if
+    /// the connection is gone.
+    pub async fn recv(&self) -> Result<Option<crate::InboxItem>, Error> {
+        let queue = self
+            .queue
+            .as_ref()
+            .ok_or(Error::Config("connection queues are not enabled"))?;
+        Ok(queue.lock().await.recv().await)
     }
 }
 

@@ -859,3 +859,84 @@ async fn connection_handles_send_and_close() {
     assert!(conn.send(Value::Nil).is_err());
     handle.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_connection_can_have_its_own_receive_queue() {
+    let server = Server::builder(PSK.clone())
+        .connection_queue(4)
+        .bind("127.0.0.1:0")
+        .await
+        .unwrap();
+    let handle = server.handle();
+    let mut a = client(&handle, &SessionConfig::default()).await;
+    let mut b = client(&handle, &SessionConfig::default()).await;
+    a.send_message(&Action::new("from", Value::from("a"), 0).into())
+        .await
+        .unwrap();
+    b.send_message(&Action::new("from", Value::from("b"), 0).into())
+        .await
+        .unwrap();
+    b.send_message(&Request::new(7, "/ASK", "B").into())
+        .await
+        .unwrap();
+    let ids = loop {
+        let conns = handle.connections();
+        if conns.len() == 2 {
+            break conns;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    // Each queue holds only its own connection's messages, oldest first.
+    for info in ids {
+        let conn = handle.connection_handle(info.id).unwrap();
+        let first = conn.recv().await.unwrap().unwrap();
+        let Message::Action(act) = &first.message else {
+            panic!("{first:?}")
+        };
+        assert_eq!(first.connection, info.id);
+        if act.data == Value::from("b") {
+            let second = conn.recv().await.unwrap().unwrap();
+            let Message::Request(req) = second.message else {
+                panic!()
+            };
+            handle
+                .send_message(
+                    info.id,
+                    Response::ok(req.id, Value::from("answered")).into(),
+                )
+                .unwrap();
+        }
+    }
+    // The application's answer reaches the client that asked.
+    loop {
+        match next(&mut b).await {
+            Some(Message::Response(r)) => {
+                assert_eq!((r.id, r.data), (7, Value::from("answered")));
+                break;
+            }
+            Some(_) => {}
+            None => panic!("closed"),
+        }
+    }
+    // Without connection queues, recv says so.
+    let plain = demo_server().bind("127.0.0.1:0").await.unwrap();
+    let _c = client(&plain.handle(), &SessionConfig::default()).await;
+    let id = loop {
+        if let Some(i) = plain.handle().connections().first() {
+            break i.id;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    assert!(
+        plain
+            .handle()
+            .connection_handle(id)
+            .unwrap()
+            .recv()
+            .await
+            .is_err()
+    );
+    drop(a);
+    plain.handle().shutdown().await;
+    handle.shutdown().await;
+}
