@@ -435,7 +435,8 @@ impl ServerHandle {
         self.shared.registry.by_peer(peer)
     }
 
-    /// Queues a [`Push`] with `data` to one connection (sequence numbers per connection).
+    /// Queues a [`Push`](cypherwire_session::wire::Push) with `data` to one connection
+    /// (numbered per session, kept for replay after a cut).
     ///
     /// # Errors
     /// [`Error::UnknownConnection`], or [`Error::SlowConsumer`] if its outbox is full (the
