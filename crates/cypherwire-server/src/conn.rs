@@ -34,6 +34,40 @@ pub(crate) enum Outgoing {
 /// Most outgoing messages sealed into one write.
 const WRITE_BATCH: usize = 64;
 
+/// Aborts a task when dropped: if the connection's own task is aborted (immediate stop), its
+/// writer goes with it.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// The handler tasks of a connection. Dropped without [`disarm`](Self::disarm) (the
+/// connection task was aborted), it aborts them; on a normal end they keep running so that a
+/// resumed session still gets their answers.
+struct Running {
+    tasks: HashMap<u64, AbortHandle>,
+    armed: bool,
+}
+
+impl Running {
+    fn disarm(&mut self) {
+        self.armed = false;
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if self.armed {
+            for h in self.tasks.values() {
+                h.abort();
+            }
+        }
+    }
+}
+
 /// Releases the per-address slot when the connection ends, however it ends.
 struct IpSlot {
     shared: Arc<Shared>,
@@ -137,7 +171,7 @@ pub(crate) async fn run(
         identity: info.peer_identity,
     });
 
-    let writer_task = tokio::spawn(write_loop(writer, rx, counters.clone()));
+    let mut writer_task = AbortOnDrop(tokio::spawn(write_loop(writer, rx, counters.clone())));
     let handle = ServerHandle::from_shared(shared.clone());
     let ctx = Ctx {
         connection: id,
@@ -153,6 +187,10 @@ pub(crate) async fn run(
 
     // No new pushes from now on; the session stays resumable for its time to live.
     shared.registry.remove(id);
+    shared
+        .stats
+        .bytes_in_closed
+        .fetch_add(counters.bytes_in.load(Ordering::Relaxed), Ordering::Relaxed);
     shared.leave_all_groups(id);
     link.session().detach(id, crate::monotonic());
     let close = match &reason {
@@ -168,12 +206,16 @@ pub(crate) async fn run(
     if let Some((code, text)) = close {
         // A full outbox (slow consumer) cannot take the Close: the writer is stopped instead.
         if tx.try_send(Outgoing::Close(code, text)).is_err() {
-            writer_task.abort();
+            writer_task.0.abort();
         }
     }
     drop(tx);
     drop(link);
-    let _ = tokio::time::timeout(Duration::from_secs(5), writer_task).await;
+    let _ = tokio::time::timeout(Duration::from_secs(5), &mut writer_task.0).await;
+    shared.stats.bytes_out_closed.fetch_add(
+        counters.bytes_out.load(Ordering::Relaxed),
+        Ordering::Relaxed,
+    );
     shared.emit(EventKind::Disconnected { id, peer, reason });
 }
 
@@ -231,7 +273,42 @@ async fn read_loop(
     unhandled: Option<mpsc::Sender<crate::InboxItem>>,
 ) -> DisconnectReason {
     let in_flight = Arc::new(Semaphore::new(shared.limits.max_in_flight));
-    let mut running: HashMap<u64, AbortHandle> = HashMap::new();
+    let mut running = Running {
+        tasks: HashMap::new(),
+        armed: true,
+    };
+    let reason = read_messages(
+        shared,
+        &mut reader,
+        link,
+        &mut stop,
+        &ctx,
+        provisional,
+        unhandled,
+        &in_flight,
+        &mut running,
+    )
+    .await;
+    running.disarm();
+    reason
+}
+
+#[expect(
+    clippy::too_many_arguments,
+    reason = "the reader loop's state, passed once"
+)]
+async fn read_messages(
+    shared: &Arc<Shared>,
+    reader: &mut SecureReader<ReadHalf<TcpStream>>,
+    link: &Link,
+    stop: &mut watch::Receiver<Option<DisconnectReason>>,
+    ctx: &Ctx,
+    provisional: Provisional,
+    unhandled: Option<mpsc::Sender<crate::InboxItem>>,
+    in_flight: &Arc<Semaphore>,
+    running: &mut Running,
+) -> DisconnectReason {
+    let ctx = ctx.clone();
     let mut shutdown = shared.shutdown_rx();
     let idle = shared.limits.idle_timeout;
     let started = tokio::time::Instant::now();
@@ -250,7 +327,7 @@ async fn read_loop(
             r = tokio::time::timeout(idle, reader.recv_message()) => Some(r),
         };
         let Some(msg) = msg else {
-            drain(shared, &in_flight).await;
+            drain(shared, in_flight).await;
             return DisconnectReason::Shutdown;
         };
         let msg = match msg {
@@ -308,12 +385,12 @@ async fn read_loop(
                 let Ok(permit) = in_flight.clone().acquire_owned().await else {
                     return DisconnectReason::Shutdown;
                 };
-                if running.len() >= shared.limits.max_in_flight {
-                    running.retain(|_, h| !h.is_finished());
+                if running.tasks.len() >= shared.limits.max_in_flight {
+                    running.tasks.retain(|_, h| !h.is_finished());
                 }
                 let id = req.id;
                 if let Some(abort) = dispatch(shared, req, &ctx, session, permit) {
-                    running.insert(id, abort);
+                    running.tasks.insert(id, abort);
                 }
             }
             Message::Action(action) => match shared.router.action_handler(&action.name) {
@@ -334,7 +411,7 @@ async fn read_loop(
                 },
             },
             Message::Cancel(cancel) => {
-                if let Some(h) = running.remove(&cancel.id) {
+                if let Some(h) = running.tasks.remove(&cancel.id) {
                     h.abort();
                 }
             }

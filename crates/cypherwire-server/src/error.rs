@@ -51,6 +51,8 @@ pub enum Refusal {
     Banned,
     /// The server is shutting down.
     ShuttingDown,
+    /// The address opened connections faster than its handshake rate limit.
+    RateLimited,
 }
 
 /// What the accept hook sees of a new connection.

@@ -19,9 +19,10 @@
 //!   with reason, unknown action), [`send_to`](ServerHandle::send_to) and
 //!   [`broadcast`](ServerHandle::broadcast) over bounded outboxes (a full outbox disconnects that
 //!   slow consumer; nobody else waits), bans, counters, graceful
-//!   [`shutdown`](ServerHandle::shutdown).
-//! - Bounds everywhere: connections in total and per address, handshakes in progress (beyond:
-//!   refused before any work), banned sources refused before reading a byte, requests in flight
+//!   [`shutdown`](ServerHandle::shutdown) or an immediate
+//!   [`shutdown_now`](ServerHandle::shutdown_now).
+//! - Bounds everywhere: connections in total and per address, a handshake rate per address
+//!   (token bucket), handshakes in progress (beyond: refused before any work), banned sources refused before reading a byte, requests in flight
 //!   per connection (beyond: the server stops reading), outbox size, idle timeout.
 //!
 //! - A pull-style [`Inbox`] ([`ServerBuilder::inbox`]) for messages no handler takes, or a
@@ -66,6 +67,7 @@ mod error;
 mod events;
 mod handler;
 mod inbox;
+mod rate;
 mod registry;
 mod router;
 mod server;
@@ -77,6 +79,7 @@ pub use crate::error::{Error, Incoming, Refusal};
 pub use crate::events::{DEFAULT_EVENT_CAPACITY, DisconnectReason, Event, EventKind, Events};
 pub use crate::handler::{ActionHandler, BoxFuture, Ctx, HandlerError, Reply, RequestHandler};
 pub use crate::inbox::{Inbox, InboxItem};
+pub use crate::rate::{DEFAULT_HANDSHAKE_RATE, RateLimit};
 pub use crate::registry::{ConnectionId, ConnectionInfo};
 pub use crate::server::{
     ConnectionHandle, MAX_GROUPS, Server, ServerBuilder, ServerHandle, ServerLimits, StatsSnapshot,

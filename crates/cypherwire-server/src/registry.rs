@@ -126,6 +126,15 @@ impl Registry {
         self.entries().remove(&id);
     }
 
+    /// Forgets every connection (after their tasks were aborted).
+    pub(crate) fn clear(&self) {
+        self.entries().clear();
+        self.per_ip
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clear();
+    }
+
     pub(crate) fn len(&self) -> usize {
         self.entries().len()
     }

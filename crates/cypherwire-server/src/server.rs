@@ -29,10 +29,11 @@ use crate::router::Router;
 /// | `outbox_capacity` (messages queued to one peer; beyond: slow-consumer disconnect) | 1,024 |
 /// | `max_in_flight` requests per connection (beyond: stop reading) | 64 |
 /// | `shutdown_grace` for in-flight requests | 10 s |
+/// | `handshake_rate_per_ip` under load (≥ half the handshake slots busy) | 20 per second, bursts of 5 |
 ///
 /// The handshake timeout and frame limits are in the [`SessionConfig`]; bans in the
 /// [`BanPolicy`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 #[non_exhaustive]
 pub struct ServerLimits {
     /// Connections at once, handshaking or authenticated.
@@ -49,6 +50,9 @@ pub struct ServerLimits {
     pub max_in_flight: usize,
     /// How long graceful shutdown waits for in-flight requests.
     pub shutdown_grace: Duration,
+    /// New connections per IP address (token bucket) while the server is under load (at
+    /// least half of `max_handshakes` in progress).
+    pub handshake_rate_per_ip: crate::RateLimit,
 }
 
 impl Default for ServerLimits {
@@ -61,6 +65,7 @@ impl Default for ServerLimits {
             outbox_capacity: 1024,
             max_in_flight: 64,
             shutdown_grace: Duration::from_secs(10),
+            handshake_rate_per_ip: crate::rate::DEFAULT_HANDSHAKE_RATE,
         }
     }
 }
@@ -73,6 +78,11 @@ impl ServerLimits {
             || self.outbox_capacity == 0
             || self.max_in_flight == 0
             || self.idle_timeout.is_zero()
+            // NaN fails these too.
+            || !self.handshake_rate_per_ip.per_second.is_finite()
+            || self.handshake_rate_per_ip.per_second <= 0.0
+            || !self.handshake_rate_per_ip.burst.is_finite()
+            || self.handshake_rate_per_ip.burst < 1.0
         {
             return Err(Error::Config("server limits must be non-zero"));
         }
@@ -91,6 +101,9 @@ pub(crate) struct Stats {
     pub(crate) pushes: AtomicU64,
     pub(crate) slow_consumers: AtomicU64,
     pub(crate) kicks: AtomicU64,
+    /// Bytes of connections that have ended (live ones are summed from the registry).
+    pub(crate) bytes_in_closed: AtomicU64,
+    pub(crate) bytes_out_closed: AtomicU64,
 }
 
 /// A snapshot of the server's counters.
@@ -117,6 +130,10 @@ pub struct StatsSnapshot {
     pub kicks: u64,
     /// Sessions kept (attached or resumable).
     pub sessions: usize,
+    /// Plaintext bytes received, all connections, since start.
+    pub bytes_in: u64,
+    /// Plaintext bytes sent, all connections, since start.
+    pub bytes_out: u64,
 }
 
 type AcceptHook = Arc<dyn Fn(Incoming) -> bool + Send + Sync>;
@@ -135,6 +152,7 @@ pub(crate) struct Shared {
     events: broadcast::Sender<Event>,
     next_id: AtomicU64,
     shutdown: watch::Sender<bool>,
+    abort: watch::Sender<bool>,
     stopped: watch::Sender<bool>,
     local_addr: SocketAddr,
     hook: Option<AcceptHook>,
@@ -336,6 +354,7 @@ impl ServerBuilder {
             events,
             next_id: AtomicU64::new(0),
             shutdown: watch::channel(false).0,
+            abort: watch::channel(false).0,
             stopped: watch::channel(false).0,
             local_addr,
             hook: self.hook,
@@ -683,6 +702,10 @@ impl ServerHandle {
             slow_consumers: s.slow_consumers.load(Ordering::Relaxed),
             kicks: s.kicks.load(Ordering::Relaxed),
             sessions: self.shared.sessions.len(),
+            bytes_in: s.bytes_in_closed.load(Ordering::Relaxed)
+                + self.connections().iter().map(|c| c.bytes_in).sum::<u64>(),
+            bytes_out: s.bytes_out_closed.load(Ordering::Relaxed)
+                + self.connections().iter().map(|c| c.bytes_out).sum::<u64>(),
         }
     }
 
@@ -690,6 +713,16 @@ impl ServerHandle {
     /// [`ServerLimits::shutdown_grace`]), send `Close` (`GOING_AWAY`) to every peer, and wait
     /// for the connections to end. Returns when the server has stopped.
     pub async fn shutdown(&self) {
+        self.shared.shutdown.send_replace(true);
+        let mut stopped = self.shared.stopped.subscribe();
+        let _ = stopped.wait_for(|s| *s).await;
+    }
+
+    /// Immediate stop: stop accepting and end every connection now, without waiting for
+    /// in-flight requests or saying goodbye (peers see their streams end without a close).
+    /// Returns when the server has stopped.
+    pub async fn shutdown_now(&self) {
+        self.shared.abort.send_replace(true);
         self.shared.shutdown.send_replace(true);
         let mut stopped = self.shared.stopped.subscribe();
         let _ = stopped.wait_for(|s| *s).await;
@@ -768,6 +801,10 @@ async fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
     let mut conns = JoinSet::new();
     let mut shutdown = shared.shutdown_rx();
     let mut purge = tokio::time::interval(Duration::from_secs(5));
+    let mut rate = crate::rate::Buckets::new(
+        shared.limits.handshake_rate_per_ip,
+        shared.limits.max_connections.max(1024),
+    );
     loop {
         while conns.try_join_next().is_some() {}
         let accepted = tokio::select! {
@@ -791,6 +828,15 @@ async fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
             shared.stats.refused.fetch_add(1, Ordering::Relaxed);
             shared.emit(EventKind::Refused { peer, reason });
         };
+        // Under load (half the handshake slots busy), each address gets a bounded rate of new
+        // handshakes, so one source cannot take the rest.
+        let busy = shared.limits.max_handshakes - handshakes.available_permits();
+        if busy >= (shared.limits.max_handshakes / 2).max(1)
+            && !rate.allow(&peer.ip(), crate::monotonic())
+        {
+            refuse(Refusal::RateLimited);
+            continue;
+        }
         if conns.len() >= shared.limits.max_connections {
             refuse(Refusal::TooManyConnections);
             continue;
@@ -820,15 +866,21 @@ async fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
         ));
     }
     drop(listener);
-    // Connections drain themselves on the shutdown signal; give them the grace period and a
-    // little more to say goodbye, then stop what is left.
-    let all_done = async { while conns.join_next().await.is_some() {} };
-    if tokio::time::timeout(shared.grace() + Duration::from_secs(2), all_done)
-        .await
-        .is_err()
-    {
+    if *shared.abort.borrow() {
         conns.abort_all();
-        while conns.join_next().await.is_some() {}
+    } else {
+        // Connections drain themselves on the shutdown signal; give them the grace period and
+        // a little more to say goodbye, then stop what is left.
+        let all_done = async { while conns.join_next().await.is_some() {} };
+        if tokio::time::timeout(shared.grace() + Duration::from_secs(2), all_done)
+            .await
+            .is_err()
+        {
+            conns.abort_all();
+        }
     }
+    while conns.join_next().await.is_some() {}
+    // Aborted connections never reached their own cleanup.
+    shared.registry.clear();
     shared.stopped.send_replace(true);
 }

@@ -481,15 +481,25 @@ async fn half_open_handshake_flood_is_bounded_and_refused_early() {
     for _ in 0..10 {
         silent.push(TcpStream::connect(handle.local_addr()).await.unwrap());
     }
-    let mut refused = 0;
-    while refused < 6 {
+    let mut reasons = Vec::new();
+    while reasons.len() < 6 {
         if let EventKind::Refused { reason, .. } =
             next_event(&mut events, |k| matches!(k, EventKind::Refused { .. })).await
         {
-            assert_eq!(reason, Refusal::TooManyHandshakes);
-            refused += 1;
+            reasons.push(reason);
         }
     }
+    // 4 slots: the first 4 silent connections hold them. Under load (2+ busy) the address gets
+    // a burst of 5 handshakes: connections 3 to 5 find the slots full, 6 to 10 exceed the rate.
+    // Both refusals happen before any work.
+    assert!(
+        reasons
+            .iter()
+            .all(|r| matches!(r, Refusal::TooManyHandshakes | Refusal::RateLimited)),
+        "{reasons:?}"
+    );
+    assert!(reasons.contains(&Refusal::RateLimited), "{reasons:?}");
+    assert!(reasons.contains(&Refusal::TooManyHandshakes), "{reasons:?}");
     // After the handshake timeout frees the slots, a legitimate client gets in.
     tokio::time::sleep(Duration::from_millis(1000)).await;
     let mut c = client(&handle, &cfg).await;
@@ -939,4 +949,44 @@ async fn each_connection_can_have_its_own_receive_queue() {
     drop(a);
     plain.handle().shutdown().await;
     handle.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn immediate_stop_ends_everything_at_once() {
+    let server = demo_server().bind("127.0.0.1:0").await.unwrap();
+    let handle = server.handle();
+    let mut c = client(&handle, &SessionConfig::default()).await;
+    call(
+        &mut c,
+        Request::new(1, "/ECHO", "PUT").with_data(Value::bytes(vec![1; 100])),
+    )
+    .await;
+    let stats = handle.stats();
+    assert!(stats.bytes_in > 100 && stats.bytes_out > 100, "{stats:?}");
+    // A slow request is in flight; an immediate stop does not wait for it.
+    c.send_message(
+        &Request::new(2, "/SLOW", "WAIT")
+            .with_data(Value::from(5_000))
+            .into(),
+    )
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    tokio::time::timeout(Duration::from_secs(2), handle.shutdown_now())
+        .await
+        .expect("immediate");
+    assert!(handle.is_stopped());
+    assert_eq!(handle.count(), 0);
+    // The peer sees its stream end without an authenticated close.
+    let end = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match c.recv_message().await {
+                Ok(Some(Message::Welcome(_))) => {}
+                other => return other,
+            }
+        }
+    })
+    .await
+    .unwrap();
+    assert!(end.is_err(), "{end:?}");
 }
