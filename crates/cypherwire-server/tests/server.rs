@@ -990,3 +990,38 @@ async fn immediate_stop_ends_everything_at_once() {
     .unwrap();
     assert!(end.is_err(), "{end:?}");
 }
+
+#[tokio::test]
+async fn invalid_configuration_is_refused_at_bind() {
+    let mut limits = ServerLimits::default();
+    limits.max_connections = 0;
+    let err = demo_server()
+        .limits(limits)
+        .bind("127.0.0.1:0")
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, cypherwire_server::Error::Config(_)),
+        "{err:?}"
+    );
+    let mut limits = ServerLimits::default();
+    limits.handshake_rate_per_ip = cypherwire_server::RateLimit::new(f64::NAN, 5.0);
+    assert!(
+        demo_server()
+            .limits(limits)
+            .bind("127.0.0.1:0")
+            .await
+            .is_err()
+    );
+    let err = demo_server()
+        .inbox(0)
+        .bind("127.0.0.1:0")
+        .await
+        .unwrap_err();
+    assert!(matches!(err, cypherwire_server::Error::Config(_)));
+    let err = demo_server().bind("256.0.0.1:0").await.unwrap_err();
+    assert!(
+        matches!(err, cypherwire_server::Error::Bind { .. }),
+        "{err:?}"
+    );
+}
