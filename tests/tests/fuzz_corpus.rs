@@ -11,13 +11,11 @@
     reason = "test code"
 )]
 
-use std::time::Instant;
-
 use cypherwire::session::{
-    Argon2Cost, ClientAuth, IdentityKey, Initiator, Password, PasswordVerifier, PeerTrust, Psk,
-    Responder, ServerAuth, SessionConfig, Step,
+    Argon2Cost, ClientAuth, IdentityKey, Password, PasswordVerifier, PeerTrust, Psk, ServerAuth,
+    SessionConfig,
 };
-use cypherwire_test_support::{corpus, fuzz, workspace_root};
+use cypherwire_test_support::{corpus, fuzz, handshake, workspace_root};
 
 fn replay(target: &str, body: fn(&[u8])) {
     if std::env::var_os("CYPHERWIRE_BLESS").is_some() {
@@ -94,34 +92,8 @@ fn transcript(mode: u8) -> (Vec<Vec<u8>>, Vec<Vec<u8>>) {
         ),
     };
     let cfg = SessionConfig::default();
-    let now = Instant::now();
-    let (init, mut msg) = Initiator::start(&client, &cfg).unwrap();
-    let (mut to_r, mut to_i) = (vec![msg.clone()], Vec::new());
-    let (mut init, mut resp) = (Some(init), Some(Responder::new(&server, &cfg)));
-    for _ in 0..4 {
-        if let Some(r) = resp.take() {
-            match r.handle(&msg, now).unwrap() {
-                Step::Continue { state, send } => (resp, msg) = (Some(state), send),
-                Step::Done { send, .. } => msg = send.unwrap_or_default(),
-            }
-            if !msg.is_empty() {
-                to_i.push(msg.clone());
-            }
-        }
-        if let Some(i) = init.take() {
-            if msg.is_empty() {
-                break;
-            }
-            match i.handle(&msg, now).unwrap() {
-                Step::Continue { state, send } => (init, msg) = (Some(state), send),
-                Step::Done { send, .. } => msg = send.unwrap_or_default(),
-            }
-            if !msg.is_empty() {
-                to_r.push(msg.clone());
-            }
-        }
-    }
-    (to_r, to_i)
+    let h = handshake::run(&client, &server, &cfg, &cfg, Default::default()).unwrap();
+    (h.to_server, h.to_client)
 }
 
 fn bless_session_seeds() {

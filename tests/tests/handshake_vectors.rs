@@ -14,16 +14,15 @@
 )]
 
 use std::fmt::Write as _;
-use std::time::Instant;
 
 use bytes::BytesMut;
 use cypherwire::session::handshake::HandshakeOptions;
 use cypherwire::session::{
-    Argon2Cost, CipherSuite, ClientAuth, IdentityKey, Initiator, Password, PasswordVerifier,
-    PeerTrust, Psk, Responder, ServerAuth, SessionConfig, Step,
+    Argon2Cost, CipherSuite, ClientAuth, IdentityKey, Password, PasswordVerifier, PeerTrust, Psk,
+    ServerAuth, SessionConfig,
 };
 use cypherwire::wire::CodecId;
-use cypherwire_test_support::workspace_root;
+use cypherwire_test_support::{handshake, workspace_root};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, PartialEq, Serialize, Deserialize)]
@@ -65,40 +64,16 @@ fn transcript(client: &ClientAuth, server: &ServerAuth, suite: CipherSuite) -> T
         .codecs([CodecId::MsgPack])
         .build()
         .unwrap();
-    let now = Instant::now();
-    let (init, mut msg) = Initiator::start_with(client, &cfg, opts(0x11)).unwrap();
-    let mut messages = vec![hex(&msg)];
-    let (mut init, mut resp) = (
-        Some(init),
-        Some(Responder::new_with(server, &cfg, opts(0x22))),
-    );
-    let (mut c, mut s) = (None, None);
-    while c.is_none() || s.is_none() {
-        if let Some(r) = resp.take() {
-            match r.handle(&msg, now).unwrap() {
-                Step::Continue { state, send } => (resp, msg) = (Some(state), send),
-                Step::Done { established, send } => {
-                    (s, msg) = (Some(established), send.unwrap_or_default())
-                }
-            }
-            if !msg.is_empty() {
-                messages.push(hex(&msg));
-            }
-        }
-        if let Some(i) = init.take() {
-            match i.handle(&msg, now).unwrap() {
-                Step::Continue { state, send } => (init, msg) = (Some(state), send),
-                Step::Done { established, send } => {
-                    (c, msg) = (Some(established), send.unwrap_or_default())
-                }
-            }
-            if !msg.is_empty() {
-                messages.push(hex(&msg));
-            }
-        }
+    let h = handshake::run(client, server, &cfg, &cfg, (opts(0x11), opts(0x22))).unwrap();
+    // Messages alternate, initiator first.
+    let mut messages = Vec::new();
+    for i in 0..h.to_server.len().max(h.to_client.len()) {
+        messages.extend(h.to_server.get(i).map(|m| hex(m)));
+        messages.extend(h.to_client.get(i).map(|m| hex(m)));
     }
-    let (mut c, mut s) = (c.unwrap(), s.unwrap());
+    let (mut c, mut s) = (h.client, h.server);
     assert_eq!(c.handshake_hash, s.handshake_hash);
+    let now = cypherwire_test_support::epoch();
     let mut a = BytesMut::new();
     c.sealer.seal_message(b"hello", now, &mut a).unwrap();
     let mut b = BytesMut::new();

@@ -401,6 +401,24 @@ fn check_ephemeral(noise_msg: &[u8]) -> Result<()> {
     }
 }
 
+/// Password mode's second phase: finishes SPAKE2 with the peer's message and starts the Noise
+/// `NNpsk0` handshake keyed by its output, over a prologue of `parts`.
+fn password_noise(
+    spake: Spake2<Ed25519Group>,
+    peer_msg: &[u8],
+    parts: &[&[u8]],
+    opts: &HandshakeOptions,
+    role: Role,
+) -> Result<Box<snow::HandshakeState>> {
+    let key = Zeroizing::new(
+        spake
+            .finish(peer_msg)
+            .map_err(|_| Error::AuthenticationFailed)?,
+    );
+    let psk = password_psk(&key);
+    noise_state(NOISE_PSK, Some(&psk), None, &prologue(parts), opts, role)
+}
+
 /// Password mode's Noise PSK: `HKDF-SHA256(salt = none, ikm = SPAKE2 key, info = label)`.
 fn password_psk(spake_key: &[u8]) -> Zeroizing<[u8; 32]> {
     let mut k = Zeroizing::new([0u8; 32]);
@@ -594,17 +612,10 @@ impl Initiator {
                 let ch = parse_challenge(msg)?;
                 let w = ch.cost.derive(password.0.as_bytes(), ch.salt)?;
                 let (spake, spake_msg) = spake_start(w.as_ref(), Role::Initiator, &opts);
-                let key = Zeroizing::new(
-                    spake
-                        .finish(ch.spake_msg)
-                        .map_err(|_| Error::AuthenticationFailed)?,
-                );
-                let psk = password_psk(&key);
-                let mut noise = noise_state(
-                    NOISE_PSK,
-                    Some(&psk),
-                    None,
-                    &prologue(&[&header, msg, &spake_msg]),
+                let mut noise = password_noise(
+                    spake,
+                    ch.spake_msg,
+                    &[&header, msg, &spake_msg],
                     &opts,
                     Role::Initiator,
                 )?;
@@ -946,17 +957,10 @@ impl Responder {
             } => {
                 // Length, SPAKE2 element and ephemeral key were checked in phase 1.
                 let (spake_msg, noise_msg) = msg.split_at(SPAKE_MSG_LEN);
-                let key = Zeroizing::new(
-                    spake
-                        .finish(spake_msg)
-                        .map_err(|_| Error::AuthenticationFailed)?,
-                );
-                let psk = password_psk(&key);
-                let mut noise = noise_state(
-                    NOISE_PSK,
-                    Some(&psk),
-                    None,
-                    &prologue(&[&header, &challenge, spake_msg]),
+                let mut noise = password_noise(
+                    *spake,
+                    spake_msg,
+                    &[&header, &challenge, spake_msg],
                     &opts,
                     Role::Responder,
                 )?;

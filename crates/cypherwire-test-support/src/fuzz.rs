@@ -177,25 +177,16 @@ mod session_targets {
     }
 
     fn pair() -> Option<(Established, Established)> {
-        let now = crate::epoch();
-        let (init, hello) = Initiator::start(&client_auth(0), &FIX.config).ok()?;
-        let Step::Done {
-            established: server,
-            send: Some(reply),
-        } = Responder::new(&server_auth(0), &FIX.config)
-            .handle(&hello, now)
-            .ok()?
-        else {
-            return None;
-        };
-        let Step::Done {
-            established: client,
-            ..
-        } = init.handle(&reply, now).ok()?
-        else {
-            return None;
-        };
-        Some((*client, *server))
+        let cfg = &FIX.config;
+        let h = crate::handshake::run(
+            &client_auth(0),
+            &server_auth(0),
+            cfg,
+            cfg,
+            Default::default(),
+        )
+        .ok()?;
+        Some((h.client, h.server))
     }
 
     /// Target `record_open`: records for a real session. With the first byte even, the rest

@@ -6,12 +6,14 @@
 //!   cargo-fuzz) and stable `#[test]`s replaying the committed corpus run the same code.
 //! - [`corpus`]: reads a committed fuzz corpus directory.
 //! - [`mitm`]: an in-process man in the middle that tampers with framed streams.
+//! - [`handshake`]: runs a whole handshake in memory and records its messages.
 //! - [`workspace_root`]: locates files such as `docs/test-vectors/` from any test.
 
 use std::path::PathBuf;
 
 pub mod corpus;
 pub mod fuzz;
+pub mod handshake;
 pub mod mitm;
 
 /// The workspace root directory (where the top-level `Cargo.toml` is).
