@@ -1,15 +1,59 @@
 //! # cypherwire-client
 //!
-//! The reconnecting client of cypherwire: a cheap clonable handle whose driver task connects,
-//! reconnects with exponential backoff and full jitter, reports online/offline status, and
-//! resends unanswered requests after a reconnect so that none is lost. It stands on
-//! [`cypherwire_session`] for every connection's security.
+//! The reconnecting client of cypherwire: a cheap clonable [`Client`] handle whose driver task
+//! connects, authenticates ([`cypherwire_session`]), and reconnects with exponential backoff and
+//! full jitter ([`Backoff`]), reporting its [`Status`] (online, offline, reconnecting, resumed,
+//! gave up) as a watch, a stream, or callbacks.
 //!
-//! **Status:** not implemented yet (tracked in the project's issue "Reconnecting client"). This
-//! crate currently only re-exports the layer it builds on, so that the crate structure and the
-//! layer rule are in place and checked from the start.
+//! **No lost requests.** Requests are correlated by id, many in flight at once. Issued while
+//! offline they queue (bounded by count and bytes; beyond: [`Error::BufferFull`] at once, never
+//! a silent drop). After a reconnect the client resumes its session over a fresh handshake and
+//! resends everything unanswered: the server answers requests that already ran from its cache
+//! instead of running them twice, and replays the pushes the client missed. Deadlines fail a
+//! request with [`Error::DeadlineExceeded`]; dropping a request's future cancels it at the
+//! server. A heartbeat detects half-open connections. See the delivery contract in
+//! `docs/protocol.md` §3.7.
+//!
+//! ```
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! use cypherwire_client::Client;
+//! use cypherwire_session::Psk;
+//!
+//! let psk = Psk::from_passphrase("2ZpK1CdQfm0s1EZ1SIhYfV7MHdJf8X3U")?;
+//! let client = Client::builder(psk).connect("127.0.0.1:12345")?; // returns at once
+//! client.on_status(|s| println!("status: {s:?}"));
+//! // With a server listening there: `client.request("/NUMBER", "READ").send().await?`.
+//! client.close(std::time::Duration::from_millis(10)).await;
+//! # Ok(()) }
+//! # tokio::runtime::Builder::new_current_thread().enable_all().build()?.block_on(run())?;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 
 #![doc(test(attr(deny(warnings))))]
 
-/// The layer this one builds on.
+mod backoff;
+mod client;
+mod driver;
+mod error;
+mod pending;
+
 pub use cypherwire_session as session;
+
+pub use crate::backoff::Backoff;
+pub use crate::client::{
+    Client, ClientBuilder, DEFAULT_CONNECT_TIMEOUT, DEFAULT_HEARTBEAT_INTERVAL,
+    DEFAULT_MAX_PENDING, DEFAULT_MAX_PENDING_BYTES, Incoming, IncomingStream, Reply,
+    RequestBuilder, Status,
+};
+pub use crate::error::Error;
+
+/// Milliseconds since the Unix epoch on this machine's clock (action timestamps).
+#[expect(
+    clippy::disallowed_methods,
+    reason = "a timestamp for humans; never used for logic"
+)]
+pub(crate) fn unix_millis() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}

@@ -6,6 +6,7 @@
 //!   cargo-fuzz) and stable `#[test]`s replaying the committed corpus run the same code.
 //! - [`corpus`]: reads a committed fuzz corpus directory.
 //! - [`mitm`]: an in-process man in the middle that tampers with framed streams.
+//! - [`proxy`]: a TCP fault proxy (cut every connection, stall forwarding).
 //! - [`handshake`]: runs a whole handshake in memory and records its messages.
 //! - [`workspace_root`]: locates files such as `docs/test-vectors/` from any test.
 
@@ -15,6 +16,7 @@ pub mod corpus;
 pub mod fuzz;
 pub mod handshake;
 pub mod mitm;
+pub mod proxy;
 
 /// The workspace root directory (where the top-level `Cargo.toml` is).
 pub fn workspace_root() -> PathBuf {

@@ -1,0 +1,425 @@
+//! The client handle, its builder, requests, statuses and pushes.
+
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use cypherwire_session::{ClientAuth, SessionConfig};
+use cypherwire_wire::{Action, Push, Request, Response, Value, from_value};
+use serde::de::DeserializeOwned;
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
+
+use crate::backoff::Backoff;
+use crate::error::Error;
+
+/// The client's connection state (CYPHER_PROTOCOL's online/offline signals, in detail).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Status {
+    /// The first connection attempt is under way.
+    Connecting,
+    /// Connected and authenticated. `resumed`: this connection continues the earlier session
+    /// (nothing lost); otherwise a new session started.
+    Online {
+        /// Whether the earlier session was resumed.
+        resumed: bool,
+    },
+    /// The connection was lost (or could not be made); the client will retry.
+    Offline {
+        /// Why, for humans.
+        reason: String,
+    },
+    /// Connection attempt `attempt` (from 1) after a loss is under way.
+    Reconnecting {
+        /// The attempt number.
+        attempt: u32,
+    },
+    /// The give-up policy ran out; requests fail with [`Error::GaveUp`].
+    GaveUp,
+    /// [`Client::close`] completed.
+    Closed,
+}
+
+impl Status {
+    /// Whether this is [`Status::Online`].
+    pub fn is_online(&self) -> bool {
+        matches!(self, Self::Online { .. })
+    }
+}
+
+/// What the server sent that is not an answer: pushes and actions, in order.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum Incoming {
+    /// A push (numbered per session; duplicates after a resume are filtered out).
+    Push(Push),
+    /// An action (e.g. a chat message broadcast by the server).
+    Action(Action),
+}
+
+pub(crate) enum Command {
+    Request {
+        request: Request,
+        reply: oneshot::Sender<Result<Response, Error>>,
+    },
+    Cancel(u64),
+    Emit {
+        action: Action,
+        reply: oneshot::Sender<Result<(), Error>>,
+    },
+    Close {
+        drain: Duration,
+        done: oneshot::Sender<()>,
+    },
+}
+
+/// Validated settings, shared with the driver.
+#[derive(Debug, Clone)]
+pub(crate) struct Config {
+    pub(crate) auth: ClientAuth,
+    pub(crate) session: SessionConfig,
+    pub(crate) backoff: Backoff,
+    pub(crate) connect_timeout: Duration,
+    pub(crate) max_pending: usize,
+    pub(crate) max_pending_bytes: usize,
+    pub(crate) heartbeat_interval: Duration,
+    pub(crate) heartbeat_missed: u32,
+    pub(crate) push_capacity: usize,
+}
+
+/// Default bound on queued plus in-flight requests.
+pub const DEFAULT_MAX_PENDING: usize = 1024;
+/// Default bound on their approximate bytes: 8 MiB.
+pub const DEFAULT_MAX_PENDING_BYTES: usize = 8 * 1024 * 1024;
+/// Default time for one connection attempt (TCP connect and handshake): 10 s.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default heartbeat interval: 10 s (three missed pongs take the client offline).
+pub const DEFAULT_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(10);
+
+/// Configures a [`Client`]. Start with [`Client::builder`].
+#[derive(Debug)]
+#[must_use = "call `connect()` to start the client"]
+pub struct ClientBuilder {
+    config: Config,
+}
+
+impl ClientBuilder {
+    /// Session settings (suites, codecs, limits, handshake timeout).
+    pub fn session_config(mut self, config: SessionConfig) -> Self {
+        self.config.session = config;
+        self
+    }
+
+    /// Reconnect backoff and give-up policy.
+    pub fn backoff(mut self, backoff: Backoff) -> Self {
+        self.config.backoff = backoff;
+        self
+    }
+
+    /// Time allowed for one connection attempt (default [`DEFAULT_CONNECT_TIMEOUT`]).
+    pub fn connect_timeout(mut self, t: Duration) -> Self {
+        self.config.connect_timeout = t;
+        self
+    }
+
+    /// Bounds on requests waiting for an answer, queued offline or in flight (defaults
+    /// [`DEFAULT_MAX_PENDING`], [`DEFAULT_MAX_PENDING_BYTES`]). Beyond them a request fails at
+    /// once with [`Error::BufferFull`].
+    pub fn max_pending(mut self, count: usize, bytes: usize) -> Self {
+        self.config.max_pending = count;
+        self.config.max_pending_bytes = bytes;
+        self
+    }
+
+    /// Heartbeat: a ping every `interval`; `missed` unanswered pings take the connection down
+    /// (half-open detection). Defaults: [`DEFAULT_HEARTBEAT_INTERVAL`], 3.
+    pub fn heartbeat(mut self, interval: Duration, missed: u32) -> Self {
+        self.config.heartbeat_interval = interval;
+        self.config.heartbeat_missed = missed;
+        self
+    }
+
+    /// Pushes and actions buffered for [`Client::take_incoming`] (default 1,024). When the
+    /// buffer is full the client stops reading until the application catches up.
+    pub fn incoming_capacity(mut self, n: usize) -> Self {
+        self.config.push_capacity = n;
+        self
+    }
+
+    /// Starts the client: returns at once; a driver task connects, and reconnects forever (or
+    /// until the give-up policy says so). Must be called within a tokio runtime.
+    ///
+    /// # Errors
+    /// [`Error::Config`] for invalid settings.
+    pub fn connect(self, addr: impl Into<String>) -> Result<Client, Error> {
+        let c = self.config;
+        c.backoff.validate()?;
+        if c.connect_timeout.is_zero()
+            || c.max_pending == 0
+            || c.max_pending_bytes == 0
+            || c.heartbeat_interval.is_zero()
+            || c.heartbeat_missed == 0
+            || c.push_capacity == 0
+        {
+            return Err(Error::Config(
+                "timeouts, bounds and heartbeat must be non-zero",
+            ));
+        }
+        let (tx, rx) = mpsc::channel(1024);
+        let (status_tx, status_rx) = watch::channel(Status::Connecting);
+        let (events, _) = broadcast::channel(256);
+        let (incoming_tx, incoming_rx) = mpsc::channel(c.push_capacity);
+        tokio::spawn(crate::driver::run(
+            Arc::new(c),
+            addr.into(),
+            rx,
+            status_tx,
+            events.clone(),
+            incoming_tx,
+        ));
+        Ok(Client {
+            tx,
+            status: status_rx,
+            events,
+            next_id: Arc::new(AtomicU64::new(0)),
+            incoming: Arc::new(Mutex::new(Some(incoming_rx))),
+        })
+    }
+}
+
+/// A cheap, clonable handle on a reconnecting client. See the [crate docs](crate).
+#[derive(Debug, Clone)]
+pub struct Client {
+    tx: mpsc::Sender<Command>,
+    status: watch::Receiver<Status>,
+    events: broadcast::Sender<Status>,
+    next_id: Arc<AtomicU64>,
+    incoming: Arc<Mutex<Option<mpsc::Receiver<Incoming>>>>,
+}
+
+impl Client {
+    /// Starts configuring a client with the given credentials.
+    pub fn builder(auth: impl Into<ClientAuth>) -> ClientBuilder {
+        ClientBuilder {
+            config: Config {
+                auth: auth.into(),
+                session: SessionConfig::default(),
+                backoff: Backoff::default(),
+                connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+                max_pending: DEFAULT_MAX_PENDING,
+                max_pending_bytes: DEFAULT_MAX_PENDING_BYTES,
+                heartbeat_interval: DEFAULT_HEARTBEAT_INTERVAL,
+                heartbeat_missed: 3,
+                push_capacity: 1024,
+            },
+        }
+    }
+
+    /// Starts a request to (`path`, `operation`).
+    pub fn request(&self, path: impl Into<String>, operation: impl Into<String>) -> RequestBuilder {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
+        RequestBuilder {
+            client: self.clone(),
+            request: Request::new(id, path, operation),
+        }
+    }
+
+    /// Sends a named action (fire and forget); queued while offline (bounded like requests).
+    ///
+    /// # Errors
+    /// [`Error::BufferFull`] when the offline queue is full, [`Error::Closed`] after
+    /// [`close`](Self::close).
+    pub async fn emit(&self, name: impl Into<String>, data: impl Into<Value>) -> Result<(), Error> {
+        let action = Action::new(name, data, crate::unix_millis());
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Command::Emit { action, reply })
+            .await
+            .map_err(|_| Error::Closed)?;
+        rx.await.map_err(|_| Error::Closed)?
+    }
+
+    /// The current status, watchable.
+    pub fn status(&self) -> watch::Receiver<Status> {
+        self.status.clone()
+    }
+
+    /// Every status change from now on, in order (bounded: a subscriber more than 256 changes
+    /// behind misses the oldest).
+    pub fn status_events(&self) -> broadcast::Receiver<Status> {
+        self.events.subscribe()
+    }
+
+    /// Calls `f` on every status change (CYPHER_PROTOCOL's online/offline signal processors).
+    pub fn on_status(&self, f: impl Fn(&Status) + Send + 'static) {
+        let mut rx = self.status.clone();
+        tokio::spawn(async move {
+            while rx.changed().await.is_ok() {
+                let s = rx.borrow_and_update().clone();
+                f(&s);
+            }
+        });
+    }
+
+    /// Waits until the client is online (or has given up / closed).
+    ///
+    /// # Errors
+    /// [`Error::GaveUp`]-like [`Error::Closed`] if it will never be online.
+    pub async fn wait_online(&self) -> Result<(), Error> {
+        let mut rx = self.status.clone();
+        let s = rx
+            .wait_for(|s| s.is_online() || matches!(s, Status::GaveUp | Status::Closed))
+            .await
+            .map_err(|_| Error::Closed)?
+            .clone();
+        if s.is_online() {
+            Ok(())
+        } else {
+            Err(Error::Closed)
+        }
+    }
+
+    /// Takes the stream of pushes and actions (once).
+    pub fn take_incoming(&self) -> Option<IncomingStream> {
+        self.incoming
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take()
+            .map(|rx| IncomingStream { rx })
+    }
+
+    /// Closes the client: stops taking requests, waits up to `drain` for those in flight,
+    /// sends `Close`, and ends the driver. Requests still unanswered fail with
+    /// [`Error::Closed`].
+    pub async fn close(&self, drain: Duration) {
+        let (done, wait) = oneshot::channel();
+        if self.tx.send(Command::Close { drain, done }).await.is_ok() {
+            let _ = wait.await;
+        }
+    }
+}
+
+/// Pushes and actions from the server, in order.
+#[derive(Debug)]
+pub struct IncomingStream {
+    rx: mpsc::Receiver<Incoming>,
+}
+
+impl IncomingStream {
+    /// The next push or action; `None` once the client is closed.
+    pub async fn next(&mut self) -> Option<Incoming> {
+        self.rx.recv().await
+    }
+}
+
+/// A request being built. Finish with [`send`](Self::send).
+#[derive(Debug)]
+#[must_use = "a request does nothing until sent"]
+pub struct RequestBuilder {
+    client: Client,
+    request: Request,
+}
+
+impl RequestBuilder {
+    /// Sets the data.
+    pub fn data(mut self, data: impl Into<Value>) -> Self {
+        self.request.data = data.into();
+        self
+    }
+
+    /// Sets the metadata.
+    pub fn metadata(mut self, metadata: impl Into<Value>) -> Self {
+        self.request.metadata = metadata.into();
+        self
+    }
+
+    /// Sets a deadline: the request fails with [`Error::DeadlineExceeded`] if no answer
+    /// arrived by then, and the server does not start it after that time.
+    pub fn deadline(mut self, d: Duration) -> Self {
+        self.request.deadline = Some(d);
+        self
+    }
+
+    /// The request's id (unique within the client).
+    pub fn id(&self) -> u64 {
+        self.request.id
+    }
+
+    /// Sends the request and waits for its answer. Dropping the returned future cancels the
+    /// request (the server is told, and the answer is discarded).
+    ///
+    /// # Errors
+    /// [`Error::Status`] for an error answer, [`Error::BufferFull`], [`Error::DeadlineExceeded`],
+    /// [`Error::Closed`], [`Error::GaveUp`].
+    pub fn send(self) -> impl Future<Output = Result<Reply, Error>> + Send + 'static {
+        let Self { client, request } = self;
+        async move {
+            let id = request.id;
+            let (reply, rx) = oneshot::channel();
+            client
+                .tx
+                .send(Command::Request { request, reply })
+                .await
+                .map_err(|_| Error::Closed)?;
+            let mut guard = CancelOnDrop {
+                id,
+                tx: client.tx.clone(),
+                armed: true,
+            };
+            let out = rx.await.map_err(|_| Error::Closed)?;
+            guard.armed = false;
+            let resp = out?;
+            if resp.status.code.is_ok() {
+                Ok(Reply {
+                    id: resp.id,
+                    data: resp.data,
+                    metadata: resp.metadata,
+                })
+            } else {
+                Err(Error::Status {
+                    code: resp.status.code,
+                    message: resp.status.message,
+                })
+            }
+        }
+    }
+}
+
+/// Tells the driver to cancel a request whose future was dropped before its answer.
+struct CancelOnDrop {
+    id: u64,
+    tx: mpsc::Sender<Command>,
+    armed: bool,
+}
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        if self.armed {
+            // Best effort: if the command queue is full, the answer is discarded when it comes.
+            let _ = self.tx.try_send(Command::Cancel(self.id));
+        }
+    }
+}
+
+/// A successful answer.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct Reply {
+    /// The request's id.
+    pub id: u64,
+    /// The answer's data.
+    pub data: Value,
+    /// The answer's metadata.
+    pub metadata: Value,
+}
+
+impl Reply {
+    /// The data converted to `T`.
+    ///
+    /// # Errors
+    /// [`Error::Data`] if it does not have `T`'s shape.
+    pub fn data<T: DeserializeOwned>(self) -> Result<T, Error> {
+        from_value(self.data).map_err(|e| Error::Data(e.to_string()))
+    }
+}

@@ -1,0 +1,439 @@
+//! The driver task: owns the connection, reconnects, resumes, resends, delivers.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Duration;
+
+use cypherwire_session::{Error as SessionError, SecureReader, SecureWriter, connect};
+use cypherwire_wire::{Action, Cancel, Close, CloseCode, Message, Ping, Resume, TokenBytes};
+use tokio::io::{ReadHalf, WriteHalf};
+use tokio::net::TcpStream;
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
+use tokio::time::Instant;
+
+use crate::backoff::Jitter;
+use crate::client::{Command, Config, Incoming, Status};
+use crate::error::Error;
+use crate::pending::{Entry, PendingTable};
+
+type Reply = oneshot::Sender<Result<cypherwire_wire::Response, Error>>;
+
+struct State {
+    config: Arc<Config>,
+    addr: String,
+    status: watch::Sender<Status>,
+    events: broadcast::Sender<Status>,
+    incoming: mpsc::Sender<Incoming>,
+    pending: PendingTable<Reply>,
+    actions: VecDeque<Action>,
+    token: Option<TokenBytes>,
+    last_push_seq: u64,
+    closing: Option<(Instant, oneshot::Sender<()>)>,
+}
+
+impl State {
+    fn set_status(&self, s: Status) {
+        if *self.status.borrow() != s {
+            self.status.send_replace(s.clone());
+            let _ = self.events.send(s);
+        }
+    }
+
+    /// Handles a command from a handle. Returns false when the client must stop now.
+    fn command(&mut self, cmd: Command, out: &mut Vec<Message>) {
+        match cmd {
+            Command::Request { request, reply } => {
+                if self.closing.is_some() {
+                    let _ = reply.send(Err(Error::Closed));
+                    return;
+                }
+                let bytes = approx(&request);
+                let expires = request.deadline.map(|d| Instant::now() + d);
+                let entry = Entry {
+                    request,
+                    bytes,
+                    expires: expires.map(Instant::into_std),
+                    reply,
+                    sent: false,
+                };
+                if let Err((full, entry)) = self.pending.insert(entry) {
+                    let _ = entry.reply.send(Err(Error::BufferFull {
+                        pending: full.pending,
+                        bytes: full.bytes,
+                    }));
+                    return;
+                }
+                out.extend(self.pending.take_unsent().into_iter().map(Message::from));
+            }
+            Command::Cancel(id) => {
+                if self.pending.remove(id).is_some() {
+                    out.push(Cancel::new(id).into());
+                }
+            }
+            Command::Emit { action, reply } => {
+                if self.closing.is_some() {
+                    let _ = reply.send(Err(Error::Closed));
+                } else if self.actions.len() >= self.config.max_pending {
+                    let _ = reply.send(Err(Error::BufferFull {
+                        pending: self.actions.len(),
+                        bytes: 0,
+                    }));
+                } else {
+                    self.actions.push_back(action);
+                    let _ = reply.send(Ok(()));
+                }
+            }
+            Command::Close { drain, done } => {
+                self.closing = Some((Instant::now() + drain, done));
+            }
+        }
+    }
+
+    /// Fails every waiting request with `err`.
+    fn fail_all(&mut self, err: &Error) {
+        for e in self.pending.drain() {
+            let _ = e.reply.send(Err(err.clone()));
+        }
+    }
+
+    fn expire(&mut self, out: &mut Vec<Message>) {
+        let now = Instant::now().into_std();
+        for id in self.pending.expired(now) {
+            if let Some(e) = self.pending.remove(id) {
+                let _ = e.reply.send(Err(Error::DeadlineExceeded));
+                out.push(Cancel::new(id).into());
+            }
+        }
+    }
+
+    fn next_deadline(&self) -> Option<Instant> {
+        self.pending.next_deadline().map(Instant::from_std)
+    }
+}
+
+fn approx(r: &cypherwire_wire::Request) -> usize {
+    fn size(v: &cypherwire_wire::Value) -> usize {
+        use cypherwire_wire::Value as V;
+        match v {
+            V::String(s) => 24 + s.len(),
+            V::Bytes(b) => 24 + b.len(),
+            V::Array(a) => 24 + a.iter().map(size).sum::<usize>(),
+            V::Map(m) => 24 + m.iter().map(|(k, v)| size(k) + size(v)).sum::<usize>(),
+            _ => 16,
+        }
+    }
+    64 + r.path.len() + r.operation.len() + size(&r.data) + size(&r.metadata)
+}
+
+type Reader = SecureReader<ReadHalf<TcpStream>>;
+type Writer = SecureWriter<WriteHalf<TcpStream>>;
+
+pub(crate) async fn run(
+    config: Arc<Config>,
+    addr: String,
+    mut rx: mpsc::Receiver<Command>,
+    status: watch::Sender<Status>,
+    events: broadcast::Sender<Status>,
+    incoming: mpsc::Sender<Incoming>,
+) {
+    let mut st = State {
+        pending: PendingTable::new(config.max_pending, config.max_pending_bytes),
+        config,
+        addr,
+        status,
+        events,
+        incoming,
+        actions: VecDeque::new(),
+        token: None,
+        last_push_seq: 0,
+        closing: None,
+    };
+    let mut jitter = Jitter::new();
+    let mut failed: u32 = 0;
+    let mut offline_since = Instant::now();
+    let mut ever_online = false;
+    loop {
+        if closing_done(&mut st) {
+            return;
+        }
+        st.set_status(if ever_online {
+            Status::Reconnecting {
+                attempt: failed + 1,
+            }
+        } else {
+            Status::Connecting
+        });
+        // Connect, while still taking commands (requests queue up while offline).
+        let attempt = tokio::time::timeout(
+            st.config.connect_timeout,
+            dial(st.config.clone(), st.addr.clone()),
+        );
+        tokio::pin!(attempt);
+        let conn = loop {
+            let deadline = st.next_deadline();
+            tokio::select! {
+                r = &mut attempt => break r.ok().and_then(Result::ok),
+                () = sleep_until(deadline) => {
+                    let mut ignored = Vec::new();
+                    st.expire(&mut ignored);
+                }
+                cmd = rx.recv() => match cmd {
+                    Some(cmd) => {
+                        let mut ignored = Vec::new();
+                        st.command(cmd, &mut ignored);
+                        st.pending.mark_all_unsent();
+                        if closing_now(&st) {
+                            finish(&mut st);
+                            return;
+                        }
+                    }
+                    None => return,
+                },
+            }
+        };
+        let Some((reader, writer)) = conn else {
+            failed += 1;
+            if st.config.backoff.gives_up(failed, offline_since.elapsed()) {
+                st.set_status(Status::GaveUp);
+                st.fail_all(&Error::GaveUp { attempts: failed });
+                give_up(&mut st, rx, failed).await;
+                return;
+            }
+            let delay = st.config.backoff.delay(failed - 1, jitter.next());
+            st.set_status(Status::Offline {
+                reason: "connection attempt failed".into(),
+            });
+            if !wait(&mut st, &mut rx, delay).await {
+                return;
+            }
+            continue;
+        };
+        failed = 0;
+        let reason = online(&mut st, &mut rx, reader, writer, &mut ever_online).await;
+        match reason {
+            End::Stop => return,
+            End::Lost(reason) => {
+                offline_since = Instant::now();
+                st.pending.mark_all_unsent();
+                st.set_status(Status::Offline { reason });
+                // Reconnect at once the first time, then back off.
+            }
+        }
+    }
+}
+
+async fn dial(config: Arc<Config>, addr: String) -> Result<(Reader, Writer), SessionError> {
+    let tcp = TcpStream::connect(&addr).await?;
+    let _ = tcp.set_nodelay(true);
+    let s = connect(tcp, &config.auth, &config.session).await?;
+    Ok(s.into_split())
+}
+
+fn closing_now(st: &State) -> bool {
+    st.closing
+        .as_ref()
+        .is_some_and(|(until, _)| st.pending.len() == 0 || Instant::now() >= *until)
+}
+
+fn closing_done(st: &mut State) -> bool {
+    if closing_now(st) {
+        finish(st);
+        true
+    } else {
+        false
+    }
+}
+
+fn finish(st: &mut State) {
+    st.fail_all(&Error::Closed);
+    st.set_status(Status::Closed);
+    if let Some((_, done)) = st.closing.take() {
+        let _ = done.send(());
+    }
+}
+
+/// Waits out a backoff delay while taking commands; false if the client must stop.
+async fn wait(st: &mut State, rx: &mut mpsc::Receiver<Command>, delay: Duration) -> bool {
+    let sleep = tokio::time::sleep(delay);
+    tokio::pin!(sleep);
+    loop {
+        let deadline = st.next_deadline();
+        tokio::select! {
+            () = &mut sleep => return true,
+            () = sleep_until(deadline) => {
+                let mut ignored = Vec::new();
+                st.expire(&mut ignored);
+            }
+            cmd = rx.recv() => match cmd {
+                Some(cmd) => {
+                    let mut ignored = Vec::new();
+                    st.command(cmd, &mut ignored);
+                    st.pending.mark_all_unsent();
+                    if closing_now(st) {
+                        finish(st);
+                        return false;
+                    }
+                }
+                None => return false,
+            },
+        }
+    }
+}
+
+async fn sleep_until(t: Option<Instant>) {
+    match t {
+        Some(t) => tokio::time::sleep_until(t).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// After giving up: answer every new request with the error until the handles are gone.
+async fn give_up(st: &mut State, mut rx: mpsc::Receiver<Command>, attempts: u32) {
+    while let Some(cmd) = rx.recv().await {
+        match cmd {
+            Command::Request { reply, .. } => {
+                let _ = reply.send(Err(Error::GaveUp { attempts }));
+            }
+            Command::Close { done, .. } => {
+                st.set_status(Status::Closed);
+                let _ = done.send(());
+                return;
+            }
+            Command::Emit { reply, .. } => {
+                let _ = reply.send(Err(Error::GaveUp { attempts }));
+            }
+            Command::Cancel(_) => {}
+        }
+    }
+}
+
+enum End {
+    Stop,
+    Lost(String),
+}
+
+/// One connection's life: resume, resend, then serve commands and messages until it ends.
+async fn online(
+    st: &mut State,
+    rx: &mut mpsc::Receiver<Command>,
+    mut reader: Reader,
+    mut writer: Writer,
+    ever_online: &mut bool,
+) -> End {
+    let mut out: Vec<Message> = Vec::new();
+    // Resume first, then everything unanswered, oldest first: the server answers resends of
+    // completed requests from its cache.
+    let resuming = st
+        .token
+        .as_ref()
+        .map(|t| Resume::new(t.0, st.last_push_seq));
+    let sent_resume = resuming.is_some();
+    if let Some(r) = resuming {
+        out.push(r.into());
+    }
+    out.extend(st.pending.take_unsent().into_iter().map(Message::from));
+    out.extend(st.actions.drain(..).map(Message::from));
+    // Welcomes still expected: one for the connection, one more answering a Resume.
+    let mut welcomes_due: u8 = if sent_resume { 2 } else { 1 };
+    let mut provisional_max_seq = 0;
+
+    let interval = st.config.heartbeat_interval;
+    let mut heartbeat = tokio::time::interval_at(Instant::now() + interval, interval);
+    let mut unanswered: u32 = 0;
+    let mut nonce: u64 = 0;
+    loop {
+        out.extend(st.actions.drain(..).map(Message::from));
+        if !out.is_empty() {
+            for m in out.drain(..) {
+                if writer.queue_message(&m).is_err() {
+                    return End::Lost("cannot encode".into());
+                }
+            }
+            if let Err(e) = writer.flush().await {
+                return End::Lost(format!("write failed: {e}"));
+            }
+        }
+        if st.closing.is_some() && closing_now(st) {
+            let _ = writer.queue_message(&Close::new(CloseCode::NORMAL, "client closing").into());
+            let _ = writer.close().await;
+            finish(st);
+            return End::Stop;
+        }
+        let closing_until = st.closing.as_ref().map(|(until, _)| *until);
+        let deadline = match (st.next_deadline(), closing_until) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        tokio::select! {
+            msg = reader.recv_message() => {
+                let msg = match msg {
+                    Ok(Some(m)) => m,
+                    Ok(None) => return End::Lost("server closed the session".into()),
+                    Err(e) => return End::Lost(e.to_string()),
+                };
+                unanswered = 0;
+                match msg {
+                    Message::Response(resp) => {
+                        if let Some(e) = st.pending.remove(resp.id) {
+                            let _ = e.reply.send(Ok(resp));
+                        }
+                    }
+                    Message::Push(p) => {
+                        if welcomes_due > 0 {
+                            // Between the connection's Welcome and the Resume answer: the fresh
+                            // session's pushes.
+                            provisional_max_seq = provisional_max_seq.max(p.seq);
+                            if st.incoming.send(Incoming::Push(p)).await.is_err() {
+                                return End::Stop;
+                            }
+                        } else if p.seq > st.last_push_seq {
+                            st.last_push_seq = p.seq;
+                            if st.incoming.send(Incoming::Push(p)).await.is_err() {
+                                return End::Stop;
+                            }
+                        }
+                    }
+                    Message::Action(a) => {
+                        if st.incoming.send(Incoming::Action(a)).await.is_err() {
+                            return End::Stop;
+                        }
+                    }
+                    Message::Welcome(w) => {
+                        welcomes_due = welcomes_due.saturating_sub(1);
+                        st.token = Some(w.token.clone());
+                        if welcomes_due == 0 {
+                            if !w.resumed {
+                                // A new session: its numbering starts over (pushes it already
+                                // sent us were delivered).
+                                st.last_push_seq = provisional_max_seq;
+                            }
+                            *ever_online = true;
+                            st.set_status(Status::Online { resumed: w.resumed });
+                        }
+                    }
+                    Message::Ping(p) => out.push(cypherwire_wire::Pong::new(p.nonce).into()),
+                    Message::Pong(_) => {}
+                    Message::Close(c) => {
+                        return End::Lost(format!("server closed: {} ({:?})", c.reason, c.code));
+                    }
+                    other => return End::Lost(format!("unexpected message kind 0x{:02x}", other.kind())),
+                }
+            }
+            cmd = rx.recv() => match cmd {
+                Some(cmd) => st.command(cmd, &mut out),
+                None => return End::Stop,
+            },
+            _ = heartbeat.tick() => {
+                if unanswered >= st.config.heartbeat_missed {
+                    return End::Lost(format!("{unanswered} heartbeats unanswered"));
+                }
+                unanswered += 1;
+                nonce += 1;
+                out.push(Ping::new(nonce).into());
+            }
+            () = sleep_until(deadline) => {
+                st.expire(&mut out);
+            }
+        }
+    }
+}

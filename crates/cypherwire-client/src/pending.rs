@@ -1,0 +1,174 @@
+//! The table of requests awaiting an answer (sans-IO): bounded by count and bytes, ordered by
+//! id for resending, with deadlines as data.
+
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use cypherwire_wire::Request;
+
+/// One waiting request.
+#[derive(Debug)]
+pub(crate) struct Entry<R> {
+    pub(crate) request: Request,
+    pub(crate) bytes: usize,
+    pub(crate) expires: Option<Instant>,
+    pub(crate) reply: R,
+    /// Sent on the current connection (cleared when the connection is lost).
+    pub(crate) sent: bool,
+}
+
+/// Requests by id. `R` is the caller's reply channel.
+#[derive(Debug)]
+pub(crate) struct PendingTable<R> {
+    entries: BTreeMap<u64, Entry<R>>,
+    bytes: usize,
+    max_count: usize,
+    max_bytes: usize,
+}
+
+/// The table is full.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Full {
+    pub(crate) pending: usize,
+    pub(crate) bytes: usize,
+}
+
+impl<R> PendingTable<R> {
+    pub(crate) fn new(max_count: usize, max_bytes: usize) -> Self {
+        Self {
+            entries: BTreeMap::new(),
+            bytes: 0,
+            max_count,
+            max_bytes,
+        }
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Adds a request, or refuses it when the table would exceed its bounds.
+    pub(crate) fn insert(&mut self, entry: Entry<R>) -> Result<(), (Full, Box<Entry<R>>)> {
+        if self.entries.len() >= self.max_count || self.bytes + entry.bytes > self.max_bytes {
+            let full = Full {
+                pending: self.entries.len(),
+                bytes: self.bytes,
+            };
+            return Err((full, Box::new(entry)));
+        }
+        self.bytes += entry.bytes;
+        self.entries.insert(entry.request.id, entry);
+        Ok(())
+    }
+
+    pub(crate) fn remove(&mut self, id: u64) -> Option<Entry<R>> {
+        let e = self.entries.remove(&id)?;
+        self.bytes -= e.bytes;
+        Some(e)
+    }
+
+    /// Ids whose deadline has passed at `now`.
+    pub(crate) fn expired(&self, now: Instant) -> Vec<u64> {
+        self.entries
+            .iter()
+            .filter(|(_, e)| e.expires.is_some_and(|t| t <= now))
+            .map(|(id, _)| *id)
+            .collect()
+    }
+
+    /// The earliest deadline.
+    pub(crate) fn next_deadline(&self) -> Option<Instant> {
+        self.entries.values().filter_map(|e| e.expires).min()
+    }
+
+    /// Marks everything unsent (the connection was lost).
+    pub(crate) fn mark_all_unsent(&mut self) {
+        for e in self.entries.values_mut() {
+            e.sent = false;
+        }
+    }
+
+    /// The unsent requests, oldest id first, marked sent.
+    pub(crate) fn take_unsent(&mut self) -> Vec<Request> {
+        self.entries
+            .values_mut()
+            .filter(|e| !e.sent)
+            .map(|e| {
+                e.sent = true;
+                e.request.clone()
+            })
+            .collect()
+    }
+
+    /// Removes everything (the client closes).
+    pub(crate) fn drain(&mut self) -> Vec<Entry<R>> {
+        self.bytes = 0;
+        std::mem::take(&mut self.entries).into_values().collect()
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::disallowed_methods, reason = "test epoch")]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    fn entry(id: u64, bytes: usize, expires: Option<Instant>) -> Entry<()> {
+        Entry {
+            request: Request::new(id, "/P", "O"),
+            bytes,
+            expires,
+            reply: (),
+            sent: false,
+        }
+    }
+
+    #[test]
+    fn bounds_by_count_and_bytes() {
+        let mut t = PendingTable::new(2, 100);
+        assert!(t.insert(entry(1, 60, None)).is_ok());
+        let (full, _) = t.insert(entry(2, 50, None)).unwrap_err();
+        assert_eq!(
+            full,
+            Full {
+                pending: 1,
+                bytes: 60
+            }
+        );
+        assert!(t.insert(entry(2, 40, None)).is_ok());
+        assert!(t.insert(entry(3, 0, None)).is_err(), "count bound");
+        assert!(t.remove(1).is_some());
+        assert!(t.insert(entry(3, 60, None)).is_ok(), "room again");
+        assert_eq!(t.len(), 2);
+    }
+
+    #[test]
+    fn deadlines_are_data() {
+        let t0 = Instant::now();
+        let mut t = PendingTable::new(10, 1000);
+        t.insert(entry(1, 1, Some(t0 + Duration::from_secs(5))))
+            .unwrap();
+        t.insert(entry(2, 1, Some(t0 + Duration::from_secs(2))))
+            .unwrap();
+        t.insert(entry(3, 1, None)).unwrap();
+        assert_eq!(t.next_deadline(), Some(t0 + Duration::from_secs(2)));
+        assert_eq!(t.expired(t0 + Duration::from_secs(3)), vec![2]);
+        assert_eq!(t.expired(t0 + Duration::from_secs(5)), vec![1, 2]);
+    }
+
+    #[test]
+    fn resend_order_and_marks() {
+        let mut t = PendingTable::new(10, 1000);
+        for id in [3, 1, 2] {
+            t.insert(entry(id, 1, None)).unwrap();
+        }
+        let ids: Vec<u64> = t.take_unsent().iter().map(|r| r.id).collect();
+        assert_eq!(ids, vec![1, 2, 3]);
+        assert!(t.take_unsent().is_empty());
+        t.mark_all_unsent();
+        assert_eq!(t.take_unsent().len(), 3);
+        assert_eq!(t.drain().len(), 3);
+        assert_eq!(t.len(), 0);
+    }
+}

@@ -1,0 +1,455 @@
+//! The reconnecting client against the real server over loopback TCP (through a fault proxy
+//! where the network misbehaves).
+
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "test code")]
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, LazyLock, Mutex};
+use std::time::Duration;
+
+use cypherwire_client::{Backoff, Client, Error, Incoming, Status};
+use cypherwire_server::{Ctx, HandlerError, Server, ServerHandle};
+use cypherwire_session::wire::{Request, StatusCode, Value};
+use cypherwire_session::{Psk, SessionConfig};
+use cypherwire_test_support::proxy::FaultProxy;
+
+static PSK: LazyLock<Psk> = LazyLock::new(|| Psk::from_bytes([0x31; 32]));
+
+/// How many times each request id ran on the server.
+type Runs = Arc<Mutex<HashMap<(u64, u64), u32>>>;
+
+/// A server on `addr` with `/ADD ONE` (returns data + 1, records its runs per (client, id)),
+/// `/SLOW WAIT` and `/FAIL NOW`.
+async fn server(addr: &str, runs: Runs) -> ServerHandle {
+    let server = Server::builder(PSK.clone())
+        .route("/ADD", "ONE", move |req: Request, ctx: Ctx| {
+            let runs = runs.clone();
+            async move {
+                let who = req.metadata.as_u64().unwrap_or(0);
+                *runs.lock().unwrap().entry((who, req.id)).or_insert(0) += 1;
+                let _ = ctx;
+                tokio::time::sleep(Duration::from_millis(req.id % 3)).await;
+                Ok::<_, HandlerError>(Value::from(req.data.as_i64().unwrap_or(0) + 1))
+            }
+        })
+        .route("/SLOW", "WAIT", |req: Request, _ctx: Ctx| async move {
+            tokio::time::sleep(Duration::from_millis(req.data.as_u64().unwrap_or(100))).await;
+            Ok::<_, HandlerError>(Value::from("done"))
+        })
+        .route("/FAIL", "NOW", |_req: Request, _ctx: Ctx| async move {
+            Err::<Value, _>(HandlerError::new(StatusCode(1500), "no"))
+        })
+        .bind(addr)
+        .await
+        .unwrap();
+    server.handle()
+}
+
+fn fast_backoff() -> Backoff {
+    let mut b = Backoff::default();
+    b.initial = Duration::from_millis(20);
+    b.max = Duration::from_millis(200);
+    b
+}
+
+fn client(addr: SocketAddr) -> Client {
+    Client::builder(PSK.clone())
+        .backoff(fast_backoff())
+        .connect(addr.to_string())
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_answers_and_errors() {
+    let runs = Runs::default();
+    let h = server("127.0.0.1:0", runs.clone()).await;
+    let c = client(h.local_addr());
+    c.wait_online().await.unwrap();
+    assert_eq!(*c.status().borrow(), Status::Online { resumed: false });
+    let n: i64 = c
+        .request("/ADD", "ONE")
+        .data(41)
+        .send()
+        .await
+        .unwrap()
+        .data()
+        .unwrap();
+    assert_eq!(n, 42);
+    let err = c.request("/FAIL", "NOW").send().await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::Status {
+                code: StatusCode(1500),
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    let err = c.request("/NOWHERE", "X").send().await.unwrap_err();
+    assert!(matches!(
+        err,
+        Error::Status {
+            code: StatusCode::NOT_FOUND,
+            ..
+        }
+    ));
+    let err = c
+        .request("/ADD", "ONE")
+        .data(1)
+        .send()
+        .await
+        .unwrap()
+        .data::<String>()
+        .unwrap_err();
+    assert!(matches!(err, Error::Data(_)));
+    // Many in flight at once, answered in any order.
+    let futs: Vec<_> = (0..50)
+        .map(|i| c.request("/ADD", "ONE").data(i).send())
+        .collect();
+    for (i, f) in futs.into_iter().enumerate() {
+        assert_eq!(f.await.unwrap().data::<i64>().unwrap(), i as i64 + 1);
+    }
+    c.close(Duration::from_secs(1)).await;
+    assert_eq!(*c.status().borrow(), Status::Closed);
+    assert!(
+        c.request("/ADD", "ONE")
+            .send()
+            .await
+            .unwrap_err()
+            .is_closed()
+    );
+    h.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offline_requests_queue_within_bounds_and_complete_when_the_server_appears() {
+    // Find a free port, then start the client before any server listens there.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let c = Client::builder(PSK.clone())
+        .backoff(fast_backoff())
+        .max_pending(4, 1 << 20)
+        .connect(addr.to_string())
+        .unwrap();
+    let queued: Vec<_> = (0..4)
+        .map(|i| tokio::spawn(c.request("/ADD", "ONE").data(i).send()))
+        .collect();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // The buffer holds 4: the next ones fail at once.
+    for _ in 0..4 {
+        let err = c.request("/ADD", "ONE").send().await.unwrap_err();
+        assert!(
+            matches!(err, Error::BufferFull { pending: 4, .. }),
+            "{err:?}"
+        );
+        assert!(err.is_transient());
+    }
+    let h = server(&addr.to_string(), Runs::default()).await;
+    for (i, q) in queued.into_iter().enumerate() {
+        assert_eq!(
+            q.await.unwrap().unwrap().data::<i64>().unwrap(),
+            i as i64 + 1
+        );
+    }
+    h.shutdown().await;
+}
+
+/// The main promise: connections cut under load lose nothing, answer nothing twice, and run
+/// nothing twice while the server lives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cuts_lose_nothing_and_run_nothing_twice() {
+    let runs = Runs::default();
+    let h = server("127.0.0.1:0", runs.clone()).await;
+    let proxy = FaultProxy::start(h.local_addr()).await.unwrap();
+    const CLIENTS: u64 = 10;
+    const PER_CLIENT: u64 = 500;
+    let mut tasks = tokio::task::JoinSet::new();
+    for who in 1..=CLIENTS {
+        let c = client(proxy.addr());
+        tasks.spawn(async move {
+            let mut statuses = c.status_events();
+            c.wait_online().await.unwrap();
+            let mut ok = 0;
+            let mut in_flight = tokio::task::JoinSet::new();
+            for i in 0..PER_CLIENT {
+                if in_flight.len() >= 8 {
+                    let (i, r): (u64, Result<cypherwire_client::Reply, Error>) =
+                        in_flight.join_next().await.unwrap().unwrap();
+                    assert_eq!(r.unwrap().data::<u64>().unwrap(), i + 1, "wrong answer");
+                    ok += 1;
+                }
+                let f = c.request("/ADD", "ONE").data(i).metadata(who).send();
+                in_flight.spawn(async move { (i, f.await) });
+            }
+            while let Some(r) = in_flight.join_next().await {
+                let (i, r) = r.unwrap();
+                assert_eq!(r.unwrap().data::<u64>().unwrap(), i + 1, "wrong answer");
+                ok += 1;
+            }
+            c.close(Duration::from_secs(1)).await;
+            let mut resumed = 0;
+            while let Ok(s) = statuses.try_recv() {
+                resumed += u64::from(s == Status::Online { resumed: true });
+            }
+            (ok, resumed)
+        });
+    }
+    // Cut every connection a few times while the load runs.
+    for _ in 0..5 {
+        tokio::time::sleep(Duration::from_millis(60)).await;
+        proxy.cut_all();
+    }
+    let (mut answered, mut resumes) = (0, 0);
+    while let Some(r) = tasks.join_next().await {
+        let (ok, resumed) = r.unwrap();
+        answered += ok;
+        resumes += resumed;
+    }
+    assert_eq!(answered, CLIENTS * PER_CLIENT, "lost or failed requests");
+    // The cuts really hit live sessions: every client resumed at least once.
+    assert!(resumes >= CLIENTS, "only {resumes} resumptions");
+    let (ran, twice) = {
+        let runs = runs.lock().unwrap();
+        (runs.len() as u64, runs.values().filter(|n| **n > 1).count())
+    };
+    assert_eq!(ran, CLIENTS * PER_CLIENT, "every request ran");
+    assert_eq!(twice, 0, "executed twice: {twice}");
+    assert_eq!(proxy.cuts(), 5);
+    h.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_restart_loses_no_request() {
+    let runs = Runs::default();
+    let h = server("127.0.0.1:0", runs.clone()).await;
+    let addr = h.local_addr();
+    let c = client(addr);
+    c.wait_online().await.unwrap();
+    let mut status = c.status_events();
+    let slow = tokio::spawn(c.request("/SLOW", "WAIT").data(2_000).send());
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    h.shutdown_now().await;
+    let queued: Vec<_> = (0..20)
+        .map(|i| tokio::spawn(c.request("/ADD", "ONE").data(i).send()))
+        .collect();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let h2 = server(&addr.to_string(), runs.clone()).await;
+    for (i, q) in queued.into_iter().enumerate() {
+        assert_eq!(
+            q.await.unwrap().unwrap().data::<i64>().unwrap(),
+            i as i64 + 1
+        );
+    }
+    // The slow request was resent to the new server (the contract allows it to run again).
+    assert_eq!(
+        slow.await.unwrap().unwrap().data::<String>().unwrap(),
+        "done"
+    );
+    // Status went offline and came back online on a fresh session.
+    let mut seen = Vec::new();
+    while let Ok(s) = status.try_recv() {
+        seen.push(s);
+    }
+    assert!(
+        seen.iter().any(|s| matches!(s, Status::Offline { .. })),
+        "{seen:?}"
+    );
+    assert_eq!(
+        seen.last(),
+        Some(&Status::Online { resumed: false }),
+        "{seen:?}"
+    );
+    c.close(Duration::from_secs(1)).await;
+    h2.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn half_open_links_are_detected_by_heartbeat() {
+    let h = server("127.0.0.1:0", Runs::default()).await;
+    let proxy = FaultProxy::start(h.local_addr()).await.unwrap();
+    let interval = Duration::from_millis(200);
+    let c = Client::builder(PSK.clone())
+        .backoff(fast_backoff())
+        .heartbeat(interval, 3)
+        .connect(proxy.addr().to_string())
+        .unwrap();
+    c.wait_online().await.unwrap();
+    proxy.set_stalled(true);
+    let pending = tokio::spawn(c.request("/ADD", "ONE").data(1).send());
+    let started = tokio::time::Instant::now();
+    let mut st = c.status();
+    st.wait_for(|s| !s.is_online()).await.unwrap();
+    let took = started.elapsed();
+    assert!(
+        took <= 3 * interval + interval + Duration::from_secs(1),
+        "offline after {took:?}"
+    );
+    proxy.set_stalled(false);
+    assert_eq!(pending.await.unwrap().unwrap().data::<i64>().unwrap(), 2);
+    assert!(c.status().borrow().is_online());
+    c.close(Duration::from_secs(1)).await;
+    h.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deadlines_and_dropped_futures() {
+    let h = server("127.0.0.1:0", Runs::default()).await;
+    let c = client(h.local_addr());
+    c.wait_online().await.unwrap();
+    let err = c
+        .request("/SLOW", "WAIT")
+        .data(1_000)
+        .deadline(Duration::from_millis(100))
+        .send()
+        .await
+        .unwrap_err();
+    assert!(err.is_timeout(), "{err:?}");
+    // A dropped future cancels: the client keeps working and nothing leaks.
+    let f = c.request("/SLOW", "WAIT").data(5_000).send();
+    drop(tokio::time::timeout(Duration::from_millis(50), f).await);
+    let n: i64 = c
+        .request("/ADD", "ONE")
+        .data(1)
+        .send()
+        .await
+        .unwrap()
+        .data()
+        .unwrap();
+    assert_eq!(n, 2);
+    c.close(Duration::from_millis(200)).await;
+    h.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pushes_arrive_in_order_and_missed_ones_are_replayed_after_a_cut() {
+    let h = server("127.0.0.1:0", Runs::default()).await;
+    let proxy = FaultProxy::start(h.local_addr()).await.unwrap();
+    let c = client(proxy.addr());
+    let mut incoming = c.take_incoming().unwrap();
+    c.wait_online().await.unwrap();
+    let id = h.connections()[0].id;
+    for i in 1..=5 {
+        h.send_to(id, Value::from(i)).unwrap();
+    }
+    for want in 1..=5u64 {
+        let Some(Incoming::Push(p)) = incoming.next().await else {
+            panic!()
+        };
+        assert_eq!((p.seq, p.data), (want, Value::from(want)));
+    }
+    // Cut. The status events are ordered, so a fast reconnect cannot be missed.
+    let mut events = c.status_events();
+    proxy.cut_all();
+    let mut saw_offline = false;
+    loop {
+        let s = tokio::time::timeout(Duration::from_secs(10), events.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        saw_offline |= matches!(s, Status::Offline { .. });
+        if s == (Status::Online { resumed: true }) {
+            break;
+        }
+    }
+    assert!(saw_offline);
+    // Wait until the server has let the old connection go.
+    for _ in 0..200 {
+        if h.count() == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let id = h.connections()[0].id;
+    for i in 6..=8 {
+        h.send_to(id, Value::from(i)).unwrap();
+    }
+    for want in 6..=8u64 {
+        let Some(Incoming::Push(p)) = incoming.next().await else {
+            panic!()
+        };
+        assert_eq!(p.seq, want, "in order, none twice, none lost");
+    }
+    c.close(Duration::from_secs(1)).await;
+    h.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_sequence_and_giving_up() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut b = fast_backoff();
+    b.give_up_after_attempts = Some(3);
+    let c = Client::builder(PSK.clone())
+        .backoff(b)
+        .connect(format!("127.0.0.1:{port}"))
+        .unwrap();
+    let mut events = c.status_events();
+    let queued = tokio::spawn(c.request("/ADD", "ONE").send());
+    let err = queued.await.unwrap().unwrap_err();
+    assert!(matches!(err, Error::GaveUp { attempts: 3 }), "{err:?}");
+    assert!(err.is_closed());
+    assert_eq!(*c.status().borrow(), Status::GaveUp);
+    let mut seen = Vec::new();
+    while let Ok(s) = events.try_recv() {
+        seen.push(s);
+    }
+    assert_eq!(seen.last(), Some(&Status::GaveUp), "{seen:?}");
+    assert!(matches!(
+        c.request("/ADD", "ONE").send().await,
+        Err(Error::GaveUp { .. })
+    ));
+    // Callbacks see changes too (CYPHER_PROTOCOL's signal processors).
+    let counter = Arc::new(AtomicU64::new(0));
+    let k = counter.clone();
+    let h = server("127.0.0.1:0", Runs::default()).await;
+    let c2 = client(h.local_addr());
+    c2.on_status(move |s| {
+        if s.is_online() {
+            k.fetch_add(1, Ordering::SeqCst);
+        }
+    });
+    c2.wait_online().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(counter.load(Ordering::SeqCst), 1);
+    c2.close(Duration::from_secs(1)).await;
+    h.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn actions_go_out_and_come_back() {
+    let server = Server::builder(PSK.clone())
+        .action(
+            "chat",
+            |a: cypherwire_session::wire::Action, ctx: Ctx| async move {
+                ctx.server.broadcast_action(&a);
+            },
+        )
+        .bind("127.0.0.1:0")
+        .await
+        .unwrap();
+    let h = server.handle();
+    let a = client(h.local_addr());
+    let b = client(h.local_addr());
+    let mut b_in = b.take_incoming().unwrap();
+    a.wait_online().await.unwrap();
+    b.wait_online().await.unwrap();
+    a.emit("chat", "hello").await.unwrap();
+    match b_in.next().await {
+        Some(Incoming::Action(act)) => assert_eq!(act.data, Value::from("hello")),
+        other => panic!("{other:?}"),
+    }
+    a.close(Duration::from_secs(1)).await;
+    b.close(Duration::from_secs(1)).await;
+    h.shutdown().await;
+    let _ = SessionConfig::default();
+}
