@@ -170,6 +170,7 @@ impl ClientBuilder {
         let (status_tx, status_rx) = watch::channel(Status::Connecting);
         let (events, _) = broadcast::channel(256);
         let (incoming_tx, incoming_rx) = mpsc::channel(c.push_capacity);
+        let rtt = Arc::new(AtomicU64::new(u64::MAX));
         tokio::spawn(crate::driver::run(
             Arc::new(c),
             addr.into(),
@@ -177,8 +178,10 @@ impl ClientBuilder {
             status_tx,
             events.clone(),
             incoming_tx,
+            rtt.clone(),
         ));
         Ok(Client {
+            rtt,
             tx,
             status: status_rx,
             events,
@@ -191,6 +194,7 @@ impl ClientBuilder {
 /// A cheap, clonable handle on a reconnecting client. See the [crate docs](crate).
 #[derive(Debug, Clone)]
 pub struct Client {
+    rtt: Arc<AtomicU64>,
     tx: mpsc::Sender<Command>,
     status: watch::Receiver<Status>,
     events: broadcast::Sender<Status>,
@@ -238,6 +242,14 @@ impl Client {
             .await
             .map_err(|_| Error::Closed)?;
         rx.await.map_err(|_| Error::Closed)?
+    }
+
+    /// The round-trip time of the last answered heartbeat, if one was answered yet.
+    pub fn rtt(&self) -> Option<Duration> {
+        match self.rtt.load(Ordering::Relaxed) {
+            u64::MAX => None,
+            micros => Some(Duration::from_micros(micros)),
+        }
     }
 
     /// The current status, watchable.

@@ -24,6 +24,7 @@ struct State {
     status: watch::Sender<Status>,
     events: broadcast::Sender<Status>,
     incoming: mpsc::Sender<Incoming>,
+    rtt: Arc<std::sync::atomic::AtomicU64>,
     pending: PendingTable<Reply>,
     actions: VecDeque<Action>,
     token: Option<TokenBytes>,
@@ -135,8 +136,10 @@ pub(crate) async fn run(
     status: watch::Sender<Status>,
     events: broadcast::Sender<Status>,
     incoming: mpsc::Sender<Incoming>,
+    rtt: Arc<std::sync::atomic::AtomicU64>,
 ) {
     let mut st = State {
+        rtt,
         pending: PendingTable::new(config.max_pending, config.max_pending_bytes),
         config,
         addr,
@@ -341,6 +344,7 @@ async fn online(
     let mut heartbeat = tokio::time::interval_at(Instant::now() + interval, interval);
     let mut unanswered: u32 = 0;
     let mut nonce: u64 = 0;
+    let mut ping_sent: Option<(u64, Instant)> = None;
     loop {
         out.extend(st.actions.drain(..).map(Message::from));
         if !out.is_empty() {
@@ -412,7 +416,14 @@ async fn online(
                         }
                     }
                     Message::Ping(p) => out.push(cypherwire_wire::Pong::new(p.nonce).into()),
-                    Message::Pong(_) => {}
+                    Message::Pong(p) => {
+                        if let Some((n, at)) = ping_sent.take()
+                            && n == p.nonce
+                        {
+                            let micros = u64::try_from(at.elapsed().as_micros()).unwrap_or(u64::MAX - 1);
+                            st.rtt.store(micros, std::sync::atomic::Ordering::Relaxed);
+                        }
+                    }
                     Message::Close(c) => {
                         return End::Lost(format!("server closed: {} ({:?})", c.reason, c.code));
                     }
@@ -429,6 +440,7 @@ async fn online(
                 }
                 unanswered += 1;
                 nonce += 1;
+                ping_sent = Some((nonce, Instant::now()));
                 out.push(Ping::new(nonce).into());
             }
             () = sleep_until(deadline) => {
