@@ -390,6 +390,29 @@ async fn pushes_arrive_in_order_and_missed_ones_are_replayed_after_a_cut() {
         assert_eq!(p.seq, want, "in order, none twice, none lost");
     }
     c.close(Duration::from_secs(1)).await;
+    // The whole story, in order: online, the cut, a reconnect, the resumed session, closed.
+    let mut seen = Vec::new();
+    while let Ok(s) = all_statuses.try_recv() {
+        seen.push(s);
+    }
+    let kinds: Vec<&str> = seen
+        .iter()
+        .map(|s| match s {
+            Status::Connecting => "connecting",
+            Status::Online { resumed: false } => "online",
+            Status::Online { resumed: true } => "resumed",
+            Status::Offline { .. } => "offline",
+            Status::Reconnecting { .. } => "reconnecting",
+            Status::GaveUp => "gave up",
+            Status::Closed => "closed",
+            _ => "other",
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        ["online", "offline", "reconnecting", "resumed", "closed"],
+        "{seen:?}"
+    );
     h.shutdown().await;
 }
 
