@@ -23,6 +23,7 @@ type Runs = Arc<Mutex<HashMap<(u64, u64), u32>>>;
 /// A server on `addr` with `/ADD ONE` (returns data + 1, records its runs per (client, id)),
 /// `/SLOW WAIT` and `/FAIL NOW`.
 async fn server(addr: &str, runs: Runs) -> ServerHandle {
+    let slow_done = runs.clone();
     let server = Server::builder(PSK.clone())
         .route("/ADD", "ONE", move |req: Request, ctx: Ctx| {
             let runs = runs.clone();
@@ -34,9 +35,13 @@ async fn server(addr: &str, runs: Runs) -> ServerHandle {
                 Ok::<_, HandlerError>(Value::from(req.data.as_i64().unwrap_or(0) + 1))
             }
         })
-        .route("/SLOW", "WAIT", |req: Request, _ctx: Ctx| async move {
-            tokio::time::sleep(Duration::from_millis(req.data.as_u64().unwrap_or(100))).await;
-            Ok::<_, HandlerError>(Value::from("done"))
+        .route("/SLOW", "WAIT", move |req: Request, _ctx: Ctx| {
+            let done = slow_done.clone();
+            async move {
+                tokio::time::sleep(Duration::from_millis(req.data.as_u64().unwrap_or(100))).await;
+                *done.lock().unwrap().entry((0, u64::MAX)).or_insert(0) += 1;
+                Ok::<_, HandlerError>(Value::from("done"))
+            }
         })
         .route("/FAIL", "NOW", |_req: Request, _ctx: Ctx| async move {
             Err::<Value, _>(HandlerError::new(StatusCode(1500), "no"))
@@ -174,6 +179,12 @@ async fn offline_requests_queue_within_bounds_and_complete_when_the_server_appea
 /// nothing twice while the server lives.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cuts_lose_nothing_and_run_nothing_twice() {
+    for codec in [CodecId::MsgPack, CodecId::Json] {
+        cuts_with(codec).await;
+    }
+}
+
+async fn cuts_with(codec: CodecId) {
     let runs = Runs::default();
     let h = server("127.0.0.1:0", runs.clone()).await;
     let proxy = FaultProxy::start(h.local_addr()).await.unwrap();
@@ -181,7 +192,11 @@ async fn cuts_lose_nothing_and_run_nothing_twice() {
     const PER_CLIENT: u64 = 1_000;
     let mut tasks = tokio::task::JoinSet::new();
     for who in 1..=CLIENTS {
-        let c = client(proxy.addr());
+        let c = Client::builder(PSK.clone())
+            .backoff(fast_backoff())
+            .session_config(SessionConfig::builder().codecs([codec]).build().unwrap())
+            .connect(proxy.addr().to_string())
+            .unwrap();
         tasks.spawn(async move {
             let mut statuses = c.status_events();
             c.wait_online().await.unwrap();
@@ -312,7 +327,8 @@ async fn half_open_links_are_detected_by_heartbeat() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deadlines_and_dropped_futures() {
-    let h = server("127.0.0.1:0", Runs::default()).await;
+    let runs = Runs::default();
+    let h = server("127.0.0.1:0", runs.clone()).await;
     let c = client(h.local_addr());
     c.wait_online().await.unwrap();
     let err = c
@@ -323,9 +339,20 @@ async fn deadlines_and_dropped_futures() {
         .await
         .unwrap_err();
     assert!(err.is_timeout(), "{err:?}");
-    // A dropped future cancels: the client keeps working and nothing leaks.
-    let f = c.request("/SLOW", "WAIT").data(5_000).send();
+    // A dropped future cancels: the server stops the work, the client keeps working.
+    let f = c.request("/SLOW", "WAIT").data(300).send();
     drop(tokio::time::timeout(Duration::from_millis(50), f).await);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let slow_completed = runs
+        .lock()
+        .unwrap()
+        .get(&(0, u64::MAX))
+        .copied()
+        .unwrap_or(0);
+    assert_eq!(
+        slow_completed, 0,
+        "neither the expired nor the dropped request completed"
+    );
     let n: i64 = c
         .request("/ADD", "ONE")
         .data(1)

@@ -7,8 +7,8 @@
 //! | --- | --- | --- | --- | --- |
 //! | [`wire`] | `wire` (default) | `cypherwire-wire` | frames, payload codecs, [`Value`](wire::Value), envelopes; sans-IO | done |
 //! | `session` | `session` | `cypherwire-session` | Noise handshakes (PSK, identity, password), AEAD records, tokens, bans, Fernet | done |
-//! | `server` | `server` | `cypherwire-server` | router, actions, registry, events, push, broadcast, inbox | in progress |
-//! | `client` | `client` | `cypherwire-client` | reconnecting client that loses no request | planned |
+//! | `server` | `server` | `cypherwire-server` | router, actions, registry, events, push, broadcast, inbox, resumption | done |
+//! | `client` | `client` | `cypherwire-client` | reconnecting client that loses no request | done |
 //! | `mesh` | `mesh` | `cypherwire-mesh` | password-admitted P2P mesh | planned |
 //!
 //! `full` enables every layer; `msgpack` (default) and `json` choose the payload codecs; `ring`
