@@ -60,8 +60,13 @@ fn fast_backoff() -> Backoff {
 }
 
 fn client(addr: SocketAddr) -> Client {
+    client_with(addr, CodecId::MsgPack)
+}
+
+fn client_with(addr: SocketAddr, codec: CodecId) -> Client {
     Client::builder(PSK.clone())
         .backoff(fast_backoff())
+        .session_config(SessionConfig::builder().codecs([codec]).build().unwrap())
         .connect(addr.to_string())
         .unwrap()
 }
@@ -296,12 +301,19 @@ async fn a_server_restart_loses_no_request() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn half_open_links_are_detected_by_heartbeat() {
+    for codec in [CodecId::MsgPack, CodecId::Json] {
+        half_open_with(codec).await;
+    }
+}
+
+async fn half_open_with(codec: CodecId) {
     let h = server("127.0.0.1:0", Runs::default()).await;
     let proxy = FaultProxy::start(h.local_addr()).await.unwrap();
     let interval = Duration::from_millis(200);
     let c = Client::builder(PSK.clone())
         .backoff(fast_backoff())
         .heartbeat(interval, 3)
+        .session_config(SessionConfig::builder().codecs([codec]).build().unwrap())
         .connect(proxy.addr().to_string())
         .unwrap();
     c.wait_online().await.unwrap();
@@ -368,9 +380,15 @@ async fn deadlines_and_dropped_futures() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pushes_arrive_in_order_and_missed_ones_are_replayed_after_a_cut() {
+    for codec in [CodecId::MsgPack, CodecId::Json] {
+        pushes_with(codec).await;
+    }
+}
+
+async fn pushes_with(codec: CodecId) {
     let h = server("127.0.0.1:0", Runs::default()).await;
     let proxy = FaultProxy::start(h.local_addr()).await.unwrap();
-    let c = client(proxy.addr());
+    let c = client_with(proxy.addr(), codec);
     let mut all_statuses = c.status_events();
     let mut incoming = c.take_incoming().unwrap();
     c.wait_online().await.unwrap();
@@ -521,6 +539,12 @@ async fn actions_go_out_and_come_back() {
 /// lost with the old process may run again (the contract), and the count is reported.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restarts_under_load_lose_nothing() {
+    for codec in [CodecId::MsgPack, CodecId::Json] {
+        restarts_with(codec).await;
+    }
+}
+
+async fn restarts_with(codec: CodecId) {
     let runs = Runs::default();
     let h = server("127.0.0.1:0", runs.clone()).await;
     let addr = h.local_addr();
@@ -528,7 +552,7 @@ async fn restarts_under_load_lose_nothing() {
     const PER_CLIENT: u64 = 1_000;
     let mut tasks = tokio::task::JoinSet::new();
     for who in 1..=CLIENTS {
-        let c = client(addr);
+        let c = client_with(addr, codec);
         tasks.spawn(async move {
             let mut ok = 0u64;
             let mut in_flight = tokio::task::JoinSet::new();
