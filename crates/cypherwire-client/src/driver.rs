@@ -171,29 +171,10 @@ pub(crate) async fn run(
             st.config.connect_timeout,
             dial(st.config.clone(), st.addr.clone()),
         );
-        tokio::pin!(attempt);
-        let conn = loop {
-            let deadline = st.next_deadline();
-            tokio::select! {
-                r = &mut attempt => break r.ok().and_then(Result::ok),
-                () = sleep_until(deadline) => {
-                    let mut ignored = Vec::new();
-                    st.expire(&mut ignored);
-                }
-                cmd = rx.recv() => match cmd {
-                    Some(cmd) => {
-                        let mut ignored = Vec::new();
-                        st.command(cmd, &mut ignored);
-                        st.pending.mark_all_unsent();
-                        if closing_now(&st) {
-                            finish(&mut st);
-                            return;
-                        }
-                    }
-                    None => return,
-                },
-            }
+        let Some(conn) = offline_until(&mut st, &mut rx, attempt).await else {
+            return;
         };
+        let conn = conn.ok().and_then(Result::ok);
         let Some((reader, writer)) = conn else {
             failed += 1;
             if st.config.backoff.gives_up(failed, offline_since.elapsed()) {
@@ -257,28 +238,38 @@ fn finish(st: &mut State) {
 
 /// Waits out a backoff delay while taking commands; false if the client must stop.
 async fn wait(st: &mut State, rx: &mut mpsc::Receiver<Command>, delay: Duration) -> bool {
-    let sleep = tokio::time::sleep(delay);
-    tokio::pin!(sleep);
+    offline_until(st, rx, tokio::time::sleep(delay))
+        .await
+        .is_some()
+}
+
+/// Runs `fut` (a connection attempt or a backoff delay) while offline: requests keep queueing
+/// (bounded), deadlines keep expiring. `None` if the client must stop (closed, or every handle
+/// is gone).
+async fn offline_until<F: Future>(
+    st: &mut State,
+    rx: &mut mpsc::Receiver<Command>,
+    fut: F,
+) -> Option<F::Output> {
+    tokio::pin!(fut);
     loop {
         let deadline = st.next_deadline();
         tokio::select! {
-            () = &mut sleep => return true,
+            out = &mut fut => return Some(out),
             () = sleep_until(deadline) => {
                 let mut ignored = Vec::new();
                 st.expire(&mut ignored);
             }
-            cmd = rx.recv() => match cmd {
-                Some(cmd) => {
-                    let mut ignored = Vec::new();
-                    st.command(cmd, &mut ignored);
-                    st.pending.mark_all_unsent();
-                    if closing_now(st) {
-                        finish(st);
-                        return false;
-                    }
+            cmd = rx.recv() => {
+                let cmd = cmd?;
+                let mut ignored = Vec::new();
+                st.command(cmd, &mut ignored);
+                st.pending.mark_all_unsent();
+                if closing_now(st) {
+                    finish(st);
+                    return None;
                 }
-                None => return false,
-            },
+            }
         }
     }
 }

@@ -180,6 +180,29 @@ async fn offline_requests_queue_within_bounds_and_complete_when_the_server_appea
     h.shutdown().await;
 }
 
+/// One client's share of a load: `n` requests to `/ADD ONE` with 8 in flight, each answer
+/// checked; returns how many were answered.
+async fn load(c: &Client, who: u64, n: u64) -> u64 {
+    let mut ok = 0;
+    let mut in_flight = tokio::task::JoinSet::new();
+    for i in 0..n {
+        if in_flight.len() >= 8 {
+            let (i, r): (u64, Result<cypherwire_client::Reply, Error>) =
+                in_flight.join_next().await.unwrap().unwrap();
+            assert_eq!(r.unwrap().data::<u64>().unwrap(), i + 1, "wrong answer");
+            ok += 1;
+        }
+        let f = c.request("/ADD", "ONE").data(i).metadata(who).send();
+        in_flight.spawn(async move { (i, f.await) });
+    }
+    while let Some(r) = in_flight.join_next().await {
+        let (i, r) = r.unwrap();
+        assert_eq!(r.unwrap().data::<u64>().unwrap(), i + 1, "wrong answer");
+        ok += 1;
+    }
+    ok
+}
+
 /// The main promise: connections cut under load lose nothing, answer nothing twice, and run
 /// nothing twice while the server lives.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -205,23 +228,7 @@ async fn cuts_with(codec: CodecId) {
         tasks.spawn(async move {
             let mut statuses = c.status_events();
             c.wait_online().await.unwrap();
-            let mut ok = 0;
-            let mut in_flight = tokio::task::JoinSet::new();
-            for i in 0..PER_CLIENT {
-                if in_flight.len() >= 8 {
-                    let (i, r): (u64, Result<cypherwire_client::Reply, Error>) =
-                        in_flight.join_next().await.unwrap().unwrap();
-                    assert_eq!(r.unwrap().data::<u64>().unwrap(), i + 1, "wrong answer");
-                    ok += 1;
-                }
-                let f = c.request("/ADD", "ONE").data(i).metadata(who).send();
-                in_flight.spawn(async move { (i, f.await) });
-            }
-            while let Some(r) = in_flight.join_next().await {
-                let (i, r) = r.unwrap();
-                assert_eq!(r.unwrap().data::<u64>().unwrap(), i + 1, "wrong answer");
-                ok += 1;
-            }
+            let ok = load(&c, who, PER_CLIENT).await;
             c.close(Duration::from_secs(1)).await;
             let mut resumed = 0;
             while let Ok(s) = statuses.try_recv() {
@@ -554,23 +561,7 @@ async fn restarts_with(codec: CodecId) {
     for who in 1..=CLIENTS {
         let c = client_with(addr, codec);
         tasks.spawn(async move {
-            let mut ok = 0u64;
-            let mut in_flight = tokio::task::JoinSet::new();
-            for i in 0..PER_CLIENT {
-                if in_flight.len() >= 8 {
-                    let (i, r): (u64, Result<cypherwire_client::Reply, Error>) =
-                        in_flight.join_next().await.unwrap().unwrap();
-                    assert_eq!(r.unwrap().data::<u64>().unwrap(), i + 1, "wrong answer");
-                    ok += 1;
-                }
-                let f = c.request("/ADD", "ONE").data(i).metadata(who).send();
-                in_flight.spawn(async move { (i, f.await) });
-            }
-            while let Some(r) = in_flight.join_next().await {
-                let (i, r) = r.unwrap();
-                assert_eq!(r.unwrap().data::<u64>().unwrap(), i + 1, "wrong answer");
-                ok += 1;
-            }
+            let ok = load(&c, who, PER_CLIENT).await;
             c.close(Duration::from_secs(1)).await;
             ok
         });
