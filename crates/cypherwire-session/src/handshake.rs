@@ -121,6 +121,18 @@ impl From<Psk> for ServerAuth {
     }
 }
 
+impl From<PasswordVerifier> for ServerAuth {
+    fn from(v: PasswordVerifier) -> Self {
+        Self::Password(v)
+    }
+}
+
+impl From<Password> for ClientAuth {
+    fn from(p: Password) -> Self {
+        Self::Password(p)
+    }
+}
+
 impl ClientAuth {
     fn mode(&self) -> u8 {
         match self {

@@ -1,171 +1,320 @@
-//! `cypherwire demo`: the embedded demo.
+//! `cypherwire demo`: the whole system in one process, nothing to install.
 //!
-//! Today it shows the wire layer end to end (the layers above are being built): a
-//! CYPHER_PROTOCOL-style request in both payload codecs, a stream of mixed messages decoded from
-//! arbitrary chunks, and the limits that turn hostile input into typed errors.
+//! A server and clients on 127.0.0.1: CYPHER_PROTOCOL's request/response example, an action
+//! broadcast (pnetwork), a server restart the clients ride through without losing a request,
+//! password admission with a ban after wrong passwords (pyile-protocol's rule), and the wire
+//! layer refusing hostile input. Prints what happens and a summary with figures measured in
+//! the run.
 
-use std::time::Instant;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, ensure};
-use bytes::BytesMut;
-use cypherwire::wire::{
-    Action, Codec, Error, Limits, Message, MessageCodec, PayloadCodec, Ping, Push, Request,
-    Response, Value,
+use cypherwire::client::{Backoff, Client, Incoming};
+use cypherwire::server::ServerHandle;
+use cypherwire::session::{
+    Argon2Cost, BanPolicy, ClientAuth, Password, PasswordVerifier, Psk, SessionConfig,
 };
-use tokio_util::codec::{Decoder, Encoder};
+use cypherwire::wire::{Codec, Limits, Message, Value};
+
+use super::service;
 
 /// Arguments of `cypherwire demo`.
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
-    /// Messages in the streaming part.
-    #[arg(long, default_value_t = 100_000)]
-    messages: usize,
+    /// Requests in the throughput and restart parts.
+    #[arg(long, default_value_t = 10_000)]
+    requests: usize,
 }
 
-pub(crate) fn run(args: &Args) -> anyhow::Result<()> {
-    println!("cypherwire demo: the wire layer\n");
-    show_request()?;
-    let rate = stream(args.messages)?;
-    show_limits()?;
-    println!("\nsummary");
-    println!("  envelopes encoded and decoded in both codecs: ok");
-    println!(
-        "  streamed {} messages in random-sized chunks, both codecs: all decoded identically ({:.0} msgs/s)",
-        args.messages, rate
-    );
-    println!("  hostile inputs rejected with typed errors: 4 of 4");
-    println!("  (encryption, server, client and mesh layers are not part of this build yet)");
-    Ok(())
+/// CYPHER_PROTOCOL's README uses this 32-character key string on both sides.
+const SEED_KEY: &str = "2ZpK1CdQfm0s1EZ1SIhYfV7MHdJf8X3U";
+
+fn fast_backoff() -> Backoff {
+    let mut b = Backoff::default();
+    b.initial = Duration::from_millis(20);
+    b.max = Duration::from_millis(200);
+    b
 }
 
-fn sample_request() -> Request {
-    Request::new(1, "/SEQUENCE", "UPDATE")
-        .with_data(Value::from(vec![1, 2, 3]))
-        .with_metadata(Value::map([
-            ("USER", Value::from("ada")),
-            ("RAW", Value::bytes(*b"\x00\x01")),
-        ]))
-}
-
-fn show_request() -> anyhow::Result<()> {
-    let msg = Message::from(sample_request());
-    println!("a CYPHER_PROTOCOL-style request (/SEQUENCE UPDATE [1, 2, 3]) as one frame:");
-    for codec in Codec::ALL {
-        let mut frames = MessageCodec::new(*codec, Limits::default());
-        let mut buf = BytesMut::new();
-        frames.encode(&msg, &mut buf)?;
-        println!("  {:<11} {:>3} bytes  {}", codec.id(), buf.len(), hex(&buf));
-        let back = frames.decode(&mut buf)?.context("frame did not decode")?;
-        ensure!(back.is_identical(&msg), "round trip changed the message");
-    }
-    let mut json = BytesMut::new();
-    Codec::Json.encode(&sample_request(), &mut json)?;
-    println!("  JSON payload: {}\n", String::from_utf8_lossy(&json));
-    Ok(())
-}
-
-fn hex(bytes: &[u8]) -> String {
-    const SHOWN: usize = 24;
-    let mut s: String = bytes
-        .iter()
-        .take(SHOWN)
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    if bytes.len() > SHOWN {
-        s.push('…');
-    }
-    s
-}
-
-/// Encodes `n` mixed messages, feeds them to a decoder in pseudo-random chunks, checks every
-/// message, and returns the combined encode+decode rate.
 #[expect(
     clippy::disallowed_methods,
     reason = "the demo reports wall-clock figures"
 )]
-fn stream(n: usize) -> anyhow::Result<f64> {
+pub(crate) async fn run(args: &Args) -> anyhow::Result<()> {
     let started = Instant::now();
-    for codec in Codec::ALL {
-        let mut frames = MessageCodec::new(*codec, Limits::default());
-        let mut wire = BytesMut::new();
-        for i in 0..n {
-            frames.encode(&message(i), &mut wire)?;
+    println!("cypherwire demo: everything runs in this process on 127.0.0.1\n");
+    let psk = Psk::from_passphrase(SEED_KEY)?;
+    let state = Arc::new(Mutex::new(service::State::default()));
+    let server = service::builder(psk.clone(), state.clone())
+        .bind("127.0.0.1:0")
+        .await?;
+    let handle = server.handle();
+    let addr = handle.local_addr();
+
+    // 1. CYPHER_PROTOCOL's example, encrypted both ways with a key per direction.
+    println!("1. request/response (CYPHER_PROTOCOL's /SEQUENCE and /NUMBER) on {addr}");
+    let client = Client::builder(psk.clone())
+        .backoff(fast_backoff())
+        .connect(addr.to_string())?;
+    client.wait_online().await?;
+    for n in [7, 3, 9] {
+        let r = client.request("/SEQUENCE", "UPDATE").data(n).send().await?;
+        ensure!(
+            r.data == Value::from("UPDATED"),
+            "unexpected answer {:?}",
+            r.data
+        );
+    }
+    let seq: Vec<i64> = client.request("/SEQUENCE", "READ").send().await?.data()?;
+    client.request("/NUMBER", "UPDATE").data(42).send().await?;
+    let number: i64 = client.request("/NUMBER", "READ").send().await?.data()?;
+    println!("   /SEQUENCE READ -> {seq:?}   /NUMBER READ -> {number}");
+    ensure!(seq == [7, 3, 9] && number == 42, "wrong state");
+    let info = handle
+        .connections()
+        .first()
+        .cloned()
+        .context("no connection")?;
+    let hs = cypherwire::session::CipherSuite::default_preference()[0];
+    println!("   session: Noise NNpsk0, {hs:?} records with a key per direction, MessagePack");
+    let _ = info;
+
+    // Round trips and throughput, measured now.
+    let t = Instant::now();
+    let rounds = 1_000;
+    for _ in 0..rounds {
+        client.request("/NUMBER", "READ").send().await?;
+    }
+    let rtt = t.elapsed() / rounds;
+    let n = args.requests;
+    let t = Instant::now();
+    // Each request is its own task, so 64 are really in flight at once.
+    let mut in_flight = tokio::task::JoinSet::new();
+    for i in 0..n {
+        if in_flight.len() == 64
+            && let Some(r) = in_flight.join_next().await
+        {
+            r??;
         }
-        let mut rng = 0x2545_f491_4f6c_dd1d_u64;
-        let mut inbox = BytesMut::new();
-        let mut next = 0;
-        while !wire.is_empty() {
-            rng ^= rng << 13;
-            rng ^= rng >> 7;
-            rng ^= rng << 17;
-            let take = usize::try_from(rng % 4096)
-                .unwrap_or(1)
-                .clamp(1, wire.len());
-            inbox.extend_from_slice(&wire.split_to(take));
-            while let Some(msg) = frames.decode(&mut inbox)? {
-                ensure!(msg.is_identical(&message(next)), "message {next} differs");
-                next += 1;
+        in_flight.spawn(client.request("/ECHO", "PUT").data(i as u64).send());
+    }
+    while let Some(r) = in_flight.join_next().await {
+        r??;
+    }
+    let rate = n as f64 / t.elapsed().as_secs_f64();
+    println!(
+        "   {rounds} sequential round trips: {:.0} µs each; {n} requests 64 in flight: {rate:.0} req/s",
+        rtt.as_secs_f64() * 1e6
+    );
+
+    // 2. Actions, broadcast by the server to everyone.
+    println!("\n2. named actions (pnetwork): one client says hello, the server broadcasts it");
+    let others: Vec<Client> = (0..3)
+        .map(|_| Client::builder(psk.clone()).connect(addr.to_string()))
+        .collect::<Result<_, _>>()?;
+    let mut inboxes = Vec::new();
+    for c in &others {
+        c.wait_online().await?;
+        inboxes.push(c.take_incoming().context("incoming taken")?);
+    }
+    client.emit("chat", "hello from the first client").await?;
+    let mut heard = 0;
+    for inbox in &mut inboxes {
+        if let Some(Incoming::Action(a)) =
+            tokio::time::timeout(Duration::from_secs(5), inbox.next()).await?
+        {
+            heard += 1;
+            if heard == 1 {
+                println!(
+                    "   received: {} {:?}",
+                    a.name,
+                    a.data.as_str().unwrap_or_default()
+                );
             }
         }
-        ensure!(next == n, "decoded {next} of {n} messages");
     }
-    let secs = started.elapsed().as_secs_f64().max(1e-9);
-    Ok((2 * n) as f64 / secs)
-}
-
-fn message(i: usize) -> Message {
-    let id = i as u64;
-    match i % 4 {
-        0 => Request::new(id, "/NUMBER", "READ").into(),
-        1 => Response::ok(id, Value::from(vec![Value::from(id), Value::from("ok")])).into(),
-        2 => Action::new(
-            "chat",
-            Value::from(format!("hello #{i}")),
-            1_700_000_000_000,
-        )
-        .into(),
-        _ => match i % 8 {
-            3 => Ping::new(id).into(),
-            _ => Push::new(id, Value::bytes(vec![7u8; i % 100])).into(),
-        },
+    println!("   {heard} of {} other clients received it", others.len());
+    for c in &others {
+        c.close(Duration::from_millis(100)).await;
     }
-}
 
-fn show_limits() -> anyhow::Result<()> {
-    println!("hostile input, each rejected with a typed error (limits: 1 MiB frames, depth 32):");
+    // 3. A server restart under load: nothing is lost.
+    println!("\n3. a server restart while 3 clients keep 8 requests in flight each");
+    let (restart_stats, handle) = restart_under_load(handle, &psk, state, n / 10).await?;
+    println!(
+        "   {} requests answered, {} lost; the clients were back online {:.0} ms after the restart",
+        restart_stats.answered, restart_stats.lost, restart_stats.back_online_ms
+    );
+    client.close(Duration::from_millis(200)).await;
+    handle.shutdown().await;
+
+    // 4. Password admission with bans.
+    println!(
+        "\n4. password admission (SPAKE2 + argon2id, pyile-style bans after 3 wrong passwords)"
+    );
+    let (failures, banned, admitted) = password_and_bans().await?;
+    println!(
+        "   {failures} wrong passwords refused; then even the right one was refused while banned: {banned}; after unban: admitted = {admitted}"
+    );
+
+    // 5. The wire layer refuses hostile input with typed errors.
+    println!("\n5. hostile input at the wire layer");
     let limits = Limits::default();
-    let mut frames = MessageCodec::new(Codec::MsgPack, limits);
+    let bomb = [vec![0x01, 0x06], vec![0x91; 100_000], vec![0x01]].concat();
+    let e1 = Message::decode(&Codec::MsgPack, &bomb, &limits)
+        .err()
+        .context("nesting bomb accepted")?;
+    let e2 = Message::decode(
+        &Codec::MsgPack,
+        &[1, 6, 0x91, 0xdb, 0xff, 0xff, 0xff, 0xff, b'x'],
+        &limits,
+    )
+    .err()
+    .context("length bomb accepted")?;
+    println!("   100,000-deep nesting -> {e1}\n   \"4 GiB\" string in 9 bytes -> {e2}");
 
-    let mut huge = BytesMut::from(&[0xff, 0xff, 0xff, 0xff][..]);
-    report("length prefix 0xffffffff", frames.decode(&mut huge))?;
-
-    let mut bomb = vec![0x01, 0x06];
-    bomb.extend(std::iter::repeat_n(0x91, 100_000));
-    bomb.push(0x01);
-    report(
-        "100,000-deep nesting",
-        Message::decode(&Codec::MsgPack, &bomb, &limits),
-    )?;
-
-    let str_bomb = [0x01, 0x06, 0x91, 0xdb, 0xff, 0xff, 0xff, 0xff, b'x'];
-    report(
-        "\"4 GiB\" string in 9 bytes",
-        Message::decode(&Codec::MsgPack, &str_bomb, &limits),
-    )?;
-
-    report(
-        "an unknown message kind",
-        Message::decode(&Codec::MsgPack, &[1, 0x3f, 0xc0], &limits),
-    )?;
+    println!("\nsummary");
+    println!(
+        "  request/response: ok ({:.0} µs per round trip, {rate:.0} req/s pipelined)",
+        rtt.as_secs_f64() * 1e6
+    );
+    println!("  action broadcast: {heard}/{} clients", others.len());
+    println!(
+        "  server restart: {}/{} requests answered, {} lost, back online in {:.0} ms",
+        restart_stats.answered,
+        restart_stats.answered + restart_stats.lost,
+        restart_stats.lost,
+        restart_stats.back_online_ms
+    );
+    println!("  password admission: {failures} refusals, ban enforced before any work: {banned}");
+    println!("  (the P2P mesh is not part of this build yet)");
+    println!("  total time: {:.1} s", started.elapsed().as_secs_f64());
+    ensure!(restart_stats.lost == 0, "requests were lost");
+    ensure!(heard == others.len(), "an action did not arrive");
     Ok(())
 }
 
-fn report<T: std::fmt::Debug>(what: &str, result: Result<T, Error>) -> anyhow::Result<()> {
-    match result {
-        Err(e) => {
-            println!("  {what:<28} -> {e}");
-            Ok(())
-        }
-        Ok(v) => anyhow::bail!("{what} was accepted: {v:?}"),
+struct RestartStats {
+    answered: u64,
+    lost: u64,
+    back_online_ms: f64,
+}
+
+#[expect(
+    clippy::disallowed_methods,
+    reason = "the demo reports wall-clock figures"
+)]
+async fn restart_under_load(
+    handle: ServerHandle,
+    psk: &Psk,
+    state: Arc<Mutex<service::State>>,
+    per_client: usize,
+) -> anyhow::Result<(RestartStats, ServerHandle)> {
+    let addr = handle.local_addr();
+    let clients: Vec<Client> = (0..3)
+        .map(|_| {
+            Client::builder(psk.clone())
+                .backoff(fast_backoff())
+                .connect(addr.to_string())
+        })
+        .collect::<Result<_, _>>()?;
+    for c in &clients {
+        c.wait_online().await?;
     }
+    let mut tasks = tokio::task::JoinSet::new();
+    for c in &clients {
+        let c = c.clone();
+        tasks.spawn(async move {
+            let (mut ok, mut lost) = (0u64, 0u64);
+            let mut in_flight = tokio::task::JoinSet::new();
+            let mut count =
+                |r: Result<Result<_, cypherwire::client::Error>, tokio::task::JoinError>| match r {
+                    Ok(Ok(_)) => ok += 1,
+                    _ => lost += 1,
+                };
+            for i in 0..per_client {
+                if in_flight.len() == 8
+                    && let Some(r) = in_flight.join_next().await
+                {
+                    count(r);
+                }
+                in_flight.spawn(c.request("/ECHO", "PUT").data(i as u64).send());
+                tokio::time::sleep(Duration::from_micros(200)).await;
+            }
+            while let Some(r) = in_flight.join_next().await {
+                count(r);
+            }
+            (ok, lost)
+        });
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    handle.shutdown_now().await;
+    let restarted = Instant::now();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let new = service::builder(psk.clone(), state)
+        .bind(&addr.to_string())
+        .await?
+        .handle();
+    for c in &clients {
+        c.wait_online().await?;
+    }
+    let back_online_ms = restarted.elapsed().as_secs_f64() * 1e3;
+    let (mut answered, mut lost) = (0, 0);
+    while let Some(r) = tasks.join_next().await {
+        let (ok, l) = r?;
+        answered += ok;
+        lost += l;
+    }
+    for c in &clients {
+        c.close(Duration::from_millis(100)).await;
+    }
+    Ok((
+        RestartStats {
+            answered,
+            lost,
+            back_online_ms,
+        },
+        new,
+    ))
+}
+
+async fn password_and_bans() -> anyhow::Result<(u32, bool, bool)> {
+    let verifier = PasswordVerifier::create("correct horse battery staple", Argon2Cost::default())?;
+    let mut bans = BanPolicy::default();
+    bans.max_attempts = 3;
+    let server = cypherwire::server::Server::builder(verifier)
+        .ban_policy(bans)
+        .route(
+            "/HELLO",
+            "GET",
+            |_r: cypherwire::wire::Request, _c: cypherwire::server::Ctx| async move {
+                Ok::<_, cypherwire::server::HandlerError>(Value::from("welcome"))
+            },
+        )
+        .bind("127.0.0.1:0")
+        .await?;
+    let h = server.handle();
+    let attempt = |pw: &'static str| {
+        let addr = h.local_addr();
+        async move {
+            let tcp = tokio::net::TcpStream::connect(addr).await?;
+            let auth = ClientAuth::Password(Password::new(pw));
+            cypherwire::session::connect(tcp, &auth, &SessionConfig::default())
+                .await
+                .map(drop)
+                .map_err(anyhow::Error::from)
+        }
+    };
+    let mut failures = 0;
+    for _ in 0..3 {
+        if attempt("password123").await.is_err() {
+            failures += 1;
+        }
+    }
+    let banned = attempt("correct horse battery staple").await.is_err() && !h.bans().is_empty();
+    h.unban("127.0.0.1".parse()?);
+    let admitted = attempt("correct horse battery staple").await.is_ok();
+    h.shutdown().await;
+    Ok((failures, banned, admitted))
 }

@@ -1,3 +1,6 @@
 //! One module per subcommand.
 
 pub(crate) mod demo;
+pub(crate) mod keys;
+pub(crate) mod serve;
+pub(crate) mod service;

@@ -1,0 +1,151 @@
+//! `serve` and `request`.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use bytes::BytesMut;
+use cypherwire::client::Client;
+use cypherwire::server::EventKind;
+use cypherwire::wire::{Codec, Limits, PayloadCodec, Value};
+
+use super::keys::read_psk;
+use super::service;
+
+/// Arguments of `cypherwire serve`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:12345")]
+    listen: String,
+    /// File holding the pre-shared key (or a passphrase of 16+ characters).
+    #[arg(long)]
+    psk_file: PathBuf,
+}
+
+pub(crate) async fn serve(args: &ServeArgs) -> anyhow::Result<()> {
+    let psk = read_psk(&args.psk_file)?;
+    let server = service::builder(psk, Arc::new(Mutex::new(service::State::default())))
+        .bind(&args.listen)
+        .await?;
+    let handle = server.handle();
+    println!("listening on {}", handle.local_addr());
+    let mut events = handle.events();
+    let log = tokio::spawn(async move {
+        while let Some(e) = events.next().await {
+            match e.kind {
+                EventKind::Authenticated { id, peer, .. } => eprintln!("connected {id} {peer}"),
+                EventKind::Disconnected { id, peer, reason } => {
+                    eprintln!("disconnected {id} {peer}: {reason:?}");
+                }
+                EventKind::AuthenticationFailed { peer, reason } => {
+                    eprintln!("authentication failed from {peer}: {reason}");
+                }
+                EventKind::Banned { peer } => eprintln!("banned {peer}"),
+                _ => {}
+            }
+        }
+    });
+    shutdown_signal().await;
+    eprintln!("shutting down");
+    handle.shutdown().await;
+    log.abort();
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let term = async {
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(mut s) => {
+                    s.recv().await;
+                }
+                Err(_) => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = ctrl_c => {}
+            () = term => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+/// Arguments of `cypherwire request`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct RequestArgs {
+    /// Server address.
+    #[arg(long, default_value = "127.0.0.1:12345")]
+    connect: String,
+    /// File holding the pre-shared key (or a passphrase of 16+ characters).
+    #[arg(long)]
+    psk_file: PathBuf,
+    /// Metadata, as JSON.
+    #[arg(long)]
+    metadata: Option<String>,
+    /// Seconds to wait for the answer (connecting included).
+    #[arg(long, default_value_t = 10)]
+    timeout: u64,
+    /// The request's path, e.g. /NUMBER.
+    path: String,
+    /// The request's operation, e.g. READ.
+    operation: String,
+    /// The request's data, as JSON.
+    data: Option<String>,
+}
+
+/// Parses JSON text into a [`Value`] (with the wire's lossless JSON forms).
+pub(crate) fn json_to_value(text: &str) -> anyhow::Result<Value> {
+    Codec::Json
+        .decode::<Value>(text.as_bytes(), &Limits::default())
+        .with_context(|| format!("not valid JSON: {text}"))
+}
+
+/// Renders a [`Value`] as JSON text.
+pub(crate) fn value_to_json(v: &Value) -> anyhow::Result<String> {
+    let mut buf = BytesMut::new();
+    Codec::Json.encode(v, &mut buf)?;
+    Ok(String::from_utf8(buf.to_vec())?)
+}
+
+pub(crate) async fn request(args: &RequestArgs) -> anyhow::Result<()> {
+    let psk = read_psk(&args.psk_file)?;
+    let data = args
+        .data
+        .as_deref()
+        .map(json_to_value)
+        .transpose()?
+        .unwrap_or(Value::Nil);
+    let metadata = args
+        .metadata
+        .as_deref()
+        .map(json_to_value)
+        .transpose()?
+        .unwrap_or(Value::Nil);
+    let mut backoff = cypherwire::client::Backoff::default();
+    backoff.give_up_after_attempts = Some(3);
+    let client = Client::builder(psk)
+        .backoff(backoff)
+        .connect(args.connect.clone())?;
+    let send = client
+        .request(&args.path, &args.operation)
+        .data(data)
+        .metadata(metadata)
+        .send();
+    let reply = tokio::time::timeout(Duration::from_secs(args.timeout), send)
+        .await
+        .map_err(|_| {
+            anyhow::anyhow!(
+                "no answer within {} s (is the server up, and the key right?)",
+                args.timeout
+            )
+        })?
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    println!("{}", value_to_json(&reply.data)?);
+    client.close(Duration::from_millis(200)).await;
+    Ok(())
+}
