@@ -26,6 +26,35 @@
 //! # Ok::<(), cypherwire::wire::Error>(())
 //! ```
 
+//! A server and a client (features `server` and `client`):
+//!
+//! ```
+//! # #[cfg(all(feature = "server", feature = "client"))]
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! use cypherwire::client::Client;
+//! use cypherwire::server::{Ctx, HandlerError, Server};
+//! use cypherwire::session::Psk;
+//! use cypherwire::wire::{Request, Value};
+//!
+//! let psk = Psk::from_passphrase("2ZpK1CdQfm0s1EZ1SIhYfV7MHdJf8X3U")?;
+//! let server = Server::builder(psk.clone())
+//!     .route("/NUMBER", "READ", |_req: Request, _ctx: Ctx| async move {
+//!         Ok::<_, HandlerError>(Value::from(42))
+//!     })
+//!     .bind("127.0.0.1:0")
+//!     .await?;
+//! let client = Client::builder(psk).connect(server.local_addr().to_string())?;
+//! let n: i64 = client.request("/NUMBER", "READ").send().await?.data()?;
+//! assert_eq!(n, 42);
+//! assert!(client.status().borrow().is_online());
+//! client.close(std::time::Duration::from_millis(100)).await;
+//! server.handle().shutdown().await;
+//! # Ok(()) }
+//! # #[cfg(all(feature = "server", feature = "client"))]
+//! # tokio::runtime::Runtime::new()?.block_on(demo())?;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
 #![doc(test(attr(deny(warnings))))]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
