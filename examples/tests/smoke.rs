@@ -1,5 +1,11 @@
 //! Runs every example against loopback with a timeout; each must exit 0.
 
+#![allow(
+    clippy::expect_used,
+    clippy::disallowed_methods,
+    reason = "test code with a wall-clock timeout"
+)]
+
 use std::process::Command;
 use std::time::{Duration, Instant};
 
