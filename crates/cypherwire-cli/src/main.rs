@@ -13,8 +13,30 @@ use clap::{Parser, Subcommand};
 #[derive(Debug, Parser)]
 #[command(name = "cypherwire", version, about, long_about = None)]
 struct Cli {
+    /// More log output on stderr (-v info, -vv debug, -vvv trace). `RUST_LOG` set to a level
+    /// name (error, warn, info, debug, trace) does the same.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    verbose: u8,
     #[command(subcommand)]
     command: Command,
+}
+
+/// Logs to stderr at the level from `-v` or `RUST_LOG` (warnings by default).
+fn init_logging(verbose: u8) {
+    let from_env = std::env::var("RUST_LOG")
+        .ok()
+        .and_then(|v| v.trim().parse::<tracing::Level>().ok());
+    let level = match verbose {
+        0 => from_env.unwrap_or(tracing::Level::WARN),
+        1 => tracing::Level::INFO,
+        2 => tracing::Level::DEBUG,
+        _ => tracing::Level::TRACE,
+    };
+    let _ = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_max_level(level)
+        .with_target(false)
+        .try_init();
 }
 
 #[derive(Debug, Subcommand)]
@@ -29,10 +51,13 @@ enum Command {
     Serve(commands::serve::ServeArgs),
     /// Send one request and print the answer's data as JSON.
     Request(commands::serve::RequestArgs),
+    /// Loopback round-trip and throughput figures (an in-process server unless --connect).
+    Bench(commands::bench::Args),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    init_logging(cli.verbose);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -50,6 +75,7 @@ fn main() -> ExitCode {
             Command::HashPassword(args) => commands::keys::hash_password(&args),
             Command::Serve(args) => commands::serve::serve(&args).await,
             Command::Request(args) => commands::serve::request(&args).await,
+            Command::Bench(args) => commands::bench::run(&args).await,
         }
     });
     match result {

@@ -164,7 +164,14 @@ fn demo_runs_and_exits_zero() {
 
 #[test]
 fn every_subcommand_has_help_and_bad_usage_fails() {
-    for sub in ["demo", "keygen", "hash-password", "serve", "request"] {
+    for sub in [
+        "demo",
+        "keygen",
+        "hash-password",
+        "serve",
+        "request",
+        "bench",
+    ] {
         let o = run(&[sub, "--help"]);
         assert!(o.status.success(), "{sub}");
         assert!(stdout(&o).contains("Usage"), "{sub}");
@@ -173,4 +180,17 @@ fn every_subcommand_has_help_and_bad_usage_fails() {
     let o = run(&["serve", "--psk-file", "/nonexistent/key"]);
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).starts_with("error: cannot read /nonexistent/key"));
+}
+
+#[test]
+fn bench_prints_figures() {
+    let o = run(&["bench", "--requests", "300"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let out = stdout(&o);
+    assert!(
+        out.contains("sequential:") && out.contains("64 in flight:"),
+        "{out}"
+    );
+    // --connect without a key file is a usage error.
+    assert!(!run(&["bench", "--connect", "127.0.0.1:1"]).status.success());
 }
