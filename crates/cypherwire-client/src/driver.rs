@@ -35,6 +35,7 @@ struct State {
 impl State {
     fn set_status(&self, s: Status) {
         if *self.status.borrow() != s {
+            tracing::info!(addr = %self.addr, status = ?s, "client status");
             self.status.send_replace(s.clone());
             let _ = self.events.send(s);
         }

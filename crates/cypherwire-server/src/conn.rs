@@ -165,6 +165,7 @@ pub(crate) async fn run(
             link: link.clone(),
         },
     );
+    tracing::info!(connection = id.0, suite = ?info.suite, codec = ?info.codec, "authenticated");
     shared.emit(EventKind::Authenticated {
         id,
         peer,
@@ -216,6 +217,7 @@ pub(crate) async fn run(
         counters.bytes_out.load(Ordering::Relaxed),
         Ordering::Relaxed,
     );
+    tracing::info!(connection = id.0, ?reason, "disconnected");
     shared.emit(EventKind::Disconnected { id, peer, reason });
 }
 
