@@ -105,18 +105,8 @@ impl<K: Hash + Eq + Clone> AttemptLimiter<K> {
 
     /// Records a failed attempt; returns the ban it caused, if any.
     pub fn record_failure(&mut self, key: &K, now: Instant) -> Option<Banned> {
-        if !self.table.contains_key(key) {
-            self.make_room(now);
-        }
         let policy = self.policy;
-        let r = self.table.entry(key.clone()).or_insert(Record {
-            failures: 0,
-            window_start: now,
-            banned_until: None,
-            bans: 0,
-            last_seen: now,
-        });
-        r.last_seen = now;
+        let r = self.record(key, now);
         if now.saturating_duration_since(r.window_start) >= policy.window {
             r.failures = 0;
             r.window_start = now;
@@ -145,19 +135,9 @@ impl<K: Hash + Eq + Clone> AttemptLimiter<K> {
 
     /// Bans `key` for `length` (an operator's decision).
     pub fn ban(&mut self, key: &K, length: Duration, now: Instant) {
-        if !self.table.contains_key(key) {
-            self.make_room(now);
-        }
-        let r = self.table.entry(key.clone()).or_insert(Record {
-            failures: 0,
-            window_start: now,
-            banned_until: None,
-            bans: 0,
-            last_seen: now,
-        });
+        let r = self.record(key, now);
         r.banned_until = Some(now + length);
         r.bans += 1;
-        r.last_seen = now;
     }
 
     /// Lifts a ban and forgets the source.
@@ -181,6 +161,22 @@ impl<K: Hash + Eq + Clone> AttemptLimiter<K> {
     /// Whether no source is tracked.
     pub fn is_empty(&self) -> bool {
         self.table.is_empty()
+    }
+
+    /// The record of `key`, created (making room first) if new; marks it seen at `now`.
+    fn record(&mut self, key: &K, now: Instant) -> &mut Record {
+        if !self.table.contains_key(key) {
+            self.make_room(now);
+        }
+        let r = self.table.entry(key.clone()).or_insert(Record {
+            failures: 0,
+            window_start: now,
+            banned_until: None,
+            bans: 0,
+            last_seen: now,
+        });
+        r.last_seen = now;
+        r
     }
 
     /// Keeps the table within capacity: drops stale records, then the least recently seen
