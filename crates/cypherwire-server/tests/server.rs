@@ -1025,3 +1025,132 @@ async fn invalid_configuration_is_refused_at_bind() {
         "{err:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connection_limits_and_the_accept_hook_refuse_before_any_work() {
+    // Total connections.
+    let mut limits = ServerLimits::default();
+    limits.max_connections = 2;
+    let server = demo_server()
+        .limits(limits)
+        .bind("127.0.0.1:0")
+        .await
+        .unwrap();
+    let h = server.handle();
+    let mut events = h.events();
+    let _a = client(&h, &SessionConfig::default()).await;
+    let _b = client(&h, &SessionConfig::default()).await;
+    let _c = TcpStream::connect(h.local_addr()).await.unwrap();
+    let refused = next_event(&mut events, |k| matches!(k, EventKind::Refused { .. })).await;
+    assert!(matches!(
+        refused,
+        EventKind::Refused {
+            reason: Refusal::TooManyConnections,
+            ..
+        }
+    ));
+    h.shutdown().await;
+
+    // Per address.
+    let mut limits = ServerLimits::default();
+    limits.max_connections_per_ip = 1;
+    let server = demo_server()
+        .limits(limits)
+        .bind("127.0.0.1:0")
+        .await
+        .unwrap();
+    let h = server.handle();
+    let mut events = h.events();
+    let _a = client(&h, &SessionConfig::default()).await;
+    let _b = TcpStream::connect(h.local_addr()).await.unwrap();
+    let refused = next_event(&mut events, |k| matches!(k, EventKind::Refused { .. })).await;
+    assert!(matches!(
+        refused,
+        EventKind::Refused {
+            reason: Refusal::TooManyFromAddress,
+            ..
+        }
+    ));
+    h.shutdown().await;
+
+    // The accept hook.
+    let seen = Arc::new(AtomicUsize::new(0));
+    let s2 = seen.clone();
+    let server = demo_server()
+        .accept_hook(move |incoming| {
+            s2.fetch_add(1, Ordering::SeqCst);
+            !incoming.peer.ip().is_loopback()
+        })
+        .bind("127.0.0.1:0")
+        .await
+        .unwrap();
+    let h = server.handle();
+    let mut events = h.events();
+    let tcp = TcpStream::connect(h.local_addr()).await.unwrap();
+    assert!(
+        connect(
+            tcp,
+            &ClientAuth::Psk(PSK.clone()),
+            &SessionConfig::default()
+        )
+        .await
+        .is_err()
+    );
+    let refused = next_event(&mut events, |k| matches!(k, EventKind::Refused { .. })).await;
+    assert!(matches!(
+        refused,
+        EventKind::Refused {
+            reason: Refusal::Hook,
+            ..
+        }
+    ));
+    assert_eq!(seen.load(Ordering::SeqCst), 1);
+    assert_eq!(
+        h.stats().handshakes_ok + h.stats().handshakes_failed,
+        0,
+        "no handshake was attempted"
+    );
+    h.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_flight_requests_per_connection_are_bounded() {
+    let mut limits = ServerLimits::default();
+    limits.max_in_flight = 2;
+    let started = Arc::new(AtomicUsize::new(0));
+    let s2 = started.clone();
+    let server = Server::builder(PSK.clone())
+        .route("/HOLD", "ON", move |_r: Request, _c: Ctx| {
+            let s = s2.clone();
+            async move {
+                s.fetch_add(1, Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                Ok::<_, HandlerError>(Value::Nil)
+            }
+        })
+        .limits(limits)
+        .bind("127.0.0.1:0")
+        .await
+        .unwrap();
+    let h = server.handle();
+    let mut c = client(&h, &SessionConfig::default()).await;
+    for id in 1..=5 {
+        c.queue_message(&Request::new(id, "/HOLD", "ON").into())
+            .unwrap();
+    }
+    c.flush().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    assert_eq!(
+        started.load(Ordering::SeqCst),
+        2,
+        "only max_in_flight run at once"
+    );
+    let mut answered = 0;
+    while answered < 5 {
+        if let Some(Message::Response(_)) = next(&mut c).await {
+            answered += 1;
+        }
+    }
+    assert_eq!(started.load(Ordering::SeqCst), 5);
+    h.shutdown().await;
+}
