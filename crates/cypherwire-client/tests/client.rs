@@ -588,3 +588,44 @@ async fn restarts_with(codec: CodecId) {
     assert!(twice <= 3 * 100 * 8, "{twice}");
     current.shutdown().await;
 }
+
+#[tokio::test]
+async fn invalid_configuration_is_refused() {
+    let zero = Client::builder(PSK.clone())
+        .max_pending(0, 1)
+        .connect("127.0.0.1:1");
+    assert!(matches!(zero, Err(Error::Config(_))));
+    let zero = Client::builder(PSK.clone())
+        .heartbeat(Duration::ZERO, 3)
+        .connect("127.0.0.1:1");
+    assert!(matches!(zero, Err(Error::Config(_))));
+    let mut b = Backoff::default();
+    b.max = Duration::from_millis(1);
+    assert!(matches!(
+        Client::builder(PSK.clone())
+            .backoff(b)
+            .connect("127.0.0.1:1"),
+        Err(Error::Config(_))
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn giving_up_after_a_duration() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut b = fast_backoff();
+    b.give_up_after = Some(Duration::from_millis(300));
+    let c = Client::builder(PSK.clone())
+        .backoff(b)
+        .connect(format!("127.0.0.1:{port}"))
+        .unwrap();
+    let err = tokio::time::timeout(Duration::from_secs(10), c.request("/ADD", "ONE").send())
+        .await
+        .unwrap()
+        .unwrap_err();
+    assert!(matches!(err, Error::GaveUp { .. }), "{err:?}");
+    assert_eq!(*c.status().borrow(), Status::GaveUp);
+}
