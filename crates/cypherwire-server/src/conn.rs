@@ -254,12 +254,14 @@ async fn write_loop(
                 next = rx.try_recv().ok();
             }
         }
-        if writer.flush().await.is_err() {
-            return;
-        }
+        // Counted when queued, before the write: a peer that has read a message always sees it
+        // counted.
         counters
             .bytes_out
             .store(writer.bytes_sent(), Ordering::Relaxed);
+        if writer.flush().await.is_err() {
+            return;
+        }
     }
     // Every sender is gone: end our direction cleanly.
     let _ = writer.close().await;
