@@ -27,6 +27,8 @@ use crate::sessions::{Begin, SessionState, welcome};
 pub(crate) enum Outgoing {
     /// An envelope.
     Message(Message),
+    /// An envelope also kept elsewhere (a session's response cache or push replay buffer).
+    Shared(Arc<Message>),
     /// A `Close` envelope, then the authenticated end of stream.
     Close(CloseCode, &'static str),
 }
@@ -236,19 +238,19 @@ async fn write_loop(
         let mut next = Some(first);
         let mut batch = 0;
         while let Some(out) = next.take() {
-            match out {
-                Outgoing::Message(m) => {
-                    if writer.queue_message(&m).is_err() {
-                        return;
-                    }
-                    counters.messages_out.fetch_add(1, Ordering::Relaxed);
-                }
+            let queued = match &out {
+                Outgoing::Message(m) => writer.queue_message(m),
+                Outgoing::Shared(m) => writer.queue_message(m),
                 Outgoing::Close(code, reason) => {
-                    let _ = writer.queue_message(&Close::new(code, reason).into());
+                    let _ = writer.queue_message(&Close::new(*code, *reason).into());
                     let _ = writer.close().await;
                     return;
                 }
+            };
+            if queued.is_err() {
+                return;
             }
+            counters.messages_out.fetch_add(1, Ordering::Relaxed);
             batch += 1;
             if batch < WRITE_BATCH {
                 next = rx.try_recv().ok();
@@ -372,12 +374,7 @@ async fn read_messages(
                 match session.begin(req.id) {
                     Begin::Cached(resp) => {
                         // A resent request that already ran: the stored answer, not a second run.
-                        if link
-                            .outbox
-                            .send(Outgoing::Message(resp.into()))
-                            .await
-                            .is_err()
-                        {
+                        if link.outbox.send(Outgoing::Shared(resp)).await.is_err() {
                             return DisconnectReason::Io("writer stopped".into());
                         }
                         continue;
@@ -492,7 +489,7 @@ async fn resume_session(
         return false;
     }
     for p in pushes {
-        if link.outbox.send(Outgoing::Message(p.into())).await.is_err() {
+        if link.outbox.send(Outgoing::Shared(p)).await.is_err() {
             return false;
         }
     }
@@ -520,8 +517,8 @@ async fn drain(shared: &Arc<Shared>, in_flight: &Arc<Semaphore>) {
 /// Records the answer in the session and sends it to whichever connection the session is
 /// attached to now.
 async fn answer(session: &SessionState, resp: Response) {
-    if let Some(tx) = session.complete(resp.id, &resp) {
-        let _ = tx.send(Outgoing::Message(resp.into())).await;
+    if let (msg, Some(tx)) = session.complete(resp) {
+        let _ = tx.send(Outgoing::Shared(msg)).await;
     }
 }
 

@@ -73,8 +73,8 @@ pub(crate) fn approx_size(v: &Value) -> usize {
 pub(crate) enum Begin {
     /// Run it.
     Run,
-    /// It already ran: answer with this.
-    Cached(Response),
+    /// It already ran: answer with this (shared with the cache, not copied).
+    Cached(Arc<Message>),
     /// It is running (a resend): its answer will come when it finishes.
     InProgress,
 }
@@ -90,11 +90,13 @@ struct Inner {
     attached: Option<(ConnectionId, mpsc::Sender<Outgoing>)>,
     detached_at: Option<Instant>,
     push_seq: u64,
-    replay: VecDeque<(Push, usize)>,
+    /// (sequence number, the push as sent, its approximate size): shared with the outbox, so a
+    /// push is built once.
+    replay: VecDeque<(u64, Arc<Message>, usize)>,
     replay_bytes: usize,
     /// The replay buffer dropped pushes the client may not have seen: resumption must fail.
     gap_after: Option<u64>,
-    responses: HashMap<u64, (Response, usize)>,
+    responses: HashMap<u64, (Arc<Message>, usize)>,
     response_order: VecDeque<u64>,
     response_bytes: usize,
     running: HashSet<u64>,
@@ -160,24 +162,25 @@ impl SessionState {
     pub(crate) fn push(&self, data: Value) -> Result<(), PushFailure> {
         let mut s = self.lock();
         s.push_seq += 1;
-        let push = Push::new(s.push_seq, data);
-        let size = approx_size(&push.data);
-        s.replay.push_back((push.clone(), size));
+        let seq = s.push_seq;
+        let size = approx_size(&data);
+        let msg = Arc::new(Message::from(Push::new(seq, data)));
+        s.replay.push_back((seq, msg.clone(), size));
         s.replay_bytes += size;
         while s.replay.len() > self.policy.push_buffer
             || s.replay_bytes > self.policy.push_buffer_bytes
         {
-            let Some((old, sz)) = s.replay.pop_front() else {
+            let Some((old, _, sz)) = s.replay.pop_front() else {
                 break;
             };
             s.replay_bytes -= sz;
             if s.attached.is_none() {
                 // Detached: the client cannot have seen it. Remember the hole.
-                s.gap_after = Some(s.gap_after.map_or(old.seq, |g| g.max(old.seq)));
+                s.gap_after = Some(s.gap_after.map_or(old, |g| g.max(old)));
             }
         }
         match &s.attached {
-            Some((conn, tx)) => match tx.try_send(Outgoing::Message(push.into())) {
+            Some((conn, tx)) => match tx.try_send(Outgoing::Shared(msg)) {
                 Ok(()) | Err(mpsc::error::TrySendError::Closed(_)) => Ok(()),
                 Err(mpsc::error::TrySendError::Full(_)) => Err(PushFailure::SlowConsumer(*conn)),
             },
@@ -186,20 +189,20 @@ impl SessionState {
     }
 
     /// The pushes after `last` for a resuming client, or `None` if some were lost.
-    pub(crate) fn replay_after(&self, last: u64) -> Option<Vec<Push>> {
+    pub(crate) fn replay_after(&self, last: u64) -> Option<Vec<Arc<Message>>> {
         let s = self.lock();
         if last > s.push_seq || s.gap_after.is_some_and(|g| g > last) {
             return None;
         }
-        let first_kept = s.replay.front().map_or(s.push_seq + 1, |(p, _)| p.seq);
+        let first_kept = s.replay.front().map_or(s.push_seq + 1, |(seq, _, _)| *seq);
         if last + 1 < first_kept {
             return None;
         }
         Some(
             s.replay
                 .iter()
-                .filter(|(p, _)| p.seq > last)
-                .map(|(p, _)| p.clone())
+                .filter(|(seq, _, _)| *seq > last)
+                .map(|(_, m, _)| m.clone())
                 .collect(),
         )
     }
@@ -215,13 +218,19 @@ impl SessionState {
         Begin::Run
     }
 
-    /// Records the answer; returns where to send it now (if the session is attached).
-    pub(crate) fn complete(&self, id: u64, resp: &Response) -> Option<mpsc::Sender<Outgoing>> {
-        let mut s = self.lock();
-        s.running.remove(&id);
+    /// Records the answer; returns it (shared with the cache) and where to send it now (if the
+    /// session is attached).
+    pub(crate) fn complete(
+        &self,
+        resp: Response,
+    ) -> (Arc<Message>, Option<mpsc::Sender<Outgoing>>) {
+        let id = resp.id;
         let size =
             approx_size(&resp.data) + approx_size(&resp.metadata) + resp.status.message.len();
-        s.responses.insert(id, (resp.clone(), size));
+        let msg = Arc::new(Message::from(resp));
+        let mut s = self.lock();
+        s.running.remove(&id);
+        s.responses.insert(id, (msg.clone(), size));
         s.response_order.push_back(id);
         s.response_bytes += size;
         while s.responses.len() > self.policy.response_cache
@@ -234,7 +243,8 @@ impl SessionState {
                 s.response_bytes -= sz;
             }
         }
-        s.attached.as_ref().map(|(_, tx)| tx.clone())
+        let tx = s.attached.as_ref().map(|(_, tx)| tx.clone());
+        (msg, tx)
     }
 
     /// Forgets a request that will never be answered (cancelled).
