@@ -94,8 +94,6 @@ struct Inner {
     /// push is built once.
     replay: VecDeque<(u64, Arc<Message>, usize)>,
     replay_bytes: usize,
-    /// The replay buffer dropped pushes the client may not have seen: resumption must fail.
-    gap_after: Option<u64>,
     responses: HashMap<u64, (Arc<Message>, usize)>,
     response_order: VecDeque<u64>,
     response_bytes: usize,
@@ -117,7 +115,6 @@ impl SessionState {
                 push_seq: 0,
                 replay: VecDeque::new(),
                 replay_bytes: 0,
-                gap_after: None,
                 responses: HashMap::new(),
                 response_order: VecDeque::new(),
                 response_bytes: 0,
@@ -170,14 +167,10 @@ impl SessionState {
         while s.replay.len() > self.policy.push_buffer
             || s.replay_bytes > self.policy.push_buffer_bytes
         {
-            let Some((old, _, sz)) = s.replay.pop_front() else {
+            let Some((_, _, sz)) = s.replay.pop_front() else {
                 break;
             };
             s.replay_bytes -= sz;
-            if s.attached.is_none() {
-                // Detached: the client cannot have seen it. Remember the hole.
-                s.gap_after = Some(s.gap_after.map_or(old, |g| g.max(old)));
-            }
         }
         match &s.attached {
             Some((conn, tx)) => match tx.try_send(Outgoing::Shared(msg)) {
@@ -189,13 +182,13 @@ impl SessionState {
     }
 
     /// The pushes after `last` for a resuming client, or `None` if some were lost.
+    ///
+    /// Pushes leave the buffer oldest first, so "some were lost" is exactly "the oldest kept
+    /// push is not the one right after `last`".
     pub(crate) fn replay_after(&self, last: u64) -> Option<Vec<Arc<Message>>> {
         let s = self.lock();
-        if last > s.push_seq || s.gap_after.is_some_and(|g| g > last) {
-            return None;
-        }
         let first_kept = s.replay.front().map_or(s.push_seq + 1, |(seq, _, _)| *seq);
-        if last + 1 < first_kept {
+        if last > s.push_seq || last + 1 < first_kept {
             return None;
         }
         Some(
@@ -230,8 +223,10 @@ impl SessionState {
         let msg = Arc::new(Message::from(resp));
         let mut s = self.lock();
         s.running.remove(&id);
-        s.responses.insert(id, (msg.clone(), size));
-        s.response_order.push_back(id);
+        match s.responses.insert(id, (msg.clone(), size)) {
+            Some((_, old_size)) => s.response_bytes -= old_size,
+            None => s.response_order.push_back(id),
+        }
         s.response_bytes += size;
         while s.responses.len() > self.policy.response_cache
             || s.response_bytes > self.policy.response_cache_bytes
@@ -351,4 +346,180 @@ impl Sessions {
 pub(crate) fn welcome(token: &SessionToken, ttl: Duration, resumed: bool) -> Message {
     let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX);
     cypherwire_session::wire::Welcome::new(*token.as_bytes(), ttl_ms, resumed).into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn small(f: impl FnOnce(&mut ResumePolicy)) -> SessionState {
+        let mut policy = ResumePolicy {
+            response_cache: 3,
+            push_buffer: 3,
+            ..ResumePolicy::default()
+        };
+        f(&mut policy);
+        SessionState::new(policy)
+    }
+
+    fn blob(n: usize) -> Value {
+        Value::Bytes(vec![0; n])
+    }
+
+    fn seqs(msgs: &[Arc<Message>]) -> Vec<u64> {
+        msgs.iter()
+            .map(|m| match m.as_ref() {
+                Message::Push(p) => p.seq,
+                other => panic!("not a push: {other:?}"),
+            })
+            .collect()
+    }
+
+    fn cached_ids(s: &SessionState) -> Vec<u64> {
+        let inner = s.lock();
+        let mut ids: Vec<u64> = inner.responses.keys().copied().collect();
+        ids.sort_unstable();
+        ids
+    }
+
+    fn response_bytes_are_consistent(s: &SessionState) -> bool {
+        let inner = s.lock();
+        inner.response_bytes == inner.responses.values().map(|(_, sz)| sz).sum::<usize>()
+            && inner.response_order.len() == inner.responses.len()
+    }
+
+    #[test]
+    fn a_request_runs_once_and_a_resend_gets_the_same_answer() {
+        let s = small(|_| {});
+        assert!(matches!(s.begin(1), Begin::Run));
+        assert!(matches!(s.begin(1), Begin::InProgress));
+        let (msg, tx) = s.complete(Response::ok(1, "a"));
+        assert!(tx.is_none(), "detached: nowhere to send it");
+        match s.begin(1) {
+            Begin::Cached(again) => assert!(Arc::ptr_eq(&msg, &again), "shared, not rebuilt"),
+            _ => panic!("a finished request must be answered from the cache"),
+        }
+        assert!(matches!(s.begin(2), Begin::Run));
+        s.abandon(2);
+        assert!(
+            matches!(s.begin(2), Begin::Run),
+            "a cancelled request may run again"
+        );
+    }
+
+    #[test]
+    fn the_response_cache_keeps_the_newest_within_its_count() {
+        let s = small(|_| {});
+        for id in 1..=5 {
+            s.begin(id);
+            s.complete(Response::ok(id, id));
+        }
+        assert_eq!(cached_ids(&s), [3, 4, 5]);
+        assert!(
+            matches!(s.begin(1), Begin::Run),
+            "evicted: it would run again"
+        );
+        assert!(response_bytes_are_consistent(&s));
+    }
+
+    #[test]
+    fn the_response_cache_keeps_within_its_byte_bound() {
+        let s = small(|p| p.response_cache_bytes = 1_000);
+        for id in 1..=3 {
+            s.complete(Response::ok(id, blob(400)));
+        }
+        assert_eq!(cached_ids(&s), [2, 3]);
+        assert!(s.lock().response_bytes <= 1_000);
+        assert!(response_bytes_are_consistent(&s));
+        // One answer larger than the whole bound is not kept at all.
+        s.complete(Response::ok(4, blob(2_000)));
+        assert!(!cached_ids(&s).contains(&4));
+        assert!(response_bytes_are_consistent(&s));
+    }
+
+    #[test]
+    fn an_answer_recorded_twice_is_counted_once() {
+        let s = small(|_| {});
+        s.complete(Response::ok(1, blob(100)));
+        let once = s.lock().response_bytes;
+        s.complete(Response::ok(1, blob(100)));
+        assert_eq!(s.lock().response_bytes, once);
+        assert!(response_bytes_are_consistent(&s));
+    }
+
+    #[test]
+    fn replay_gives_the_pushes_after_the_last_seen_in_order() {
+        let s = small(|_| {});
+        for i in 0..3 {
+            s.push(Value::from(i)).unwrap();
+        }
+        assert_eq!(seqs(&s.replay_after(0).unwrap()), [1, 2, 3]);
+        assert_eq!(seqs(&s.replay_after(2).unwrap()), [3]);
+        assert!(s.replay_after(3).unwrap().is_empty());
+        assert!(
+            s.replay_after(4).is_none(),
+            "a client ahead of the server is lying"
+        );
+    }
+
+    #[test]
+    fn replay_fails_once_a_needed_push_left_the_buffer_by_count() {
+        let s = small(|_| {});
+        for i in 0..5 {
+            s.push(Value::from(i)).unwrap();
+        }
+        assert!(s.replay_after(1).is_none(), "push 2 is gone");
+        assert_eq!(seqs(&s.replay_after(2).unwrap()), [3, 4, 5]);
+    }
+
+    #[test]
+    fn replay_fails_once_a_needed_push_left_the_buffer_by_bytes() {
+        let s = small(|p| p.push_buffer_bytes = 1_000);
+        s.push(blob(600)).unwrap();
+        s.push(blob(600)).unwrap();
+        assert!(s.lock().replay_bytes <= 1_000);
+        assert!(s.replay_after(0).is_none());
+        assert_eq!(seqs(&s.replay_after(1).unwrap()), [2]);
+        // A push larger than the whole bound is not kept: nobody behind it can resume.
+        s.push(blob(2_000)).unwrap();
+        assert!(s.replay_after(2).is_none());
+        assert!(s.replay_after(3).unwrap().is_empty());
+        assert_eq!(s.lock().replay_bytes, 0);
+    }
+
+    #[test]
+    fn a_full_outbox_is_a_slow_consumer_and_the_push_is_still_kept() {
+        let s = small(|_| {});
+        let (tx, mut rx) = mpsc::channel(1);
+        assert_eq!(s.attach(ConnectionId(7), tx), None);
+        s.push(Value::from(1)).unwrap();
+        assert_eq!(
+            s.push(Value::from(2)),
+            Err(PushFailure::SlowConsumer(ConnectionId(7)))
+        );
+        assert_eq!(seqs(&s.replay_after(0).unwrap()), [1, 2]);
+        match rx.try_recv() {
+            Ok(Outgoing::Shared(m)) => assert_eq!(seqs(&[m]), [1]),
+            _ => panic!("push 1 must be queued"),
+        }
+    }
+
+    #[test]
+    fn attaching_reports_the_connection_replaced_and_detaching_starts_the_clock() {
+        let s = small(|p| p.ttl = Duration::from_secs(10));
+        let (tx, _rx) = mpsc::channel(4);
+        assert_eq!(s.attach(ConnectionId(1), tx.clone()), None);
+        assert_eq!(s.attach(ConnectionId(2), tx.clone()), Some(ConnectionId(1)));
+        assert_eq!(s.attach(ConnectionId(2), tx), None, "same connection again");
+        let now = tokio::time::Instant::now().into_std();
+        s.detach(ConnectionId(1), now);
+        assert!(
+            s.complete(Response::ok(1, ())).1.is_some(),
+            "a stale detach is ignored"
+        );
+        s.detach(ConnectionId(2), now);
+        assert!(s.complete(Response::ok(2, ())).1.is_none());
+        assert!(!s.expired(now + Duration::from_secs(9)));
+        assert!(s.expired(now + Duration::from_secs(10)));
+    }
 }
