@@ -35,6 +35,34 @@ struct Outcome {
     hung: bool,
 }
 
+impl Outcome {
+    /// Counts one receive: the `i`-th message from the `from_client` side is genuine only if it
+    /// is exactly what was sent in that place. Returns whether to keep receiving.
+    fn tally<E>(
+        &mut self,
+        got: Result<Option<bytes::Bytes>, E>,
+        from_client: bool,
+        i: &mut usize,
+    ) -> bool {
+        match got {
+            Ok(Some(m)) => {
+                if *i < MESSAGES && m[..] == message(from_client, *i)[..] {
+                    self.genuine += 1;
+                } else {
+                    self.altered += 1;
+                }
+                *i += 1;
+                true
+            }
+            Ok(None) => false,
+            Err(_) => {
+                self.detected = true;
+                false
+            }
+        }
+    }
+}
+
 async fn session(suite: CipherSuite, tamper: Tamper) -> Outcome {
     // A tampered length prefix in a handshake frame leaves a side waiting for bytes that never
     // come: the handshake timeout ends it (a detection), well before the test's own limit.
@@ -59,23 +87,7 @@ async fn session(suite: CipherSuite, tamper: Tamper) -> Outcome {
         }
         let _ = c.close().await;
         let mut i = 0;
-        loop {
-            match c.recv().await {
-                Ok(Some(m)) => {
-                    if i < MESSAGES && m[..] == message(false, i)[..] {
-                        out.genuine += 1;
-                    } else {
-                        out.altered += 1;
-                    }
-                    i += 1;
-                }
-                Ok(None) => break,
-                Err(_) => {
-                    out.detected = true;
-                    break;
-                }
-            }
-        }
+        while out.tally(c.recv().await, false, &mut i) {}
         out
     };
     let server = async {
@@ -86,23 +98,7 @@ async fn session(suite: CipherSuite, tamper: Tamper) -> Outcome {
         };
         let (mut r, mut w) = s.into_split();
         let mut i = 0;
-        loop {
-            match r.recv().await {
-                Ok(Some(m)) => {
-                    if i < MESSAGES && m[..] == message(true, i)[..] {
-                        out.genuine += 1;
-                    } else {
-                        out.altered += 1;
-                    }
-                    i += 1;
-                }
-                Ok(None) => break,
-                Err(_) => {
-                    out.detected = true;
-                    break;
-                }
-            }
-        }
+        while out.tally(r.recv().await, true, &mut i) {}
         for i in 0..MESSAGES {
             if w.send(&message(false, i)).await.is_err() {
                 break;
