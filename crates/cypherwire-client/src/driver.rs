@@ -175,23 +175,30 @@ pub(crate) async fn run(
         let Some(conn) = offline_until(&mut st, &mut rx, attempt).await else {
             return;
         };
-        let conn = conn.ok().and_then(Result::ok);
-        let Some((reader, writer)) = conn else {
-            failed += 1;
-            if st.config.backoff.gives_up(failed, offline_since.elapsed()) {
-                st.set_status(Status::GaveUp);
-                st.fail_all(&Error::GaveUp { attempts: failed });
-                give_up(&mut st, rx, failed).await;
-                return;
+        let conn = match conn {
+            Ok(Ok(halves)) => Ok(halves),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err("timed out".to_owned()),
+        };
+        let (reader, writer) = match conn {
+            Ok(halves) => halves,
+            Err(why) => {
+                failed += 1;
+                if st.config.backoff.gives_up(failed, offline_since.elapsed()) {
+                    st.set_status(Status::GaveUp);
+                    st.fail_all(&Error::GaveUp { attempts: failed });
+                    give_up(&mut st, rx, failed).await;
+                    return;
+                }
+                let delay = st.config.backoff.delay(failed - 1, jitter.next());
+                st.set_status(Status::Offline {
+                    reason: format!("connection attempt failed: {why}"),
+                });
+                if !wait(&mut st, &mut rx, delay).await {
+                    return;
+                }
+                continue;
             }
-            let delay = st.config.backoff.delay(failed - 1, jitter.next());
-            st.set_status(Status::Offline {
-                reason: "connection attempt failed".into(),
-            });
-            if !wait(&mut st, &mut rx, delay).await {
-                return;
-            }
-            continue;
         };
         failed = 0;
         let reason = online(&mut st, &mut rx, reader, writer, &mut ever_online).await;

@@ -74,6 +74,9 @@ pub enum PeerTrust {
     /// Any key: the handshake authenticates that the peer holds the key it presents, and the
     /// application decides what that key may do (see [`Established::peer_identity`]).
     AnyKey,
+    /// Keys for which a run-time check says yes, asked during each handshake (e.g. "is this
+    /// key in the current peer list?"), so a key removed from the set is refused at once.
+    Check(KeyCheck),
 }
 
 impl PeerTrust {
@@ -81,9 +84,37 @@ impl PeerTrust {
         match self {
             Self::AllowList(keys) => keys.contains(key),
             Self::AnyKey => true,
+            Self::Check(check) => (check.0)(key),
         }
     }
 }
+
+/// A run-time trust decision for [`PeerTrust::Check`]: cheap, non-blocking, called once per
+/// handshake with the peer's authenticated static key.
+#[derive(Clone)]
+pub struct KeyCheck(std::sync::Arc<dyn Fn(&PublicKey) -> bool + Send + Sync>);
+
+impl KeyCheck {
+    /// Wraps the decision `allows`.
+    pub fn new(allows: impl Fn(&PublicKey) -> bool + Send + Sync + 'static) -> Self {
+        Self(std::sync::Arc::new(allows))
+    }
+}
+
+impl std::fmt::Debug for KeyCheck {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("KeyCheck(..)")
+    }
+}
+
+impl PartialEq for KeyCheck {
+    /// The same check (the same allocation), not the same decisions.
+    fn eq(&self, other: &Self) -> bool {
+        std::sync::Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl Eq for KeyCheck {}
 
 /// The initiator's credentials.
 #[derive(Debug, Clone)]

@@ -82,7 +82,7 @@ pub use crate::config::{
 };
 pub use crate::error::{Error, HandshakeFailure, Result};
 pub use crate::handshake::{
-    ClientAuth, Established, Initiator, PeerTrust, Responder, Role, ServerAuth, Step,
+    ClientAuth, Established, Initiator, KeyCheck, PeerTrust, Responder, Role, ServerAuth, Step,
 };
 pub use crate::identity::{
     Argon2Cost, IdentityKey, MAX_CLIENT_ARGON2_KIB, PRIVATE_KEY_PREFIX, PUBLIC_KEY_PREFIX,

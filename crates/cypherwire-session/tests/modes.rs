@@ -104,6 +104,35 @@ fn identity_mode_rejects_keys_outside_the_allow_list() {
 }
 
 #[test]
+fn a_run_time_key_check_is_asked_on_every_handshake() {
+    use std::sync::{Arc, Mutex};
+
+    use cypherwire_session::KeyCheck;
+
+    let (alice, bob) = (
+        IdentityKey::generate().unwrap(),
+        IdentityKey::generate().unwrap(),
+    );
+    let allowed = Arc::new(Mutex::new(vec![alice.public()]));
+    let set = allowed.clone();
+    let check = KeyCheck::new(move |k| set.lock().unwrap().contains(k));
+    let server = ServerAuth::Identity(bob.clone(), PeerTrust::Check(check));
+    let client = ClientAuth::Identity(alice.clone(), PeerTrust::AllowList(vec![bob.public()]));
+    let (_, s) = run(&client, &server).unwrap();
+    assert_eq!(s.peer_identity, Some(alice.public()));
+    // Removed from the set: the very next handshake is refused.
+    allowed.lock().unwrap().clear();
+    let err = run(&client, &server).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            ("server", Error::Handshake(HandshakeFailure::UntrustedKey))
+        ),
+        "{err:?}"
+    );
+}
+
+#[test]
 fn password_mode_admits_the_right_password_only() {
     let verifier = PasswordVerifier::create("correct horse battery", CHEAP).unwrap();
     let server = ServerAuth::Password(verifier);
