@@ -9,7 +9,7 @@
 //! | `session` | `session` | `cypherwire-session` | Noise handshakes (PSK, identity, password), AEAD records, tokens, bans, Fernet | done |
 //! | `server` | `server` | `cypherwire-server` | router, actions, registry, events, push, broadcast, inbox, resumption | done |
 //! | `client` | `client` | `cypherwire-client` | reconnecting client that loses no request | done |
-//! | `mesh` | `mesh` | `cypherwire-mesh` | password-admitted P2P mesh | planned |
+//! | `mesh` | `mesh` | `cypherwire-mesh` | password-admitted P2P mesh: auth peer, signed peer lists, heartbeats, broadcast and direct messages | done |
 //!
 //! `full` enables every layer; `msgpack` (default) and `json` choose the payload codecs; `ring`
 //! selects the faster crypto backend for records.

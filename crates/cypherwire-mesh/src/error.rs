@@ -1,0 +1,95 @@
+//! Typed errors, in pyile-protocol's categories: authentication, status (banned), send and
+//! receive, plus configuration.
+
+use std::time::Duration;
+
+use crate::peer_list::PeerId;
+
+/// What went wrong in the mesh.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The authenticating peer did not admit us: wrong password, a banned address (refused
+    /// before the handshake), or it could not be reached. The handshake deliberately does not
+    /// say which, so a password guesser learns nothing. (pyile's `AuthenticationException`.)
+    #[error("not admitted by the authenticating peer: {reason}")]
+    Authentication {
+        /// What the connection attempt reported.
+        reason: String,
+    },
+    /// Admitted by password, but this member's key is banned. (pyile's `StatusException`.)
+    #[error("banned by the authenticating peer for another {remaining:?}")]
+    Banned {
+        /// How long the ban still runs.
+        remaining: Duration,
+    },
+    /// The peer is not in the current peer list.
+    #[error("peer {0} is not a member")]
+    PeerUnknown(PeerId),
+    /// A message could not be delivered (the peer did not acknowledge it in time, or its
+    /// channel failed). (pyile's `SendException`.)
+    #[error("sending to {peer} failed: {reason}")]
+    SendFailed {
+        /// The destination.
+        peer: PeerId,
+        /// Why.
+        reason: String,
+    },
+    /// The queue towards a peer is full: it is not keeping up.
+    #[error("the queue towards {0} is full")]
+    QueueFull(PeerId),
+    /// A message or list from the network was refused. (pyile's `RecvException`.)
+    #[error("received an invalid message: {0}")]
+    Receive(String),
+    /// This node has left the mesh (or its authenticating peer shut down).
+    #[error("this node has left the mesh")]
+    Left,
+    /// A setting is out of range.
+    #[error("invalid mesh configuration: {0}")]
+    Config(&'static str),
+    /// The local listener could not be set up.
+    #[error("listener: {0}")]
+    Listen(String),
+    /// Reading or writing the ban file failed.
+    #[error("ban file: {0}")]
+    BanFile(String),
+}
+
+/// Why a peer list was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ListError {
+    /// The list exceeds a cap.
+    #[error("peer list has {len} {what}, more than the maximum of {max}")]
+    TooLarge {
+        /// What was counted.
+        what: &'static str,
+        /// How many.
+        len: usize,
+        /// The cap.
+        max: usize,
+    },
+    /// The signature does not verify with the authenticating peer's key.
+    #[error("peer list signature does not verify")]
+    BadSignature,
+    /// The list is older than (or as old as) the one held.
+    #[error("stale peer list (version {got}, holding {held})")]
+    Stale {
+        /// The version received.
+        got: u64,
+        /// The version held.
+        held: u64,
+    },
+    /// The body does not parse.
+    #[error("malformed peer list: {0}")]
+    Malformed(&'static str),
+    /// The operating system's random generator failed.
+    #[error("random generator failed")]
+    Random,
+}
+
+impl From<ListError> for Error {
+    fn from(e: ListError) -> Self {
+        Self::Receive(e.to_string())
+    }
+}
