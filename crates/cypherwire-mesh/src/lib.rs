@@ -17,8 +17,8 @@
 //! - **Heartbeats** run between the authenticating peer and every member: a member that misses
 //!   them is removed, the new list goes out, and it must authenticate again; a member that
 //!   loses the authenticating peer hears [`Event::AuthPeerLost`] and reconnects with backoff.
-//! - [`JoinPeer::broadcast`] reaches every other member once (each message is acknowledged;
-//!   repeats after a reconnect are dropped by the receiver); [`JoinPeer::send`] is a direct
+//! - [`Member::broadcast`] reaches every other member once (each message is acknowledged;
+//!   repeats after a reconnect are dropped by the receiver); [`Member::send`] is a direct
 //!   message. Errors are typed in pyile's categories ([`Error`]).
 //! - The membership, list and heartbeat logic is sans-IO ([`core`]) and is tested in virtual
 //!   time, including a 25-node simulation with loss and partitions.
