@@ -49,3 +49,8 @@ fn pnetwork_actions() {
 fn codec_and_suite() {
     run(env!("CARGO_BIN_EXE_codec_and_suite"));
 }
+
+#[test]
+fn pyile_mesh() {
+    run(env!("CARGO_BIN_EXE_pyile_mesh"));
+}

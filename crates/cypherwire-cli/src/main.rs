@@ -53,6 +53,8 @@ enum Command {
     Request(commands::serve::RequestArgs),
     /// Loopback round-trip and throughput figures (an in-process server unless --connect).
     Bench(commands::bench::Args),
+    /// A pyile-style console chat on the mesh: `chat host` or `chat join`.
+    Chat(commands::chat::Args),
 }
 
 fn main() -> ExitCode {
@@ -76,6 +78,7 @@ fn main() -> ExitCode {
             Command::Serve(args) => commands::serve::serve(&args).await,
             Command::Request(args) => commands::serve::request(&args).await,
             Command::Bench(args) => commands::bench::run(&args).await,
+            Command::Chat(args) => commands::chat::run(&args).await,
         }
     });
     match result {

@@ -194,3 +194,133 @@ fn bench_prints_figures() {
     // --connect without a key file is a usage error.
     assert!(!run(&["bench", "--connect", "127.0.0.1:1"]).status.success());
 }
+
+/// Lines of a child's stdout, read on a thread so waits can time out.
+fn line_reader(out: std::process::ChildStdout) -> std::sync::mpsc::Receiver<String> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines() {
+            let Ok(line) = line else { return };
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    rx
+}
+
+/// The first line satisfying `want` within 20 s (panics with what was seen otherwise).
+fn expect_line(rx: &std::sync::mpsc::Receiver<String>, want: impl Fn(&str) -> bool) -> String {
+    let mut seen = Vec::new();
+    let deadline = std::time::Duration::from_secs(20);
+    loop {
+        match rx.recv_timeout(deadline) {
+            Ok(l) if want(&l) => return l,
+            Ok(l) => seen.push(l),
+            Err(e) => panic!("no expected line ({e}); saw {seen:?}"),
+        }
+    }
+}
+
+#[test]
+fn chat_host_and_join_talk_in_separate_processes() {
+    // The host holds only the verifier (cheap argon2 to keep the test fast).
+    let verifier = cypherwire::session::PasswordVerifier::create(
+        "network password",
+        cypherwire::session::Argon2Cost::new(64, 1, 1),
+    )
+    .unwrap();
+    let host_file = temp_file("chat-verifier", verifier.to_phc().as_str());
+    let join_file = temp_file("chat-password", "network password\n");
+    let wrong_file = temp_file("chat-wrong", "not the password\n");
+    let mut host = Command::new(BIN)
+        .args(["chat", "host", "--listen", "127.0.0.1:0", "--password-file"])
+        .arg(&host_file)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let host_out = line_reader(host.stdout.take().unwrap());
+    let first = expect_line(&host_out, |l| l.starts_with("listening on "));
+    let addr = first.split(' ').nth(2).unwrap().to_owned();
+
+    // The wrong password: one clear line, non-zero exit.
+    let o = Command::new(BIN)
+        .args(["chat", "join", "--auth", &addr, "--password-file"])
+        .arg(&wrong_file)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.starts_with("error: not admitted"), "{err}");
+
+    let mut peer = Command::new(BIN)
+        .args(["chat", "join", "--auth", &addr, "--password-file"])
+        .arg(&join_file)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let peer_out = line_reader(peer.stdout.take().unwrap());
+    let joined = expect_line(&peer_out, |l| l.starts_with("joined as "));
+    assert!(joined.ends_with("(2 members)"), "{joined}");
+    let peer_id = joined.split(' ').nth(2).unwrap().to_owned();
+    expect_line(&host_out, |l| l.starts_with(&format!("* {peer_id} joined")));
+
+    // Type to broadcast; the host sees it tagged with the sender's id.
+    let mut peer_in = peer.stdin.take().unwrap();
+    writeln!(peer_in, "hello mesh").unwrap();
+    expect_line(&host_out, |l| l == format!("[{peer_id}] hello mesh"));
+    // The host answers directly.
+    let mut host_in = host.stdin.take().unwrap();
+    writeln!(host_in, "/msg {peer_id} hi back").unwrap();
+    expect_line(&peer_out, |l| l.ends_with("→ you] hi back"));
+    // The peer leaves; the host sees it go, then exits too.
+    writeln!(peer_in, "/exit").unwrap();
+    expect_line(&peer_out, |l| l == "left");
+    assert!(peer.wait().unwrap().success());
+    expect_line(&host_out, |l| l == format!("* {peer_id} left (Left)"));
+    writeln!(host_in, "/exit").unwrap();
+    expect_line(&host_out, |l| l == "left");
+    assert!(host.wait().unwrap().success());
+}
+
+#[test]
+fn serve_console_lists_bans_kicks_and_quits() {
+    let psk = temp_file("psk-console", "2ZpK1CdQfm0s1EZ1SIhYfV7MHdJf8X3U\n");
+    let mut server = Command::new(BIN)
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--console",
+            "--psk-file",
+        ])
+        .arg(&psk)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let out = line_reader(server.stdout.take().unwrap());
+    expect_line(&out, |l| l.starts_with("listening on "));
+    expect_line(&out, |l| l.starts_with("commands: help, list"));
+    let mut input = server.stdin.take().unwrap();
+    writeln!(input, "list").unwrap();
+    expect_line(&out, |l| l == "0 connected");
+    writeln!(input, "ban 127.0.0.9 5").unwrap();
+    expect_line(&out, |l| l == "banned 127.0.0.9 for 5 min");
+    writeln!(input, "bans").unwrap();
+    expect_line(&out, |l| l.starts_with("127.0.0.9 for "));
+    writeln!(input, "unban 127.0.0.9").unwrap();
+    expect_line(&out, |l| l == "unbanned");
+    writeln!(input, "kick 99").unwrap();
+    expect_line(&out, |l| l.starts_with("! "));
+    writeln!(input, "broadcast hello").unwrap();
+    expect_line(&out, |l| l == "sent to 0 connections");
+    writeln!(input, "frobnicate").unwrap();
+    expect_line(&out, |l| l.starts_with("! unknown command"));
+    writeln!(input, "quit").unwrap();
+    assert!(server.wait().unwrap().success());
+}

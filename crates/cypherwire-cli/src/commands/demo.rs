@@ -2,8 +2,9 @@
 //!
 //! A server and clients on 127.0.0.1: CYPHER_PROTOCOL's request/response example, an action
 //! broadcast (pnetwork), a server restart the clients ride through without losing a request,
-//! password admission with a ban after wrong passwords (pyile-protocol's rule), and the wire
-//! layer refusing hostile input. Prints what happens and a summary with figures measured in
+//! a P2P mesh (pyile-protocol: password admission with a ban after wrong passwords, a signed
+//! peer list, broadcasts counted, a dead member removed by heartbeats), and the wire layer
+//! refusing hostile input. Prints what happens and a summary with figures measured in
 //! the run.
 
 use std::sync::{Arc, Mutex};
@@ -11,10 +12,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, ensure};
 use cypherwire::client::{Backoff, Client, Incoming};
+use cypherwire::mesh::{AuthPeer, Event as MeshEvent, JoinPeer, MeshConfig};
 use cypherwire::server::ServerHandle;
-use cypherwire::session::{
-    Argon2Cost, BanPolicy, ClientAuth, Password, PasswordVerifier, Psk, SessionConfig,
-};
+use cypherwire::session::{Argon2Cost, BanPolicy, Password, PasswordVerifier, Psk};
 use cypherwire::wire::{Codec, Limits, Message, Value};
 
 use super::service;
@@ -149,13 +149,26 @@ pub(crate) async fn run(args: &Args) -> anyhow::Result<()> {
     client.close(Duration::from_millis(200)).await;
     handle.shutdown().await;
 
-    // 4. Password admission with bans.
+    // 4. The mesh: password admission with bans, signed peer list, broadcast, heartbeats.
     println!(
-        "\n4. password admission (SPAKE2 + argon2id, pyile-style bans after 3 wrong passwords)"
+        "\n4. a P2P mesh (pyile-protocol): an authenticating peer and {MESH_MEMBERS} members, admitted by password (SPAKE2 + argon2id)"
     );
-    let (failures, banned, admitted) = password_and_bans().await?;
+    let mesh = mesh_demo().await?;
     println!(
-        "   {failures} wrong passwords refused; then even the right one was refused while banned: {banned}; after unban: admitted = {admitted}"
+        "   {} wrong passwords refused, then the address was banned and even the right password refused: {}",
+        mesh.failures, mesh.banned
+    );
+    println!(
+        "   joins took {:.0} ms each (median, incl. argon2); every member holds the same signed list of {}",
+        mesh.join_ms, mesh.listed
+    );
+    println!(
+        "   {} broadcasts, {} deliveries expected, {} delivered, {} duplicates",
+        mesh.broadcasts, mesh.expected, mesh.delivered, mesh.duplicates
+    );
+    println!(
+        "   a member killed without goodbye was gone from every list after {:.1} s (heartbeat 0.5 s × 3)",
+        mesh.gone_after_s
     );
 
     // 5. The wire layer refuses hostile input with typed errors.
@@ -187,11 +200,17 @@ pub(crate) async fn run(args: &Args) -> anyhow::Result<()> {
         restart_stats.lost,
         restart_stats.back_online_ms
     );
-    println!("  password admission: {failures} refusals, ban enforced before any work: {banned}");
-    println!("  (the P2P mesh is not part of this build yet)");
+    println!(
+        "  mesh: {}/{} broadcast deliveries, {} duplicates; ban enforced before any work: {}; dead member removed in {:.1} s",
+        mesh.delivered, mesh.expected, mesh.duplicates, mesh.banned, mesh.gone_after_s
+    );
     println!("  total time: {:.1} s", started.elapsed().as_secs_f64());
     ensure!(restart_stats.lost == 0, "requests were lost");
     ensure!(heard == others.len(), "an action did not arrive");
+    ensure!(
+        mesh.delivered == mesh.expected && mesh.duplicates == 0 && mesh.banned,
+        "the mesh did not behave"
+    );
     Ok(())
 }
 
@@ -279,42 +298,132 @@ async fn restart_under_load(
     ))
 }
 
-async fn password_and_bans() -> anyhow::Result<(u32, bool, bool)> {
-    let verifier = PasswordVerifier::create("correct horse battery staple", Argon2Cost::default())?;
+const MESH_MEMBERS: usize = 4;
+
+struct MeshStats {
+    failures: u32,
+    banned: bool,
+    join_ms: f64,
+    listed: usize,
+    broadcasts: usize,
+    expected: usize,
+    delivered: usize,
+    duplicates: usize,
+    gone_after_s: f64,
+}
+
+async fn mesh_demo() -> anyhow::Result<MeshStats> {
+    const PASSWORD: &str = "correct horse battery staple";
+    let verifier = PasswordVerifier::create(PASSWORD, Argon2Cost::default())?;
     let mut bans = BanPolicy::default();
     bans.max_attempts = 3;
-    let server = cypherwire::server::Server::builder(verifier)
+    let config = || MeshConfig::default().with_heartbeat(Duration::from_millis(500), 3);
+    let auth = AuthPeer::builder(verifier)
+        .listen("127.0.0.1:0")
+        .config(config())
         .ban_policy(bans)
-        .route(
-            "/HELLO",
-            "GET",
-            |_r: cypherwire::wire::Request, _c: cypherwire::server::Ctx| async move {
-                Ok::<_, cypherwire::server::HandlerError>(Value::from("welcome"))
-            },
-        )
-        .bind("127.0.0.1:0")
+        .start()
         .await?;
-    let h = server.handle();
-    let attempt = |pw: &'static str| {
-        let addr = h.local_addr();
-        async move {
-            let tcp = tokio::net::TcpStream::connect(addr).await?;
-            let auth = ClientAuth::Password(Password::new(pw));
-            cypherwire::session::connect(tcp, &auth, &SessionConfig::default())
-                .await
-                .map(drop)
-                .map_err(anyhow::Error::from)
-        }
-    };
+    let addr = auth.local_addr().to_string();
+    // Wrong passwords from this address, until it is banned.
     let mut failures = 0;
     for _ in 0..3 {
-        if attempt("password123").await.is_err() {
+        if JoinPeer::join(addr.clone(), Password::new("password123"), config())
+            .await
+            .is_err()
+        {
             failures += 1;
         }
     }
-    let banned = attempt("correct horse battery staple").await.is_err() && !h.bans().is_empty();
-    h.unban("127.0.0.1".parse()?);
-    let admitted = attempt("correct horse battery staple").await.is_ok();
-    h.shutdown().await;
-    Ok((failures, banned, admitted))
+    let refused = JoinPeer::join(addr.clone(), Password::new(PASSWORD), config())
+        .await
+        .is_err();
+    let before = auth.listener_stats();
+    let banned = refused && !auth.bans().is_empty() && before.handshakes_ok == 0;
+    auth.unban_addr("127.0.0.1".parse()?);
+
+    let mut members = Vec::new();
+    let mut join_times = Vec::new();
+    for _ in 0..MESH_MEMBERS {
+        let t = tokio::time::Instant::now();
+        members.push(JoinPeer::join(addr.clone(), Password::new(PASSWORD), config()).await?);
+        join_times.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    join_times.sort_by(f64::total_cmp);
+    let everyone = MESH_MEMBERS + 1;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while members.iter().any(|m| m.peers().len() != everyone) {
+        ensure!(
+            tokio::time::Instant::now() < deadline,
+            "lists did not converge"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // Every member (and the authenticating peer) broadcasts 10 numbered messages; count what
+    // each receives.
+    let mut logs = vec![auth.take_events().context("events")?];
+    for m in &members {
+        logs.push(m.take_events().context("events")?);
+    }
+    let rounds = 10;
+    for r in 0..rounds {
+        auth.broadcast(format!("auth-{r}")).await?;
+        for (i, m) in members.iter().enumerate() {
+            m.broadcast(format!("m{i}-{r}")).await?;
+        }
+    }
+    let broadcasts = rounds * everyone;
+    let expected = broadcasts * (everyone - 1);
+    let (mut delivered, mut duplicates) = (0, 0);
+    for log in &mut logs {
+        let mut seen = std::collections::HashSet::new();
+        let wait = tokio::time::Instant::now() + Duration::from_secs(5);
+        while seen.len() < broadcasts - rounds && tokio::time::Instant::now() < wait {
+            match tokio::time::timeout(Duration::from_millis(200), log.next()).await {
+                Ok(Some(MeshEvent::Message { data, .. })) => {
+                    if seen.insert(format!("{data:?}")) {
+                        delivered += 1;
+                    } else {
+                        duplicates += 1;
+                    }
+                }
+                Ok(Some(_)) | Err(_) => {}
+                Ok(None) => break,
+            }
+        }
+    }
+    // Kill one member without a goodbye; the heartbeats remove it everywhere.
+    let victim = members.pop().context("a member")?;
+    let victim_id = victim.id();
+    let t = tokio::time::Instant::now();
+    victim.abort().await;
+    let deadline = t + Duration::from_secs(10);
+    while auth.peers().iter().any(|p| p.id == victim_id)
+        || members
+            .iter()
+            .any(|m| m.peers().iter().any(|p| p.id == victim_id))
+    {
+        ensure!(
+            tokio::time::Instant::now() < deadline,
+            "the dead member stayed listed"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let gone_after_s = t.elapsed().as_secs_f64();
+    let listed = auth.peers().len() + 1;
+    for m in members {
+        m.leave().await;
+    }
+    auth.leave().await;
+    Ok(MeshStats {
+        failures,
+        banned,
+        join_ms: join_times[join_times.len() / 2],
+        listed,
+        broadcasts,
+        expected,
+        delivered,
+        duplicates,
+        gone_after_s,
+    })
 }

@@ -1,6 +1,7 @@
 //! One module per subcommand.
 
 pub(crate) mod bench;
+pub(crate) mod chat;
 pub(crate) mod demo;
 pub(crate) mod keys;
 pub(crate) mod serve;

@@ -22,6 +22,10 @@ pub(crate) struct ServeArgs {
     /// File holding the pre-shared key (or a passphrase of 16+ characters).
     #[arg(long)]
     psk_file: PathBuf,
+    /// An admin prompt on stdin (pnetwork's coretools): help, list, kick, broadcast, bans,
+    /// ban, unban, quit. End of input quits too.
+    #[arg(long)]
+    console: bool,
 }
 
 pub(crate) async fn serve(args: &ServeArgs) -> anyhow::Result<()> {
@@ -47,10 +51,96 @@ pub(crate) async fn serve(args: &ServeArgs) -> anyhow::Result<()> {
             }
         }
     });
-    shutdown_signal().await;
+    if args.console {
+        println!("{CONSOLE_HELP}");
+        tokio::select! {
+            r = console(&handle) => r?,
+            () = shutdown_signal() => {}
+        }
+    } else {
+        shutdown_signal().await;
+    }
     eprintln!("shutting down");
     handle.shutdown().await;
     log.abort();
+    Ok(())
+}
+
+const CONSOLE_HELP: &str =
+    "commands: help, list, kick ID, broadcast TEXT, bans, ban IP MINUTES, unban IP, quit";
+
+/// The admin prompt: one command per line until `quit` or end of input.
+async fn console(handle: &cypherwire::server::ServerHandle) -> anyhow::Result<()> {
+    use tokio::io::AsyncBufReadExt as _;
+    let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
+    while let Some(line) = lines.next_line().await? {
+        let mut words = line.trim().splitn(3, ' ');
+        let result: anyhow::Result<()> = match words.next().unwrap_or_default() {
+            "" => Ok(()),
+            "quit" | "exit" => return Ok(()),
+            "help" => {
+                println!("{CONSOLE_HELP}");
+                Ok(())
+            }
+            "list" => {
+                let conns = handle.connections();
+                println!("{} connected", conns.len());
+                for c in conns {
+                    println!(
+                        "{} {} in {} out {}",
+                        c.id, c.peer, c.messages_in, c.messages_out
+                    );
+                }
+                Ok(())
+            }
+            "kick" => words
+                .next()
+                .unwrap_or_default()
+                .trim_start_matches('#')
+                .parse::<u64>()
+                .context("usage: kick ID (as shown by list)")
+                .and_then(|id| {
+                    handle.kick(cypherwire::server::ConnectionId(id))?;
+                    println!("kicked #{id}");
+                    Ok(())
+                }),
+            "broadcast" => {
+                let text = line.trim().trim_start_matches("broadcast").trim();
+                let n = handle.broadcast(Value::from(text));
+                println!("sent to {n} connections");
+                Ok(())
+            }
+            "bans" => {
+                for (ip, left) in handle.bans() {
+                    println!("{ip} for {} s", left.as_secs());
+                }
+                Ok(())
+            }
+            "ban" => (|| {
+                let ip: std::net::IpAddr = words.next().unwrap_or_default().parse()?;
+                let minutes: u64 = words.next().unwrap_or("60").trim().parse()?;
+                handle.ban(ip, Duration::from_secs(minutes * 60));
+                println!("banned {ip} for {minutes} min");
+                Ok(())
+            })(),
+            "unban" => (|| {
+                let ip: std::net::IpAddr = words.next().unwrap_or_default().parse()?;
+                println!(
+                    "{}",
+                    if handle.unban(ip) {
+                        "unbanned"
+                    } else {
+                        "not banned"
+                    }
+                );
+                Ok(())
+            })(),
+            other => Err(anyhow::anyhow!("unknown command {other:?}; {CONSOLE_HELP}")),
+        };
+        if let Err(e) = result {
+            println!("! {e:#}");
+        }
+    }
     Ok(())
 }
 
