@@ -324,3 +324,50 @@ fn serve_console_lists_bans_kicks_and_quits() {
     writeln!(input, "quit").unwrap();
     assert!(server.wait().unwrap().success());
 }
+
+#[test]
+fn serve_answers_cypher_protocol_clients_on_the_compat_port() {
+    let psk = temp_file("psk-compat", "2ZpK1CdQfm0s1EZ1SIhYfV7MHdJf8X3U\n");
+    let key = "2ZpK1CdQfm0s1EZ1SIhYfV7MHdJf8X3U";
+    let mut server = Command::new(BIN)
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--cypher-compat",
+            "127.0.0.1:0",
+            "--cypher-key",
+            key,
+            "--psk-file",
+        ])
+        .arg(&psk)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let out = line_reader(server.stdout.take().unwrap());
+    expect_line(&out, |l| l.starts_with("listening on "));
+    let compat = expect_line(&out, |l| l.starts_with("compat listening on "));
+    let addr = compat.rsplit(' ').next().unwrap().to_owned();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        use cypherwire::client::compat::CompatClient;
+        use cypherwire::session::compat::CypherKeys;
+        use cypherwire::wire::Value;
+        let c = CompatClient::builder(CypherKeys::same(key).unwrap())
+            .connect(addr)
+            .unwrap();
+        let r = c.request("/NUMBER", "UPDATE", 9, Value::Nil).await.unwrap();
+        assert_eq!(r.data, Value::from("UPDATED"));
+        let r = c
+            .request("/NUMBER", "READ", Value::Nil, Value::Nil)
+            .await
+            .unwrap();
+        assert_eq!(r.data, Value::from(9));
+    });
+    server.kill().unwrap();
+    let _ = server.wait();
+}

@@ -33,6 +33,7 @@
 
 mod backoff;
 mod client;
+pub mod compat;
 mod driver;
 mod error;
 mod pending;

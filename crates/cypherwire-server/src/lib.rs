@@ -62,6 +62,7 @@
 
 #![doc(test(attr(deny(warnings))))]
 
+mod compat;
 mod conn;
 mod error;
 mod events;
@@ -75,6 +76,7 @@ mod sessions;
 
 pub use cypherwire_session as session;
 
+pub use crate::compat::CypherCompat;
 pub use crate::error::{Error, Incoming, Refusal};
 pub use crate::events::{DEFAULT_EVENT_CAPACITY, DisconnectReason, Event, EventKind, Events};
 pub use crate::handler::{ActionHandler, BoxFuture, Ctx, HandlerError, Reply, RequestHandler};
@@ -97,6 +99,12 @@ pub(crate) fn wall_clock() -> std::time::SystemTime {
 
 /// The monotonic clock as the session layer's sans-IO types want it (through tokio, so paused
 /// test time applies).
+pub(crate) fn unix_secs() -> u64 {
+    wall_clock()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
 pub(crate) fn monotonic() -> std::time::Instant {
     tokio::time::Instant::now().into_std()
 }

@@ -227,6 +227,7 @@ pub struct ServerBuilder {
     inbox: Option<usize>,
     connection_queue: Option<usize>,
     resume: crate::ResumePolicy,
+    compat: Option<crate::CypherCompat>,
 }
 
 impl std::fmt::Debug for ServerBuilder {
@@ -248,6 +249,13 @@ impl ServerBuilder {
     ) -> Self {
         self.router
             .route(path.into(), operation.into(), Arc::new(handler));
+        self
+    }
+
+    /// Also listens for CYPHER_PROTOCOL 1.5.0 clients (**legacy** compat mode, see
+    /// `docs/compat.md`): their requests go to the same routes as native ones.
+    pub fn cypher_compat(mut self, compat: crate::CypherCompat) -> Self {
+        self.compat = Some(compat);
         self
     }
 
@@ -364,9 +372,19 @@ impl ServerBuilder {
             sessions,
             connection_queue: self.connection_queue,
         });
+        let compat_addr = match self.compat {
+            Some(cfg) => {
+                let l = crate::compat::bind(&cfg).await?;
+                let addr = l.local_addr().map_err(Error::LocalAddr)?;
+                tokio::spawn(crate::compat::accept_loop(shared.clone(), l, cfg));
+                Some(addr)
+            }
+            None => None,
+        };
         tokio::spawn(accept_loop(shared.clone(), listener));
         Ok(Server {
             handle: ServerHandle { shared },
+            compat_addr,
         })
     }
 }
@@ -375,6 +393,7 @@ impl ServerBuilder {
 #[derive(Debug)]
 pub struct Server {
     handle: ServerHandle,
+    compat_addr: Option<SocketAddr>,
 }
 
 impl Server {
@@ -390,6 +409,7 @@ impl Server {
             inbox: None,
             connection_queue: None,
             resume: crate::ResumePolicy::default(),
+            compat: None,
         }
     }
 
@@ -401,6 +421,11 @@ impl Server {
     /// The address the server listens on.
     pub fn local_addr(&self) -> SocketAddr {
         self.handle.local_addr()
+    }
+
+    /// The address of the CYPHER_PROTOCOL compat listener, if one was configured.
+    pub fn compat_addr(&self) -> Option<SocketAddr> {
+        self.compat_addr
     }
 }
 

@@ -63,6 +63,7 @@
 #![doc(test(attr(deny(warnings))))]
 
 pub mod bans;
+pub mod compat;
 mod config;
 mod error;
 pub mod fernet;

@@ -17,6 +17,7 @@ pub mod fuzz;
 pub mod handshake;
 pub mod mitm;
 pub mod proxy;
+pub mod python;
 
 /// The workspace root directory (where the top-level `Cargo.toml` is).
 pub fn workspace_root() -> PathBuf {

@@ -26,15 +26,34 @@ pub(crate) struct ServeArgs {
     /// ban, unban, quit. End of input quits too.
     #[arg(long)]
     console: bool,
+    /// Also serve CYPHER_PROTOCOL 1.5.0 Python clients on this address (legacy compat mode;
+    /// see docs/compat.md). Needs --cypher-key.
+    #[arg(long, requires = "cypher_key")]
+    cypher_compat: Option<String>,
+    /// The 32-character key the compat listener answers with (the Python server's
+    /// encryption_key).
+    #[arg(long)]
+    cypher_key: Option<String>,
+    /// The key Python clients encrypt requests with, if it differs from --cypher-key.
+    #[arg(long)]
+    cypher_client_key: Option<String>,
 }
 
 pub(crate) async fn serve(args: &ServeArgs) -> anyhow::Result<()> {
     let psk = read_psk(&args.psk_file)?;
-    let server = service::builder(psk, Arc::new(Mutex::new(service::State::default())))
-        .bind(&args.listen)
-        .await?;
+    let mut builder = service::builder(psk, Arc::new(Mutex::new(service::State::default())));
+    if let (Some(addr), Some(key)) = (&args.cypher_compat, &args.cypher_key) {
+        let client_key = args.cypher_client_key.as_deref().unwrap_or(key);
+        let keys = cypherwire::session::compat::CypherKeys::new(key, client_key)
+            .context("CYPHER_PROTOCOL keys are 32 characters")?;
+        builder = builder.cypher_compat(cypherwire::server::CypherCompat::new(addr.clone(), keys));
+    }
+    let server = builder.bind(&args.listen).await?;
     let handle = server.handle();
     println!("listening on {}", handle.local_addr());
+    if let Some(addr) = server.compat_addr() {
+        println!("compat listening on {addr}");
+    }
     let mut events = handle.events();
     let log = tokio::spawn(async move {
         while let Some(e) = events.next().await {

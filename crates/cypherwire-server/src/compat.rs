@@ -1,0 +1,258 @@
+//! The CYPHER_PROTOCOL 1.5.0 compat listener (**legacy**, off by default): Python
+//! `CYPHER_CLIENT`s talk to the same router as native clients. See `docs/compat.md`.
+//!
+//! One request at a time per connection, answered in order. Every decrypted request gets an
+//! answer (a handler error becomes an answer whose `METADATA` holds `ERROR`), because the
+//! Python client resends the identical token after any missing reply; a resent token is
+//! answered from a bounded cache instead of running twice. Anything that is not a valid token
+//! of a JSON request closes that connection only.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use cypherwire_session::compat::{
+    self, CompatError, CompatMessage, CypherKeys, DEFAULT_MAX_COMPAT_MESSAGE, NulFramer,
+};
+use cypherwire_session::wire::{Request, StatusCode, Value};
+use sha2::{Digest, Sha256};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+
+use crate::handler::Ctx;
+use crate::server::{ServerHandle, Shared};
+
+/// Settings of the compat listener.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct CypherCompat {
+    /// Where Python clients connect.
+    pub addr: String,
+    /// The keys as the Python server takes them: `encryption` seals answers, `decryption`
+    /// opens requests.
+    pub keys: CypherKeys,
+    /// Largest request token (default 16 MiB), checked as bytes arrive.
+    pub max_message_len: usize,
+    /// Answers kept for resent tokens (default 1,024 answers, 64 MiB in all).
+    pub replay_entries: usize,
+    /// Bytes of answers kept for resent tokens.
+    pub replay_bytes: usize,
+    /// Compat connections at once (default 1,024).
+    pub max_connections: usize,
+}
+
+impl CypherCompat {
+    /// A listener on `addr` with `keys` and the default limits.
+    pub fn new(addr: impl Into<String>, keys: CypherKeys) -> Self {
+        Self {
+            addr: addr.into(),
+            keys,
+            max_message_len: DEFAULT_MAX_COMPAT_MESSAGE,
+            replay_entries: 1024,
+            replay_bytes: 64 * 1024 * 1024,
+            max_connections: 1024,
+        }
+    }
+}
+
+/// Answers by request-token digest, oldest evicted first, bounded by count and bytes.
+struct ReplayCache {
+    order: VecDeque<[u8; 32]>,
+    answers: HashMap<[u8; 32], Arc<Vec<u8>>>,
+    bytes: usize,
+    max_entries: usize,
+    max_bytes: usize,
+}
+
+impl ReplayCache {
+    fn get(&self, key: &[u8; 32]) -> Option<Arc<Vec<u8>>> {
+        self.answers.get(key).cloned()
+    }
+
+    fn insert(&mut self, key: [u8; 32], answer: Arc<Vec<u8>>) {
+        if answer.len() > self.max_bytes || self.answers.contains_key(&key) {
+            return;
+        }
+        self.bytes += answer.len();
+        self.answers.insert(key, answer);
+        self.order.push_back(key);
+        while self.order.len() > self.max_entries || self.bytes > self.max_bytes {
+            let Some(old) = self.order.pop_front() else {
+                break;
+            };
+            if let Some(a) = self.answers.remove(&old) {
+                self.bytes -= a.len();
+            }
+        }
+    }
+}
+
+pub(crate) async fn accept_loop(shared: Arc<Shared>, listener: TcpListener, cfg: CypherCompat) {
+    let cache = Arc::new(Mutex::new(ReplayCache {
+        order: VecDeque::new(),
+        answers: HashMap::new(),
+        bytes: 0,
+        max_entries: cfg.replay_entries.max(1),
+        max_bytes: cfg.replay_bytes,
+    }));
+    let slots = Arc::new(Semaphore::new(cfg.max_connections.max(1)));
+    let cfg = Arc::new(cfg);
+    let mut shutdown = shared.shutdown_rx();
+    let mut conns = JoinSet::new();
+    loop {
+        while conns.try_join_next().is_some() {}
+        let accepted = tokio::select! {
+            _ = shutdown.wait_for(|down| *down) => break,
+            r = listener.accept() => r,
+        };
+        let (stream, peer) = match accepted {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::warn!(error = %e, "compat accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let Ok(permit) = slots.clone().try_acquire_owned() else {
+            tracing::warn!(%peer, "compat connection refused: too many");
+            continue;
+        };
+        let (shared, cache, cfg) = (shared.clone(), cache.clone(), cfg.clone());
+        conns.spawn(async move {
+            let _permit = permit;
+            if let Err(e) = serve(&shared, stream, peer, &cache, &cfg).await {
+                tracing::info!(%peer, error = %e, "compat connection closed");
+            }
+        });
+    }
+    conns.abort_all();
+    while conns.join_next().await.is_some() {}
+}
+
+/// Why a compat connection ended.
+#[derive(Debug, thiserror::Error)]
+enum End {
+    #[error(transparent)]
+    Compat(#[from] CompatError),
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+}
+
+async fn serve(
+    shared: &Arc<Shared>,
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    cache: &Mutex<ReplayCache>,
+    cfg: &CypherCompat,
+) -> Result<(), End> {
+    let _ = stream.set_nodelay(true);
+    let mut framer = NulFramer::new(cfg.max_message_len);
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut shutdown = shared.shutdown_rx();
+    let connection = shared.next_id();
+    let mut request_id = 0u64;
+    loop {
+        while let Some(token) = framer.next_message()? {
+            let digest: [u8; 32] = Sha256::digest(&token).into();
+            let cached = cache
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .get(&digest);
+            let answer = match cached {
+                Some(a) => a,
+                None => {
+                    let req = compat::decode(&token, &cfg.keys.decryption)?;
+                    request_id += 1;
+                    let answer =
+                        Arc::new(answer(shared, req, peer, connection, request_id, cfg).await?);
+                    cache
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .insert(digest, answer.clone());
+                    answer
+                }
+            };
+            stream.write_all(&answer).await?;
+        }
+        let n = tokio::select! {
+            _ = shutdown.wait_for(|down| *down) => return Ok(()),
+            n = stream.read(&mut buf) => n?,
+        };
+        if n == 0 {
+            return Ok(());
+        }
+        framer.push(&buf[..n]);
+    }
+}
+
+/// Runs the request through the router and seals the answer.
+async fn answer(
+    shared: &Arc<Shared>,
+    req: CompatMessage,
+    peer: SocketAddr,
+    connection: crate::ConnectionId,
+    id: u64,
+    cfg: &CypherCompat,
+) -> Result<Vec<u8>, CompatError> {
+    let ctx = Ctx {
+        connection,
+        peer,
+        identity: None,
+        request_id: Some(id),
+        deadline: None,
+        server: ServerHandle::from_shared(shared.clone()),
+    };
+    let mut request = Request::new(id, req.path.clone(), req.operation.clone());
+    request.data = req.data;
+    request.metadata = req.metadata.clone();
+    let outcome = match shared.router.lookup(&req.path, &req.operation) {
+        None => Err((
+            StatusCode::NOT_FOUND,
+            format!("no handler for {} {}", req.path, req.operation),
+        )),
+        Some(handler) => match tokio::spawn(handler.call(request, ctx)).await {
+            Ok(Ok(reply)) => Ok(reply),
+            Ok(Err(e)) => Err((e.code, e.message)),
+            Err(_) => Err((StatusCode::INTERNAL, "internal error".to_owned())),
+        },
+    };
+    let msg = match outcome {
+        Ok(reply) => CompatMessage {
+            path: req.path,
+            operation: req.operation,
+            data: reply.data,
+            // The Python handlers echo the request's metadata; so do we unless the handler
+            // set its own.
+            metadata: if reply.metadata.is_nil() {
+                req.metadata
+            } else {
+                reply.metadata
+            },
+        },
+        Err((code, message)) => CompatMessage {
+            path: req.path,
+            operation: req.operation,
+            data: Value::Nil,
+            metadata: Value::map([(
+                "ERROR",
+                Value::map([
+                    ("code", Value::from(code.0)),
+                    ("message", Value::from(message)),
+                ]),
+            )]),
+        },
+    };
+    compat::encode(&msg, &cfg.keys.encryption, crate::unix_secs())
+}
+
+/// Binds the compat listener.
+pub(crate) async fn bind(cfg: &CypherCompat) -> Result<TcpListener, crate::Error> {
+    TcpListener::bind(&cfg.addr)
+        .await
+        .map_err(|source| crate::Error::Bind {
+            addr: cfg.addr.clone(),
+            source,
+        })
+}
