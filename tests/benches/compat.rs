@@ -1,0 +1,212 @@
+//! CYPHER_PROTOCOL's own Python server and client against cypherwire, in one run (5 rounds,
+//! interleaved; medians with min–max), on 127.0.0.1:
+//! - sequential requests per second: Python client → Python server; Python client →
+//!   cypherwire compat server; cypherwire native client → cypherwire server;
+//! - 1 MiB echoes per second (MiB/s) for the same three pairs.
+//!
+//! Needs Python 3 and pip (the package is installed into `target/tmp/compat-venv`).
+//! Run: `cargo bench -p cypherwire-tests --bench compat`.
+
+#![allow(missing_docs, reason = "benchmark binary")]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::disallowed_methods,
+    clippy::cast_precision_loss,
+    reason = "benchmark code: a failure should abort, wall-clock timing is the point"
+)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Instant;
+
+use cypherwire::client::Client;
+use cypherwire::server::{Ctx, CypherCompat, HandlerError, Reply, Server};
+use cypherwire::session::Psk;
+use cypherwire::session::compat::CypherKeys;
+use cypherwire::wire::{Request, Value};
+
+const KEY: &str = "2ZpK1CdQfm0s1EZ1SIhYfV7MHdJf8X3U";
+const ROUNDS: usize = 5;
+const REQUESTS: usize = 2000;
+const BIG: usize = 20;
+
+const PY_SERVER: &str = r#"
+import sys
+from CYPHER_PROTOCOL.CYPHER_SERVER.cypher_server import CYPHER_SERVER
+KEY = "2ZpK1CdQfm0s1EZ1SIhYfV7MHdJf8X3U"
+def handler(data, ip_port):
+    return {"PATH": data["PATH"], "OPERATION": data["OPERATION"], "DATA": data["DATA"], "METADATA": data["METADATA"]}
+s = CYPHER_SERVER(int(sys.argv[1]), KEY, KEY, request_handler=handler, host="127.0.0.1", transmission_buffer=64 * 1024)
+s.start_server()
+print("READY", flush=True)
+sys.stdin.readline()
+s.stop_server()
+s.destroy_all_connections()
+"#;
+
+const PY_CLIENT: &str = r#"
+import sys, time
+from CYPHER_PROTOCOL.CYPHER_CLIENT.cypher_client import CYPHER_CLIENT
+KEY = "2ZpK1CdQfm0s1EZ1SIhYfV7MHdJf8X3U"
+port, n, size = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+got = []
+c = CYPHER_CLIENT("127.0.0.1", port, KEY, KEY, got.append, timeout=30)
+c.connect()
+payload = "x" * size
+c.make_request("/ECHO", "ANY", payload, {})
+t = time.perf_counter()
+for i in range(n):
+    c.make_request("/ECHO", "ANY", payload, {})
+el = time.perf_counter() - t
+assert len(got) == n + 1 and got[-1]["DATA"] == payload
+print(el, flush=True)
+c.close_connection()
+"#;
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn python_server(py: &Path) -> (Child, u16) {
+    let port = free_port();
+    let mut child = Command::new(py)
+        .args(["-c", PY_SERVER, &port.to_string()])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.as_mut().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(line.trim(), "READY");
+    (child, port)
+}
+
+/// Seconds the Python client took for `n` requests of `size` bytes.
+fn python_client(py: &Path, port: u16, n: usize, size: usize) -> f64 {
+    let out = Command::new(py)
+        .args([
+            "-c",
+            PY_CLIENT,
+            &port.to_string(),
+            &n.to_string(),
+            &size.to_string(),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
+}
+
+async fn native(client: &Client, n: usize, size: usize) -> f64 {
+    let payload = Value::from("x".repeat(size));
+    client
+        .request("/ECHO", "ANY")
+        .data(payload.clone())
+        .send()
+        .await
+        .unwrap();
+    let t = Instant::now();
+    for _ in 0..n {
+        let r = client
+            .request("/ECHO", "ANY")
+            .data(payload.clone())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.data, payload);
+    }
+    t.elapsed().as_secs_f64()
+}
+
+fn summary(name: &str, mut v: Vec<f64>, unit: &str) -> f64 {
+    v.sort_by(f64::total_cmp);
+    let med = v[v.len() / 2];
+    println!(
+        "{name:<44} median {med:>10.1} {unit}  (min {:.1}, max {:.1})",
+        v[0],
+        v[v.len() - 1]
+    );
+    med
+}
+
+fn main() {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("compat-venv");
+    let Some(py) = cypherwire_test_support::python::venv(
+        &dir,
+        "cypher-protocol-p-y-r-o-b-o-t==1.5.0",
+        "CYPHER_PROTOCOL.CYPHER_SERVER.cypher_server",
+    ) else {
+        return;
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let psk = Psk::from_bytes([9; 32]);
+    let (server, client) = rt.block_on(async {
+        let s = Server::builder(psk.clone())
+            .route("/ECHO", "ANY", |req: Request, _: Ctx| async move {
+                Ok::<_, HandlerError>(Reply::new(req.data).with_metadata(req.metadata))
+            })
+            .cypher_compat(CypherCompat::new(
+                "127.0.0.1:0",
+                CypherKeys::same(KEY).unwrap(),
+            ))
+            .bind("127.0.0.1:0")
+            .await
+            .unwrap();
+        let c = Client::builder(psk)
+            .connect(s.local_addr().to_string())
+            .unwrap();
+        c.wait_online().await.unwrap();
+        (s, c)
+    });
+    let compat_port = server.compat_addr().unwrap().port();
+    let (mut py_server, py_port) = python_server(&py);
+    println!(
+        "CYPHER_PROTOCOL 1.5.0 vs cypherwire on 127.0.0.1: {REQUESTS} sequential 100-byte requests and {BIG} 1 MiB echoes per figure; {ROUNDS} rounds, interleaved"
+    );
+    let (mut pp, mut pc, mut nn) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut bpp, mut bpc, mut bnn) = (Vec::new(), Vec::new(), Vec::new());
+    let mib = (1024 * 1024) as f64;
+    for _ in 0..ROUNDS {
+        pp.push(REQUESTS as f64 / python_client(&py, py_port, REQUESTS, 100));
+        pc.push(REQUESTS as f64 / python_client(&py, compat_port, REQUESTS, 100));
+        nn.push(REQUESTS as f64 / rt.block_on(native(&client, REQUESTS, 100)));
+        let size = 1024 * 1024;
+        bpp.push(BIG as f64 * size as f64 / mib / python_client(&py, py_port, BIG, size));
+        bpc.push(BIG as f64 * size as f64 / mib / python_client(&py, compat_port, BIG, size));
+        bnn.push(BIG as f64 * size as f64 / mib / rt.block_on(native(&client, BIG, size)));
+    }
+    let a = summary("Python client -> Python server", pp, "req/s");
+    let b = summary("Python client -> cypherwire compat server", pc, "req/s");
+    let c = summary("cypherwire client -> cypherwire server", nn, "req/s");
+    let ba = summary("Python client -> Python server, 1 MiB", bpp, "MiB/s");
+    let bb = summary("Python client -> cypherwire compat, 1 MiB", bpc, "MiB/s");
+    let bc = summary("cypherwire client -> cypherwire, 1 MiB", bnn, "MiB/s");
+    println!(
+        "requests/s vs the Python pair: compat server {:.2}x, native {:.2}x",
+        b / a,
+        c / a
+    );
+    println!(
+        "1 MiB MiB/s vs the Python pair: compat server {:.2}x, native {:.2}x",
+        bb / ba,
+        bc / ba
+    );
+    drop(py_server.stdin.take());
+    let _ = py_server.kill();
+    let _ = py_server.wait();
+}
