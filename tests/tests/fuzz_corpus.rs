@@ -20,6 +20,7 @@ use cypherwire_test_support::{corpus, fuzz, handshake, workspace_root};
 fn replay(target: &str, body: fn(&[u8])) {
     if std::env::var_os("CYPHERWIRE_BLESS").is_some() {
         bless_session_seeds();
+        bless_compat_and_mesh_seeds();
     }
     let files = corpus::load(target).unwrap_or_else(|e| panic!("corpus {target}: {e}"));
     assert!(
@@ -59,6 +60,131 @@ fn handshake_initiator_corpus() {
 #[test]
 fn record_open_corpus() {
     replay("record_open", fuzz::record_open);
+}
+
+#[test]
+fn compat_decode_corpus() {
+    replay("compat_decode", fuzz::compat_decode);
+}
+
+#[test]
+fn fernet_token_corpus() {
+    replay("fernet_token", fuzz::fernet_token);
+}
+
+#[test]
+fn mesh_peer_list_corpus() {
+    replay("mesh_peer_list", fuzz::mesh_peer_list);
+}
+
+/// Seeds for the compat and mesh targets: genuine inputs and damaged copies.
+fn bless_compat_and_mesh_seeds() {
+    use cypherwire::mesh::{LeaveReason, ListSigner, PeerEntry, PeerId, PeerList};
+    use cypherwire::session::PublicKey;
+    use cypherwire::session::compat::{self, CompatMessage, CypherKeys};
+    use cypherwire::session::fernet::FernetKey;
+    use cypherwire::wire::Value;
+
+    let root = workspace_root().join("fuzz/corpus");
+    let write = |dir: &str, name: &str, bytes: &[u8]| {
+        std::fs::create_dir_all(root.join(dir)).unwrap();
+        std::fs::write(root.join(dir).join(name), bytes).unwrap();
+    };
+    let keys = CypherKeys::same(fuzz::COMPAT_FUZZ_KEY).unwrap();
+    let msg = |data: Value| CompatMessage {
+        path: "/SEQUENCE".into(),
+        operation: "UPDATE".into(),
+        data,
+        metadata: Value::map([("k", Value::from(1))]),
+    };
+    let fernet = FernetKey::from_cypher_key(fuzz::COMPAT_FUZZ_KEY).unwrap();
+    let one = compat::encode(&msg(Value::from(5)), &keys.encryption, 1_700_000_000).unwrap();
+    let text = compat::encode(&msg(Value::from("h\u{e9}llo")), &keys.encryption, 0).unwrap();
+    let nested = compat::encode(
+        &msg(Value::Array(vec![
+            Value::Nil,
+            Value::from(1.5),
+            Value::map([("a", Value::from(true))]),
+        ])),
+        &keys.encryption,
+        0,
+    )
+    .unwrap();
+    write("compat_decode", "genuine-int", &one);
+    write("compat_decode", "genuine-text", &text);
+    write("compat_decode", "genuine-nested", &nested);
+    write(
+        "compat_decode",
+        "two-in-a-row",
+        &[one.clone(), text].concat(),
+    );
+    let mut flipped = one.clone();
+    flipped[20] ^= 1;
+    write("compat_decode", "flipped", &flipped);
+    write("compat_decode", "no-nul", &one[..one.len() - 1]);
+    let not_object = fernet.encrypt_with_iv(b"[1,2,3]", 0, [3; 16]);
+    write(
+        "compat_decode",
+        "not-an-object",
+        &[not_object.as_bytes(), b"\0"].concat(),
+    );
+
+    write(
+        "fernet_token",
+        "genuine",
+        fernet
+            .encrypt_with_iv(b"hello", 1_700_000_000, [1; 16])
+            .as_bytes(),
+    );
+    write(
+        "fernet_token",
+        "genuine-empty",
+        fernet.encrypt_with_iv(b"", 0, [2; 16]).as_bytes(),
+    );
+    write(
+        "fernet_token",
+        "genuine-block",
+        fernet.encrypt_with_iv(&[0x61; 16], 0, [4; 16]).as_bytes(),
+    );
+    let mut bad_mac = fernet.encrypt_with_iv(b"hello", 0, [1; 16]).into_bytes();
+    let n = bad_mac.len();
+    bad_mac[n - 5] = if bad_mac[n - 5] == b'A' { b'B' } else { b'A' };
+    write("fernet_token", "bad-mac", &bad_mac);
+    write("fernet_token", "not-base64", b"gAAAAA!!!!");
+    write("fernet_token", "empty", b"");
+
+    let mut entries: Vec<PeerEntry> = [([0x11; 32], "127.0.0.1:4702"), ([0x22; 32], "[::1]:40001")]
+        .into_iter()
+        .map(|(k, a)| PeerEntry::new(PublicKey::from_bytes(k), a.parse().unwrap()))
+        .collect();
+    entries.sort_by_key(|e| e.id);
+    let list = PeerList {
+        epoch: 1,
+        version: 2,
+        entries,
+        departed: vec![(PeerId::from_bytes([9; 8]), LeaveReason::Left)],
+    };
+    let body = list.encode().unwrap();
+    let signed = ListSigner::from_seed([7; 32]).sign(&list).unwrap();
+    write("mesh_peer_list", "body", &body);
+    write(
+        "mesh_peer_list",
+        "empty-list",
+        &PeerList::default().encode().unwrap(),
+    );
+    write(
+        "mesh_peer_list",
+        "signed",
+        &[&signed.signature[..], &signed.body].concat(),
+    );
+    write("mesh_peer_list", "truncated", &body[..body.len() - 3]);
+    let mut bomb = body[..22].to_vec();
+    bomb[20..22].copy_from_slice(&u16::MAX.to_be_bytes());
+    write("mesh_peer_list", "count-bomb", &bomb);
+    let mut forged = signed.signature.to_vec();
+    forged.extend_from_slice(&body);
+    forged[0] ^= 1;
+    write("mesh_peer_list", "forged-signature", &forged);
 }
 
 /// Length-prefixes messages the way the session targets split their input.

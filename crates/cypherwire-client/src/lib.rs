@@ -28,6 +28,14 @@
 //! # tokio::runtime::Builder::new_current_thread().enable_all().build()?.block_on(run())?;
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
+//!
+//! ## Features
+//!
+//! | feature | default | enables |
+//! | --- | --- | --- |
+//! | `msgpack` | yes | the MessagePack payload codec |
+//! | `json` | yes | the JSON payload codec |
+//! | `ring` | yes | the `ring` crypto backend for records (otherwise pure Rust) |
 
 #![doc(test(attr(deny(warnings))))]
 

@@ -51,6 +51,14 @@
 //! ```
 //!
 //! The wire messages are specified in `docs/protocol.md` §7.
+//!
+//! ## Features
+//!
+//! | feature | default | enables |
+//! | --- | --- | --- |
+//! | `msgpack` | yes | the MessagePack payload codec |
+//! | `json` | yes | the JSON payload codec |
+//! | `ring` | yes | the `ring` crypto backend for records (otherwise pure Rust) |
 
 #![doc(test(attr(deny(warnings))))]
 

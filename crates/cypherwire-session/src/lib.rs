@@ -58,7 +58,17 @@
 //! # Ok(()) }
 //! ```
 //!
-//! The byte layouts are in `docs/protocol.md` §3.
+//! The byte layouts are in `docs/protocol.md` §3. The legacy CYPHER_PROTOCOL format (Fernet
+//! tokens of JSON, NUL-delimited) is in [`compat`] and [`fernet`]; see `docs/compat.md`.
+//!
+//! ## Features
+//!
+//! | feature | default | enables |
+//! | --- | --- | --- |
+//! | `msgpack` | yes | the MessagePack payload codec |
+//! | `json` | yes | the JSON payload codec |
+//! | `ring` | yes | the `ring` backend for ChaCha20-Poly1305 and AES-256-GCM records (otherwise pure Rust) |
+//! | `test-util` | no | fixed ephemerals and seeded PAKE randomness for reproducible transcripts; never in production |
 
 #![doc(test(attr(deny(warnings))))]
 

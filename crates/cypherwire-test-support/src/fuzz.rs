@@ -245,3 +245,108 @@ mod session_targets {
 }
 
 pub use session_targets::{handshake_initiator, handshake_responder, record_open};
+
+/// The fixed key of the compat targets (the CYPHER_PROTOCOL README's key string).
+pub const COMPAT_FUZZ_KEY: &str = "2ZpK1CdQfm0s1EZ1SIhYfV7MHdJf8X3U";
+
+/// Target `compat_decode`: a byte stream through the CYPHER_PROTOCOL compat framer (limit
+/// 4 KiB) and decoder, under [`COMPAT_FUZZ_KEY`]. Whatever decodes must re-encode and decode
+/// to the same message; the framer must refuse a message over its limit.
+pub fn compat_decode(data: &[u8]) {
+    use cypherwire_session::compat::{self, CypherKeys, NulFramer};
+    let Ok(keys) = CypherKeys::same(COMPAT_FUZZ_KEY) else {
+        return;
+    };
+    let mut framer = NulFramer::new(4096);
+    for piece in data.chunks(97) {
+        framer.push(piece);
+        loop {
+            match framer.next_message() {
+                Ok(Some(token)) => {
+                    assert!(token.len() <= 4096, "framer passed an oversized message");
+                    if let Ok(msg) = compat::decode(&token, &keys.decryption) {
+                        let wire = compat::encode(&msg, &keys.decryption, 0)
+                            .unwrap_or_else(|e| panic!("decoded message does not re-encode: {e}"));
+                        let back = compat::decode(&wire[..wire.len() - 1], &keys.decryption)
+                            .unwrap_or_else(|e| panic!("re-encoded message does not decode: {e}"));
+                        assert_eq!(
+                            comparable(&back),
+                            comparable(&msg),
+                            "compat round trip changed the message"
+                        );
+                    }
+                }
+                Ok(None) => break,
+                Err(_) => return,
+            }
+        }
+    }
+}
+
+/// NaN never equals itself; compare messages through their JSON text.
+fn comparable(m: &cypherwire_session::compat::CompatMessage) -> String {
+    use cypherwire_session::compat::value_to_json;
+    format!(
+        "{}|{}|{}|{}",
+        m.path,
+        m.operation,
+        value_to_json(&m.data),
+        value_to_json(&m.metadata)
+    )
+}
+
+/// Target `fernet_token`: arbitrary bytes as a Fernet token under [`COMPAT_FUZZ_KEY`]; a token
+/// that opens must re-seal (same timestamp and IV) to exactly the same text.
+pub fn fernet_token(data: &[u8]) {
+    use cypherwire_session::fernet::FernetKey;
+    let Ok(key) = FernetKey::from_cypher_key(COMPAT_FUZZ_KEY) else {
+        return;
+    };
+    let Ok(plain) = key.decrypt(data, 0, None) else {
+        return;
+    };
+    // An authentic token: 0x80 | ts | iv | ct | mac, url-safe base64.
+    use base64::Engine as _;
+    let raw = base64::engine::general_purpose::URL_SAFE
+        .decode(data)
+        .unwrap_or_else(|e| panic!("an opened token is not base64: {e}"));
+    let ts = u64::from_be_bytes(raw[1..9].try_into().unwrap_or_default());
+    let iv: [u8; 16] = raw[9..25].try_into().unwrap_or_default();
+    let again = key.encrypt_with_iv(&plain, ts, iv);
+    assert_eq!(
+        again.as_bytes(),
+        data,
+        "an opened token does not re-seal identically"
+    );
+}
+
+/// Target `mesh_peer_list`: arbitrary bytes as a peer-list body (within the default caps) and
+/// as a signed list (first 64 bytes the signature) under a fixed signer. A body that parses
+/// must re-encode to the same bytes (the layout is canonical); a signed list that verifies
+/// must be exactly its body's parse.
+pub fn mesh_peer_list(data: &[u8]) {
+    use cypherwire_mesh::{ListLimits, ListSigner, PeerList, SignedPeerList};
+    let limits = ListLimits::default();
+    if let Ok(list) = PeerList::decode(data, limits) {
+        let again = list
+            .encode()
+            .unwrap_or_else(|e| panic!("parsed list does not encode: {e}"));
+        assert_eq!(again, data, "peer-list layout is not canonical");
+    }
+    if data.len() >= 64 {
+        let signer = ListSigner::from_seed([7; 32]);
+        let mut signature = [0u8; 64];
+        signature.copy_from_slice(&data[..64]);
+        let signed = SignedPeerList {
+            body: data[64..].to_vec(),
+            signature,
+        };
+        if let Ok(list) = signed.verify(&signer.verifier(), limits) {
+            assert_eq!(
+                PeerList::decode(&signed.body, limits).ok(),
+                Some(list),
+                "verification returned a list other than its body"
+            );
+        }
+    }
+}
