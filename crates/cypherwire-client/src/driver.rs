@@ -337,6 +337,10 @@ async fn online(
     out.extend(st.actions.drain(..).map(Message::from));
     // Welcomes still expected: one for the connection, one more answering a Resume.
     let mut welcomes_due: u8 = if sent_resume { 2 } else { 1 };
+    // Without a token to resume, nothing is sent until the connection's Welcome brings one:
+    // a request that ran on a session whose token we never learnt could not be resumed, and
+    // would run again after a cut.
+    let mut hold = !sent_resume;
     let mut provisional_max_seq = 0;
 
     let interval = st.config.heartbeat_interval;
@@ -346,7 +350,7 @@ async fn online(
     let mut ping_sent: Option<(u64, Instant)> = None;
     loop {
         out.extend(st.actions.drain(..).map(Message::from));
-        if !out.is_empty() {
+        if !out.is_empty() && !hold {
             for m in out.drain(..) {
                 if writer.queue_message(&m).is_err() {
                     return End::Lost("cannot encode".into());
@@ -403,7 +407,13 @@ async fn online(
                     }
                     Message::Welcome(w) => {
                         welcomes_due = welcomes_due.saturating_sub(1);
-                        st.token = Some(w.token.clone());
+                        hold = false;
+                        // While a Resume is unanswered, keep the token it presented: if this
+                        // connection dies before the answer, the next one must resume the
+                        // same session, not the fresh one this first Welcome announces.
+                        if welcomes_due == 0 {
+                            st.token = Some(w.token.clone());
+                        }
                         if welcomes_due == 0 {
                             if !w.resumed {
                                 // A new session: its numbering starts over (pushes it already

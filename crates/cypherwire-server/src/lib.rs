@@ -31,7 +31,7 @@
 //!   [`ServerHandle::broadcast_group`]).
 //!
 //! - Sessions that outlive connections ([`ResumePolicy`]): every connection is welcomed with a
-//!   single-use resumption token inside the encrypted channel; a client that reconnects (fresh
+//!   rotating resumption token inside the encrypted channel; a client that reconnects (fresh
 //!   handshake) and presents it continues its session: requests it resends are answered from
 //!   a bounded response cache instead of running twice, and pushes it missed are replayed in
 //!   order. `docs/protocol.md` §3.7 and the delivery contract in the README.

@@ -257,7 +257,30 @@ pub(crate) struct Sessions {
     policy: ResumePolicy,
     tokens: Mutex<TokenStore<SessionId>>,
     map: Mutex<HashMap<SessionId, Arc<SessionState>>>,
+    /// Per session, the token a resume replaced (by SHA-256 digest) and its successor: the
+    /// replaced token stays valid until the successor is used, so a Welcome lost to a cut does
+    /// not lose the session (spec §3.7 rule 5).
+    grace: Mutex<Grace>,
     next: AtomicU64,
+}
+
+#[derive(Default)]
+struct Grace {
+    by_session: HashMap<SessionId, ([u8; 32], SessionToken)>,
+    by_digest: HashMap<[u8; 32], SessionId>,
+}
+
+impl Grace {
+    fn forget(&mut self, id: SessionId) -> Option<SessionToken> {
+        let (digest, successor) = self.by_session.remove(&id)?;
+        self.by_digest.remove(&digest);
+        Some(successor)
+    }
+}
+
+fn digest(token: &SessionToken) -> [u8; 32] {
+    use sha2::Digest as _;
+    sha2::Sha256::digest(token.as_bytes()).into()
 }
 
 impl Sessions {
@@ -267,6 +290,7 @@ impl Sessions {
             policy,
             tokens: Mutex::new(tokens),
             map: Mutex::new(HashMap::new()),
+            grace: Mutex::new(Grace::default()),
             next: AtomicU64::new(0),
         })
     }
@@ -303,13 +327,35 @@ impl Sessions {
         Some((id, state, token))
     }
 
-    /// Redeems a token: the session it resumes and a fresh token for it.
+    fn grace(&self) -> MutexGuard<'_, Grace> {
+        self.grace.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Redeems a token: the session it resumes and a fresh token for it. The redeemed token
+    /// stays valid until the fresh one is used (one predecessor per session).
     pub(crate) fn resume(
         &self,
         token: &SessionToken,
         now: Instant,
     ) -> Option<(SessionId, Arc<SessionState>, SessionToken)> {
-        let id = self.tokens().redeem(token, now).ok()?;
+        // Bound first: the store's lock must be released before the arms take it again.
+        let redeemed = self.tokens().redeem(token, now);
+        let id = match redeemed {
+            Ok(id) => {
+                // The newest token was used: its predecessor is no longer needed.
+                self.grace().forget(id);
+                id
+            }
+            Err(_) => {
+                // The predecessor of a token the peer never received (its Welcome was lost).
+                let mut grace = self.grace();
+                let id = *grace.by_digest.get(&digest(token))?;
+                if let Some(successor) = grace.forget(id) {
+                    self.tokens().revoke(&successor);
+                }
+                id
+            }
+        };
         let state = {
             let mut map = self.map();
             match map.get(&id) {
@@ -322,18 +368,35 @@ impl Sessions {
             }
         };
         let fresh = self.tokens().issue(id, now).ok()?;
+        let mut grace = self.grace();
+        let d = digest(token);
+        grace.by_digest.insert(d, id);
+        grace.by_session.insert(id, (d, fresh.clone()));
         Some((id, state, fresh))
     }
 
     /// Drops a session for good (e.g. the provisional one a resume replaced).
     pub(crate) fn discard(&self, id: SessionId, token: &SessionToken) {
         self.tokens().revoke(token);
+        self.grace().forget(id);
         self.map().remove(&id);
     }
 
     /// Drops detached sessions past their time to live.
     pub(crate) fn purge(&self, now: Instant) {
-        self.map().retain(|_, s| !s.expired(now));
+        let mut map = self.map();
+        map.retain(|_, s| !s.expired(now));
+        let mut grace = self.grace();
+        let gone: Vec<SessionId> = grace
+            .by_session
+            .keys()
+            .filter(|id| !map.contains_key(id))
+            .copied()
+            .collect();
+        for id in gone {
+            grace.forget(id);
+        }
+        drop((map, grace));
         self.tokens().purge(now);
     }
 
@@ -386,6 +449,44 @@ mod tests {
         let inner = s.lock();
         inner.response_bytes == inner.responses.values().map(|(_, sz)| sz).sum::<usize>()
             && inner.response_order.len() == inner.responses.len()
+    }
+
+    #[test]
+    fn a_replaced_token_stays_valid_until_its_successor_is_used() {
+        let sessions = Sessions::new(ResumePolicy::default()).unwrap();
+        let now = crate::monotonic();
+        let (id, _, t0) = sessions.create(now).unwrap();
+        // A resume whose Welcome (carrying t1) is lost: the peer still holds t0.
+        let (again, _, t1) = sessions.resume(&t0, now).unwrap();
+        assert_eq!(again, id);
+        // t0 resumes the same session once more; t1, never delivered, is revoked.
+        let (again, _, t2) = sessions.resume(&t0, now).unwrap();
+        assert_eq!(again, id);
+        assert!(
+            sessions.resume(&t1, now).is_none(),
+            "the undelivered successor is revoked"
+        );
+        // Using t2 retires t0 for good.
+        let (again, _, t3) = sessions.resume(&t2, now).unwrap();
+        assert_eq!(again, id);
+        assert!(
+            sessions.resume(&t0, now).is_none(),
+            "t0 is single-use once t2 was used"
+        );
+        assert!(
+            sessions.resume(&t2, now).is_some(),
+            "t2 is now the predecessor of t3"
+        );
+        assert!(
+            sessions.resume(&t3, now).is_none(),
+            "t3 was revoked by that resume"
+        );
+        // Discarding the session forgets its tokens and their predecessors.
+        let (other, _, u0) = sessions.create(now).unwrap();
+        let (_, _, u1) = sessions.resume(&u0, now).unwrap();
+        sessions.discard(other, &u1);
+        assert!(sessions.resume(&u0, now).is_none());
+        assert!(sessions.resume(&u1, now).is_none());
     }
 
     #[test]

@@ -153,13 +153,36 @@ async fn resumed_session_answers_resends_once_and_replays_missed_pushes() {
         other => panic!("{other:?}"),
     }
 
-    // The old token is spent: presenting it again starts nothing.
+    // Spec §3.7 rule 5: the token a resume presented stays valid until its successor is used
+    // (the successor's Welcome may have been lost to a cut). Presenting w1 again still resumes
+    // (and replaces b's connection)...
     let mut c = dial(&h).await;
     welcome(&mut c).await;
-    c.send_message(&Resume::new(w1.token.0, 0).into())
+    c.send_message(&Resume::new(w1.token.0, 4).into())
         .await
         .unwrap();
-    assert!(!welcome(&mut c).await.resumed);
+    let w3 = welcome(&mut c).await;
+    assert!(w3.resumed, "the predecessor resumes while its successor is unused");
+    // ...but once the successor is used, w1 is spent and starts nothing.
+    let mut d = dial(&h).await;
+    welcome(&mut d).await;
+    d.send_message(&Resume::new(w3.token.0, 4).into())
+        .await
+        .unwrap();
+    assert!(welcome(&mut d).await.resumed);
+    let mut e = dial(&h).await;
+    welcome(&mut e).await;
+    e.send_message(&Resume::new(w1.token.0, 4).into())
+        .await
+        .unwrap();
+    assert!(!welcome(&mut e).await.resumed, "w1 is spent");
+    // w2, revoked when w1 was presented again, never resumes.
+    let mut f = dial(&h).await;
+    welcome(&mut f).await;
+    f.send_message(&Resume::new(w2.token.0, 4).into())
+        .await
+        .unwrap();
+    assert!(!welcome(&mut f).await.resumed, "w2 was revoked");
     h.shutdown().await;
 }
 
