@@ -162,7 +162,10 @@ async fn resumed_session_answers_resends_once_and_replays_missed_pushes() {
         .await
         .unwrap();
     let w3 = welcome(&mut c).await;
-    assert!(w3.resumed, "the predecessor resumes while its successor is unused");
+    assert!(
+        w3.resumed,
+        "the predecessor resumes while its successor is unused"
+    );
     // ...but once the successor is used, w1 is spent and starts nothing.
     let mut d = dial(&h).await;
     welcome(&mut d).await;
