@@ -100,6 +100,7 @@ pub(crate) async fn run(
     let session = match result {
         Ok(s) => s,
         Err(SessionError::Banned) => {
+            shared.stats.refused.fetch_add(1, Ordering::Relaxed);
             shared.emit(EventKind::Refused {
                 peer,
                 reason: crate::Refusal::Banned,

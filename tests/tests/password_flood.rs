@@ -1,0 +1,93 @@
+//! 50 sources × many wrong passwords against a password-mode server: each source gets exactly
+//! `max_attempts` handshakes' worth of work, then is refused before any cryptography; a
+//! legitimate client on another address is admitted throughout. CI tier: 200 attempts per
+//! source (`CYPHERWIRE_FLOOD_ATTEMPTS=1000` for the full battery).
+
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "test code")]
+
+use std::net::SocketAddr;
+
+use cypherwire::server::{Ctx, HandlerError, Server};
+use cypherwire::session::{
+    Argon2Cost, BanPolicy, ClientAuth, Password, PasswordVerifier, SessionConfig,
+};
+use cypherwire::wire::{Request, Value};
+use tokio::net::TcpSocket;
+
+async fn attempt(server: SocketAddr, source: [u8; 4], password: &str) -> bool {
+    let sock = TcpSocket::new_v4().unwrap();
+    sock.bind(SocketAddr::from((source, 0))).unwrap();
+    let Ok(tcp) = sock.connect(server).await else {
+        return false;
+    };
+    cypherwire::session::connect(
+        tcp,
+        &ClientAuth::Password(Password::new(password)),
+        &SessionConfig::default(),
+    )
+    .await
+    .is_ok()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fifty_sources_of_wrong_passwords_get_max_attempts_handshakes_each() {
+    let per_source: u32 = std::env::var("CYPHERWIRE_FLOOD_ATTEMPTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(200);
+    let verifier = PasswordVerifier::create("right", Argon2Cost::new(64, 1, 1)).unwrap();
+    let mut bans = BanPolicy::default();
+    bans.max_attempts = 5;
+    let mut limits = cypherwire::server::ServerLimits::default();
+    // The flood is the point here; the per-address rate limit would hide the ban logic.
+    limits.handshake_rate_per_ip = cypherwire::server::RateLimit::new(1e6, 1e6);
+    let server = Server::builder(verifier)
+        .ban_policy(bans)
+        .limits(limits)
+        .route("/HELLO", "GET", |_: Request, _: Ctx| async move {
+            Ok::<_, HandlerError>(Value::from("welcome"))
+        })
+        .bind("127.0.0.1:0")
+        .await
+        .unwrap();
+    let h = server.handle();
+    let addr = h.local_addr();
+    let mut set = tokio::task::JoinSet::new();
+    for s in 0..50u8 {
+        set.spawn(async move {
+            let mut admitted = 0;
+            for _ in 0..per_source {
+                admitted += u32::from(attempt(addr, [127, 0, 1, s + 1], "wrong").await);
+            }
+            admitted
+        });
+    }
+    // Meanwhile a legitimate client on its own address is admitted.
+    let mut legit_ok = 0;
+    for _ in 0..20 {
+        legit_ok += u32::from(attempt(addr, [127, 0, 0, 1], "right").await);
+    }
+    let mut admitted = 0;
+    while let Some(r) = set.join_next().await {
+        admitted += r.unwrap();
+    }
+    let stats = h.stats();
+    println!(
+        "50 sources × {per_source} wrong passwords: {} handshakes ran and failed, {} refused before any work; legit {legit_ok}/20 admitted",
+        stats.handshakes_failed, stats.refused
+    );
+    assert_eq!(admitted, 0);
+    assert_eq!(legit_ok, 20);
+    assert_eq!(
+        stats.handshakes_failed,
+        50 * u64::from(bans.max_attempts),
+        "each source got exactly max_attempts handshakes' worth of work"
+    );
+    assert_eq!(
+        stats.refused,
+        50 * u64::from(per_source - bans.max_attempts),
+        "every later attempt refused before any work"
+    );
+    assert_eq!(h.bans().len(), 50);
+    h.shutdown().await;
+}
