@@ -32,6 +32,9 @@ enum Role {
         /// Failed password attempts per address before a ban.
         #[arg(long, default_value_t = 5)]
         max_attempts: u32,
+        /// Heartbeat interval in milliseconds (3 missed remove a member).
+        #[arg(long, default_value_t = 2000)]
+        heartbeat_ms: u64,
     },
     /// Join a mesh through its authenticating peer.
     Join {
@@ -41,6 +44,9 @@ enum Role {
         /// File holding the network password.
         #[arg(long)]
         password_file: PathBuf,
+        /// Heartbeat interval in milliseconds (use the host's).
+        #[arg(long, default_value_t = 2000)]
+        heartbeat_ms: u64,
     },
 }
 
@@ -62,6 +68,7 @@ pub(crate) async fn run(args: &Args) -> anyhow::Result<()> {
             password_file,
             ban_file,
             max_attempts,
+            heartbeat_ms,
         } => {
             let secret = read_secret(password_file)?;
             let verifier = if secret.starts_with("$argon2id$") {
@@ -73,6 +80,7 @@ pub(crate) async fn run(args: &Args) -> anyhow::Result<()> {
             bans.max_attempts = *max_attempts;
             let mut builder = AuthPeer::builder(verifier)
                 .listen(listen.clone())
+                .config(mesh_config(*heartbeat_ms)?)
                 .ban_policy(bans);
             if let Some(f) = ban_file {
                 builder = builder.ban_file(f);
@@ -86,9 +94,10 @@ pub(crate) async fn run(args: &Args) -> anyhow::Result<()> {
         Role::Join {
             auth,
             password_file,
+            heartbeat_ms,
         } => {
             let password = Password::new(read_secret(password_file)?);
-            let peer = JoinPeer::join(auth.clone(), password, MeshConfig::default()).await?;
+            let peer = JoinPeer::join(auth.clone(), password, mesh_config(*heartbeat_ms)?).await?;
             println!("joined as {} ({} members)", peer.id(), peer.peers().len());
             println!("{HELP}");
             console(&peer, None).await?;
@@ -97,6 +106,11 @@ pub(crate) async fn run(args: &Args) -> anyhow::Result<()> {
     }
     println!("left");
     Ok(())
+}
+
+fn mesh_config(heartbeat_ms: u64) -> anyhow::Result<MeshConfig> {
+    anyhow::ensure!(heartbeat_ms > 0, "--heartbeat-ms must be positive");
+    Ok(MeshConfig::default().with_heartbeat(Duration::from_millis(heartbeat_ms), 3))
 }
 
 fn describe(e: &Event) -> Option<String> {
@@ -162,10 +176,12 @@ async fn command(me: &Member, host: Option<&AuthPeer>, line: &str) -> anyhow::Re
     match (words.next().unwrap_or_default(), host) {
         ("/exit", _) => {}
         ("/peers", _) => {
-            for p in me.peers() {
+            let peers = me.peers();
+            for p in &peers {
                 let mark = if p.id == me.id() { " (you)" } else { "" };
                 println!("{} {}{mark}", p.id, p.addr);
             }
+            println!("({} members)", peers.len());
         }
         ("/msg", _) => {
             let id = PeerId::parse(words.next().unwrap_or_default())?;
