@@ -1,6 +1,6 @@
 //! Reconnect chaos with the server as a separate process, killed with SIGKILL and restarted
-//! on the same port while 100 clients × 1,000 requests run (8 in flight each). The CI tier:
-//! 5 kills. Reports attempts, ok, lost, wrong, executed twice (allowed by the delivery contract
+//! on the same port, and every connection also cut by a proxy between kills, while 100 clients
+//! × 1,000 requests run (8 in flight each). The CI tier: 5 kills and 5 cuts. Reports attempts, ok, lost, wrong, executed twice (allowed by the delivery contract
 //! only for requests in flight when the process died), clients recovered, and reconnect time
 //! p50/p99; asserts nothing lost, nothing wrong, everything executed.
 //!
@@ -76,6 +76,11 @@ async fn sigkilled_server_process_loses_no_request() {
     let log = dir.join("executions.log");
     let _ = std::fs::remove_file(&log);
     let (mut server, addr) = start("127.0.0.1:0", &log);
+    // Clients go through a fault proxy, so connections are also cut while the process lives.
+    let proxy = cypherwire_test_support::proxy::FaultProxy::start(addr.parse().unwrap())
+        .await
+        .unwrap();
+    let via = proxy.addr().to_string();
 
     let mut backoff = Backoff::default();
     backoff.initial = Duration::from_millis(20);
@@ -85,12 +90,18 @@ async fn sigkilled_server_process_loses_no_request() {
         let c = Client::builder(Psk::from_bytes([0x5c; 32]))
             .backoff(backoff)
             .heartbeat(Duration::from_millis(500), 3)
-            .connect(addr.clone())
+            .connect(via.clone())
             .unwrap();
         // Status changes with the time they were seen.
         let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
         let log_status = seen.clone();
-        c.on_status(move |s| log_status.lock().unwrap().push((now(), s.clone())));
+        // The ordered event stream (a watch would coalesce quick Offline → Online pairs).
+        let mut events = c.status_events();
+        let watcher = tokio::spawn(async move {
+            while let Ok(s) = events.recv().await {
+                log_status.lock().unwrap().push((now(), s));
+            }
+        });
         tasks.spawn(async move {
             let (mut ok, mut lost, mut wrong) = (0u64, 0u64, 0u64);
             let mut in_flight = tokio::task::JoinSet::new();
@@ -114,6 +125,7 @@ async fn sigkilled_server_process_loses_no_request() {
                 tally(i, r);
             }
             c.close(Duration::from_millis(100)).await;
+            watcher.abort();
             // Reconnect times: from each loss to the next Online.
             let mut reconnects = Vec::new();
             let mut lost_at = None;
@@ -132,7 +144,9 @@ async fn sigkilled_server_process_loses_no_request() {
         });
     }
     for _ in 0..kills {
-        tokio::time::sleep(Duration::from_millis(400)).await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        proxy.cut_all();
+        tokio::time::sleep(Duration::from_millis(200)).await;
         server.kill().unwrap(); // SIGKILL
         let _ = server.wait();
         let t = now();
@@ -166,9 +180,10 @@ async fn sigkilled_server_process_loses_no_request() {
     let twice = runs.values().filter(|n| **n > 1).count();
     let attempts = clients * per_client;
     println!(
-        "chaos (process, SIGKILL ×{kills}): attempts {attempts}, ok {ok}, lost {lost}, wrong {wrong}, \
+        "chaos (process, SIGKILL ×{kills}, proxy cuts ×{}): attempts {attempts}, ok {ok}, lost {lost}, wrong {wrong}, \
          executed {} distinct / {} in all (executed twice: {twice}), clients recovered \
          {recovered}/{clients}, {} reconnects: offline→online p50 {:?} p99 {:?}",
+        proxy.cuts(),
         runs.len(),
         runs.values().map(|n| u64::from(*n)).sum::<u64>(),
         outages.len(),
