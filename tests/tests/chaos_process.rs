@@ -5,8 +5,8 @@
 //! p50/p99; asserts nothing lost, nothing wrong, everything executed.
 //!
 //! Soak: `CYPHERWIRE_CHAOS_CLIENTS=1000 CYPHERWIRE_CHAOS_REQUESTS=10000
-//! CYPHERWIRE_CHAOS_KILLS=20 cargo nextest run -p cypherwire-tests --test chaos_process
-//! --no-capture` (raise the nextest timeout with `--profile soak`).
+//! CYPHERWIRE_CHAOS_KILLS=20 CYPHERWIRE_CHAOS_GAP_MS=5000 cargo nextest run --profile soak
+//! -p cypherwire-tests --test chaos_process --no-capture` (a cut and a kill every 2 × gap).
 
 #![allow(
     clippy::unwrap_used,
@@ -70,6 +70,7 @@ async fn sigkilled_server_process_loses_no_request() {
     let clients = env_or("CYPHERWIRE_CHAOS_CLIENTS", 100);
     let per_client = env_or("CYPHERWIRE_CHAOS_REQUESTS", 1_000);
     let kills = env_or("CYPHERWIRE_CHAOS_KILLS", 5);
+    let gap = Duration::from_millis(env_or("CYPHERWIRE_CHAOS_GAP_MS", 200));
     let dir =
         PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("chaos-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
@@ -144,9 +145,9 @@ async fn sigkilled_server_process_loses_no_request() {
         });
     }
     for _ in 0..kills {
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        tokio::time::sleep(gap).await;
         proxy.cut_all();
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        tokio::time::sleep(gap).await;
         server.kill().unwrap(); // SIGKILL
         let _ = server.wait();
         let t = now();
