@@ -359,6 +359,7 @@ async fn mesh_demo() -> anyhow::Result<MeshStats> {
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+    let listed = auth.peers().len();
     // Every member (and the authenticating peer) broadcasts 10 numbered messages; count what
     // each receives.
     let mut logs = vec![auth.take_events().context("events")?];
@@ -410,7 +411,6 @@ async fn mesh_demo() -> anyhow::Result<MeshStats> {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let gone_after_s = t.elapsed().as_secs_f64();
-    let listed = auth.peers().len() + 1;
     for m in members {
         m.leave().await;
     }
