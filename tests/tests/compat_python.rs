@@ -171,16 +171,8 @@ async fn python_client_against_the_compat_server_across_a_restart() {
     assert_eq!(line, "FIRST 500 0");
     // Restart the server on the same port; the Python client reconnects by itself.
     handle.shutdown().await;
-    // The old listener is released as its task ends: retry the bind briefly.
-    let mut again = None;
-    for _ in 0..100 {
-        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            again = Some(start_server(state.clone(), &format!("127.0.0.1:{port}")).await);
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let (handle, again) = again.expect("the port came free");
+    // `shutdown` returns once the compat listener's port is free too.
+    let (handle, again) = start_server(state, &format!("127.0.0.1:{port}")).await;
     assert_eq!(again, port);
     writeln!(stdin, "go").unwrap();
     let line = tokio::task::spawn_blocking(move || expect(&out, "SECOND"))

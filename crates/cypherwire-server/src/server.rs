@@ -376,12 +376,13 @@ impl ServerBuilder {
             Some(cfg) => {
                 let l = crate::compat::bind(&cfg).await?;
                 let addr = l.local_addr().map_err(Error::LocalAddr)?;
-                tokio::spawn(crate::compat::accept_loop(shared.clone(), l, cfg));
-                Some(addr)
+                let task = tokio::spawn(crate::compat::accept_loop(shared.clone(), l, cfg));
+                Some((addr, task))
             }
             None => None,
         };
-        tokio::spawn(accept_loop(shared.clone(), listener));
+        let (compat_addr, compat_task) = compat_addr.unzip();
+        tokio::spawn(accept_loop(shared.clone(), listener, compat_task));
         Ok(Server {
             handle: ServerHandle { shared },
             compat_addr,
@@ -821,7 +822,11 @@ impl ConnectionHandle {
     }
 }
 
-async fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
+async fn accept_loop(
+    shared: Arc<Shared>,
+    listener: TcpListener,
+    compat: Option<tokio::task::JoinHandle<()>>,
+) {
     let handshakes = Arc::new(Semaphore::new(shared.limits.max_handshakes));
     let mut conns = JoinSet::new();
     let mut shutdown = shared.shutdown_rx();
@@ -905,6 +910,10 @@ async fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
         }
     }
     while conns.join_next().await.is_some() {}
+    // The compat listener stops on the same signal; "stopped" means its port is free too.
+    if let Some(task) = compat {
+        let _ = task.await;
+    }
     // Aborted connections never reached their own cleanup.
     shared.registry.clear();
     shared.stopped.send_replace(true);
