@@ -256,3 +256,38 @@ pub(crate) async fn bind(cfg: &CypherCompat) -> Result<TcpListener, crate::Error
             source,
         })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cache(entries: usize, bytes: usize) -> ReplayCache {
+        ReplayCache {
+            order: VecDeque::new(),
+            answers: HashMap::new(),
+            bytes: 0,
+            max_entries: entries,
+            max_bytes: bytes,
+        }
+    }
+
+    #[test]
+    fn the_replay_cache_keeps_the_newest_within_count_and_bytes() {
+        let mut c = cache(2, 1000);
+        for k in 0..3u8 {
+            c.insert([k; 32], Arc::new(vec![k; 10]));
+        }
+        assert!(c.get(&[0; 32]).is_none(), "oldest evicted by count");
+        assert!(c.get(&[1; 32]).is_some() && c.get(&[2; 32]).is_some());
+        let mut c = cache(100, 25);
+        for k in 0..3u8 {
+            c.insert([k; 32], Arc::new(vec![k; 10]));
+        }
+        assert!(c.get(&[0; 32]).is_none(), "oldest evicted by bytes");
+        assert_eq!(c.bytes, 20);
+        // An answer larger than the whole budget is not kept (and evicts nothing).
+        c.insert([9; 32], Arc::new(vec![0; 26]));
+        assert!(c.get(&[9; 32]).is_none());
+        assert_eq!(c.answers.len(), 2);
+    }
+}

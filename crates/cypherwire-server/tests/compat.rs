@@ -110,3 +110,23 @@ async fn bad_input_closes_only_that_connection() {
     good.write_all(&request()).await.unwrap();
     assert_eq!(read_answer(&mut good).await.unwrap().data, Value::from(1));
 }
+
+#[tokio::test]
+async fn shutdown_returns_with_the_compat_port_free() {
+    let counter = Arc::new(AtomicU64::new(0));
+    let mut cfg = CypherCompat::new("127.0.0.1:0", CypherKeys::same(KEY).unwrap());
+    cfg.max_message_len = 1 << 20;
+    let s = Server::builder(Psk::from_bytes([1; 32]))
+        .route("/COUNT", "UP", move |_: Request, _: Ctx| {
+            let c = counter.clone();
+            async move { Ok::<_, HandlerError>(Reply::new(c.fetch_add(1, Ordering::SeqCst))) }
+        })
+        .cypher_compat(cfg)
+        .bind("127.0.0.1:0")
+        .await
+        .unwrap();
+    let addr = s.compat_addr().unwrap();
+    let _open = TcpStream::connect(addr).await.unwrap();
+    s.handle().shutdown().await;
+    std::net::TcpListener::bind(addr).expect("the compat port is free once shutdown returns");
+}
