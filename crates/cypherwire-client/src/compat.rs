@@ -254,7 +254,7 @@ async fn exchange(
     stream: &mut TcpStream,
     wire: &[u8],
     cfg: &CompatClientBuilder,
-) -> Result<Vec<u8>, String> {
+) -> Result<cypherwire_session::wire::bytes::Bytes, String> {
     stream.write_all(wire).await.map_err(|e| e.to_string())?;
     let mut framer = NulFramer::new(cfg.max_message_len);
     let mut buf = vec![0u8; 64 * 1024];

@@ -8,7 +8,7 @@
 //! character as `\uXXXX`. Sans-IO: [`NulFramer`] splits a byte stream into messages, checking
 //! the length as bytes arrive.
 
-use bytes::{Buf, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use cypherwire_wire::Value;
 
 use crate::error::Result as SessionResult;
@@ -111,11 +111,12 @@ impl NulFramer {
         self.buf.extend_from_slice(bytes);
     }
 
-    /// The next complete message (without its NUL), if one has arrived.
+    /// The next complete message (without its NUL), if one has arrived. Not copied: a view
+    /// of the receive buffer.
     ///
     /// # Errors
     /// [`CompatError::TooLarge`] once more than `max` bytes precede any NUL.
-    pub fn next_message(&mut self) -> Result<Option<Vec<u8>>, CompatError> {
+    pub fn next_message(&mut self) -> Result<Option<Bytes>, CompatError> {
         match self.buf[self.scanned..].iter().position(|b| *b == 0) {
             Some(i) => {
                 let end = self.scanned + i;
@@ -125,7 +126,7 @@ impl NulFramer {
                         max: self.max,
                     });
                 }
-                let msg = self.buf.split_to(end).to_vec();
+                let msg = self.buf.split_to(end).freeze();
                 self.buf.advance(1);
                 self.scanned = 0;
                 Ok(Some(msg))
@@ -359,10 +360,10 @@ mod tests {
     fn framer_splits_at_nul_and_bounds_length_as_bytes_arrive() {
         let mut f = NulFramer::new(8);
         f.push(b"abc\0de");
-        assert_eq!(f.next_message().unwrap(), Some(b"abc".to_vec()));
+        assert_eq!(f.next_message().unwrap().as_deref(), Some(&b"abc"[..]));
         assert_eq!(f.next_message().unwrap(), None);
         f.push(b"f\0");
-        assert_eq!(f.next_message().unwrap(), Some(b"def".to_vec()));
+        assert_eq!(f.next_message().unwrap().as_deref(), Some(&b"def"[..]));
         // Byte by byte: refused once 9 bytes arrived without a NUL, before any more arrive.
         let mut f = NulFramer::new(8);
         for i in 0..9 {
