@@ -18,7 +18,7 @@ use crate::config::MeshConfig;
 use crate::core::{JoinRefused, Membership};
 use crate::error::Error;
 use crate::events::Event;
-use crate::node::{Member, Node, PATH, lock, random_u64};
+use crate::node::{Member, Node, PATH, lock, monotonic, random_u64};
 use crate::peer_list::{LeaveReason, ListSigner, PeerEntry, PeerId, SignedPeerList};
 
 /// Operation: a member asks to join (or re-join).
@@ -27,10 +27,6 @@ pub(crate) const OP_JOIN: &str = "JOIN";
 pub(crate) const OP_BEAT: &str = "BEAT";
 /// Operation: a member leaves.
 pub(crate) const OP_LEAVE: &str = "LEAVE";
-
-fn monotonic() -> std::time::Instant {
-    tokio::time::Instant::now().into_std()
-}
 
 #[expect(
     clippy::disallowed_methods,

@@ -15,12 +15,8 @@ use crate::config::MeshConfig;
 use crate::core::{LinkChange, LinkMonitor};
 use crate::error::Error;
 use crate::events::Event;
-use crate::node::{Member, Node, PATH, lock};
+use crate::node::{Member, Node, PATH, lock, monotonic};
 use crate::peer_list::{ListVerifier, SignedPeerList};
-
-fn monotonic() -> std::time::Instant {
-    tokio::time::Instant::now().into_std()
-}
 
 fn signed_list(v: &Value) -> Option<SignedPeerList> {
     let body = v.get("body")?.as_bytes()?.to_vec();

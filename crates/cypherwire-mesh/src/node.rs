@@ -33,6 +33,11 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
+/// The drivers' clock: tokio's, so tests can run in virtual time.
+pub(crate) fn monotonic() -> std::time::Instant {
+    tokio::time::Instant::now().into_std()
+}
+
 pub(crate) fn random_u64() -> Result<u64, Error> {
     let mut b = [0u8; 8];
     getrandom::fill(&mut b).map_err(|_| Error::Config("random generator failed"))?;
