@@ -376,15 +376,22 @@ impl Node {
             return Err(forbidden());
         }
         let from = PeerId::of(&key);
-        let field = |name: &str| req.data.get(name);
-        let (Some(broadcast), Some(incarnation), Some(seq)) = (
-            field("b").and_then(Value::as_bool),
-            field("i").and_then(Value::as_u64),
-            field("s").and_then(Value::as_u64),
-        ) else {
+        // Take the fields out of the request (no copy of the payload).
+        let (mut broadcast, mut incarnation, mut seq, mut data) = (None, None, None, Value::Nil);
+        if let Value::Map(entries) = req.data {
+            for (k, v) in entries {
+                match k.as_str() {
+                    Some("b") => broadcast = v.as_bool(),
+                    Some("i") => incarnation = v.as_u64(),
+                    Some("s") => seq = v.as_u64(),
+                    Some("d") => data = v,
+                    _ => {}
+                }
+            }
+        }
+        let (Some(broadcast), Some(incarnation), Some(seq)) = (broadcast, incarnation, seq) else {
             return Err(HandlerError::bad_request("malformed mesh message"));
         };
-        let data = field("d").cloned().unwrap_or_default();
         if lock(&self.dedup).first_time(from, incarnation, seq) {
             self.emit_message(from, data, broadcast).await;
         }
