@@ -56,16 +56,15 @@ impl State {
                     bytes,
                     expires: expires.map(Instant::into_std),
                     reply,
-                    sent: false,
                 };
                 if let Err((full, entry)) = self.pending.insert(entry) {
                     let _ = entry.reply.send(Err(Error::BufferFull {
                         pending: full.pending,
                         bytes: full.bytes,
                     }));
-                    return;
                 }
-                out.extend(self.pending.take_unsent().into_iter().map(Message::from));
+                // Sent by the connection loop (with every other request that arrived meanwhile);
+                // while offline it waits in the table.
             }
             Command::Cancel(id) => {
                 if self.pending.remove(id).is_some() {
@@ -272,7 +271,6 @@ async fn offline_until<F: Future>(
                 let cmd = cmd?;
                 let mut ignored = Vec::new();
                 st.command(cmd, &mut ignored);
-                st.pending.mark_all_unsent();
                 if closing_now(st) {
                     finish(st);
                     return None;
@@ -315,6 +313,9 @@ enum End {
 }
 
 /// One connection's life: resume, resend, then serve commands and messages until it ends.
+/// How many queued commands one turn of the connection loop takes before writing.
+const COMMAND_BATCH: usize = 256;
+
 async fn online(
     st: &mut State,
     rx: &mut mpsc::Receiver<Command>,
@@ -349,6 +350,9 @@ async fn online(
     let mut nonce: u64 = 0;
     let mut ping_sent: Option<(u64, Instant)> = None;
     loop {
+        if st.pending.has_unsent() {
+            out.extend(st.pending.take_unsent().into_iter().map(Message::from));
+        }
         out.extend(st.actions.drain(..).map(Message::from));
         if !out.is_empty() && !hold {
             for m in out.drain(..) {
@@ -440,7 +444,17 @@ async fn online(
                 }
             }
             cmd = rx.recv() => match cmd {
-                Some(cmd) => st.command(cmd, &mut out),
+                Some(cmd) => {
+                    st.command(cmd, &mut out);
+                    // Take whatever else is already queued, so that one write carries a burst
+                    // of requests (bounded, so answers keep being read).
+                    for _ in 0..COMMAND_BATCH {
+                        match rx.try_recv() {
+                            Ok(cmd) => st.command(cmd, &mut out),
+                            Err(_) => break,
+                        }
+                    }
+                }
                 None => return End::Stop,
             },
             _ = heartbeat.tick() => {

@@ -1,7 +1,11 @@
 //! The table of requests awaiting an answer (sans-IO): bounded by count and bytes, ordered by
 //! id for resending, with deadlines as data.
+//!
+//! Every operation on the hot path is O(log n): the unsent ids and the deadlines are kept in
+//! their own ordered indexes, so neither sending nor finding the next deadline scans the table
+//! (which may hold tens of thousands of requests while offline).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Instant;
 
 use cypherwire_wire::Request;
@@ -13,14 +17,16 @@ pub(crate) struct Entry<R> {
     pub(crate) bytes: usize,
     pub(crate) expires: Option<Instant>,
     pub(crate) reply: R,
-    /// Sent on the current connection (cleared when the connection is lost).
-    pub(crate) sent: bool,
 }
 
 /// Requests by id. `R` is the caller's reply channel.
 #[derive(Debug)]
 pub(crate) struct PendingTable<R> {
     entries: BTreeMap<u64, Entry<R>>,
+    /// Ids not yet sent on the current connection.
+    unsent: BTreeSet<u64>,
+    /// `(deadline, id)` of every entry that has a deadline.
+    deadlines: BTreeSet<(Instant, u64)>,
     bytes: usize,
     max_count: usize,
     max_bytes: usize,
@@ -37,6 +43,8 @@ impl<R> PendingTable<R> {
     pub(crate) fn new(max_count: usize, max_bytes: usize) -> Self {
         Self {
             entries: BTreeMap::new(),
+            unsent: BTreeSet::new(),
+            deadlines: BTreeSet::new(),
             bytes: 0,
             max_count,
             max_bytes,
@@ -47,7 +55,7 @@ impl<R> PendingTable<R> {
         self.entries.len()
     }
 
-    /// Adds a request, or refuses it when the table would exceed its bounds.
+    /// Adds a request (unsent), or refuses it when the table would exceed its bounds.
     pub(crate) fn insert(&mut self, entry: Entry<R>) -> Result<(), (Full, Box<Entry<R>>)> {
         if self.entries.len() >= self.max_count || self.bytes + entry.bytes > self.max_bytes {
             let full = Full {
@@ -56,53 +64,70 @@ impl<R> PendingTable<R> {
             };
             return Err((full, Box::new(entry)));
         }
+        let id = entry.request.id;
         self.bytes += entry.bytes;
-        self.entries.insert(entry.request.id, entry);
+        if let Some(t) = entry.expires {
+            self.deadlines.insert((t, id));
+        }
+        self.unsent.insert(id);
+        if let Some(old) = self.entries.insert(id, entry) {
+            // Ids are unique per client; should one repeat, the table stays consistent.
+            self.bytes -= old.bytes;
+            if let Some(t) = old.expires {
+                self.deadlines.remove(&(t, id));
+            }
+        }
         Ok(())
     }
 
     pub(crate) fn remove(&mut self, id: u64) -> Option<Entry<R>> {
         let e = self.entries.remove(&id)?;
         self.bytes -= e.bytes;
+        self.unsent.remove(&id);
+        if let Some(t) = e.expires {
+            self.deadlines.remove(&(t, id));
+        }
         Some(e)
     }
 
-    /// Ids whose deadline has passed at `now`.
+    /// Ids whose deadline has passed at `now`, earliest deadline first.
     pub(crate) fn expired(&self, now: Instant) -> Vec<u64> {
-        self.entries
+        self.deadlines
             .iter()
-            .filter(|(_, e)| e.expires.is_some_and(|t| t <= now))
-            .map(|(id, _)| *id)
+            .take_while(|(t, _)| *t <= now)
+            .map(|(_, id)| *id)
             .collect()
     }
 
     /// The earliest deadline.
     pub(crate) fn next_deadline(&self) -> Option<Instant> {
-        self.entries.values().filter_map(|e| e.expires).min()
+        self.deadlines.first().map(|(t, _)| *t)
     }
 
     /// Marks everything unsent (the connection was lost).
     pub(crate) fn mark_all_unsent(&mut self) {
-        for e in self.entries.values_mut() {
-            e.sent = false;
-        }
+        self.unsent = self.entries.keys().copied().collect();
     }
 
     /// The unsent requests, oldest id first, marked sent.
     pub(crate) fn take_unsent(&mut self) -> Vec<Request> {
-        self.entries
-            .values_mut()
-            .filter(|e| !e.sent)
-            .map(|e| {
-                e.sent = true;
-                e.request.clone()
-            })
+        let unsent = std::mem::take(&mut self.unsent);
+        unsent
+            .into_iter()
+            .filter_map(|id| self.entries.get(&id).map(|e| e.request.clone()))
             .collect()
+    }
+
+    /// Whether any request waits to be sent.
+    pub(crate) fn has_unsent(&self) -> bool {
+        !self.unsent.is_empty()
     }
 
     /// Removes everything (the client closes).
     pub(crate) fn drain(&mut self) -> Vec<Entry<R>> {
         self.bytes = 0;
+        self.unsent.clear();
+        self.deadlines.clear();
         std::mem::take(&mut self.entries).into_values().collect()
     }
 }
@@ -120,7 +145,6 @@ mod tests {
             bytes,
             expires,
             reply: (),
-            sent: false,
         }
     }
 
@@ -154,7 +178,13 @@ mod tests {
         t.insert(entry(3, 1, None)).unwrap();
         assert_eq!(t.next_deadline(), Some(t0 + Duration::from_secs(2)));
         assert_eq!(t.expired(t0 + Duration::from_secs(3)), vec![2]);
-        assert_eq!(t.expired(t0 + Duration::from_secs(5)), vec![1, 2]);
+        assert_eq!(t.expired(t0 + Duration::from_secs(5)), vec![2, 1]);
+        // A removed entry's deadline goes with it.
+        assert!(t.remove(2).is_some());
+        assert_eq!(t.next_deadline(), Some(t0 + Duration::from_secs(5)));
+        assert_eq!(t.expired(t0 + Duration::from_secs(5)), vec![1]);
+        assert!(t.remove(1).is_some());
+        assert_eq!(t.next_deadline(), None);
     }
 
     #[test]
@@ -166,9 +196,23 @@ mod tests {
         let ids: Vec<u64> = t.take_unsent().iter().map(|r| r.id).collect();
         assert_eq!(ids, vec![1, 2, 3]);
         assert!(t.take_unsent().is_empty());
+        t.insert(entry(4, 1, None)).unwrap();
+        assert!(t.has_unsent());
+        let ids: Vec<u64> = t.take_unsent().iter().map(|r| r.id).collect();
+        assert_eq!(ids, vec![4], "only the new one");
+        t.remove(1);
         t.mark_all_unsent();
-        assert_eq!(t.take_unsent().len(), 3);
+        let ids: Vec<u64> = t.take_unsent().iter().map(|r| r.id).collect();
+        assert_eq!(
+            ids,
+            vec![2, 3, 4],
+            "after a lost connection: all that remain, by id"
+        );
+        t.insert(entry(5, 1, None)).unwrap();
+        t.remove(5);
+        assert!(!t.has_unsent(), "a removed request is not sent");
         assert_eq!(t.drain().len(), 3);
+        assert!(!t.has_unsent());
         assert_eq!(t.len(), 0);
     }
 }
