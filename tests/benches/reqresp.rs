@@ -21,7 +21,10 @@
 //!
 //! Run: `cargo bench -p cypherwire-tests --bench reqresp` (prints Markdown tables and writes
 //! `target/bench-reqresp.json`). `CYPHERWIRE_BENCH_IDLE` changes the number of idle
-//! connections; `CYPHERWIRE_BENCH_QUICK=1` runs 1 round of smaller workloads.
+//! connections; `CYPHERWIRE_BENCH_QUICK=1` runs 1 round of smaller workloads;
+//! `CYPHERWIRE_BENCH_PROFILE=KEY` (`plain`, `aead`, `tarpc`, `cypherwire-session`,
+//! `cypherwire-client`) runs only 1,000,000 requests 64 in flight of that transport, for a
+//! profiler.
 
 #![allow(missing_docs, reason = "benchmark binary")]
 #![allow(
@@ -676,6 +679,21 @@ fn idle_rss(rt: &tokio::runtime::Runtime, n: usize) -> (u64, u64) {
     (before, after)
 }
 
+/// For `perf record`: only the 64-in-flight workload of one transport, 1,000,000 requests.
+fn profile(rt: &tokio::runtime::Runtime, key: &str) {
+    let kind = *KINDS
+        .iter()
+        .find(|k| k.key() == key)
+        .expect("CYPHERWIRE_BENCH_PROFILE names a transport key");
+    rt.block_on(async {
+        let servers = Servers::start().await;
+        let addr = servers.addrs.iter().find(|(k, _)| *k == kind).unwrap().1;
+        let f = pipelined(kind, addr, 1_000_000, 64).await;
+        println!("{}: {:.0} req/s", kind.label(), f.rate);
+        servers.cw.shutdown().await;
+    });
+}
+
 // ---------------------------------------------------------------------------------------------
 
 fn main() {
@@ -693,6 +711,10 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
+    if let Ok(key) = std::env::var("CYPHERWIRE_BENCH_PROFILE") {
+        profile(&rt, &key);
+        return;
+    }
     println!(
         "small request/response over 127.0.0.1, {PAYLOAD}-byte payloads, {} interleaved round(s)",
         sz.rounds

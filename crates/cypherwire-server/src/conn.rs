@@ -391,7 +391,7 @@ async fn read_messages(
                     running.tasks.retain(|_, h| !h.is_finished());
                 }
                 let id = req.id;
-                if let Some(abort) = dispatch(shared, req, &ctx, session, permit) {
+                if let Some(abort) = dispatch(shared, req, &ctx, session, permit).await {
                     running.tasks.insert(id, abort);
                 }
             }
@@ -415,6 +415,8 @@ async fn read_messages(
             Message::Cancel(cancel) => {
                 if let Some(h) = running.tasks.remove(&cancel.id) {
                     h.abort();
+                    // Cancelled: no answer. A no-op if the request completed meanwhile.
+                    link.session().abandon(cancel.id);
                 }
             }
             Message::Ping(ping) => {
@@ -523,9 +525,11 @@ async fn answer(session: &SessionState, resp: Response) {
     }
 }
 
-/// Runs one request: the handler in its own task (so a panic is contained and `Cancel` can
-/// abort it), and a small task that turns the outcome into exactly one response.
-fn dispatch(
+/// Runs one request: the handler (with panics contained and the deadline enforced), then
+/// exactly one response. The work is polled once right here: a handler that finishes without
+/// waiting (the common case: no I/O) is answered without a task of its own; otherwise the rest
+/// runs in its own task, which `Cancel` aborts through the returned handle.
+async fn dispatch(
     shared: &Arc<Shared>,
     req: Request,
     ctx: &Ctx,
@@ -554,39 +558,53 @@ fn dispatch(
     ctx.request_id = Some(id);
     ctx.deadline = deadline;
     let span = tracing::debug_span!("request", id, path = %req.path, operation = %req.operation);
-    let mut work = tokio::spawn(tracing::Instrument::instrument(
-        handler.call(req, ctx),
-        span,
-    ));
-    let abort = work.abort_handle();
-    tokio::spawn(async move {
+    let work = tracing::Instrument::instrument(CatchUnwind(handler.call(req, ctx)), span);
+    let mut task = Box::pin(async move {
         let _permit = permit;
         let outcome = match deadline {
-            Some(d) => match tokio::time::timeout(d, &mut work).await {
-                Ok(r) => Some(r),
-                Err(_) => {
-                    // Past the deadline the work is abandoned, not left running.
-                    work.abort();
-                    None
-                }
-            },
+            // Past the deadline the work is dropped, not left running.
+            Some(d) => tokio::time::timeout(d, work).await.ok(),
             None => Some(work.await),
         };
         let resp = match outcome {
             None => Response::error(id, StatusCode::DEADLINE_EXCEEDED, "deadline exceeded"),
             Some(Ok(Ok(reply))) => Response::ok(id, reply.data).with_metadata(reply.metadata),
             Some(Ok(Err(e))) => Response::error(id, e.code, e.message),
-            Some(Err(join)) if join.is_panic() => {
+            Some(Err(Panicked)) => {
                 tracing::error!(request = id, "handler panicked");
                 Response::error(id, StatusCode::INTERNAL, "internal error")
-            }
-            // Cancelled by the client: no answer.
-            Some(Err(_)) => {
-                session.abandon(id);
-                return;
             }
         };
         answer(&session, resp).await;
     });
-    Some(abort)
+    let first = std::future::poll_fn(|cx| std::task::Poll::Ready(task.as_mut().poll(cx))).await;
+    if first.is_ready() {
+        return None;
+    }
+    Some(tokio::spawn(task).abort_handle())
+}
+
+/// A handler panicked.
+struct Panicked;
+
+/// Polls a handler's future, turning a panic into [`Panicked`] (the future is not polled
+/// again afterwards).
+struct CatchUnwind<F>(F);
+
+impl<F: Future + Unpin> Future for CatchUnwind<F> {
+    type Output = Result<F::Output, Panicked>;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        let inner = &mut self.0;
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            std::pin::Pin::new(inner).poll(cx)
+        })) {
+            Ok(std::task::Poll::Ready(out)) => std::task::Poll::Ready(Ok(out)),
+            Ok(std::task::Poll::Pending) => std::task::Poll::Pending,
+            Err(_) => std::task::Poll::Ready(Err(Panicked)),
+        }
+    }
 }
