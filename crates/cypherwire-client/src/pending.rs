@@ -5,7 +5,7 @@
 //! their own ordered indexes, so neither sending nor finding the next deadline scans the table
 //! (which may hold tens of thousands of requests while offline).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeSet, HashMap};
 use std::time::Instant;
 
 use cypherwire_wire::Request;
@@ -22,7 +22,8 @@ pub(crate) struct Entry<R> {
 /// Requests by id. `R` is the caller's reply channel.
 #[derive(Debug)]
 pub(crate) struct PendingTable<R> {
-    entries: BTreeMap<u64, Entry<R>>,
+    /// By id (a hash map: entries are large, and B-tree nodes would move them around).
+    entries: HashMap<u64, Entry<R>>,
     /// Ids not yet sent on the current connection.
     unsent: BTreeSet<u64>,
     /// `(deadline, id)` of every entry that has a deadline.
@@ -42,7 +43,7 @@ pub(crate) struct Full {
 impl<R> PendingTable<R> {
     pub(crate) fn new(max_count: usize, max_bytes: usize) -> Self {
         Self {
-            entries: BTreeMap::new(),
+            entries: HashMap::new(),
             unsent: BTreeSet::new(),
             deadlines: BTreeSet::new(),
             bytes: 0,
