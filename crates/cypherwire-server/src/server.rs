@@ -241,6 +241,14 @@ impl std::fmt::Debug for ServerBuilder {
 
 impl ServerBuilder {
     /// Handles requests to (`path`, `operation`).
+    ///
+    /// The handler's future is polled once on the connection's own task as soon as the request
+    /// is read: one that completes without waiting is answered right there, with no task
+    /// spawned; one that waits continues on a task of its own (so requests of one connection
+    /// run concurrently, and `Cancel` or the deadline can stop it). Long CPU-bound work should
+    /// therefore yield or move to `tokio::task::spawn_blocking`: until it returns, that
+    /// connection reads no further requests. Panics are caught either way and answered with
+    /// `INTERNAL`.
     pub fn route(
         mut self,
         path: impl Into<String>,

@@ -106,9 +106,64 @@ fn demo_server() -> cypherwire_server::ServerBuilder {
             tokio::time::sleep(Duration::from_millis(ms)).await;
             Ok::<_, HandlerError>(Value::from("done"))
         })
+        .route("/PANIC", "LATER", |_req: Request, _ctx: Ctx| async move {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            if true {
+                panic!("handler bug after waiting");
+            }
+            Ok::<Value, HandlerError>(Value::Nil)
+        })
         .action("chat", |act: Action, ctx: Ctx| async move {
             ctx.server.broadcast_action(&act);
         })
+}
+
+/// Handlers that finish at once are answered on the connection's task; one that waits goes on
+/// in its own task without holding up the requests behind it, and a panic in either place is
+/// answered `INTERNAL` with the connection still serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waiting_handlers_do_not_hold_up_immediate_ones() {
+    let server = demo_server().bind("127.0.0.1:0").await.unwrap();
+    let h = server.handle();
+    let mut s = client(&h, &SessionConfig::default()).await;
+    let slow = Request::new(1, "/SLOW", "WAIT").with_data(Value::from(300u64));
+    s.queue_message(&slow.into()).unwrap();
+    s.queue_message(&Request::new(2, "/PANIC", "LATER").into())
+        .unwrap();
+    s.queue_message(&Request::new(3, "/PANIC", "NOW").into())
+        .unwrap();
+    for id in 4..54 {
+        let req = Request::new(id, "/ECHO", "PUT").with_data(Value::from(id));
+        s.queue_message(&req.into()).unwrap();
+    }
+    s.flush().await.unwrap();
+    let mut order = Vec::new();
+    while order.len() < 53 {
+        match next(&mut s).await {
+            Some(Message::Response(r)) => {
+                match r.id {
+                    1 => assert_eq!(r.data, Value::from("done")),
+                    2 | 3 => assert_eq!(r.status.code, StatusCode::INTERNAL, "{r:?}"),
+                    id => {
+                        assert!(r.status.code.is_ok());
+                        assert_eq!(r.data, Value::from(id));
+                    }
+                }
+                order.push(r.id);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    // The 300 ms request is answered last, after the 20 ms one; everything queued behind them
+    // was answered before either.
+    assert_eq!(order[51..], [2, 1], "{order:?}");
+    let mut rest = order[..51].to_vec();
+    rest.sort_unstable();
+    assert_eq!(rest, (3..54).collect::<Vec<_>>());
+    // Still serving.
+    let r = call(&mut s, Request::new(99, "/ECHO", "PUT").with_data(Value::from(7u64))).await;
+    assert_eq!(r.data, Value::from(7u64));
+    h.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
