@@ -14,8 +14,9 @@
 //! - **cypherwire, `Client`**: the same server driven by the reconnecting client crate.
 //!
 //! Workloads, each 5 times with all transports interleaved (median, min–max): sequential round
-//! trips on one connection; the same pinned to one CPU (`taskset -c 0`, a child process with one
-//! runtime thread, so wake-up latency of idle virtual CPUs is out of the picture); 64 requests in
+//! trips on one connection; the same pinned to one CPU (`taskset -c 0`, a child process whose
+//! current-thread runtime runs client, server and every task on one thread, so neither the
+//! wake-up latency of idle virtual CPUs nor cross-thread hand-offs are in the picture); 64 requests in
 //! flight on one connection; 100 connections each doing sequential round trips. Then memory per
 //! idle authenticated connection: RSS of a separate server process holding 10,000 connections.
 //!
@@ -24,7 +25,9 @@
 //! connections; `CYPHERWIRE_BENCH_QUICK=1` runs 1 round of smaller workloads;
 //! `CYPHERWIRE_BENCH_PROFILE=KEY` (`plain`, `aead`, `tarpc`, `cypherwire-session`,
 //! `cypherwire-client`) runs only 1,000,000 requests 64 in flight of that transport, for a
-//! profiler.
+//! profiler (`KEY:sequential`: 200,000 sequential round trips; run it under `taskset -c 0`
+//! with `CYPHERWIRE_BENCH_THREADS=0` (one thread for everything, as in the pinned row) to
+//! profile the pinned case).
 
 #![allow(missing_docs, reason = "benchmark binary")]
 #![allow(
@@ -566,10 +569,9 @@ fn sizes() -> Sizes {
 }
 
 /// Child mode (run under `taskset -c 0`): sequential round trips for every kind, interleaved,
-/// on a one-thread runtime; prints `key rate p50 p99` lines.
+/// on a current-thread runtime; prints `key rate p50 p99` lines.
 fn pinned_child() {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
+    let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
@@ -679,8 +681,13 @@ fn idle_rss(rt: &tokio::runtime::Runtime, n: usize) -> (u64, u64) {
     (before, after)
 }
 
-/// For `perf record`: only the 64-in-flight workload of one transport, 1,000,000 requests.
-fn profile(rt: &tokio::runtime::Runtime, key: &str) {
+/// For `perf record`: one workload of one transport (`KEY` = 1,000,000 requests 64 in flight,
+/// `KEY:sequential` = 200,000 sequential round trips).
+fn profile(rt: &tokio::runtime::Runtime, spec: &str) {
+    let (key, sequential_mode) = match spec.strip_suffix(":sequential") {
+        Some(key) => (key, true),
+        None => (spec, false),
+    };
     let kind = *KINDS
         .iter()
         .find(|k| k.key() == key)
@@ -688,7 +695,11 @@ fn profile(rt: &tokio::runtime::Runtime, key: &str) {
     rt.block_on(async {
         let servers = Servers::start().await;
         let addr = servers.addrs.iter().find(|(k, _)| *k == kind).unwrap().1;
-        let f = pipelined(kind, addr, 1_000_000, 64).await;
+        let f = if sequential_mode {
+            sequential(kind, addr, 200_000).await
+        } else {
+            pipelined(kind, addr, 1_000_000, 64).await
+        };
         println!("{}: {:.0} req/s", kind.label(), f.rate);
         servers.cw.shutdown().await;
     });
@@ -706,11 +717,22 @@ fn main() {
         return;
     }
     let sz = sizes();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let threads = std::env::var("CYPHERWIRE_BENCH_THREADS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2);
+    let rt = if threads == 0 {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads)
+            .enable_all()
+            .build()
+            .unwrap()
+    };
     if let Ok(key) = std::env::var("CYPHERWIRE_BENCH_PROFILE") {
         profile(&rt, &key);
         return;

@@ -321,6 +321,11 @@ async fn read_messages(
     let started = tokio::time::Instant::now();
     let mut first = true;
     let mut provisional = Some(provisional);
+    // One idle timer for the whole connection, moved forward only when it fires early (a
+    // timer per message would be registered and removed on every read).
+    let mut last_activity = started;
+    let idle_timer = tokio::time::sleep(idle);
+    tokio::pin!(idle_timer);
     loop {
         let msg = tokio::select! {
             biased;
@@ -331,24 +336,32 @@ async fn read_messages(
             _ = stop.changed() => {
                 return stop.borrow().clone().unwrap_or(DisconnectReason::Kicked);
             }
-            r = tokio::time::timeout(idle, reader.recv_message()) => Some(r),
+            r = reader.recv_message() => Some(r),
+            () = &mut idle_timer => {
+                let due = last_activity + idle;
+                if tokio::time::Instant::now() >= due {
+                    return DisconnectReason::IdleTimeout;
+                }
+                idle_timer.as_mut().reset(due);
+                continue;
+            }
         };
         let Some(msg) = msg else {
             drain(shared, in_flight).await;
             return DisconnectReason::Shutdown;
         };
         let msg = match msg {
-            Err(_) => return DisconnectReason::IdleTimeout,
-            Ok(Ok(Some(m))) => m,
-            Ok(Ok(None)) => return DisconnectReason::Closed,
-            Ok(Err(SessionError::Truncated)) => return DisconnectReason::Truncated,
-            Ok(Err(SessionError::Io(e))) => return DisconnectReason::Io(e.to_string()),
-            Ok(Err(e)) => return DisconnectReason::ProtocolError(e.to_string()),
+            Ok(Some(m)) => m,
+            Ok(None) => return DisconnectReason::Closed,
+            Err(SessionError::Truncated) => return DisconnectReason::Truncated,
+            Err(SessionError::Io(e)) => return DisconnectReason::Io(e.to_string()),
+            Err(e) => return DisconnectReason::ProtocolError(e.to_string()),
         };
+        last_activity = tokio::time::Instant::now();
         let c = &link.counters;
         c.messages_in.fetch_add(1, Ordering::Relaxed);
         c.bytes_in.store(reader.bytes_received(), Ordering::Relaxed);
-        let ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        let ms = u64::try_from((last_activity - started).as_millis()).unwrap_or(u64::MAX);
         c.last_activity_ms.store(ms, Ordering::Relaxed);
         shared.stats.messages_in.fetch_add(1, Ordering::Relaxed);
         let was_first = std::mem::replace(&mut first, false);

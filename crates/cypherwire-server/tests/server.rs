@@ -161,7 +161,11 @@ async fn waiting_handlers_do_not_hold_up_immediate_ones() {
     rest.sort_unstable();
     assert_eq!(rest, (3..54).collect::<Vec<_>>());
     // Still serving.
-    let r = call(&mut s, Request::new(99, "/ECHO", "PUT").with_data(Value::from(7u64))).await;
+    let r = call(
+        &mut s,
+        Request::new(99, "/ECHO", "PUT").with_data(Value::from(7u64)),
+    )
+    .await;
     assert_eq!(r.data, Value::from(7u64));
     h.shutdown().await;
 }
