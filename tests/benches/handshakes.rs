@@ -4,7 +4,8 @@
 //! no resumption), cypherwire PSK mode, and cypherwire password mode (argon2id parameters
 //! printed). Sequential: one handshake at a time, a fresh TCP connection each.
 //!
-//! Run: `cargo bench -p cypherwire-tests --bench handshakes`.
+//! Run: `cargo bench -p cypherwire-tests --bench handshakes` (`CYPHERWIRE_BENCH_PROFILE=snow`,
+//! `tls` or `psk` runs 3,000 handshakes of that kind alone, for a profiler).
 
 #![allow(missing_docs, reason = "benchmark binary")]
 #![allow(
@@ -200,6 +201,17 @@ fn main() {
         (Kind::Psk, "cypherwire PSK mode", 500),
         (Kind::Password, "cypherwire password mode", 20),
     ];
+    if let Ok(which) = std::env::var("CYPHERWIRE_BENCH_PROFILE") {
+        // For a profiler: 3,000 handshakes of one kind (snow, tls, psk).
+        let kind = match which.as_str() {
+            "snow" => Kind::Snow,
+            "tls" => Kind::Tls,
+            "psk" => Kind::Psk,
+            other => panic!("CYPHERWIRE_BENCH_PROFILE={other}: expected snow, tls or psk"),
+        };
+        println!("{kind:?}: {:.0}/s", rt.block_on(run(kind, 3_000, &verifier)));
+        return;
+    }
     let mut rates: Vec<Vec<f64>> = vec![Vec::new(); kinds.len()];
     for _ in 0..ROUNDS {
         for (i, (k, _, n)) in kinds.iter().enumerate() {
