@@ -2,7 +2,11 @@
 //! interleaved; medians with min–max), on 127.0.0.1:
 //! - sequential requests per second: Python client → Python server; Python client →
 //!   cypherwire compat server; cypherwire native client → cypherwire server;
-//! - 1 MiB echoes per second (MiB/s) for the same three pairs.
+//! - 1 MiB echoes per second (MiB/s) for the same three pairs;
+//! - the native pair once more on a current-thread runtime (everything on one thread).
+//!
+//! Writes `target/bench-compat.json`. `CYPHERWIRE_BENCH_PROFILE=1` runs only 500 native 1 MiB
+//! echoes, for a profiler.
 //!
 //! Needs Python 3 and pip (the package is installed into `target/tmp/compat-venv`).
 //! Run: `cargo bench -p cypherwire-tests --bench compat`.
@@ -130,15 +134,11 @@ async fn native(client: &Client, n: usize, size: usize) -> f64 {
     t.elapsed().as_secs_f64()
 }
 
-fn summary(name: &str, mut v: Vec<f64>, unit: &str) -> f64 {
+fn summary(name: &str, mut v: Vec<f64>, unit: &str) -> (f64, f64, f64) {
     v.sort_by(f64::total_cmp);
-    let med = v[v.len() / 2];
-    println!(
-        "{name:<44} median {med:>10.1} {unit}  (min {:.1}, max {:.1})",
-        v[0],
-        v[v.len() - 1]
-    );
-    med
+    let (med, lo, hi) = (v[v.len() / 2], v[0], v[v.len() - 1]);
+    println!("{name:<46} median {med:>10.1} {unit}  (min {lo:.1}, max {hi:.1})");
+    (med, lo, hi)
 }
 
 fn main() {
@@ -173,39 +173,112 @@ fn main() {
         c.wait_online().await.unwrap();
         (s, c)
     });
+    // The same native pair on a current-thread runtime: client, server and every task on one
+    // thread, as in the pinned row of the request/response bench (no cross-thread hand-offs,
+    // which on these virtual machines cost more than the work itself). The runtime keeps
+    // running on its own thread between measurements, so heartbeats are answered.
+    type Job = (usize, usize, std::sync::mpsc::Sender<f64>);
+    let (jobs, mut job_rx) = tokio::sync::mpsc::unbounded_channel::<Job>();
+    let one_thread = std::thread::spawn(move || {
+        let rt1 = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt1.block_on(async move {
+            let psk = Psk::from_bytes([9; 32]);
+            let s = Server::builder(psk.clone())
+                .route("/ECHO", "ANY", |req: Request, _: Ctx| async move {
+                    Ok::<_, HandlerError>(Reply::new(req.data).with_metadata(req.metadata))
+                })
+                .bind("127.0.0.1:0")
+                .await
+                .unwrap();
+            let c = Client::builder(psk)
+                .connect(s.local_addr().to_string())
+                .unwrap();
+            c.wait_online().await.unwrap();
+            while let Some((n, size, reply)) = job_rx.recv().await {
+                let _ = reply.send(native(&c, n, size).await);
+            }
+            s.handle().shutdown().await;
+        });
+    });
+    let one_thread_secs = |n: usize, size: usize| {
+        let (tx, rx) = std::sync::mpsc::channel();
+        jobs.send((n, size, tx)).unwrap();
+        rx.recv().unwrap()
+    };
+    if std::env::var_os("CYPHERWIRE_BENCH_PROFILE").is_some() {
+        // For a profiler: 500 native 1 MiB echoes only.
+        let secs = rt.block_on(native(&client, 500, 1024 * 1024));
+        println!("native 1 MiB echoes: {:.1} MiB/s", 500.0 / secs);
+        return;
+    }
     let compat_port = server.compat_addr().unwrap().port();
     let (mut py_server, py_port) = python_server(&py);
     println!(
         "CYPHER_PROTOCOL 1.5.0 vs cypherwire on 127.0.0.1: {REQUESTS} sequential 100-byte requests and {BIG} 1 MiB echoes per figure; {ROUNDS} rounds, interleaved"
     );
-    let (mut pp, mut pc, mut nn) = (Vec::new(), Vec::new(), Vec::new());
-    let (mut bpp, mut bpc, mut bnn) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut pp, mut pc, mut nn, mut n1) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut bpp, mut bpc, mut bnn, mut bn1) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let mib = (1024 * 1024) as f64;
     for _ in 0..ROUNDS {
         pp.push(REQUESTS as f64 / python_client(&py, py_port, REQUESTS, 100));
         pc.push(REQUESTS as f64 / python_client(&py, compat_port, REQUESTS, 100));
         nn.push(REQUESTS as f64 / rt.block_on(native(&client, REQUESTS, 100)));
+        n1.push(REQUESTS as f64 / one_thread_secs(REQUESTS, 100));
         let size = 1024 * 1024;
         bpp.push(BIG as f64 * size as f64 / mib / python_client(&py, py_port, BIG, size));
         bpc.push(BIG as f64 * size as f64 / mib / python_client(&py, compat_port, BIG, size));
         bnn.push(BIG as f64 * size as f64 / mib / rt.block_on(native(&client, BIG, size)));
+        bn1.push(BIG as f64 * size as f64 / mib / one_thread_secs(BIG, size));
     }
-    let a = summary("Python client -> Python server", pp, "req/s");
-    let b = summary("Python client -> cypherwire compat server", pc, "req/s");
-    let c = summary("cypherwire client -> cypherwire server", nn, "req/s");
-    let ba = summary("Python client -> Python server, 1 MiB", bpp, "MiB/s");
-    let bb = summary("Python client -> cypherwire compat, 1 MiB", bpc, "MiB/s");
-    let bc = summary("cypherwire client -> cypherwire, 1 MiB", bnn, "MiB/s");
+    let rows = [
+        ("Python client -> Python server", "req/s", pp),
+        ("Python client -> cypherwire compat server", "req/s", pc),
+        ("cypherwire client -> cypherwire server", "req/s", nn),
+        ("cypherwire, one current-thread runtime", "req/s", n1),
+        ("Python client -> Python server, 1 MiB", "MiB/s", bpp),
+        ("Python client -> cypherwire compat, 1 MiB", "MiB/s", bpc),
+        ("cypherwire client -> cypherwire, 1 MiB", "MiB/s", bnn),
+        (
+            "cypherwire, one current-thread runtime, 1 MiB",
+            "MiB/s",
+            bn1,
+        ),
+    ];
+    let mut json = Vec::new();
+    let mut medians = Vec::new();
+    for (name, unit, v) in rows {
+        let (med, lo, hi) = summary(name, v, unit);
+        // Ratios against the Python pair of the same workload (rows 0 and 4).
+        let base = if unit == "req/s" { 0 } else { 4 };
+        medians.push(med);
+        let ratio = med / medians[base];
+        json.push(format!(
+            "{{\"pair\":\"{name}\",\"unit\":\"{unit}\",\"median\":{med:.1},\"min\":{lo:.1},\"max\":{hi:.1},\"ratio_to_python\":{ratio:.4}}}"
+        ));
+    }
     println!(
-        "requests/s vs the Python pair: compat server {:.2}x, native {:.2}x",
-        b / a,
-        c / a
+        "requests/s vs the Python pair: compat server {:.2}x, native {:.2}x, native on one thread {:.2}x",
+        medians[1] / medians[0],
+        medians[2] / medians[0],
+        medians[3] / medians[0]
     );
     println!(
-        "1 MiB MiB/s vs the Python pair: compat server {:.2}x, native {:.2}x",
-        bb / ba,
-        bc / ba
+        "1 MiB MiB/s vs the Python pair: compat server {:.2}x, native {:.2}x, native on one thread {:.2}x",
+        medians[5] / medians[4],
+        medians[6] / medians[4],
+        medians[7] / medians[4]
     );
+    let out = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .parent()
+        .unwrap()
+        .join("bench-compat.json");
+    std::fs::write(&out, format!("[\n{}\n]\n", json.join(",\n"))).unwrap();
+    println!("written: {}", out.display());
+    drop(jobs);
+    one_thread.join().unwrap();
     drop(py_server.stdin.take());
     let _ = py_server.kill();
     let _ = py_server.wait();

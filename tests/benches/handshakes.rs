@@ -4,7 +4,8 @@
 //! no resumption), cypherwire PSK mode, and cypherwire password mode (argon2id parameters
 //! printed). Sequential: one handshake at a time, a fresh TCP connection each.
 //!
-//! Run: `cargo bench -p cypherwire-tests --bench handshakes` (`CYPHERWIRE_BENCH_PROFILE=snow`,
+//! Run: `cargo bench -p cypherwire-tests --bench handshakes` (writes
+//! `target/bench-handshakes.json`; `CYPHERWIRE_BENCH_PROFILE=snow`,
 //! `tls` or `psk` runs 3,000 handshakes of that kind alone, for a profiler).
 
 #![allow(missing_docs, reason = "benchmark binary")]
@@ -209,7 +210,10 @@ fn main() {
             "psk" => Kind::Psk,
             other => panic!("CYPHERWIRE_BENCH_PROFILE={other}: expected snow, tls or psk"),
         };
-        println!("{kind:?}: {:.0}/s", rt.block_on(run(kind, 3_000, &verifier)));
+        println!(
+            "{kind:?}: {:.0}/s",
+            rt.block_on(run(kind, 3_000, &verifier))
+        );
         return;
     }
     let mut rates: Vec<Vec<f64>> = vec![Vec::new(); kinds.len()];
@@ -227,6 +231,7 @@ fn main() {
     let tls = med(&rates[1]).0;
     println!("| handshake + 1 RTT | per second, median (min–max) | × bare snow | × tokio-rustls |");
     println!("| --- | --- | --- | --- |");
+    let mut json = Vec::new();
     for (i, (_, name, _)) in kinds.iter().enumerate() {
         let (m, lo, hi) = med(&rates[i]);
         println!(
@@ -234,5 +239,16 @@ fn main() {
             m / snow,
             m / tls
         );
+        json.push(format!(
+            "{{\"handshake\":\"{name}\",\"per_second_median\":{m:.1},\"min\":{lo:.1},\"max\":{hi:.1},\"ratio_to_snow\":{:.4},\"ratio_to_tls\":{:.4}}}",
+            m / snow,
+            m / tls
+        ));
     }
+    let out = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .parent()
+        .unwrap()
+        .join("bench-handshakes.json");
+    std::fs::write(&out, format!("[\n{}\n]\n", json.join(",\n"))).unwrap();
+    println!("\nwritten: {}", out.display());
 }
