@@ -184,13 +184,36 @@ fn every_subcommand_has_help_and_bad_usage_fails() {
 
 #[test]
 fn bench_prints_figures() {
-    let o = run(&["bench", "--requests", "300"]);
+    let o = run(&[
+        "bench",
+        "--requests",
+        "300",
+        "--bulk-mib",
+        "4",
+        "--handshakes",
+        "20",
+    ]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let out = stdout(&o);
-    assert!(
-        out.contains("sequential:") && out.contains("64 in flight:"),
-        "{out}"
-    );
+    // Every figure has a value, a plain-TCP baseline and a positive ratio.
+    for figure in [
+        "sequential round trips",
+        "sequential p50 latency",
+        "64 requests in flight",
+        "bulk, 64 KiB messages",
+        "PSK handshake + 1 round trip",
+    ] {
+        let row = out
+            .lines()
+            .find(|l| l.starts_with(&format!("| {figure} |")))
+            .unwrap_or_else(|| panic!("no row {figure:?} in {out}"));
+        let cells: Vec<&str> = row.split('|').map(str::trim).collect();
+        let ratio: f64 = cells[4].parse().unwrap_or_else(|_| panic!("{row}"));
+        assert!(ratio > 0.0 && ratio.is_finite(), "{row}");
+        assert_ne!(cells[3], "—", "{row}");
+    }
+    // The progress bars go to stderr, not into the table.
+    assert!(String::from_utf8_lossy(&o.stderr).contains("[##"));
     // --connect without a key file is a usage error.
     assert!(!run(&["bench", "--connect", "127.0.0.1:1"]).status.success());
 }
