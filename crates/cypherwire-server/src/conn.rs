@@ -11,8 +11,7 @@ use std::time::Duration;
 use cypherwire_session::token::SessionToken;
 use cypherwire_session::wire::{Close, CloseCode, Message, Pong, Request, Response, StatusCode};
 use cypherwire_session::{Error as SessionError, SecureReader, SecureWriter, accept_guarded};
-use tokio::io::{ReadHalf, WriteHalf};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncWrite, ReadHalf, WriteHalf};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tokio::task::AbortHandle;
 
@@ -82,17 +81,18 @@ impl Drop for IpSlot {
     }
 }
 
-pub(crate) async fn run(
+pub(crate) async fn run<IO>(
     shared: Arc<Shared>,
-    stream: TcpStream,
+    stream: IO,
     peer: SocketAddr,
     handshake: OwnedSemaphorePermit,
-) {
+) where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let _slot = IpSlot {
         shared: shared.clone(),
         ip: peer.ip(),
     };
-    let _ = stream.set_nodelay(true);
     shared.emit(EventKind::Accepted { peer });
     let ip = peer.ip();
     let result = accept_guarded(stream, &shared.auth, &shared.session, &shared.limiter, &ip).await;
@@ -231,7 +231,7 @@ struct Provisional {
 }
 
 async fn write_loop(
-    mut writer: SecureWriter<WriteHalf<TcpStream>>,
+    mut writer: SecureWriter<WriteHalf<impl AsyncWrite>>,
     mut rx: mpsc::Receiver<Outgoing>,
     counters: Arc<Counters>,
 ) {
@@ -272,7 +272,7 @@ async fn write_loop(
 
 async fn read_loop(
     shared: &Arc<Shared>,
-    mut reader: SecureReader<ReadHalf<TcpStream>>,
+    mut reader: SecureReader<ReadHalf<impl AsyncRead + Unpin>>,
     link: &Link,
     mut stop: watch::Receiver<Option<DisconnectReason>>,
     ctx: Ctx,
@@ -306,7 +306,7 @@ async fn read_loop(
 )]
 async fn read_messages(
     shared: &Arc<Shared>,
-    reader: &mut SecureReader<ReadHalf<TcpStream>>,
+    reader: &mut SecureReader<ReadHalf<impl AsyncRead + Unpin>>,
     link: &Link,
     stop: &mut watch::Receiver<Option<DisconnectReason>>,
     ctx: &Ctx,

@@ -8,7 +8,9 @@
 //! **What it does**
 //! - [`Server::builder`]: routes ([`ServerBuilder::route`]), a fallback for unmatched requests,
 //!   named actions, limits ([`ServerLimits`]), bans ([`BanPolicy`](cypherwire_session::BanPolicy)),
-//!   an accept hook; [`ServerBuilder::bind`] starts it.
+//!   an accept hook; [`ServerBuilder::bind`] starts it on TCP, [`ServerBuilder::serve_on`] on
+//!   any other transport with ordered, reliable byte streams (an [`Accept`] implementation:
+//!   Unix sockets, in-memory pipes, a simulated network).
 //! - Handlers get a [`Ctx`] (connection id, peer address and identity, request id, deadline,
 //!   a [`ServerHandle`]) and return data or a [`HandlerError`] that becomes an error response. A
 //!   panicking handler becomes an `INTERNAL` response; the connection and the server live on.
@@ -92,7 +94,8 @@ pub use crate::inbox::{Inbox, InboxItem};
 pub use crate::rate::{DEFAULT_HANDSHAKE_RATE, RateLimit};
 pub use crate::registry::{ConnectionId, ConnectionInfo};
 pub use crate::server::{
-    ConnectionHandle, MAX_GROUPS, Server, ServerBuilder, ServerHandle, ServerLimits, StatsSnapshot,
+    Accept, ConnectionHandle, MAX_GROUPS, Server, ServerBuilder, ServerHandle, ServerLimits,
+    StatsSnapshot,
 };
 pub use crate::sessions::ResumePolicy;
 

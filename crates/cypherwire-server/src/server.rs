@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use cypherwire_session::wire::{Action, Message, Value};
 use cypherwire_session::{AttemptLimiter, BanPolicy, ServerAuth, SessionConfig};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, broadcast, watch};
 use tokio::task::JoinSet;
@@ -330,20 +331,33 @@ impl ServerBuilder {
         self
     }
 
-    /// Binds and starts serving.
+    /// Binds a TCP listener and starts serving.
     ///
     /// # Errors
     /// [`Error::Bind`], [`Error::Config`] for invalid limits or ban policy.
     pub async fn bind(self, addr: &str) -> Result<Server, Error> {
         self.limits.validate()?;
-        let limiter =
-            AttemptLimiter::new(self.bans).map_err(|_| Error::Config("invalid ban policy"))?;
         let listener = TcpListener::bind(addr)
             .await
             .map_err(|source| Error::Bind {
                 addr: addr.to_owned(),
                 source,
             })?;
+        self.serve_on(listener).await
+    }
+
+    /// Starts serving the connections `listener` accepts: any transport with ordered,
+    /// reliable byte streams (a Unix socket, an in-memory pipe, a simulated network). Limits,
+    /// bans and the accept hook apply as for TCP, keyed by the address each connection
+    /// reports.
+    ///
+    /// # Errors
+    /// [`Error::LocalAddr`], [`Error::Config`] for invalid limits or ban policy, [`Error::Bind`]
+    /// for the compat listener.
+    pub async fn serve_on<L: Accept>(self, listener: L) -> Result<Server, Error> {
+        self.limits.validate()?;
+        let limiter =
+            AttemptLimiter::new(self.bans).map_err(|_| Error::Config("invalid ban policy"))?;
         let local_addr = listener.local_addr().map_err(Error::LocalAddr)?;
         let (events, _) = broadcast::channel(DEFAULT_EVENT_CAPACITY);
         let sessions = crate::sessions::Sessions::new(self.resume).ok_or(Error::Config(
@@ -395,6 +409,38 @@ impl ServerBuilder {
             handle: ServerHandle { shared },
             compat_addr,
         })
+    }
+}
+
+/// A source of incoming connections for [`ServerBuilder::serve_on`]: TCP (implemented for
+/// [`TcpListener`], with `TCP_NODELAY` set on each connection) or any transport with ordered,
+/// reliable byte streams.
+pub trait Accept: Send + 'static {
+    /// One accepted connection.
+    type Io: AsyncRead + AsyncWrite + Unpin + Send + 'static;
+
+    /// Waits for the next connection and the address it comes from (used for limits, bans,
+    /// events). An error is logged and retried after a short pause (as `EMFILE` is for TCP).
+    fn accept(&mut self) -> impl Future<Output = std::io::Result<(Self::Io, SocketAddr)>> + Send;
+
+    /// The address this listener serves (reported by [`ServerHandle::local_addr`]).
+    ///
+    /// # Errors
+    /// When the transport cannot tell.
+    fn local_addr(&self) -> std::io::Result<SocketAddr>;
+}
+
+impl Accept for TcpListener {
+    type Io = tokio::net::TcpStream;
+
+    async fn accept(&mut self) -> std::io::Result<(Self::Io, SocketAddr)> {
+        let (stream, peer) = Self::accept(self).await?;
+        let _ = stream.set_nodelay(true);
+        Ok((stream, peer))
+    }
+
+    fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        Self::local_addr(self)
     }
 }
 
@@ -830,9 +876,9 @@ impl ConnectionHandle {
     }
 }
 
-async fn accept_loop(
+async fn accept_loop<L: Accept>(
     shared: Arc<Shared>,
-    listener: TcpListener,
+    mut listener: L,
     compat: Option<tokio::task::JoinHandle<()>>,
 ) {
     let handshakes = Arc::new(Semaphore::new(shared.limits.max_handshakes));
