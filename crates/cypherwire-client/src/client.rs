@@ -153,6 +153,16 @@ impl ClientBuilder {
     /// # Errors
     /// [`Error::Config`] for invalid settings.
     pub fn connect(self, addr: impl Into<String>) -> Result<Client, Error> {
+        self.connect_with(crate::connect::Tcp(addr.into()))
+    }
+
+    /// Like [`connect`](Self::connect), over another transport: `connector` opens each
+    /// connection (the first and every reconnect) — a Unix socket, an in-memory pipe, a
+    /// simulated network, a proxy. Everything else (handshake, resumption, backoff) is the same.
+    ///
+    /// # Errors
+    /// [`Error::Config`] for invalid settings.
+    pub fn connect_with(self, connector: impl crate::Connect) -> Result<Client, Error> {
         let c = self.config;
         c.backoff.validate()?;
         if c.connect_timeout.is_zero()
@@ -173,7 +183,7 @@ impl ClientBuilder {
         let rtt = Arc::new(AtomicU64::new(u64::MAX));
         tokio::spawn(crate::driver::run(
             Arc::new(c),
-            addr.into(),
+            crate::connect::boxed(connector),
             rx,
             status_tx,
             events.clone(),

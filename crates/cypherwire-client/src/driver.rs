@@ -7,12 +7,12 @@ use std::time::Duration;
 use cypherwire_session::{Error as SessionError, SecureReader, SecureWriter, connect};
 use cypherwire_wire::{Action, Cancel, Close, CloseCode, Message, Ping, Resume, TokenBytes};
 use tokio::io::{ReadHalf, WriteHalf};
-use tokio::net::TcpStream;
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio::time::Instant;
 
 use crate::backoff::Jitter;
 use crate::client::{Command, Config, Incoming, Status};
+use crate::connect::{BoxIo, DynConnect};
 use crate::error::Error;
 use crate::pending::{Entry, PendingTable};
 
@@ -20,7 +20,7 @@ type Reply = oneshot::Sender<Result<cypherwire_wire::Response, Error>>;
 
 struct State {
     config: Arc<Config>,
-    addr: String,
+    connector: Arc<dyn DynConnect>,
     status: watch::Sender<Status>,
     events: broadcast::Sender<Status>,
     incoming: mpsc::Sender<Incoming>,
@@ -35,7 +35,7 @@ struct State {
 impl State {
     fn set_status(&self, s: Status) {
         if *self.status.borrow() != s {
-            tracing::info!(addr = %self.addr, status = ?s, "client status");
+            tracing::info!(peer = %self.connector.describe(), status = ?s, "client status");
             self.status.send_replace(s.clone());
             let _ = self.events.send(s);
         }
@@ -126,12 +126,12 @@ fn approx(r: &cypherwire_wire::Request) -> usize {
     64 + r.path.len() + r.operation.len() + size(&r.data) + size(&r.metadata)
 }
 
-type Reader = SecureReader<ReadHalf<TcpStream>>;
-type Writer = SecureWriter<WriteHalf<TcpStream>>;
+type Reader = SecureReader<ReadHalf<BoxIo>>;
+type Writer = SecureWriter<WriteHalf<BoxIo>>;
 
 pub(crate) async fn run(
     config: Arc<Config>,
-    addr: String,
+    connector: Arc<dyn DynConnect>,
     mut rx: mpsc::Receiver<Command>,
     status: watch::Sender<Status>,
     events: broadcast::Sender<Status>,
@@ -142,7 +142,7 @@ pub(crate) async fn run(
         rtt,
         pending: PendingTable::new(config.max_pending, config.max_pending_bytes),
         config,
-        addr,
+        connector,
         status,
         events,
         incoming,
@@ -169,7 +169,7 @@ pub(crate) async fn run(
         // Connect, while still taking commands (requests queue up while offline).
         let attempt = tokio::time::timeout(
             st.config.connect_timeout,
-            dial(st.config.clone(), st.addr.clone()),
+            dial(st.config.clone(), st.connector.clone()),
         );
         let Some(conn) = offline_until(&mut st, &mut rx, attempt).await else {
             return;
@@ -213,10 +213,12 @@ pub(crate) async fn run(
     }
 }
 
-async fn dial(config: Arc<Config>, addr: String) -> Result<(Reader, Writer), SessionError> {
-    let tcp = TcpStream::connect(&addr).await?;
-    let _ = tcp.set_nodelay(true);
-    let s = connect(tcp, &config.auth, &config.session).await?;
+async fn dial(
+    config: Arc<Config>,
+    connector: Arc<dyn DynConnect>,
+) -> Result<(Reader, Writer), SessionError> {
+    let io = connector.connect().await?;
+    let s = connect(io, &config.auth, &config.session).await?;
     Ok(s.into_split())
 }
 

@@ -14,6 +14,11 @@
 //! server. A heartbeat detects half-open connections. See the delivery contract in
 //! `docs/protocol.md` §3.7.
 //!
+//! **Any transport.** [`ClientBuilder::connect`] dials TCP; [`ClientBuilder::connect_with`]
+//! takes a [`Connect`] implementation for anything else with ordered, reliable byte streams
+//! (Unix sockets, in-memory pipes; the project's own simulation runs the client this way in
+//! virtual time over a faulty network).
+//!
 //! ```
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
 //! use cypherwire_client::Client;
@@ -42,6 +47,7 @@
 mod backoff;
 mod client;
 pub mod compat;
+mod connect;
 mod driver;
 mod error;
 mod pending;
@@ -54,6 +60,7 @@ pub use crate::client::{
     DEFAULT_MAX_PENDING, DEFAULT_MAX_PENDING_BYTES, Incoming, IncomingStream, Reply,
     RequestBuilder, Status,
 };
+pub use crate::connect::Connect;
 pub use crate::error::Error;
 
 /// Milliseconds since the Unix epoch on this machine's clock (action timestamps).
