@@ -8,6 +8,8 @@
 //! - [`mitm`]: an in-process man in the middle that tampers with framed streams.
 //! - [`proxy`]: a TCP fault proxy (cut every connection, stall forwarding).
 //! - [`handshake`]: runs a whole handshake in memory and records its messages.
+//! - [`simnet`]: a simulated network (latency, cuts, partitions) for the real server and client
+//!   in virtual time.
 //! - [`workspace_root`]: locates files such as `docs/test-vectors/` from any test.
 
 use std::path::PathBuf;
@@ -18,6 +20,7 @@ pub mod handshake;
 pub mod mitm;
 pub mod proxy;
 pub mod python;
+pub mod simnet;
 
 /// The workspace root directory (where the top-level `Cargo.toml` is).
 pub fn workspace_root() -> PathBuf {
