@@ -141,7 +141,9 @@ impl ClientBuilder {
     }
 
     /// Pushes and actions buffered for [`Client::take_incoming`] (default 1,024). When the
-    /// buffer is full the client stops reading until the application catches up.
+    /// buffer is full the client stops reading until the application catches up. Until the
+    /// stream is taken (and after it is dropped) pushes and actions are discarded: nobody
+    /// listens, and an unread buffer must not stall the connection.
     pub fn incoming_capacity(mut self, n: usize) -> Self {
         self.config.push_capacity = n;
         self
@@ -180,6 +182,7 @@ impl ClientBuilder {
         let (status_tx, status_rx) = watch::channel(Status::Connecting);
         let (events, _) = broadcast::channel(256);
         let (incoming_tx, incoming_rx) = mpsc::channel(c.push_capacity);
+        let incoming_taken = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let rtt = Arc::new(AtomicU64::new(u64::MAX));
         tokio::spawn(crate::driver::run(
             Arc::new(c),
@@ -187,7 +190,7 @@ impl ClientBuilder {
             rx,
             status_tx,
             events.clone(),
-            incoming_tx,
+            crate::driver::IncomingSink::new(incoming_tx, incoming_taken.clone()),
             rtt.clone(),
         ));
         Ok(Client {
@@ -197,6 +200,7 @@ impl ClientBuilder {
             events,
             next_id: Arc::new(AtomicU64::new(0)),
             incoming: Arc::new(Mutex::new(Some(incoming_rx))),
+            incoming_taken,
         })
     }
 }
@@ -210,6 +214,8 @@ pub struct Client {
     events: broadcast::Sender<Status>,
     next_id: Arc<AtomicU64>,
     incoming: Arc<Mutex<Option<mpsc::Receiver<Incoming>>>>,
+    /// Whether the application took the incoming stream (until then the driver discards).
+    incoming_taken: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Client {
@@ -302,13 +308,16 @@ impl Client {
         }
     }
 
-    /// Takes the stream of pushes and actions (once).
+    /// Takes the stream of pushes and actions (once). Those arriving before it is taken, or
+    /// after it is dropped, are discarded.
     pub fn take_incoming(&self) -> Option<IncomingStream> {
-        self.incoming
+        let rx = self
+            .incoming
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .take()
-            .map(|rx| IncomingStream { rx })
+            .take()?;
+        self.incoming_taken.store(true, Ordering::Release);
+        Some(IncomingStream { rx })
     }
 
     /// Closes the client: stops taking requests, waits up to `drain` for those in flight,

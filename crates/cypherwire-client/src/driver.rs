@@ -18,12 +18,41 @@ use crate::pending::{Entry, PendingTable};
 
 type Reply = oneshot::Sender<Result<cypherwire_wire::Response, Error>>;
 
+/// Where pushes and actions go: the application's stream once it took it, nowhere before (or
+/// after it dropped it), so an unread buffer never stalls the connection.
+pub(crate) struct IncomingSink {
+    tx: mpsc::Sender<Incoming>,
+    taken: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl IncomingSink {
+    pub(crate) fn new(
+        tx: mpsc::Sender<Incoming>,
+        taken: Arc<std::sync::atomic::AtomicBool>,
+    ) -> Self {
+        Self { tx, taken }
+    }
+
+    /// Hands `item` to the application, waiting while its buffer is full (backpressure), or
+    /// discards it when nobody listens.
+    async fn deliver(&self, item: Incoming) {
+        use std::sync::atomic::Ordering;
+        if !self.taken.load(Ordering::Acquire) {
+            return;
+        }
+        if self.tx.send(item).await.is_err() {
+            // The stream was dropped: discard from now on.
+            self.taken.store(false, Ordering::Release);
+        }
+    }
+}
+
 struct State {
     config: Arc<Config>,
     connector: Arc<dyn DynConnect>,
     status: watch::Sender<Status>,
     events: broadcast::Sender<Status>,
-    incoming: mpsc::Sender<Incoming>,
+    incoming: IncomingSink,
     rtt: Arc<std::sync::atomic::AtomicU64>,
     pending: PendingTable<Reply>,
     actions: VecDeque<Action>,
@@ -135,7 +164,7 @@ pub(crate) async fn run(
     mut rx: mpsc::Receiver<Command>,
     status: watch::Sender<Status>,
     events: broadcast::Sender<Status>,
-    incoming: mpsc::Sender<Incoming>,
+    incoming: IncomingSink,
     rtt: Arc<std::sync::atomic::AtomicU64>,
 ) {
     let mut st = State {
@@ -396,20 +425,14 @@ async fn online(
                             // Between the connection's Welcome and the Resume answer: the fresh
                             // session's pushes.
                             provisional_max_seq = provisional_max_seq.max(p.seq);
-                            if st.incoming.send(Incoming::Push(p)).await.is_err() {
-                                return End::Stop;
-                            }
+                            st.incoming.deliver(Incoming::Push(p)).await;
                         } else if p.seq > st.last_push_seq {
                             st.last_push_seq = p.seq;
-                            if st.incoming.send(Incoming::Push(p)).await.is_err() {
-                                return End::Stop;
-                            }
+                            st.incoming.deliver(Incoming::Push(p)).await;
                         }
                     }
                     Message::Action(a) => {
-                        if st.incoming.send(Incoming::Action(a)).await.is_err() {
-                            return End::Stop;
-                        }
+                        st.incoming.deliver(Incoming::Action(a)).await;
                     }
                     Message::Welcome(w) => {
                         welcomes_due = welcomes_due.saturating_sub(1);

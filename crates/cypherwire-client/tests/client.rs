@@ -544,6 +544,102 @@ async fn actions_go_out_and_come_back() {
     let _ = SessionConfig::default();
 }
 
+/// Pushes and actions nobody takes (`take_incoming` never called, or the stream dropped) are
+/// discarded instead of filling the buffer and stalling the connection; a client that holds
+/// its stream gets every one, in order, with backpressure.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn untaken_pushes_do_not_stall_the_client() {
+    // Each burst stays within the server's outbox (1,024): beyond it the server would cut even
+    // a fast reader, by design.
+    const FLOOD: u64 = 500;
+    let server = Server::builder(PSK.clone())
+        .route("/FLOOD", "GO", |_req: Request, ctx: Ctx| async move {
+            for i in 0..FLOOD {
+                ctx.server
+                    .broadcast_action(&cypherwire_session::wire::Action::new("tick", i, 0));
+            }
+            Ok::<_, HandlerError>(Value::from("sent"))
+        })
+        .route("/PING", "GO", |_req: Request, _ctx: Ctx| async move {
+            Ok::<_, HandlerError>(Value::from("pong"))
+        })
+        .bind("127.0.0.1:0")
+        .await
+        .unwrap();
+    let h = server.handle();
+    // Small buffers, so the old behaviour (waiting for a reader that never comes) would stall.
+    let quiet = Client::builder(PSK.clone())
+        .backoff(fast_backoff())
+        .incoming_capacity(16)
+        .connect(h.local_addr().to_string())
+        .unwrap();
+    let listening = Client::builder(PSK.clone())
+        .backoff(fast_backoff())
+        .incoming_capacity(16)
+        .connect(h.local_addr().to_string())
+        .unwrap();
+    let mut incoming = listening.take_incoming().unwrap();
+    quiet.wait_online().await.unwrap();
+    listening.wait_online().await.unwrap();
+    let reader = tokio::spawn(async move {
+        let mut next = 0;
+        while next < FLOOD {
+            match tokio::time::timeout(Duration::from_secs(10), incoming.next()).await {
+                Ok(Some(Incoming::Action(a))) => {
+                    assert_eq!(a.data, Value::from(next), "in order, none missing");
+                    next += 1;
+                }
+                other => panic!("after {next}: {other:?}"),
+            }
+        }
+    });
+    for round in 0..3 {
+        let sent = tokio::time::timeout(
+            Duration::from_secs(10),
+            quiet.request("/FLOOD", "GO").send(),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("round {round}: the quiet client stalled"))
+        .unwrap();
+        assert_eq!(sent.data, Value::from("sent"));
+        // Both still get answers promptly, on the same connection: the quiet one never took
+        // its stream, the listening one dropped its stream after the first flood.
+        for c in [&quiet, &listening] {
+            for _ in 0..10 {
+                let r =
+                    tokio::time::timeout(Duration::from_secs(5), c.request("/PING", "GO").send())
+                        .await
+                        .unwrap_or_else(|_| panic!("round {round}: a client stalled"))
+                        .unwrap();
+                assert_eq!(r.data, Value::from("pong"));
+            }
+        }
+        if round == 0 {
+            // The reader task ends (dropping the stream) once it has the whole first flood.
+            reader_done(&reader).await;
+        }
+    }
+    assert_eq!(
+        h.stats().slow_consumers,
+        0,
+        "nobody was cut as a slow consumer"
+    );
+    quiet.close(Duration::from_secs(1)).await;
+    listening.close(Duration::from_secs(1)).await;
+    h.shutdown().await;
+}
+
+/// Waits (bounded) until the reading task has seen the whole first flood.
+async fn reader_done(reader: &tokio::task::JoinHandle<()>) {
+    for _ in 0..200 {
+        if reader.is_finished() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("the listening client did not receive the flood");
+}
+
 /// Server restarts under load: nothing is lost or answered wrongly; a request whose answer was
 /// lost with the old process may run again (the contract), and the count is reported.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
