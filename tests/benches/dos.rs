@@ -3,11 +3,14 @@
 //! same run, legitimate failures counted, and the server's RSS sampled (before, peak, after).
 //!
 //! Attacks, from 127.0.0.1 and 127.0.0.2–127.0.0.21 (so per-address limits do not simply
-//! absorb them): 10,000 oversize length prefixes; 5,000 slowloris connections (one byte, then
+//! absorb them; the broadcast flood, which comes after attacks that get those addresses banned,
+//! from 127.0.1.x and 127.0.2.x): 10,000 oversize length prefixes; 5,000 slowloris connections (one byte, then
 //! silence); 10,000 garbage handshakes; 2,000 well-formed handshakes with the wrong key;
-//! 1,000 nesting bombs from authenticated peers. (Wrong-password floods, never-reading
-//! subscribers and descriptor exhaustion have their own tests: `mesh.rs`, `server.rs`,
-//! `fd_exhaustion.rs`.)
+//! 1,000 nesting bombs from authenticated peers; a broadcast load (200 actions of 1 KiB to every
+//! connection, the legitimate clients included, every 50 ms) alone and then with 50
+//! authenticated subscribers that never read — compare those two rows for the cost of the
+//! subscribers. (Wrong-password floods and
+//! descriptor exhaustion have their own tests: `mesh.rs`, `fd_exhaustion.rs`.)
 //!
 //! Run: `cargo bench -p cypherwire-tests --bench dos`.
 
@@ -36,6 +39,9 @@ const BIN: &str = env!("CARGO_BIN_EXE_chaos-server");
 const KEY: [u8; 32] = [0x5c; 32];
 const LEGIT: usize = 10;
 const WINDOW: Duration = Duration::from_millis(2_000);
+
+/// Flood requests the server answered (each broadcast 200 actions of 1 KiB).
+static FLOODS_ANSWERED: AtomicU64 = AtomicU64::new(0);
 
 fn rss_kib(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
@@ -94,8 +100,14 @@ async fn legit_window(clients: &[Client]) -> (Vec<Duration>, u64) {
 }
 
 async fn dial_from(source: u32, addr: SocketAddr) -> Option<TcpStream> {
+    dial_from_subnet(0, source, addr).await
+}
+
+/// Dials from 127.0.`subnet`.(1 + source % 21): attacks after the ones that get
+/// 127.0.0.x banned use their own addresses.
+async fn dial_from_subnet(subnet: u8, source: u32, addr: SocketAddr) -> Option<TcpStream> {
     let sock = TcpSocket::new_v4().ok()?;
-    let ip = std::net::Ipv4Addr::new(127, 0, 0, u8::try_from(1 + source % 21).unwrap_or(1));
+    let ip = std::net::Ipv4Addr::new(127, 0, subnet, u8::try_from(1 + source % 21).unwrap_or(1));
     sock.bind(SocketAddr::new(ip.into(), 0)).ok()?;
     sock.connect(addr).await.ok()
 }
@@ -141,6 +153,8 @@ async fn drain(mut s: TcpStream) {
 
 struct Row {
     name: &'static str,
+    /// Actions broadcast during the row (the broadcast-load rows).
+    broadcast: u64,
     attempted: u64,
     p50: Duration,
     p99: Duration,
@@ -185,6 +199,7 @@ fn main() {
         let (mut lat, failed) = legit_window(&clients).await;
         let base = Row {
             name: "none (baseline)",
+            broadcast: 0,
             attempted: 0,
             p50: percentile(&mut lat, 0.5),
             p99: percentile(&mut lat, 0.99),
@@ -243,6 +258,8 @@ fn main() {
                     }
                 })
             })),
+            ("broadcast load alone: 200 actions of 1 KiB to every connection every 50 ms", 2_000, 1, flood(addr, 0)),
+            ("the same broadcast load + 50 never-reading subscribers", 50 + 2_000, 51, flood(addr, 50)),
         ];
         for (name, count, parallel, f) in attacks {
             let stop = Arc::new(AtomicBool::new(false));
@@ -268,6 +285,7 @@ fn main() {
             tokio::time::sleep(Duration::from_millis(500)).await;
             rows.push(Row {
                 name,
+                broadcast: FLOODS_ANSWERED.swap(0, Ordering::Relaxed) * 200,
                 attempted: done.load(Ordering::Relaxed),
                 p50: percentile(&mut lat, 0.5),
                 p99: percentile(&mut lat, 0.99),
@@ -295,6 +313,9 @@ fn main() {
                 r.rss_after
             );
         }
+        for r in rows.iter().filter(|r| r.broadcast > 0) {
+            println!("{}: {} actions of 1 KiB broadcast", r.name, r.broadcast);
+        }
         for c in clients {
             c.close(Duration::from_millis(100)).await;
         }
@@ -305,3 +326,39 @@ fn main() {
 
 /// A boxed attack future.
 type BoxFut = std::pin::Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// The broadcast load: attack indices below `subscribers` are subscribers that authenticate
+/// and never read (their outboxes fill; the server must cut them without anyone else
+/// waiting), from 127.0.1.x; the others, from 127.0.2.x, each ask the server for 200
+/// broadcasts of 1 KiB, wait for the answer, then pause 50 ms.
+fn flood(addr: SocketAddr, subscribers: u32) -> Arc<dyn Fn(u32) -> BoxFut + Send + Sync> {
+    Arc::new(move |i| {
+        Box::pin(async move {
+            let auth = ClientAuth::Psk(Psk::from_bytes(KEY));
+            let cfg = SessionConfig::default();
+            if i < subscribers {
+                if let Some(s) = dial_from_subnet(1, i, addr).await
+                    && let Ok(s) = cypherwire::session::connect(s, &auth, &cfg).await
+                {
+                    tokio::time::sleep(WINDOW + Duration::from_millis(500)).await;
+                    drop(s);
+                }
+            } else if let Some(s) = dial_from_subnet(2, i, addr).await
+                && let Ok(mut s) = cypherwire::session::connect(s, &auth, &cfg).await
+            {
+                let req = cypherwire::wire::Request::new(1, "/FLOOD", "GO").with_data(200u64);
+                let _ = s.send_message(&req.into()).await;
+                let _ = tokio::time::timeout(Duration::from_secs(5), async {
+                    while let Ok(Some(m)) = s.recv_message().await {
+                        if matches!(m, cypherwire::wire::Message::Response(_)) {
+                            FLOODS_ANSWERED.fetch_add(1, Ordering::Relaxed);
+                            break;
+                        }
+                    }
+                })
+                .await;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+    })
+}

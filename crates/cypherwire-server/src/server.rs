@@ -584,16 +584,16 @@ impl ServerHandle {
             .registry
             .link(id)
             .ok_or(Error::UnknownConnection(id))?;
-        self.deliver(id, &link, msg)
+        self.deliver(id, &link, Outgoing::Message(msg))
     }
 
     fn deliver(
         &self,
         id: ConnectionId,
         link: &crate::registry::Link,
-        msg: Message,
+        msg: Outgoing,
     ) -> Result<(), Error> {
-        match link.outbox.try_send(Outgoing::Message(msg)) {
+        match link.outbox.try_send(msg) {
             Ok(()) => {
                 self.shared.stats.pushes.fetch_add(1, Ordering::Relaxed);
                 Ok(())
@@ -626,13 +626,17 @@ impl ServerHandle {
     }
 
     /// Sends an action to every authenticated connection (e.g. a chat message); returns how
-    /// many it was queued for.
+    /// many it was queued for. One copy of the action is shared by every connection's queue.
     pub fn broadcast_action(&self, action: &Action) -> usize {
+        let msg = Arc::new(Message::from(action.clone()));
         self.shared
             .registry
             .links()
             .into_iter()
-            .filter(|(id, link)| self.deliver(*id, link, action.clone().into()).is_ok())
+            .filter(|(id, link)| {
+                self.deliver(*id, link, Outgoing::Shared(msg.clone()))
+                    .is_ok()
+            })
             .count()
     }
 

@@ -1,6 +1,7 @@
-//! The server of the separate-process chaos test (`tests/tests/chaos_process.rs`): serves
-//! `/ADD ONE` (data + 1) and appends `who id` to a log file for every execution, unbuffered,
-//! so executions survive a SIGKILL. Prints `listening on ADDR` when ready.
+//! The server of the separate-process chaos test (`tests/tests/chaos_process.rs`) and the DoS
+//! bench: serves `/ADD ONE` (data + 1) and appends `who id` to a log file for every execution,
+//! unbuffered, so executions survive a SIGKILL; `/FLOOD GO` broadcasts `data` (at most 1,000)
+//! actions of 1 KiB to every connection. Prints `listening on ADDR` when ready.
 //!
 //! Usage: `chaos-server ADDR LOG_FILE`
 
@@ -38,6 +39,18 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                     })?;
                 Ok::<_, HandlerError>(Value::from(req.data.as_i64().unwrap_or(0) + 1))
             }
+        })
+        .route("/FLOOD", "GO", |req: Request, ctx: Ctx| async move {
+            let n = req.data.as_u64().unwrap_or(0).min(1_000);
+            let payload = Value::bytes(vec![0x42; 1024]);
+            for _ in 0..n {
+                ctx.server.broadcast_action(&cypherwire::wire::Action::new(
+                    "flood",
+                    payload.clone(),
+                    0,
+                ));
+            }
+            Ok::<_, HandlerError>(Value::from(n))
         })
         .bind(&addr)
         .await?;
