@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use cypherwire_server::{ConnectionId, Ctx, EventKind, HandlerError, Server, ServerHandle};
+use cypherwire_server::{ConnectionId, Ctx, EventKind, HandlerError, Reply, Server, ServerHandle};
 use cypherwire_session::wire::{Request, StatusCode, Value};
 use cypherwire_session::{BanPolicy, PasswordVerifier, PublicKey, ServerAuth};
 use tokio::sync::watch;
@@ -120,8 +120,8 @@ impl AuthPeerBuilder {
                     })?;
                     match op {
                         OP_JOIN => inner.on_join(&req, &ctx),
-                        OP_BEAT => inner.on_beat(&req, &ctx),
-                        _ => inner.on_leave(&req),
+                        OP_BEAT => inner.on_beat(&req, &ctx).map(Reply::from),
+                        _ => inner.on_leave(&req).map(Reply::from),
                     }
                 }
             }
@@ -239,7 +239,7 @@ impl AuthInner {
         removed
     }
 
-    fn on_join(&self, req: &Request, ctx: &Ctx) -> Result<Value, HandlerError> {
+    fn on_join(&self, req: &Request, ctx: &Ctx) -> Result<Reply, HandlerError> {
         let bad = |m: &'static str| HandlerError::bad_request(m);
         let key = req
             .data
@@ -264,21 +264,15 @@ impl AuthInner {
             let mut st = lock(&self.state);
             if let Some(until) = st.key_bans.get(&id).copied() {
                 if let Ok(left) = until.duration_since(wall_now()) {
-                    drop(st);
-                    let server = self.server.clone();
-                    let conn = ctx.connection;
-                    tokio::spawn(async move {
-                        // Let the answer go out first.
-                        tokio::time::sleep(Duration::from_millis(200)).await;
-                        let _ = server.kick(conn);
-                    });
-                    return Ok(Value::map([
+                    // The peer reads the refusal, then the connection closes.
+                    return Ok(Reply::new(Value::map([
                         ("status", Value::from("banned")),
                         (
                             "remaining_ms",
                             Value::from(u64::try_from(left.as_millis()).unwrap_or(u64::MAX)),
                         ),
-                    ]));
+                    ]))
+                    .then_close());
                 }
                 st.key_bans.remove(&id);
             }
@@ -301,7 +295,7 @@ impl AuthInner {
             .as_ref()
             .ok_or_else(|| HandlerError::new(StatusCode::INTERNAL, "no list"))?;
         let hb = self.node.config.heartbeat;
-        Ok(Value::map([
+        Ok(Reply::new(Value::map([
             ("status", Value::from("ok")),
             (
                 "signer",
@@ -312,7 +306,7 @@ impl AuthInner {
                 "heartbeat_ms",
                 Value::from(u64::try_from(hb.interval.as_millis()).unwrap_or(u64::MAX)),
             ),
-        ]))
+        ])))
     }
 
     fn member_id(req: &Request) -> Result<PeerId, HandlerError> {

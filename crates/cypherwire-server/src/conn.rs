@@ -570,8 +570,10 @@ async fn dispatch(
     let mut ctx = ctx.clone();
     ctx.request_id = Some(id);
     ctx.deadline = deadline;
+    let connection = ctx.connection;
     let span = tracing::debug_span!("request", id, path = %req.path, operation = %req.operation);
     let work = tracing::Instrument::instrument(CatchUnwind(handler.call(req, ctx)), span);
+    let shared = shared.clone();
     let mut task = Box::pin(async move {
         let _permit = permit;
         let outcome = match deadline {
@@ -579,9 +581,13 @@ async fn dispatch(
             Some(d) => tokio::time::timeout(d, work).await.ok(),
             None => Some(work.await),
         };
+        let mut close_after = false;
         let resp = match outcome {
             None => Response::error(id, StatusCode::DEADLINE_EXCEEDED, "deadline exceeded"),
-            Some(Ok(Ok(reply))) => Response::ok(id, reply.data).with_metadata(reply.metadata),
+            Some(Ok(Ok(reply))) => {
+                close_after = reply.close_after;
+                Response::ok(id, reply.data).with_metadata(reply.metadata)
+            }
             Some(Ok(Err(e))) => Response::error(id, e.code, e.message),
             Some(Err(Panicked)) => {
                 tracing::error!(request = id, "handler panicked");
@@ -589,6 +595,10 @@ async fn dispatch(
             }
         };
         answer(&session, resp).await;
+        if close_after {
+            // The answer is queued ahead of the Close that kicking sends.
+            let _ = ServerHandle::from_shared(shared).kick(connection);
+        }
     });
     let first = std::future::poll_fn(|cx| std::task::Poll::Ready(task.as_mut().poll(cx))).await;
     if first.is_ready() {

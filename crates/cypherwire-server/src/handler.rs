@@ -22,6 +22,8 @@ pub struct Reply {
     pub data: Value,
     /// The response metadata.
     pub metadata: Value,
+    /// Close the connection once this answer is written (see [`Reply::then_close`]).
+    pub close_after: bool,
 }
 
 impl Reply {
@@ -30,6 +32,7 @@ impl Reply {
         Self {
             data: data.into(),
             metadata: Value::Nil,
+            close_after: false,
         }
     }
 
@@ -37,6 +40,14 @@ impl Reply {
     #[must_use]
     pub fn with_metadata(mut self, metadata: impl Into<Value>) -> Self {
         self.metadata = metadata.into();
+        self
+    }
+
+    /// Closes the connection right after this answer: the peer reads the answer, then `Close`
+    /// with code `KICKED` (e.g. a refusal the peer must see before it is disconnected).
+    #[must_use]
+    pub fn then_close(mut self) -> Self {
+        self.close_after = true;
         self
     }
 }

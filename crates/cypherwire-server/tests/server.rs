@@ -106,29 +106,80 @@ fn demo_server() -> cypherwire_server::ServerBuilder {
             tokio::time::sleep(Duration::from_millis(ms)).await;
             Ok::<_, HandlerError>(Value::from("done"))
         })
-        .route("/PANIC", "LATER", |_req: Request, _ctx: Ctx| async move {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-            if true {
-                panic!("handler bug after waiting");
-            }
-            Ok::<Value, HandlerError>(Value::Nil)
-        })
         .action("chat", |act: Action, ctx: Ctx| async move {
             ctx.server.broadcast_action(&act);
         })
 }
 
+/// `Reply::then_close`: the peer reads the answer, then `Close` (KICKED), then the end of the
+/// stream; other connections are untouched.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reply_can_close_the_connection_after_it_is_read() {
+    let server = demo_server()
+        .route("/BYE", "NOW", |_req: Request, _ctx: Ctx| async move {
+            tokio::task::yield_now().await;
+            Ok::<_, HandlerError>(Reply::new("bye").then_close())
+        })
+        .bind("127.0.0.1:0")
+        .await
+        .unwrap();
+    let h = server.handle();
+    let mut other = client(&h, &SessionConfig::default()).await;
+    let mut s = client(&h, &SessionConfig::default()).await;
+    s.send_message(&Request::new(1, "/BYE", "NOW").into())
+        .await
+        .unwrap();
+    match next(&mut s).await {
+        Some(Message::Response(r)) => assert_eq!(r.data, Value::from("bye")),
+        other => panic!("the answer first: {other:?}"),
+    }
+    match next(&mut s).await {
+        Some(Message::Close(c)) => assert_eq!(c.code, CloseCode::KICKED),
+        other => panic!("then Close: {other:?}"),
+    }
+    let r = call(
+        &mut other,
+        Request::new(2, "/ECHO", "PUT").with_data(Value::from(5u64)),
+    )
+    .await;
+    assert_eq!(r.data, Value::from(5u64), "other connections are untouched");
+    h.shutdown().await;
+}
+
 /// Handlers that finish at once are answered on the connection's task; one that waits goes on
 /// in its own task without holding up the requests behind it, and a panic in either place is
-/// answered `INTERNAL` with the connection still serving.
+/// answered `INTERNAL` with the connection still serving. The waiting handlers wait on a gate
+/// the test opens only after every immediate answer arrived (no timing assumptions).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn waiting_handlers_do_not_hold_up_immediate_ones() {
-    let server = demo_server().bind("127.0.0.1:0").await.unwrap();
+    let (gate, gate_rx) = tokio::sync::watch::channel(false);
+    let (gate_a, gate_b) = (gate_rx.clone(), gate_rx);
+    let server = demo_server()
+        .route("/GATE", "WAIT", move |_req: Request, _ctx: Ctx| {
+            let mut open = gate_a.clone();
+            async move {
+                let _ = open.wait_for(|o| *o).await;
+                Ok::<_, HandlerError>(Value::from("done"))
+            }
+        })
+        .route("/GATE", "PANIC", move |_req: Request, _ctx: Ctx| {
+            let mut open = gate_b.clone();
+            async move {
+                let _ = open.wait_for(|o| *o).await;
+                if true {
+                    panic!("handler bug after waiting");
+                }
+                Ok::<Value, HandlerError>(Value::Nil)
+            }
+        })
+        .bind("127.0.0.1:0")
+        .await
+        .unwrap();
     let h = server.handle();
     let mut s = client(&h, &SessionConfig::default()).await;
-    let slow = Request::new(1, "/SLOW", "WAIT").with_data(Value::from(300u64));
-    s.queue_message(&slow.into()).unwrap();
-    s.queue_message(&Request::new(2, "/PANIC", "LATER").into())
+    s.queue_message(&Request::new(1, "/GATE", "WAIT").into())
+        .unwrap();
+    s.queue_message(&Request::new(2, "/GATE", "PANIC").into())
         .unwrap();
     s.queue_message(&Request::new(3, "/PANIC", "NOW").into())
         .unwrap();
@@ -137,29 +188,41 @@ async fn waiting_handlers_do_not_hold_up_immediate_ones() {
         s.queue_message(&req.into()).unwrap();
     }
     s.flush().await.unwrap();
-    let mut order = Vec::new();
-    while order.len() < 53 {
+    let mut answered = Vec::new();
+    // Everything behind the two waiting requests is answered while they still wait.
+    while answered.len() < 51 {
         match next(&mut s).await {
             Some(Message::Response(r)) => {
                 match r.id {
-                    1 => assert_eq!(r.data, Value::from("done")),
-                    2 | 3 => assert_eq!(r.status.code, StatusCode::INTERNAL, "{r:?}"),
-                    id => {
+                    3 => assert_eq!(r.status.code, StatusCode::INTERNAL, "{r:?}"),
+                    id @ 4..54 => {
                         assert!(r.status.code.is_ok());
                         assert_eq!(r.data, Value::from(id));
                     }
+                    id => panic!("request {id} was answered before its gate opened"),
                 }
-                order.push(r.id);
+                answered.push(r.id);
             }
             other => panic!("{other:?}"),
         }
     }
-    // The 300 ms request is answered last, after the 20 ms one; everything queued behind them
-    // was answered before either.
-    assert_eq!(order[51..], [2, 1], "{order:?}");
-    let mut rest = order[..51].to_vec();
-    rest.sort_unstable();
-    assert_eq!(rest, (3..54).collect::<Vec<_>>());
+    answered.sort_unstable();
+    assert_eq!(answered, (3..54).collect::<Vec<_>>());
+    gate.send_replace(true);
+    let mut late = Vec::new();
+    while late.len() < 2 {
+        match next(&mut s).await {
+            Some(Message::Response(r)) => {
+                match r.id {
+                    1 => assert_eq!(r.data, Value::from("done")),
+                    2 => assert_eq!(r.status.code, StatusCode::INTERNAL, "{r:?}"),
+                    id => panic!("unexpected answer {id}"),
+                }
+                late.push(r.id);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
     // Still serving.
     let r = call(
         &mut s,
