@@ -424,3 +424,87 @@ async fn a_removed_peer_can_no_longer_reach_the_others() {
     b.leave().await;
     auth.leave().await;
 }
+
+/// A member that sends malformed direct messages on its own channel gets `BAD_REQUEST` for
+/// each, nothing reaches the receiver's application, and well-formed messages still flow.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_direct_messages_are_refused_and_break_nothing() {
+    use cypherwire_session::PeerTrust;
+    use cypherwire_session::wire::{Message, Request, StatusCode};
+    let auth = start_auth(1000, 5).await;
+    // The test keeps a's key, so it can speak on a's behalf over a raw session.
+    let a_key = IdentityKey::generate().unwrap();
+    let a = join(&auth, config(1000).with_identity(a_key.clone()))
+        .await
+        .unwrap();
+    let b = join(&auth, config(1000)).await.unwrap();
+    let b_log = collect(b.take_events().unwrap());
+    assert!(
+        eventually(Duration::from_secs(5), || a.peers().len() == 3
+            && b.peers().len() == 3)
+        .await
+    );
+    let tcp = tokio::net::TcpStream::connect(b.direct_addr())
+        .await
+        .unwrap();
+    let mut raw = cypherwire_session::connect(
+        tcp,
+        &ClientAuth::Identity(a_key, PeerTrust::AnyKey),
+        &SessionConfig::default(),
+    )
+    .await
+    .unwrap();
+    let bodies = [
+        Value::from("not a map"),
+        Value::map([("b", Value::from(false)), ("i", Value::from(1u64))]),
+        Value::map([
+            ("b", Value::from("yes")),
+            ("i", Value::from(1u64)),
+            ("s", Value::from(1u64)),
+        ]),
+        Value::Nil,
+    ];
+    for (n, body) in bodies.iter().enumerate() {
+        let id = n as u64 + 1;
+        let req = Request::new(id, "/mesh", "SEND").with_data(body.clone());
+        raw.send_message(&req.into()).await.unwrap();
+        let resp = loop {
+            match tokio::time::timeout(Duration::from_secs(5), raw.recv_message())
+                .await
+                .unwrap()
+                .unwrap()
+            {
+                Some(Message::Response(r)) if r.id == id => break r,
+                Some(_) => {}
+                None => panic!("closed after malformed message {n}"),
+            }
+        };
+        assert_eq!(
+            resp.status.code,
+            StatusCode::BAD_REQUEST,
+            "body {n}: {resp:?}"
+        );
+    }
+    // The real thing still works, on the same member pair.
+    a.send(b.id(), Value::from("fine")).await.unwrap();
+    assert!(
+        eventually(Duration::from_secs(5), || {
+            b_log
+                .lock()
+                .unwrap()
+                .iter()
+                .any(|e| matches!(e, Event::Message { data, .. } if data.as_str() == Some("fine")))
+        })
+        .await
+    );
+    let delivered = b_log
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|e| matches!(e, Event::Message { .. }))
+        .count();
+    assert_eq!(delivered, 1, "only the well-formed message was delivered");
+    a.leave().await;
+    b.leave().await;
+    auth.leave().await;
+}
