@@ -164,6 +164,66 @@ impl ClientBuilder {
     ///
     /// # Errors
     /// [`Error::Config`] for invalid settings.
+    ///
+    /// # Example: a client and a server over in-memory pipes
+    ///
+    /// ```
+    /// use std::net::SocketAddr;
+    ///
+    /// use cypherwire_client::{Client, Connect};
+    /// use cypherwire_server::{Accept, Ctx, HandlerError, Server};
+    /// use cypherwire_session::Psk;
+    /// use cypherwire_wire::{Request, Value};
+    /// use tokio::io::DuplexStream;
+    /// use tokio::sync::mpsc;
+    ///
+    /// /// The server's side: pipes handed over by the connector.
+    /// struct Pipes(mpsc::Receiver<DuplexStream>);
+    ///
+    /// impl Accept for Pipes {
+    ///     type Io = DuplexStream;
+    ///     async fn accept(&mut self) -> std::io::Result<(DuplexStream, SocketAddr)> {
+    ///         let io = self.0.recv().await.ok_or(std::io::ErrorKind::BrokenPipe)?;
+    ///         Ok((io, SocketAddr::from(([10, 0, 0, 2], 1))))
+    ///     }
+    ///     fn local_addr(&self) -> std::io::Result<SocketAddr> {
+    ///         Ok(SocketAddr::from(([10, 0, 0, 1], 1)))
+    ///     }
+    /// }
+    ///
+    /// /// The client's side: each connection is a new pipe.
+    /// struct Dial(mpsc::Sender<DuplexStream>);
+    ///
+    /// impl Connect for Dial {
+    ///     type Io = DuplexStream;
+    ///     async fn connect(&self) -> std::io::Result<DuplexStream> {
+    ///         let (ours, theirs) = tokio::io::duplex(64 * 1024);
+    ///         self.0.send(theirs).await.map_err(|_| std::io::ErrorKind::ConnectionRefused)?;
+    ///         Ok(ours)
+    ///     }
+    ///     fn describe(&self) -> String {
+    ///         "in-memory pipe".into()
+    ///     }
+    /// }
+    ///
+    /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+    /// let psk = Psk::from_passphrase("2ZpK1CdQfm0s1EZ1SIhYfV7MHdJf8X3U")?;
+    /// let (dial, incoming) = mpsc::channel(8);
+    /// let server = Server::builder(psk.clone())
+    ///     .route("/ECHO", "PUT", |req: Request, _ctx: Ctx| async move {
+    ///         Ok::<_, HandlerError>(req.data)
+    ///     })
+    ///     .serve_on(Pipes(incoming))
+    ///     .await?;
+    /// let client = Client::builder(psk).connect_with(Dial(dial))?;
+    /// let reply = client.request("/ECHO", "PUT").data("hi").send().await?;
+    /// assert_eq!(reply.data, Value::from("hi"));
+    /// client.close(std::time::Duration::from_millis(100)).await;
+    /// server.handle().shutdown().await;
+    /// # Ok(()) }
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build()?.block_on(run())?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn connect_with(self, connector: impl crate::Connect) -> Result<Client, Error> {
         let c = self.config;
         c.backoff.validate()?;

@@ -354,6 +354,61 @@ impl ServerBuilder {
     /// # Errors
     /// [`Error::LocalAddr`], [`Error::Config`] for invalid limits or ban policy, [`Error::Bind`]
     /// for the compat listener.
+    ///
+    /// # Example: serving in-memory pipes
+    ///
+    /// ```
+    /// use std::net::SocketAddr;
+    ///
+    /// use cypherwire_server::{Accept, Ctx, HandlerError, Server};
+    /// use cypherwire_session::{ClientAuth, Psk, SessionConfig, connect};
+    /// use cypherwire_wire::{Message, Request, Value};
+    /// use tokio::io::DuplexStream;
+    /// use tokio::sync::mpsc;
+    ///
+    /// /// Hands the server the far ends of in-memory pipes.
+    /// struct Pipes(mpsc::Receiver<DuplexStream>);
+    ///
+    /// impl Accept for Pipes {
+    ///     type Io = DuplexStream;
+    ///     async fn accept(&mut self) -> std::io::Result<(DuplexStream, SocketAddr)> {
+    ///         let io = self.0.recv().await.ok_or(std::io::ErrorKind::BrokenPipe)?;
+    ///         Ok((io, SocketAddr::from(([10, 0, 0, 2], 1))))
+    ///     }
+    ///     fn local_addr(&self) -> std::io::Result<SocketAddr> {
+    ///         Ok(SocketAddr::from(([10, 0, 0, 1], 1)))
+    ///     }
+    /// }
+    ///
+    /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+    /// let psk = Psk::from_passphrase("2ZpK1CdQfm0s1EZ1SIhYfV7MHdJf8X3U")?;
+    /// let (pipes, incoming) = mpsc::channel(8);
+    /// let server = Server::builder(psk.clone())
+    ///     .route("/ECHO", "PUT", |req: Request, _ctx: Ctx| async move {
+    ///         Ok::<_, HandlerError>(req.data)
+    ///     })
+    ///     .serve_on(Pipes(incoming))
+    ///     .await?;
+    ///
+    /// let (ours, theirs) = tokio::io::duplex(64 * 1024);
+    /// pipes.send(theirs).await?;
+    /// let mut s = connect(ours, &ClientAuth::Psk(psk), &SessionConfig::default()).await?;
+    /// s.send_message(&Request::new(1, "/ECHO", "PUT").with_data("hi").into()).await?;
+    /// loop {
+    ///     match s.recv_message().await? {
+    ///         Some(Message::Response(r)) => {
+    ///             assert_eq!(r.data, Value::from("hi"));
+    ///             break;
+    ///         }
+    ///         Some(_) => {} // the session's Welcome
+    ///         None => return Err("closed".into()),
+    ///     }
+    /// }
+    /// server.handle().shutdown().await;
+    /// # Ok(()) }
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build()?.block_on(run())?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub async fn serve_on<L: Accept>(self, listener: L) -> Result<Server, Error> {
         self.limits.validate()?;
         let limiter =
