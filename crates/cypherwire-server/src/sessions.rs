@@ -338,6 +338,7 @@ impl Sessions {
         token: &SessionToken,
         now: Instant,
     ) -> Option<(SessionId, Arc<SessionState>, SessionToken)> {
+        let d = digest(token);
         // Bound first: the store's lock must be released before the arms take it again.
         let redeemed = self.tokens().redeem(token, now);
         let id = match redeemed {
@@ -349,7 +350,7 @@ impl Sessions {
             Err(_) => {
                 // The predecessor of a token the peer never received (its Welcome was lost).
                 let mut grace = self.grace();
-                let id = *grace.by_digest.get(&digest(token))?;
+                let id = *grace.by_digest.get(&d)?;
                 if let Some(successor) = grace.forget(id) {
                     self.tokens().revoke(&successor);
                 }
@@ -369,7 +370,6 @@ impl Sessions {
         };
         let fresh = self.tokens().issue(id, now).ok()?;
         let mut grace = self.grace();
-        let d = digest(token);
         grace.by_digest.insert(d, id);
         grace.by_session.insert(id, (d, fresh.clone()));
         Some((id, state, fresh))
