@@ -80,12 +80,7 @@ impl State {
                 }
                 let bytes = approx(&request);
                 let expires = request.deadline.map(|d| Instant::now() + d);
-                let entry = Entry {
-                    request,
-                    bytes,
-                    expires: expires.map(Instant::into_std),
-                    reply,
-                };
+                let entry = Entry::new(request, bytes, expires.map(Instant::into_std), reply);
                 if let Err((full, entry)) = self.pending.insert(entry) {
                     let _ = entry.reply.send(Err(Error::BufferFull {
                         pending: full.pending,
@@ -365,8 +360,6 @@ async fn online(
     if let Some(r) = resuming {
         out.push(r.into());
     }
-    out.extend(st.pending.take_unsent().into_iter().map(Message::from));
-    out.extend(st.actions.drain(..).map(Message::from));
     // Welcomes still expected: one for the connection, one more answering a Resume.
     let mut welcomes_due: u8 = if sent_resume { 2 } else { 1 };
     // Without a token to resume, nothing is sent until the connection's Welcome brings one:
@@ -381,15 +374,19 @@ async fn online(
     let mut nonce: u64 = 0;
     let mut ping_sent: Option<(u64, Instant)> = None;
     loop {
-        if st.pending.has_unsent() {
-            out.extend(st.pending.take_unsent().into_iter().map(Message::from));
-        }
-        out.extend(st.actions.drain(..).map(Message::from));
-        if !out.is_empty() && !hold {
-            for m in out.drain(..) {
-                if writer.queue_message(&m).is_err() {
-                    return End::Lost("cannot encode".into());
-                }
+        // Control messages first (Resume, Cancel, Ping, Pong), then the unsent requests, oldest
+        // first, encoded straight from the pending table, then actions.
+        let have_work = !out.is_empty() || st.pending.has_unsent() || !st.actions.is_empty();
+        if have_work && !hold {
+            let mut queued = out.drain(..).try_for_each(|m| writer.queue_message(&m));
+            queued = queued.and_then(|()| st.pending.send_unsent(|m| writer.queue_message(m)));
+            queued = queued.and_then(|()| {
+                st.actions
+                    .drain(..)
+                    .try_for_each(|a| writer.queue_message(&Message::from(a)))
+            });
+            if queued.is_err() {
+                return End::Lost("cannot encode".into());
             }
             if let Err(e) = writer.flush().await {
                 return End::Lost(format!("write failed: {e}"));

@@ -8,15 +8,30 @@
 use std::collections::{BTreeSet, HashMap};
 use std::time::Instant;
 
-use cypherwire_wire::Request;
+use cypherwire_wire::{Message, Request};
 
 /// One waiting request.
 #[derive(Debug)]
 pub(crate) struct Entry<R> {
-    pub(crate) request: Request,
+    id: u64,
+    /// The request as the envelope that is sent (and resent after a cut): encoded straight
+    /// from here, never copied.
+    message: Message,
     pub(crate) bytes: usize,
     pub(crate) expires: Option<Instant>,
     pub(crate) reply: R,
+}
+
+impl<R> Entry<R> {
+    pub(crate) fn new(request: Request, bytes: usize, expires: Option<Instant>, reply: R) -> Self {
+        Self {
+            id: request.id,
+            message: Message::Request(request),
+            bytes,
+            expires,
+            reply,
+        }
+    }
 }
 
 /// Requests by id. `R` is the caller's reply channel.
@@ -65,7 +80,7 @@ impl<R> PendingTable<R> {
             };
             return Err((full, Box::new(entry)));
         }
-        let id = entry.request.id;
+        let id = entry.id;
         self.bytes += entry.bytes;
         if let Some(t) = entry.expires {
             self.deadlines.insert((t, id));
@@ -110,13 +125,21 @@ impl<R> PendingTable<R> {
         self.unsent = self.entries.keys().copied().collect();
     }
 
-    /// The unsent requests, oldest id first, marked sent.
-    pub(crate) fn take_unsent(&mut self) -> Vec<Request> {
-        let unsent = std::mem::take(&mut self.unsent);
-        unsent
-            .into_iter()
-            .filter_map(|id| self.entries.get(&id).map(|e| e.request.clone()))
-            .collect()
+    /// Hands every unsent request to `send`, oldest id first, by reference, marking each sent.
+    /// At the first error the failed request and those after it stay unsent.
+    pub(crate) fn send_unsent<E>(
+        &mut self,
+        mut send: impl FnMut(&Message) -> Result<(), E>,
+    ) -> Result<(), E> {
+        while let Some(id) = self.unsent.pop_first() {
+            if let Some(e) = self.entries.get(&id)
+                && let Err(err) = send(&e.message)
+            {
+                self.unsent.insert(id);
+                return Err(err);
+            }
+        }
+        Ok(())
     }
 
     /// Whether any request waits to be sent.
@@ -141,12 +164,21 @@ mod tests {
     use super::*;
 
     fn entry(id: u64, bytes: usize, expires: Option<Instant>) -> Entry<()> {
-        Entry {
-            request: Request::new(id, "/P", "O"),
-            bytes,
-            expires,
-            reply: (),
-        }
+        Entry::new(Request::new(id, "/P", "O"), bytes, expires, ())
+    }
+
+    /// The ids `send_unsent` hands out, in order.
+    fn take_unsent(t: &mut PendingTable<()>) -> Vec<u64> {
+        let mut ids = Vec::new();
+        t.send_unsent(|m| {
+            match m {
+                Message::Request(r) => ids.push(r.id),
+                other => panic!("{other:?}"),
+            }
+            Ok::<_, ()>(())
+        })
+        .unwrap();
+        ids
     }
 
     #[test]
@@ -194,16 +226,16 @@ mod tests {
         for id in [3, 1, 2] {
             t.insert(entry(id, 1, None)).unwrap();
         }
-        let ids: Vec<u64> = t.take_unsent().iter().map(|r| r.id).collect();
+        let ids: Vec<u64> = take_unsent(&mut t);
         assert_eq!(ids, vec![1, 2, 3]);
-        assert!(t.take_unsent().is_empty());
+        assert!(take_unsent(&mut t).is_empty());
         t.insert(entry(4, 1, None)).unwrap();
         assert!(t.has_unsent());
-        let ids: Vec<u64> = t.take_unsent().iter().map(|r| r.id).collect();
+        let ids: Vec<u64> = take_unsent(&mut t);
         assert_eq!(ids, vec![4], "only the new one");
         t.remove(1);
         t.mark_all_unsent();
-        let ids: Vec<u64> = t.take_unsent().iter().map(|r| r.id).collect();
+        let ids: Vec<u64> = take_unsent(&mut t);
         assert_eq!(
             ids,
             vec![2, 3, 4],
@@ -215,5 +247,25 @@ mod tests {
         assert_eq!(t.drain().len(), 3);
         assert!(!t.has_unsent());
         assert_eq!(t.len(), 0);
+    }
+
+    #[test]
+    fn a_failed_send_leaves_it_and_the_rest_unsent() {
+        let mut t = PendingTable::new(10, 1000);
+        for id in 1..=4 {
+            t.insert(entry(id, 1, None)).unwrap();
+        }
+        let mut sent = Vec::new();
+        let r = t.send_unsent(|m| match m {
+            Message::Request(r) if r.id == 3 => Err("cannot encode"),
+            Message::Request(r) => {
+                sent.push(r.id);
+                Ok(())
+            }
+            other => panic!("{other:?}"),
+        });
+        assert_eq!(r, Err("cannot encode"));
+        assert_eq!(sent, vec![1, 2]);
+        assert_eq!(take_unsent(&mut t), vec![3, 4]);
     }
 }
