@@ -12,6 +12,7 @@
 
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::atomic::{AtomicU16, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -36,7 +37,6 @@ pub struct NetStats {
 }
 
 struct Link {
-    id: u64,
     cut: watch::Sender<bool>,
 }
 
@@ -123,7 +123,7 @@ impl SimNet {
         SimConnector {
             net: self.clone(),
             ip,
-            next_port: Arc::new(Mutex::new(40_000)),
+            next_port: Arc::new(AtomicU16::new(40_000)),
         }
     }
 
@@ -199,17 +199,9 @@ impl SimNet {
             ));
         }
         st.next_link += 1;
-        let id = st.next_link;
-        st.links.push(Link { id, cut });
+        st.links.push(Link { cut });
         st.stats.connections += 1;
         Ok(client_end)
-    }
-
-    /// Ids of the links open now (for tests that want to know).
-    pub fn open_links(&self) -> Vec<u64> {
-        let mut st = self.lock();
-        st.links.retain(|l| !l.cut.is_closed());
-        st.links.iter().map(|l| l.id).collect()
     }
 }
 
@@ -277,21 +269,14 @@ impl cypherwire_server::Accept for SimListener {
 pub struct SimConnector {
     net: SimNet,
     ip: Ipv4Addr,
-    next_port: Arc<Mutex<u16>>,
+    next_port: Arc<AtomicU16>,
 }
 
 impl cypherwire_client::Connect for SimConnector {
     type Io = DuplexStream;
 
     async fn connect(&self) -> io::Result<Self::Io> {
-        let port = {
-            let mut p = self
-                .next_port
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
-            *p = p.wrapping_add(1).max(40_000);
-            *p
-        };
+        let port = self.next_port.fetch_add(1, Ordering::Relaxed).max(40_000);
         self.net.dial(SocketAddr::new(IpAddr::V4(self.ip), port))
     }
 
