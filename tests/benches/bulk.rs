@@ -53,6 +53,15 @@ fn name(k: Kind) -> String {
     }
 }
 
+/// One suite on one backend.
+fn session_config(suite: CipherSuite, backend: Backend) -> SessionConfig {
+    SessionConfig::builder()
+        .suites([suite])
+        .backend(backend)
+        .build()
+        .unwrap()
+}
+
 const SNOW_PSK: [u8; 32] = [0x31; 32];
 /// Largest plaintext in one Noise transport message.
 const SNOW_MAX_PLAIN: usize = 65_535 - 16;
@@ -191,11 +200,7 @@ async fn run(kind: Kind, total: usize, msg: usize) -> f64 {
                 write_snow(tcp.get_mut(), &m[..k]).await;
             }
             Kind::Cypherwire(suite, backend) => {
-                let cfg = SessionConfig::builder()
-                    .suites([suite])
-                    .backend(backend)
-                    .build()
-                    .unwrap();
+                let cfg = session_config(suite, backend);
                 let mut s = cypherwire::session::accept(tcp, &ServerAuth::Psk(server_psk), &cfg)
                     .await
                     .unwrap();
@@ -270,11 +275,7 @@ async fn run(kind: Kind, total: usize, msg: usize) -> f64 {
             t.elapsed().as_secs_f64()
         }
         Kind::Cypherwire(suite, backend) => {
-            let cfg = SessionConfig::builder()
-                .suites([suite])
-                .backend(backend)
-                .build()
-                .unwrap();
+            let cfg = session_config(suite, backend);
             let mut s = cypherwire::session::connect(tcp, &ClientAuth::Psk(psk), &cfg)
                 .await
                 .unwrap();
@@ -325,11 +326,7 @@ fn main() {
     println!(
         "bulk transfer of {mib} MiB over 127.0.0.1, {ROUNDS} interleaved rounds; GB/s median (min–max)"
     );
-    let med = |v: &[f64]| {
-        let mut v = v.to_vec();
-        v.sort_by(f64::total_cmp);
-        (v[v.len() / 2], v[0], v[v.len() - 1])
-    };
+    let med = cypherwire_tests::bench::median_min_max;
     let mut json = Vec::new();
     for msg in [64 * 1024, 16 * 1024] {
         let mut rates: Vec<Vec<f64>> = vec![Vec::new(); kinds.len()];
@@ -390,10 +387,6 @@ fn main() {
             ));
         }
     }
-    let out = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
-        .parent()
-        .unwrap()
-        .join("bench-bulk.json");
-    std::fs::write(&out, format!("[{}]\n", json.join(",\n"))).unwrap();
+    let out = cypherwire_tests::bench::write_json("bulk", &json).unwrap();
     println!("\nwritten: {}", out.display());
 }

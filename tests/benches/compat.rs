@@ -134,9 +134,8 @@ async fn native(client: &Client, n: usize, size: usize) -> f64 {
     t.elapsed().as_secs_f64()
 }
 
-fn summary(name: &str, mut v: Vec<f64>, unit: &str) -> (f64, f64, f64) {
-    v.sort_by(f64::total_cmp);
-    let (med, lo, hi) = (v[v.len() / 2], v[0], v[v.len() - 1]);
+fn summary(name: &str, v: &[f64], unit: &str) -> (f64, f64, f64) {
+    let (med, lo, hi) = cypherwire_tests::bench::median_min_max(v);
     println!("{name:<46} median {med:>10.1} {unit}  (min {lo:.1}, max {hi:.1})");
     (med, lo, hi)
 }
@@ -250,7 +249,7 @@ fn main() {
     let mut json = Vec::new();
     let mut medians = Vec::new();
     for (name, unit, v) in rows {
-        let (med, lo, hi) = summary(name, v, unit);
+        let (med, lo, hi) = summary(name, &v, unit);
         // Ratios against the Python pair of the same workload (rows 0 and 4).
         let base = if unit == "req/s" { 0 } else { 4 };
         medians.push(med);
@@ -271,11 +270,7 @@ fn main() {
         medians[6] / medians[4],
         medians[7] / medians[4]
     );
-    let out = Path::new(env!("CARGO_TARGET_TMPDIR"))
-        .parent()
-        .unwrap()
-        .join("bench-compat.json");
-    std::fs::write(&out, format!("[\n{}\n]\n", json.join(",\n"))).unwrap();
+    let out = cypherwire_tests::bench::write_json("compat", &json).unwrap();
     println!("written: {}", out.display());
     drop(jobs);
     one_thread.join().unwrap();

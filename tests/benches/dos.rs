@@ -32,6 +32,7 @@ use std::time::{Duration, Instant};
 
 use cypherwire::client::Client;
 use cypherwire::session::{ClientAuth, Psk, SessionConfig};
+use cypherwire_tests::bench::rss_kib;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 
@@ -42,18 +43,6 @@ const WINDOW: Duration = Duration::from_millis(2_000);
 
 /// Flood requests the server answered (each broadcast 200 actions of 1 KiB).
 static FLOODS_ANSWERED: AtomicU64 = AtomicU64::new(0);
-
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse().ok())
-        })
-        .unwrap_or(0)
-}
 
 fn percentile(v: &mut [Duration], q: f64) -> Duration {
     v.sort();

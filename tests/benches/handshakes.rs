@@ -222,11 +222,7 @@ fn main() {
             rates[i].push(rt.block_on(run(*k, *n, &verifier)));
         }
     }
-    let med = |v: &[f64]| {
-        let mut v = v.to_vec();
-        v.sort_by(f64::total_cmp);
-        (v[v.len() / 2], v[0], v[v.len() - 1])
-    };
+    let med = cypherwire_tests::bench::median_min_max;
     let snow = med(&rates[0]).0;
     let tls = med(&rates[1]).0;
     println!("| handshake + 1 RTT | per second, median (min–max) | × bare snow | × tokio-rustls |");
@@ -245,10 +241,6 @@ fn main() {
             m / tls
         ));
     }
-    let out = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
-        .parent()
-        .unwrap()
-        .join("bench-handshakes.json");
-    std::fs::write(&out, format!("[\n{}\n]\n", json.join(",\n"))).unwrap();
+    let out = cypherwire_tests::bench::write_json("handshakes", &json).unwrap();
     println!("\nwritten: {}", out.display());
 }

@@ -622,15 +622,6 @@ fn pinned_sequential() -> Option<Vec<Vec<Figures>>> {
 // ---------------------------------------------------------------------------------------------
 // Memory per idle authenticated connection.
 
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
-}
-
 /// Child mode: a server with limits large enough for the idle test; prints its address and
 /// exits when its stdin closes.
 fn serve_idle() {
@@ -665,7 +656,7 @@ fn idle_rss(rt: &tokio::runtime::Runtime, n: usize) -> (u64, u64) {
         .unwrap();
     let addr: SocketAddr = line.trim().parse().unwrap();
     std::thread::sleep(Duration::from_millis(300));
-    let before = rss_kib(child.id());
+    let before = cypherwire_tests::bench::rss_kib(child.id());
     let held = rt.block_on(async {
         let mut held = Vec::with_capacity(n);
         for _ in 0..n {
@@ -674,7 +665,7 @@ fn idle_rss(rt: &tokio::runtime::Runtime, n: usize) -> (u64, u64) {
         tokio::time::sleep(Duration::from_secs(1)).await;
         held
     });
-    let after = rss_kib(child.id());
+    let after = cypherwire_tests::bench::rss_kib(child.id());
     drop(held);
     drop(child.stdin.take());
     let _ = child.wait();
@@ -822,10 +813,6 @@ fn main() {
     json.push(format!(
         "{{\"workload\":\"idle connections\",\"connections\":{n},\"rss_before_kib\":{before},\"rss_after_kib\":{after},\"kib_per_connection\":{per:.1}}}"
     ));
-    let out = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
-        .parent()
-        .unwrap()
-        .join("bench-reqresp.json");
-    std::fs::write(&out, format!("[\n{}\n]\n", json.join(",\n"))).unwrap();
+    let out = cypherwire_tests::bench::write_json("reqresp", &json).unwrap();
     println!("\nwritten: {}", out.display());
 }
