@@ -23,27 +23,13 @@ use cypherwire::client::{Backoff, Client};
 use cypherwire::server::{Ctx, HandlerError, Reply, ResumePolicy, Server};
 use cypherwire::session::Psk;
 use cypherwire::wire::{Request, Value};
+use cypherwire_test_support::rng::SeededRng;
 use cypherwire_test_support::simnet::{NetStats, SimNet};
 use tokio::task::JoinSet;
 
 const CLIENTS: u64 = 20;
 const REQUESTS: u64 = 300;
 const IN_FLIGHT: usize = 8;
-
-/// A small deterministic generator (xorshift64*), so a seed replays the same faults.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
 
 #[derive(Debug, Default)]
 struct Outcome {
@@ -65,11 +51,11 @@ fn run_seed(seed: u64, session_ttl: Option<Duration>) -> Outcome {
         .unwrap();
     rt.block_on(async move {
         let start = tokio::time::Instant::now();
-        let mut rng = Rng(seed | 1);
+        let mut rng = SeededRng::new(seed);
         let net = SimNet::new(Duration::from_millis(1 + rng.below(20))).with_loss(
             20 + rng.below(80),
             Duration::from_millis(200),
-            rng.next(),
+            rng.next_u64(),
         );
         let psk = Psk::from_bytes([0x33; 32]);
         // How many times each request (by its payload) ran on the server.
@@ -100,13 +86,13 @@ fn run_seed(seed: u64, session_ttl: Option<Duration>) -> Outcome {
 
         // The fault schedule: runs until the clients are done.
         let faults_net = net.clone();
-        let mut fault_rng = Rng(rng.next() | 1);
+        let mut fault_rng = SeededRng::new(rng.next_u64());
         let faults = tokio::spawn(async move {
             loop {
                 tokio::time::sleep(Duration::from_millis(20 + fault_rng.below(300))).await;
                 match fault_rng.below(10) {
                     0..=4 => {
-                        faults_net.cut_one(usize::try_from(fault_rng.next() % 1024).unwrap());
+                        faults_net.cut_one(usize::try_from(fault_rng.below(1024)).unwrap());
                     }
                     5..=6 => faults_net.cut_all(),
                     _ => faults_net.partition(Duration::from_millis(50 + fault_rng.below(1_500))),

@@ -23,6 +23,7 @@ use std::time::{Duration, Instant};
 use cypherwire_mesh::core::{Dedup, HeartbeatPolicy, MemberView, Membership};
 use cypherwire_mesh::{PeerEntry, PeerId, PeerList};
 use cypherwire_session::PublicKey;
+use cypherwire_test_support::rng::SeededRng;
 
 const NODES: usize = 25;
 const HB_MS: u64 = 1000;
@@ -31,27 +32,6 @@ const PARTITION: (u64, u64) = (5_000, 15_000);
 const END_MS: u64 = 30_000;
 /// Broadcasts stop this long before the end so every resend can finish.
 const QUIET_MS: u64 = 5_000;
-
-/// splitmix64: small, seeded, good enough for a network model.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    fn chance(&mut self, percent: u64) -> bool {
-        self.next() % 100 < percent
-    }
-
-    fn range(&mut self, lo: u64, hi: u64) -> u64 {
-        lo + self.next() % (hi - lo + 1)
-    }
-}
 
 #[derive(Debug, Clone)]
 enum Msg {
@@ -89,7 +69,7 @@ struct Member {
 }
 
 struct Sim {
-    rng: Rng,
+    rng: SeededRng,
     t: u64,
     base: Instant,
     queue: BinaryHeap<Reverse<(u64, u64, usize, usize)>>,
@@ -126,7 +106,7 @@ impl Sim {
             msg,
             Msg::Data { .. } | Msg::Ack { .. } | Msg::Refused { .. }
         );
-        if self.partitioned(from, to) || (direct && self.rng.chance(5)) {
+        if self.partitioned(from, to) || (direct && self.rng.percent(5)) {
             return;
         }
         let at = self.t + self.rng.range(1, 40);
@@ -234,7 +214,7 @@ impl Sim {
         }
         for i in 0..NODES {
             // Occasional broadcasts.
-            if self.t < END_MS - QUIET_MS && self.t.is_multiple_of(50) && self.rng.chance(4) {
+            if self.t < END_MS - QUIET_MS && self.t.is_multiple_of(50) && self.rng.percent(4) {
                 self.broadcast(i);
             }
             // Resends; a destination that left the sender's list is given up with an error.
@@ -315,7 +295,7 @@ fn run(seed: u64) -> (u64, usize, usize) {
         .collect();
     let auth = Membership::new(seed, hb, 1024, entries[0].clone(), base);
     let mut sim = Sim {
-        rng: Rng(seed),
+        rng: SeededRng::new(seed),
         t: 0,
         base,
         queue: BinaryHeap::new(),

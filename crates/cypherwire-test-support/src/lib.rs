@@ -8,6 +8,7 @@
 //! - [`mitm`]: an in-process man in the middle that tampers with framed streams.
 //! - [`proxy`]: a TCP fault proxy (cut every connection, stall forwarding).
 //! - [`handshake`]: runs a whole handshake in memory and records its messages.
+//! - [`rng`]: the seeded generator behind every fault schedule.
 //! - [`simnet`]: a simulated network (latency, cuts, partitions) for the real server and client
 //!   in virtual time.
 //! - [`workspace_root`]: locates files such as `docs/test-vectors/` from any test.
@@ -20,6 +21,7 @@ pub mod handshake;
 pub mod mitm;
 pub mod proxy;
 pub mod python;
+pub mod rng;
 pub mod simnet;
 
 /// The workspace root directory (where the top-level `Cargo.toml` is).

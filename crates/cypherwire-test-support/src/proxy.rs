@@ -215,28 +215,25 @@ impl Drop for FaultProxy {
 /// One direction's fault plan: the chances and a seeded generator.
 struct Plan {
     faults: Faults,
-    state: u64,
+    rng: crate::rng::SeededRng,
 }
 
 impl Plan {
     fn new(faults: Faults, connection: u64, direction: u64) -> Self {
         Self {
             faults,
-            state: faults.seed ^ connection.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ direction,
+            rng: crate::rng::SeededRng::new(
+                faults.seed ^ connection.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ direction,
+            ),
         }
     }
 
-    /// splitmix64.
     fn next(&mut self) -> u64 {
-        self.state = self.state.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
+        self.rng.next_u64()
     }
 
     fn roll(&mut self, per_mille: u32) -> bool {
-        per_mille > 0 && self.next() % 1000 < u64::from(per_mille)
+        self.rng.per_mille(u64::from(per_mille))
     }
 }
 

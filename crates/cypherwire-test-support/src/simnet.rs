@@ -216,19 +216,14 @@ async fn pump(
     mut cut: watch::Receiver<bool>,
 ) {
     let mut buf = vec![0u8; 16 * 1024];
-    let mut rng = seed | 1;
+    let mut rng = crate::rng::SeededRng::new(seed);
     let work = async {
         loop {
             let n = match from.read(&mut buf).await {
                 Ok(0) | Err(_) => break,
                 Ok(n) => n,
             };
-            // xorshift64*: cheap, seeded, good enough to pick losses.
-            rng ^= rng >> 12;
-            rng ^= rng << 25;
-            rng ^= rng >> 27;
-            let lost = loss.per_mille > 0
-                && rng.wrapping_mul(0x2545_f491_4f6c_dd1d) % 1000 < loss.per_mille;
+            let lost = rng.per_mille(loss.per_mille);
             tokio::time::sleep(if lost { latency + loss.rto } else { latency }).await;
             if to.write_all(&buf[..n]).await.is_err() {
                 break;
