@@ -21,7 +21,7 @@
 )]
 
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Instant;
 
@@ -141,12 +141,9 @@ fn summary(name: &str, v: &[f64], unit: &str) -> (f64, f64, f64) {
 }
 
 fn main() {
-    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("compat-venv");
-    let Some(py) = cypherwire_test_support::python::venv(
-        &dir,
-        "cypher-protocol-p-y-r-o-b-o-t==1.5.0",
-        "CYPHER_PROTOCOL.CYPHER_SERVER.cypher_server",
-    ) else {
+    let Some(py) =
+        cypherwire_test_support::python::cypher_protocol(Path::new(env!("CARGO_TARGET_TMPDIR")))
+    else {
         return;
     };
     let rt = tokio::runtime::Builder::new_multi_thread()

@@ -19,15 +19,10 @@ use cypherwire::session::compat::CypherKeys;
 use cypherwire::wire::{Request, Value};
 
 const KEY: &str = "2ZpK1CdQfm0s1EZ1SIhYfV7MHdJf8X3U";
-const PACKAGE: &str = "cypher-protocol-p-y-r-o-b-o-t==1.5.0";
-
 fn python() -> Option<PathBuf> {
-    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("compat-venv");
-    cypherwire_test_support::python::venv(
-        &dir,
-        PACKAGE,
-        "CYPHER_PROTOCOL.CYPHER_SERVER.cypher_server",
-    )
+    cypherwire_test_support::python::cypher_protocol(std::path::Path::new(env!(
+        "CARGO_TARGET_TMPDIR"
+    )))
 }
 
 /// A child's stdout lines, read on a thread (waits time out instead of hanging).

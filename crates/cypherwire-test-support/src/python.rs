@@ -6,6 +6,19 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+/// The pip requirement of the CYPHER_PROTOCOL package the compat mode speaks with.
+pub const CYPHER_PROTOCOL: &str = "cypher-protocol-p-y-r-o-b-o-t==1.5.0";
+
+/// The python of the CYPHER_PROTOCOL virtualenv under `tmp` (a test's or bench's
+/// `CARGO_TARGET_TMPDIR`, so tests and benches share one): see [`venv`].
+pub fn cypher_protocol(tmp: &Path) -> Option<PathBuf> {
+    venv(
+        &tmp.join("compat-venv"),
+        CYPHER_PROTOCOL,
+        "CYPHER_PROTOCOL.CYPHER_SERVER.cypher_server",
+    )
+}
+
 /// The python of a virtualenv at `dir` holding `package` (a pip requirement), created (once,
 /// under a lock) if `import` fails there; `None`, with the reason printed, only if pip cannot
 /// reach the package index.
