@@ -214,6 +214,20 @@ fn bench_prints_figures() {
     }
     // The progress bars go to stderr, not into the table.
     assert!(String::from_utf8_lossy(&o.stderr).contains("[##"));
+    // 0 skips the bulk and handshake figures.
+    let o = run(&[
+        "bench",
+        "--requests",
+        "100",
+        "--bulk-mib",
+        "0",
+        "--handshakes",
+        "0",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let out = stdout(&o);
+    assert!(out.contains("| sequential round trips |"), "{out}");
+    assert!(!out.contains("| bulk,") && !out.contains("| PSK handshake"), "{out}");
     // --connect without a key file is a usage error.
     assert!(!run(&["bench", "--connect", "127.0.0.1:1"]).status.success());
 }
