@@ -24,6 +24,12 @@ async fn server(counter: Arc<AtomicU64>, max: usize) -> std::net::SocketAddr {
             let c = counter.clone();
             async move { Ok::<_, HandlerError>(Reply::new(c.fetch_add(1, Ordering::SeqCst) + 1)) }
         })
+        .route("/PANIC", "NOW", |_: Request, _: Ctx| async move {
+            if true {
+                panic!("handler bug");
+            }
+            Ok::<Value, HandlerError>(Value::Nil)
+        })
         .cypher_compat(cfg)
         .bind("127.0.0.1:0")
         .await
@@ -32,14 +38,41 @@ async fn server(counter: Arc<AtomicU64>, max: usize) -> std::net::SocketAddr {
 }
 
 fn request() -> Vec<u8> {
+    request_to("/COUNT", "UP")
+}
+
+fn request_to(path: &str, operation: &str) -> Vec<u8> {
     let keys = CypherKeys::same(KEY).unwrap();
     let m = CompatMessage {
-        path: "/COUNT".into(),
-        operation: "UP".into(),
+        path: path.into(),
+        operation: operation.into(),
         data: Value::Nil,
         metadata: Value::Nil,
     };
     compat::encode(&m, &keys.encryption, 0).unwrap()
+}
+
+/// A panicking handler is answered with an `INTERNAL` error in `METADATA.ERROR`, and the same
+/// connection keeps being served.
+#[tokio::test]
+async fn a_panicking_handler_is_an_internal_error() {
+    let counter = Arc::new(AtomicU64::new(0));
+    let addr = server(counter, 1 << 20).await;
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(&request_to("/PANIC", "NOW")).await.unwrap();
+    let answer = read_answer(&mut s).await.unwrap();
+    let code = answer
+        .metadata
+        .get("ERROR")
+        .and_then(|e| e.get("code"))
+        .and_then(Value::as_u64);
+    assert_eq!(
+        code,
+        Some(u64::from(cypherwire_session::wire::StatusCode::INTERNAL.0)),
+        "{answer:?}"
+    );
+    s.write_all(&request()).await.unwrap();
+    assert_eq!(read_answer(&mut s).await.unwrap().data, Value::from(1));
 }
 
 async fn read_answer(s: &mut TcpStream) -> Option<CompatMessage> {
@@ -120,6 +153,12 @@ async fn shutdown_returns_with_the_compat_port_free() {
         .route("/COUNT", "UP", move |_: Request, _: Ctx| {
             let c = counter.clone();
             async move { Ok::<_, HandlerError>(Reply::new(c.fetch_add(1, Ordering::SeqCst))) }
+        })
+        .route("/PANIC", "NOW", |_: Request, _: Ctx| async move {
+            if true {
+                panic!("handler bug");
+            }
+            Ok::<Value, HandlerError>(Value::Nil)
         })
         .cypher_compat(cfg)
         .bind("127.0.0.1:0")
