@@ -227,7 +227,10 @@ fn bench_prints_figures() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let out = stdout(&o);
     assert!(out.contains("| sequential round trips |"), "{out}");
-    assert!(!out.contains("| bulk,") && !out.contains("| PSK handshake"), "{out}");
+    assert!(
+        !out.contains("| bulk,") && !out.contains("| PSK handshake"),
+        "{out}"
+    );
     // --connect without a key file is a usage error.
     assert!(!run(&["bench", "--connect", "127.0.0.1:1"]).status.success());
 }

@@ -212,10 +212,15 @@ async fn answer(
             StatusCode::NOT_FOUND,
             format!("no handler for {} {}", req.path, req.operation),
         )),
-        Some(handler) => match tokio::spawn(handler.call(request, ctx)).await {
+        // Run here (one request at a time per connection, as the package's clients send);
+        // a panic is contained like on the native path.
+        Some(handler) => match crate::conn::CatchUnwind(handler.call(request, ctx)).await {
             Ok(Ok(reply)) => Ok(reply),
             Ok(Err(e)) => Err((e.code, e.message)),
-            Err(_) => Err((StatusCode::INTERNAL, "internal error".to_owned())),
+            Err(crate::conn::Panicked) => {
+                tracing::error!(request = id, "handler panicked (compat)");
+                Err((StatusCode::INTERNAL, "internal error".to_owned()))
+            }
         },
     };
     let msg = match outcome {

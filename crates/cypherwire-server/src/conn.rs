@@ -608,11 +608,11 @@ async fn dispatch(
 }
 
 /// A handler panicked.
-struct Panicked;
+pub(crate) struct Panicked;
 
 /// Polls a handler's future, turning a panic into [`Panicked`] (the future is not polled
 /// again afterwards).
-struct CatchUnwind<F>(F);
+pub(crate) struct CatchUnwind<F>(pub(crate) F);
 
 impl<F: Future + Unpin> Future for CatchUnwind<F> {
     type Output = Result<F::Output, Panicked>;
