@@ -34,6 +34,9 @@ pub(crate) const TYPE_CLOSE: u8 = 0x02;
 /// Record type: the sender switches keys after this record.
 pub(crate) const TYPE_KEY_UPDATE: u8 = 0x03;
 
+/// Extra room reserved when a chunked message starts, for its last chunk.
+const REASSEMBLY_SLACK: usize = 64 * 1024;
+
 /// Default: rekey after this many records under one key (2^32).
 pub const DEFAULT_REKEY_RECORDS: u64 = 1 << 32;
 /// Default: rekey after this many plaintext bytes under one key (64 GiB).
@@ -205,10 +208,16 @@ impl Sealer {
         if len <= self.max_chunk {
             dst.put_u8(TYPE_FINAL);
             self.finish_record(dst, start, len)?;
+        } else if self.key.suite.tag_only_overhead() {
+            self.seal_chunks_in_place(dst, start, len)?;
         } else {
             // Chunk: take the written message out (no copy) and re-seal it in pieces.
             let msg = dst.split_off(start + FRAME_HEADER_LEN);
             dst.truncate(start);
+            // One reservation for every record of the message: growing record by record would
+            // copy what is already sealed each time the buffer doubles.
+            let records = len.div_ceil(self.max_chunk);
+            dst.reserve(len + records * (FRAME_HEADER_LEN + 1 + self.key.suite.max_overhead()));
             let mut chunks = msg.chunks(self.max_chunk).peekable();
             while let Some(chunk) = chunks.next() {
                 let ty = if chunks.peek().is_some() {
@@ -250,6 +259,59 @@ impl Sealer {
         self.bytes_under_key = 0;
         self.keyed_at = now;
         self.key_updates += 1;
+        Ok(())
+    }
+
+    /// Seals the message at `dst[start + FRAME_HEADER_LEN..]`, longer than one chunk, as
+    /// MORE … FINAL records where it lies: the chunks move up to make room for each record's
+    /// header, type byte and tag (the first chunk does not move), then each is sealed in place.
+    /// No allocation beyond the buffer's growth, no copy into separate records.
+    fn seal_chunks_in_place(&mut self, dst: &mut BytesMut, start: usize, len: usize) -> Result<()> {
+        const TAG: usize = 16;
+        let chunk = self.max_chunk;
+        let records = len.div_ceil(chunk);
+        let overhead = FRAME_HEADER_LEN + 1 + TAG;
+        if self.seq.saturating_add(records as u64) > HARD_RECORD_LIMIT {
+            dst.truncate(start);
+            return Err(Error::Closed);
+        }
+        let body = start + FRAME_HEADER_LEN;
+        dst.resize(start + len + records * overhead, 0);
+        // Last chunk first: chunk r's destination overlaps only its own source and the chunks
+        // after it, which have already moved.
+        for r in (1..records).rev() {
+            let from = body + r * chunk;
+            let n = chunk.min(len - r * chunk);
+            dst.copy_within(
+                from..from + n,
+                start + r * (chunk + overhead) + FRAME_HEADER_LEN,
+            );
+        }
+        for r in 0..records {
+            let record = start + r * (chunk + overhead);
+            let content = record + FRAME_HEADER_LEN;
+            let n = chunk.min(len - r * chunk);
+            dst[content + n] = if r + 1 < records {
+                TYPE_MORE
+            } else {
+                TYPE_FINAL
+            };
+            let tag = self
+                .cipher
+                .seal_detached(self.seq, &mut dst[content..=content + n]);
+            // `n + 1 + TAG` is at most the frame limit (that is how `chunk` was chosen), and a
+            // built-in AEAD seals anything below 2^38 bytes: neither failure can happen, but
+            // if one did the stream could not go on.
+            let (Some(tag), Ok(header)) = (tag, u32::try_from(n + 1 + TAG)) else {
+                dst.truncate(start);
+                self.closed = true;
+                return Err(Error::Closed);
+            };
+            dst[content + n + 1..content + n + 1 + TAG].copy_from_slice(&tag);
+            dst[record..content].copy_from_slice(&header.to_be_bytes());
+            self.seq += 1;
+            self.bytes_under_key += n as u64;
+        }
         Ok(())
     }
 
@@ -385,9 +447,18 @@ impl Opener {
                         max: self.max_message_len,
                     });
                 }
+                if self.partial.is_empty() {
+                    // A MORE record is a full chunk of the sender's. Room for a tail of up to
+                    // 64 KiB more: a message just over one chunk ends in a small FINAL, which
+                    // would otherwise reallocate and copy the whole first chunk.
+                    let tail = record.len().min(REASSEMBLY_SLACK);
+                    self.partial
+                        .reserve((record.len() + tail).min(self.max_message_len));
+                }
                 self.partial.extend_from_slice(&record);
                 if ty == TYPE_FINAL {
-                    Ok(Opened::Message(self.partial.split().freeze()))
+                    // Taken whole: the opener keeps no share of a large message's buffer.
+                    Ok(Opened::Message(std::mem::take(&mut self.partial).freeze()))
                 } else {
                     Ok(Opened::Partial)
                 }

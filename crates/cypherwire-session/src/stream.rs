@@ -272,6 +272,9 @@ impl RecvState {
     }
 }
 
+/// The most send-buffer capacity a connection keeps between writes.
+const RETAINED_SEND_BUFFER: usize = 256 * 1024;
+
 /// Sending state: output buffer and record sealer.
 #[derive(Debug)]
 struct SendState {
@@ -305,6 +308,11 @@ impl SendState {
         if !self.buf.is_empty() {
             let res = io.write_all(&self.buf).await;
             self.buf.clear();
+            if self.buf.capacity() > RETAINED_SEND_BUFFER {
+                // A large message's buffer goes back to the allocator: an idle connection keeps
+                // at most this much.
+                self.buf = BytesMut::new();
+            }
             res?;
         }
         io.flush().await?;
@@ -575,5 +583,39 @@ impl<W: AsyncWrite + Unpin> SecureWriter<W> {
     /// As [`SecureStream::close`].
     pub async fn close(&mut self) -> Result<()> {
         self.state.close(&mut self.io).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "test code")]
+
+    use super::*;
+    use crate::Psk;
+
+    /// After a large message is written the connection gives its buffer back: an idle
+    /// connection keeps at most `RETAINED_SEND_BUFFER` of send capacity; small messages keep
+    /// theirs (no allocation per message).
+    #[tokio::test]
+    async fn send_buffer_is_released_after_a_large_message() {
+        let psk = Psk::from_bytes([3; 32]);
+        let (client_auth, server_auth) = (psk.clone().into(), psk.into());
+        let config = SessionConfig::default();
+        let (a, b) = tokio::io::duplex(64 * 1024);
+        let (client, server) = tokio::join!(
+            connect(a, &client_auth, &config),
+            accept(b, &server_auth, &config)
+        );
+        let (mut client, mut server) = (client.unwrap(), server.unwrap());
+        let big = vec![7u8; 3 * 1024 * 1024];
+        let (sent, got) = tokio::join!(client.send(&big), server.recv());
+        sent.unwrap();
+        assert_eq!(got.unwrap().unwrap().len(), big.len());
+        assert!(client.send.buf.capacity() <= RETAINED_SEND_BUFFER);
+        let (sent, got) = tokio::join!(client.send(&[1; 1000]), server.recv());
+        sent.unwrap();
+        assert_eq!(got.unwrap().unwrap().len(), 1000);
+        let kept = client.send.buf.capacity();
+        assert!(kept >= 1000, "{kept}");
     }
 }

@@ -84,6 +84,17 @@ pub trait RecordCipher: Send + Sync + std::fmt::Debug {
     /// # Errors
     /// [`OpenError`] for any failure; `buf`'s contents are then unspecified.
     fn open(&self, nonce: u64, buf: &mut BytesMut) -> Result<(), OpenError>;
+
+    /// Encrypts `content` in place and returns its 16-byte authentication tag, for ciphers
+    /// whose whole overhead is such a tag (the sealed record is `content ‖ tag`). Lets the
+    /// record layer seal the chunks of a large message where they were encoded, with no copy.
+    ///
+    /// The default returns `None`: the cipher does not seal this way, and the record layer
+    /// copies each chunk and calls [`seal`](Self::seal) instead.
+    fn seal_detached(&self, nonce: u64, content: &mut [u8]) -> Option<[u8; 16]> {
+        let _ = (nonce, content);
+        None
+    }
 }
 
 impl CipherSuite {
@@ -119,6 +130,12 @@ impl CipherSuite {
             Self::ChaCha20Poly1305 | Self::Aes256Gcm => 32,
             Self::Aes128CbcHmacSha256 => 16 + 32,
         }
+    }
+
+    /// Whether sealing adds exactly a 16-byte tag after the ciphertext (the AEAD suites, whose
+    /// ciphers implement [`RecordCipher::seal_detached`]).
+    pub(crate) const fn tag_only_overhead(self) -> bool {
+        matches!(self, Self::ChaCha20Poly1305 | Self::Aes256Gcm)
     }
 
     /// The most bytes sealing adds to a plaintext.
@@ -253,6 +270,15 @@ mod ring_backend {
             }
         }
 
+        fn seal_detached(&self, nonce: u64, content: &mut [u8]) -> Option<[u8; 16]> {
+            let n = Nonce::assume_unique_for_key(nonce96(nonce));
+            let tag = self
+                .key
+                .seal_in_place_separate_tag(n, Aad::empty(), content)
+                .ok()?;
+            tag.as_ref().try_into().ok()
+        }
+
         fn open(&self, nonce: u64, buf: &mut BytesMut) -> Result<(), OpenError> {
             let n = Nonce::assume_unique_for_key(nonce96(nonce));
             let len = self
@@ -292,6 +318,15 @@ macro_rules! aead_cipher {
                     .encrypt_in_place_detached((&n).into(), &[], &mut buf[start..])
                     .unwrap_or_default();
                 buf.extend_from_slice(&tag);
+            }
+
+            fn seal_detached(&self, nonce: u64, content: &mut [u8]) -> Option<[u8; 16]> {
+                let n = nonce96(nonce);
+                let tag = self
+                    .aead
+                    .encrypt_in_place_detached((&n).into(), &[], content)
+                    .ok()?;
+                Some(tag.into())
             }
 
             fn open(&self, nonce: u64, buf: &mut BytesMut) -> Result<(), OpenError> {

@@ -136,16 +136,24 @@ fn every_bit_flip_is_detected() {
     }
 }
 
+/// Frames of at most 1 KiB: messages of a few KiB take several records.
+fn small_frames() -> Limits {
+    Limits::default().with_max_frame_len(1024).unwrap()
+}
+
+fn small_frame_config(suite: CipherSuite) -> SessionConfig {
+    SessionConfig::builder()
+        .suites([suite])
+        .limits(small_frames())
+        .build()
+        .unwrap()
+}
+
 #[test]
 fn large_messages_are_chunked_and_reassembled() {
-    let limits = Limits::default().with_max_frame_len(1024).unwrap();
+    let limits = small_frames();
     for suite in CipherSuite::ALL {
-        let cfg = SessionConfig::builder()
-            .suites([suite])
-            .limits(limits)
-            .build()
-            .unwrap();
-        let (mut c, mut s) = pair_with(&cfg);
+        let (mut c, mut s) = pair_with(&small_frame_config(suite));
         let big: Vec<u8> = (0..10_000u32).map(|i| (i % 251) as u8).collect();
         let mut wire = BytesMut::new();
         c.sealer
@@ -163,6 +171,59 @@ fn large_messages_are_chunked_and_reassembled() {
         assert!(n >= 10, "{suite:?}: {n} records");
         assert_eq!(out.len(), 1);
         assert_eq!(&out[0][..], &big[..]);
+    }
+}
+
+/// Messages around chunk boundaries, queued behind another message in the same buffer: every
+/// record but the last carries a full chunk, the records open in order into the exact message,
+/// and the counter carries on into the next message (the AEAD suites seal chunks where the
+/// message was encoded; the CBC suite copies them out).
+#[test]
+fn chunk_boundaries_seal_exact_records_behind_queued_messages() {
+    let limits = small_frames();
+    for suite in CipherSuite::ALL {
+        let (mut c, mut s) = pair_with(&small_frame_config(suite));
+        let chunk = c.sealer.max_record_content();
+        for len in [
+            chunk - 1,
+            chunk,
+            chunk + 1,
+            2 * chunk,
+            2 * chunk + 1,
+            5 * chunk + 7,
+        ] {
+            let big: Vec<u8> = (0..len).map(|i| (i % 253) as u8).collect();
+            let mut wire = BytesMut::new();
+            let now = Instant::now();
+            c.sealer.seal_message(b"before", now, &mut wire).unwrap();
+            c.sealer.seal_message(&big, now, &mut wire).unwrap();
+            c.sealer.seal_message(b"after", now, &mut wire).unwrap();
+            let mut frames = FrameCodec::new(limits);
+            let mut records = Vec::new();
+            let mut messages = Vec::new();
+            while let Some(f) = frames.decode(&mut wire).unwrap() {
+                records.push(f.len());
+                match s.opener.open(f).unwrap() {
+                    Opened::Message(m) => messages.push(m),
+                    Opened::Partial => {}
+                    other => panic!("{suite:?}: unexpected {other:?}"),
+                }
+            }
+            assert!(wire.is_empty(), "{suite:?} {len}: trailing bytes");
+            assert_eq!(messages.len(), 3, "{suite:?} {len}");
+            assert_eq!(&messages[0][..], b"before");
+            assert_eq!(&messages[1][..], &big[..], "{suite:?} {len}");
+            assert_eq!(&messages[2][..], b"after");
+            let expected = len.div_ceil(chunk);
+            assert_eq!(records.len(), expected + 2, "{suite:?} {len}");
+            if suite != CipherSuite::Aes128CbcHmacSha256 {
+                let body = |content: usize| content + 1 + suite.max_overhead();
+                for (i, &r) in records[1..=expected].iter().enumerate() {
+                    let content = chunk.min(len - i * chunk);
+                    assert_eq!(r, body(content), "{suite:?} {len}: record {i}");
+                }
+            }
+        }
     }
 }
 
