@@ -227,6 +227,33 @@ fn chunk_boundaries_seal_exact_records_behind_queued_messages() {
     }
 }
 
+/// With the default 1 MiB frame limit a large message still goes out in 64 KiB chunks; a
+/// 64 KiB message is one record.
+#[test]
+fn default_records_carry_at_most_64_kib() {
+    let (mut c, mut s) = pair(CipherSuite::Aes256Gcm);
+    assert_eq!(
+        c.sealer.max_record_content(),
+        cypherwire_session::record::MAX_CHUNK
+    );
+    let mut frames = FrameCodec::new(Limits::default());
+    for (len, records) in [(64 * 1024, 1), (64 * 1024 + 1, 2), (1 << 20, 16)] {
+        let big = vec![5u8; len];
+        let mut wire = BytesMut::new();
+        c.sealer
+            .seal_message(&big, Instant::now(), &mut wire)
+            .unwrap();
+        let mut n = 0;
+        while let Some(f) = frames.decode(&mut wire).unwrap() {
+            n += 1;
+            if let Opened::Message(m) = s.opener.open(f).unwrap() {
+                assert_eq!(m.len(), len);
+            }
+        }
+        assert_eq!(n, records, "{len}");
+    }
+}
+
 #[test]
 fn reassembly_beyond_the_message_limit_fails() {
     let limits = Limits::default().with_max_frame_len(1024).unwrap();
