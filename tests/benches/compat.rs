@@ -3,7 +3,9 @@
 //! - sequential requests per second: Python client → Python server; Python client →
 //!   cypherwire compat server; cypherwire native client → cypherwire server;
 //! - 1 MiB echoes per second (MiB/s) for the same three pairs;
-//! - the native pair once more on a current-thread runtime (everything on one thread).
+//! - the native pair once more on a current-thread runtime (everything on one thread);
+//! - plain TCP (a length-prefixed echo, no encryption, no envelope) on the same multi-thread
+//!   runtime as the native pair: the ceiling any protocol meets there.
 //!
 //! Writes `target/bench-compat.json`. `CYPHERWIRE_BENCH_PROFILE=1` runs only 500 native 1 MiB
 //! echoes, for a profiler.
@@ -26,6 +28,9 @@ use std::process::{Child, Command, Stdio};
 use std::time::Instant;
 
 use cypherwire::client::Client;
+
+mod common;
+use common::echo::{FrameClient, echo_server};
 use cypherwire::server::{Ctx, CypherCompat, HandlerError, Reply, Server};
 use cypherwire::session::Psk;
 use cypherwire::session::compat::CypherKeys;
@@ -134,6 +139,18 @@ async fn native(client: &Client, n: usize, size: usize) -> f64 {
     t.elapsed().as_secs_f64()
 }
 
+/// Sequential 100-byte round trips over plain TCP (length-prefixed echo): the ceiling for any
+/// protocol on this runtime.
+async fn plain(addr: std::net::SocketAddr, n: usize) -> f64 {
+    let mut c = FrameClient::new(addr, false, 100).await;
+    let t = Instant::now();
+    for _ in 0..n {
+        c.send(1).await;
+        c.recv().await;
+    }
+    t.elapsed().as_secs_f64()
+}
+
 fn summary(name: &str, v: &[f64], unit: &str) -> (f64, f64, f64) {
     let (med, lo, hi) = cypherwire_tests::bench::median_min_max(v);
     println!("{name:<46} median {med:>10.1} {unit}  (min {lo:.1}, max {hi:.1})");
@@ -211,18 +228,21 @@ fn main() {
         return;
     }
     let compat_port = server.compat_addr().unwrap().port();
+    let plain_addr = rt.block_on(echo_server(false));
     let (mut py_server, py_port) = python_server(&py);
     println!(
         "CYPHER_PROTOCOL 1.5.0 vs cypherwire on 127.0.0.1: {REQUESTS} sequential 100-byte requests and {BIG} 1 MiB echoes per figure; {ROUNDS} rounds, interleaved"
     );
     let (mut pp, mut pc, mut nn, mut n1) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let (mut bpp, mut bpc, mut bnn, mut bn1) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let mut pt = Vec::new();
     let mib = (1024 * 1024) as f64;
     for _ in 0..ROUNDS {
         pp.push(REQUESTS as f64 / python_client(&py, py_port, REQUESTS, 100));
         pc.push(REQUESTS as f64 / python_client(&py, compat_port, REQUESTS, 100));
         nn.push(REQUESTS as f64 / rt.block_on(native(&client, REQUESTS, 100)));
         n1.push(REQUESTS as f64 / one_thread_secs(REQUESTS, 100));
+        pt.push(REQUESTS as f64 / rt.block_on(plain(plain_addr, REQUESTS)));
         let size = 1024 * 1024;
         bpp.push(BIG as f64 * size as f64 / mib / python_client(&py, py_port, BIG, size));
         bpc.push(BIG as f64 * size as f64 / mib / python_client(&py, compat_port, BIG, size));
@@ -242,6 +262,7 @@ fn main() {
             "MiB/s",
             bn1,
         ),
+        ("plain TCP echo, same runtime (ceiling)", "req/s", pt),
     ];
     let mut json = Vec::new();
     let mut medians = Vec::new();
@@ -266,6 +287,11 @@ fn main() {
         medians[5] / medians[4],
         medians[6] / medians[4],
         medians[7] / medians[4]
+    );
+    println!(
+        "ceiling: plain TCP on the same multi-thread runtime does {:.2}x the Python pair's requests/s (the native client reaches {:.0} % of it)",
+        medians[8] / medians[0],
+        100.0 * medians[2] / medians[8]
     );
     let out = cypherwire_tests::bench::write_json("compat", &json).unwrap();
     println!("written: {}", out.display());

@@ -1,0 +1,3 @@
+//! Code shared by the benches (each bench includes this module).
+
+pub(crate) mod echo;
