@@ -1,7 +1,9 @@
 //! CYPHER_PROTOCOL's own Python server and client against cypherwire, in one run (5 rounds,
 //! interleaved; medians with min–max), on 127.0.0.1:
 //! - sequential requests per second: Python client → Python server; Python client →
-//!   cypherwire compat server; cypherwire native client → cypherwire server;
+//!   cypherwire compat server; cypherwire native client → cypherwire server (the native and
+//!   plain-TCP callers run in a task of the runtime, and once more on the thread that called
+//!   `block_on`, which is not a worker: each answer then wakes that thread through the OS);
 //! - 1 MiB echoes per second (MiB/s) for the same three pairs;
 //! - the native pair once more on a current-thread runtime (everything on one thread);
 //! - plain TCP (a length-prefixed echo, no encryption, no envelope) on the same multi-thread
@@ -235,18 +237,33 @@ fn main() {
     );
     let (mut pp, mut pc, mut nn, mut n1) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let (mut bpp, mut bpc, mut bnn, mut bn1) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    let mut pt = Vec::new();
+    let (mut pt, mut nb, mut pb) = (Vec::new(), Vec::new(), Vec::new());
+    // The callers run in a task of the runtime, as an application's code does; once more on
+    // the thread that called `block_on` (the body of `#[tokio::main]`), which is not one of the
+    // runtime's workers: every answer must then wake that thread through the OS.
+    let in_task = |n: usize, size: usize| {
+        let c = client.clone();
+        rt.block_on(async move {
+            tokio::spawn(async move { native(&c, n, size).await })
+                .await
+                .unwrap()
+        })
+    };
+    let plain_in_task =
+        || rt.block_on(async move { tokio::spawn(plain(plain_addr, REQUESTS)).await.unwrap() });
     let mib = (1024 * 1024) as f64;
     for _ in 0..ROUNDS {
         pp.push(REQUESTS as f64 / python_client(&py, py_port, REQUESTS, 100));
         pc.push(REQUESTS as f64 / python_client(&py, compat_port, REQUESTS, 100));
-        nn.push(REQUESTS as f64 / rt.block_on(native(&client, REQUESTS, 100)));
+        nn.push(REQUESTS as f64 / in_task(REQUESTS, 100));
+        nb.push(REQUESTS as f64 / rt.block_on(native(&client, REQUESTS, 100)));
         n1.push(REQUESTS as f64 / one_thread_secs(REQUESTS, 100));
-        pt.push(REQUESTS as f64 / rt.block_on(plain(plain_addr, REQUESTS)));
+        pt.push(REQUESTS as f64 / plain_in_task());
+        pb.push(REQUESTS as f64 / rt.block_on(plain(plain_addr, REQUESTS)));
         let size = 1024 * 1024;
         bpp.push(BIG as f64 * size as f64 / mib / python_client(&py, py_port, BIG, size));
         bpc.push(BIG as f64 * size as f64 / mib / python_client(&py, compat_port, BIG, size));
-        bnn.push(BIG as f64 * size as f64 / mib / rt.block_on(native(&client, BIG, size)));
+        bnn.push(BIG as f64 * size as f64 / mib / in_task(BIG, size));
         bn1.push(BIG as f64 * size as f64 / mib / one_thread_secs(BIG, size));
     }
     let rows = [
@@ -263,6 +280,12 @@ fn main() {
             bn1,
         ),
         ("plain TCP echo, same runtime (ceiling)", "req/s", pt),
+        (
+            "cypherwire client -> cypherwire server, caller on the block_on thread",
+            "req/s",
+            nb,
+        ),
+        ("plain TCP echo, caller on the block_on thread", "req/s", pb),
     ];
     let mut json = Vec::new();
     let mut medians = Vec::new();
@@ -292,6 +315,11 @@ fn main() {
         "ceiling: plain TCP on the same multi-thread runtime does {:.2}x the Python pair's requests/s (the native client reaches {:.0} % of it)",
         medians[8] / medians[0],
         100.0 * medians[2] / medians[8]
+    );
+    println!(
+        "callers on the block_on thread: native {:.2}x the Python pair, plain TCP {:.2}x",
+        medians[9] / medians[0],
+        medians[10] / medians[0]
     );
     let out = cypherwire_tests::bench::write_json("compat", &json).unwrap();
     println!("written: {}", out.display());
