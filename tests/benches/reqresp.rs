@@ -27,7 +27,8 @@
 //! `cypherwire-client`) runs only 1,000,000 requests 64 in flight of that transport, for a
 //! profiler (`KEY:sequential`: 200,000 sequential round trips; run it under `taskset -c 0`
 //! with `CYPHERWIRE_BENCH_THREADS=0` (one thread for everything, as in the pinned row) to
-//! profile the pinned case).
+//! profile the pinned case; `CYPHERWIRE_BENCH_PROFILE_N` changes the count, e.g. 20,000 under
+//! callgrind).
 
 #![allow(missing_docs, reason = "benchmark binary")]
 #![allow(
@@ -562,10 +563,13 @@ fn profile(rt: &tokio::runtime::Runtime, spec: &str) {
     rt.block_on(async {
         let servers = Servers::start().await;
         let addr = servers.addrs.iter().find(|(k, _)| *k == kind).unwrap().1;
+        let n = std::env::var("CYPHERWIRE_BENCH_PROFILE_N")
+            .ok()
+            .and_then(|v| v.parse().ok());
         let f = if sequential_mode {
-            sequential(kind, addr, 200_000).await
+            sequential(kind, addr, n.unwrap_or(200_000)).await
         } else {
-            pipelined(kind, addr, 1_000_000, 64).await
+            pipelined(kind, addr, n.unwrap_or(1_000_000), 64).await
         };
         println!("{}: {:.0} req/s", kind.label(), f.rate);
         servers.cw.shutdown().await;

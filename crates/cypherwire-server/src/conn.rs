@@ -326,14 +326,23 @@ async fn read_messages(
     let mut last_activity = started;
     let idle_timer = tokio::time::sleep(idle);
     tokio::pin!(idle_timer);
+    // The two signals are waited for by futures made once for the connection's life, not once
+    // per message: making one registers a waiter with its channel (a lock and a list insert),
+    // dropping it removes the waiter again.
+    let shutdown_signal = async move {
+        let _ = shutdown.wait_for(|down| *down).await;
+    };
+    tokio::pin!(shutdown_signal);
+    let mut stop_watch = stop.clone();
+    let stop_signal = async move {
+        let _ = stop_watch.changed().await;
+    };
+    tokio::pin!(stop_signal);
     loop {
         let msg = tokio::select! {
             biased;
-            r = shutdown.wait_for(|down| *down) => {
-                drop(r);
-                None
-            }
-            _ = stop.changed() => {
+            () = &mut shutdown_signal => None,
+            () = &mut stop_signal => {
                 return stop.borrow().clone().unwrap_or(DisconnectReason::Kicked);
             }
             r = reader.recv_message() => Some(r),

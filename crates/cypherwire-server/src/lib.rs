@@ -76,6 +76,7 @@ mod compat;
 mod conn;
 mod error;
 mod events;
+mod fasthash;
 mod handler;
 mod inbox;
 mod rate;

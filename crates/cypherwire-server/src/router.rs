@@ -4,15 +4,17 @@ use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
 
+use crate::fasthash::FastState;
 use crate::handler::{ActionHandler, RequestHandler};
 
 /// Handlers by (path, operation), a fallback, and actions by name.
 #[derive(Default, Clone)]
 pub(crate) struct Router {
-    /// path → operation → handler: two borrowed lookups, no allocation per request.
-    routes: HashMap<String, HashMap<String, Arc<dyn RequestHandler>>>,
+    /// path → operation → handler: two borrowed lookups, no allocation per request (with
+    /// the fast hash: the table is fixed once the server is built).
+    routes: HashMap<String, HashMap<String, Arc<dyn RequestHandler>, FastState>, FastState>,
     fallback: Option<Arc<dyn RequestHandler>>,
-    actions: HashMap<String, Arc<dyn ActionHandler>>,
+    actions: HashMap<String, Arc<dyn ActionHandler>, FastState>,
 }
 
 impl fmt::Debug for Router {

@@ -11,6 +11,7 @@ use cypherwire_session::wire::{Message, Push, Response, Value};
 use tokio::sync::mpsc;
 
 use crate::conn::Outgoing;
+use crate::fasthash::FastState;
 use crate::registry::ConnectionId;
 
 /// Resumption settings, each a documented default.
@@ -94,10 +95,10 @@ struct Inner {
     /// push is built once.
     replay: VecDeque<(u64, Arc<Message>, usize)>,
     replay_bytes: usize,
-    responses: HashMap<u64, (Arc<Message>, usize)>,
+    responses: HashMap<u64, (Arc<Message>, usize), FastState>,
     response_order: VecDeque<u64>,
     response_bytes: usize,
-    running: HashSet<u64>,
+    running: HashSet<u64, FastState>,
 }
 
 /// One session's state.
@@ -115,10 +116,10 @@ impl SessionState {
                 push_seq: 0,
                 replay: VecDeque::new(),
                 replay_bytes: 0,
-                responses: HashMap::new(),
+                responses: HashMap::default(),
                 response_order: VecDeque::new(),
                 response_bytes: 0,
-                running: HashSet::new(),
+                running: HashSet::default(),
             }),
             policy,
         }

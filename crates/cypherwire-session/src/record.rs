@@ -119,7 +119,9 @@ pub struct Sealer {
     cipher: Box<dyn RecordCipher>,
     seq: u64,
     bytes_under_key: u64,
-    keyed_at: Instant,
+    /// When the current key's time is up (`None`: beyond what `Instant` can express). Compared,
+    /// not subtracted, on every message.
+    rekey_at: Option<Instant>,
     policy: RekeyPolicy,
     frames: FrameCodec,
     max_chunk: usize,
@@ -160,7 +162,7 @@ impl Sealer {
             key,
             seq: 0,
             bytes_under_key: 0,
-            keyed_at: now,
+            rekey_at: now.checked_add(policy.interval),
             policy,
             frames,
             max_chunk,
@@ -263,7 +265,7 @@ impl Sealer {
         self.cipher = self.key.cipher();
         self.seq = 0;
         self.bytes_under_key = 0;
-        self.keyed_at = now;
+        self.rekey_at = now.checked_add(self.policy.interval);
         self.key_updates += 1;
         Ok(())
     }
@@ -351,7 +353,7 @@ impl Sealer {
     fn maybe_rekey(&mut self, now: Instant, dst: &mut BytesMut) -> Result<()> {
         let due = self.seq >= self.policy.records
             || self.bytes_under_key >= self.policy.bytes
-            || now.saturating_duration_since(self.keyed_at) >= self.policy.interval;
+            || self.rekey_at.is_some_and(|at| now >= at);
         if due {
             self.seal_key_update(now, dst)
         } else {
