@@ -171,7 +171,8 @@ impl Sealer {
         }
     }
 
-    /// Largest message content sealed in a single record; longer messages are chunked.
+    /// Largest message content sealed in a single record (the smaller of [`MAX_CHUNK`] and what
+    /// the frame limit leaves); longer messages are chunked.
     pub fn max_record_content(&self) -> usize {
         self.max_chunk
     }
