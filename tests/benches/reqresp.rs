@@ -28,7 +28,7 @@
 //! profiler (`KEY:sequential`: 200,000 sequential round trips; run it under `taskset -c 0`
 //! with `CYPHERWIRE_BENCH_THREADS=0` (one thread for everything, as in the pinned row) to
 //! profile the pinned case; `CYPHERWIRE_BENCH_PROFILE_N` changes the count, e.g. 20,000 under
-//! callgrind).
+//! callgrind; `CYPHERWIRE_BENCH_DEADLINE=1` gives every `Client` request a 30 s deadline).
 
 #![allow(missing_docs, reason = "benchmark binary")]
 #![allow(
@@ -236,6 +236,8 @@ impl CwSession {
 struct CwClient {
     client: cypherwire::client::Client,
     pending: FuturesUnordered<Pending>,
+    /// Every request carries a 30 s deadline (`CYPHERWIRE_BENCH_DEADLINE`, profile mode).
+    deadline: bool,
 }
 
 impl CwClient {
@@ -247,15 +249,19 @@ impl CwClient {
         Self {
             client,
             pending: FuturesUnordered::new(),
+            deadline: std::env::var_os("CYPHERWIRE_BENCH_DEADLINE").is_some(),
         }
     }
     fn send(&mut self, n: usize) {
         for _ in 0..n {
-            let reply = self
+            let mut request = self
                 .client
                 .request("/ECHO", "PUT")
-                .data(Value::bytes(vec![0xab; PAYLOAD]))
-                .send();
+                .data(Value::bytes(vec![0xab; PAYLOAD]));
+            if self.deadline {
+                request = request.deadline(Duration::from_secs(30));
+            }
+            let reply = request.send();
             self.pending.push(Box::pin(async move {
                 reply.await.unwrap();
             }));

@@ -373,6 +373,11 @@ async fn online(
     let mut unanswered: u32 = 0;
     let mut nonce: u64 = 0;
     let mut ping_sent: Option<(u64, Instant)> = None;
+    // One timer for the connection's life, moved when the earliest deadline changes: a timer
+    // made per turn of the loop would be registered and removed on every message.
+    let timer = tokio::time::sleep_until(Instant::now());
+    tokio::pin!(timer);
+    let mut armed: Option<Instant> = None;
     loop {
         // Control messages first (Resume, Cancel, Ping, Pong), then the unsent requests, oldest
         // first, encoded straight from the pending table, then actions.
@@ -403,6 +408,12 @@ async fn online(
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
+        if deadline != armed {
+            if let Some(d) = deadline {
+                timer.as_mut().reset(d);
+            }
+            armed = deadline;
+        }
         tokio::select! {
             msg = reader.recv_message() => {
                 let msg = match msg {
@@ -488,7 +499,9 @@ async fn online(
                 ping_sent = Some((nonce, Instant::now()));
                 out.push(Ping::new(nonce).into());
             }
-            () = sleep_until(deadline) => {
+            () = &mut timer, if armed.is_some() => {
+                // Fired: re-armed on the next turn if a deadline is still ahead.
+                armed = None;
                 st.expire(&mut out);
             }
         }

@@ -385,6 +385,42 @@ async fn deadlines_and_dropped_futures() {
     h.shutdown().await;
 }
 
+/// The client's own deadline timer moves to an earlier deadline: with the link stalled (no
+/// answer can come), a request with a short deadline fails while a request sent before it with
+/// a long deadline is still waiting.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_earlier_deadline_fires_before_a_later_one() {
+    let h = server("127.0.0.1:0", Runs::default()).await;
+    let proxy = FaultProxy::start(h.local_addr()).await.unwrap();
+    let c = client(proxy.addr());
+    c.wait_online().await.unwrap();
+    proxy.set_stalled(true);
+    let long = tokio::spawn(
+        c.request("/ADD", "ONE")
+            .data(1)
+            .deadline(Duration::from_secs(20))
+            .send(),
+    );
+    // The long request is in the client's table first: its deadline arms the timer.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let short = c
+        .request("/ADD", "ONE")
+        .data(2)
+        .deadline(Duration::from_millis(200))
+        .send();
+    // Bounded far below the long deadline: a timer left at 20 s would miss it.
+    let err = tokio::time::timeout(Duration::from_secs(10), short)
+        .await
+        .expect("the 200 ms deadline fires long before the 20 s one")
+        .unwrap_err();
+    assert!(err.is_timeout(), "{err:?}");
+    assert!(!long.is_finished(), "the 20 s request is still waiting");
+    long.abort();
+    proxy.set_stalled(false);
+    c.close(Duration::from_millis(200)).await;
+    h.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pushes_arrive_in_order_and_missed_ones_are_replayed_after_a_cut() {
     for codec in [CodecId::MsgPack, CodecId::Json] {
