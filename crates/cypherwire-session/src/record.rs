@@ -23,7 +23,7 @@ use sha2::Sha256;
 use zeroize::Zeroizing;
 
 use crate::error::{Error, Result};
-use crate::suite::{Backend, CipherSuite, RecordCipher};
+use crate::suite::{AEAD_TAG_LEN, Backend, CipherSuite, RecordCipher};
 
 /// Record type: the last (or only) chunk of a message.
 pub(crate) const TYPE_FINAL: u8 = 0x00;
@@ -276,10 +276,9 @@ impl Sealer {
     /// header, type byte and tag (the first chunk does not move), then each is sealed in place.
     /// No allocation beyond the buffer's growth, no copy into separate records.
     fn seal_chunks_in_place(&mut self, dst: &mut BytesMut, start: usize, len: usize) -> Result<()> {
-        const TAG: usize = 16;
         let chunk = self.max_chunk;
         let records = len.div_ceil(chunk);
-        let overhead = FRAME_HEADER_LEN + 1 + TAG;
+        let overhead = FRAME_HEADER_LEN + 1 + AEAD_TAG_LEN;
         if self.seq.saturating_add(records as u64) > HARD_RECORD_LIMIT {
             dst.truncate(start);
             return Err(Error::Closed);
@@ -308,15 +307,15 @@ impl Sealer {
             let tag = self
                 .cipher
                 .seal_detached(self.seq, &mut dst[content..=content + n]);
-            // `n + 1 + TAG` is at most the frame limit (that is how `chunk` was chosen), and a
-            // built-in AEAD seals anything below 2^38 bytes: neither failure can happen, but
-            // if one did the stream could not go on.
-            let (Some(tag), Ok(header)) = (tag, u32::try_from(n + 1 + TAG)) else {
+            // `n + 1 + AEAD_TAG_LEN` is at most the frame limit (that is how `chunk` was
+            // chosen), and a built-in AEAD seals anything below 2^38 bytes: neither failure can
+            // happen, but if one did the stream could not go on.
+            let (Some(tag), Ok(header)) = (tag, u32::try_from(n + 1 + AEAD_TAG_LEN)) else {
                 dst.truncate(start);
                 self.closed = true;
                 return Err(Error::Closed);
             };
-            dst[content + n + 1..content + n + 1 + TAG].copy_from_slice(&tag);
+            dst[content + n + 1..content + n + 1 + AEAD_TAG_LEN].copy_from_slice(&tag);
             dst[record..content].copy_from_slice(&header.to_be_bytes());
             self.seq += 1;
             self.bytes_under_key += n as u64;
@@ -485,5 +484,46 @@ impl Opener {
             }
             other => Err(Error::UnexpectedRecord(other)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "test code")]
+
+    use cypherwire_wire::Limits;
+    use tokio_util::codec::Decoder;
+
+    use super::*;
+
+    /// A reassembled message takes its whole buffer with it: the opener keeps no share of it
+    /// (and no spare capacity) once the message is handed out.
+    #[test]
+    fn reassembly_keeps_nothing_after_the_message() {
+        let suite = CipherSuite::Aes256Gcm;
+        let key = vec![7u8; suite.key_len()];
+        let limits = Limits::default().with_max_frame_len(1024).unwrap();
+        let now = tokio::time::Instant::now().into_std();
+        let mut sealer = Sealer::new(
+            suite,
+            Backend::default(),
+            key.clone(),
+            FrameCodec::new(limits),
+            RekeyPolicy::default(),
+            now,
+        );
+        let mut opener = Opener::new(suite, Backend::default(), key, 1 << 20);
+        let msg = vec![3u8; 5000];
+        let mut wire = BytesMut::new();
+        sealer.seal_message(&msg, now, &mut wire).unwrap();
+        let mut frames = FrameCodec::new(limits);
+        let mut got = None;
+        while let Some(f) = frames.decode(&mut wire).unwrap() {
+            if let Opened::Message(m) = opener.open(f).unwrap() {
+                got = Some(m);
+            }
+        }
+        assert_eq!(got.unwrap(), msg);
+        assert_eq!(opener.partial.capacity(), 0);
     }
 }

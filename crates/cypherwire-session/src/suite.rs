@@ -69,6 +69,10 @@ impl Default for Backend {
     }
 }
 
+/// The authentication tag of the AEAD suites (ChaCha20-Poly1305, AES-256-GCM): their whole
+/// overhead per record.
+pub const AEAD_TAG_LEN: usize = 16;
+
 /// The opaque failure of [`RecordCipher::open`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct OpenError;
@@ -91,7 +95,7 @@ pub trait RecordCipher: Send + Sync + std::fmt::Debug {
     ///
     /// The default returns `None`: the cipher does not seal this way, and the record layer
     /// copies each chunk and calls [`seal`](Self::seal) instead.
-    fn seal_detached(&self, nonce: u64, content: &mut [u8]) -> Option<[u8; 16]> {
+    fn seal_detached(&self, nonce: u64, content: &mut [u8]) -> Option<[u8; AEAD_TAG_LEN]> {
         let _ = (nonce, content);
         None
     }
@@ -141,7 +145,7 @@ impl CipherSuite {
     /// The most bytes sealing adds to a plaintext.
     pub const fn max_overhead(self) -> usize {
         match self {
-            Self::ChaCha20Poly1305 | Self::Aes256Gcm => 16,
+            Self::ChaCha20Poly1305 | Self::Aes256Gcm => AEAD_TAG_LEN,
             Self::Aes128CbcHmacSha256 => 16 + 32,
         }
     }
@@ -235,7 +239,7 @@ mod ring_backend {
     use bytes::BytesMut;
     use ring::aead::{Aad, Algorithm, LessSafeKey, Nonce, UnboundKey};
 
-    use super::{OpenError, RecordCipher, nonce96};
+    use super::{AEAD_TAG_LEN, OpenError, RecordCipher, nonce96};
 
     /// A suite computed by `ring`.
     pub(super) struct RingAead {
@@ -270,7 +274,7 @@ mod ring_backend {
             }
         }
 
-        fn seal_detached(&self, nonce: u64, content: &mut [u8]) -> Option<[u8; 16]> {
+        fn seal_detached(&self, nonce: u64, content: &mut [u8]) -> Option<[u8; AEAD_TAG_LEN]> {
             let n = Nonce::assume_unique_for_key(nonce96(nonce));
             let tag = self
                 .key
@@ -320,7 +324,7 @@ macro_rules! aead_cipher {
                 buf.extend_from_slice(&tag);
             }
 
-            fn seal_detached(&self, nonce: u64, content: &mut [u8]) -> Option<[u8; 16]> {
+            fn seal_detached(&self, nonce: u64, content: &mut [u8]) -> Option<[u8; AEAD_TAG_LEN]> {
                 let n = nonce96(nonce);
                 let tag = self
                     .aead
