@@ -377,7 +377,6 @@ async fn online(
     // made per turn of the loop would be registered and removed on every message.
     let timer = tokio::time::sleep_until(Instant::now());
     tokio::pin!(timer);
-    let mut armed: Option<Instant> = None;
     loop {
         // Control messages first (Resume, Cancel, Ping, Pong), then the unsent requests, oldest
         // first, encoded straight from the pending table, then actions.
@@ -408,11 +407,10 @@ async fn online(
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
-        if deadline != armed {
-            if let Some(d) = deadline {
-                timer.as_mut().reset(d);
-            }
-            armed = deadline;
+        if let Some(d) = deadline
+            && timer.deadline() != d
+        {
+            timer.as_mut().reset(d);
         }
         tokio::select! {
             msg = reader.recv_message() => {
@@ -499,9 +497,8 @@ async fn online(
                 ping_sent = Some((nonce, Instant::now()));
                 out.push(Ping::new(nonce).into());
             }
-            () = &mut timer, if armed.is_some() => {
-                // Fired: re-armed on the next turn if a deadline is still ahead.
-                armed = None;
+            () = &mut timer, if deadline.is_some() => {
+                // Everything due is expired here, so the next deadline (if any) is later.
                 st.expire(&mut out);
             }
         }
