@@ -141,6 +141,25 @@ async fn native(client: &Client, n: usize, size: usize) -> f64 {
     t.elapsed().as_secs_f64()
 }
 
+/// The echo server (`/ECHO ANY`, with CYPHER_PROTOCOL's wire on a second port when `compat` is
+/// given) and a native client connected to it, on the current runtime.
+async fn echo_pair(compat: Option<CypherCompat>) -> (Server, Client) {
+    let psk = Psk::from_bytes([9; 32]);
+    let mut builder =
+        Server::builder(psk.clone()).route("/ECHO", "ANY", |req: Request, _: Ctx| async move {
+            Ok::<_, HandlerError>(Reply::new(req.data).with_metadata(req.metadata))
+        });
+    if let Some(compat) = compat {
+        builder = builder.cypher_compat(compat);
+    }
+    let s = builder.bind("127.0.0.1:0").await.unwrap();
+    let c = Client::builder(psk)
+        .connect(s.local_addr().to_string())
+        .unwrap();
+    c.wait_online().await.unwrap();
+    (s, c)
+}
+
 /// Sequential 100-byte round trips over plain TCP (length-prefixed echo): the ceiling for any
 /// protocol on this runtime.
 async fn plain(addr: std::net::SocketAddr, n: usize) -> f64 {
@@ -169,25 +188,10 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
-    let psk = Psk::from_bytes([9; 32]);
-    let (server, client) = rt.block_on(async {
-        let s = Server::builder(psk.clone())
-            .route("/ECHO", "ANY", |req: Request, _: Ctx| async move {
-                Ok::<_, HandlerError>(Reply::new(req.data).with_metadata(req.metadata))
-            })
-            .cypher_compat(CypherCompat::new(
-                "127.0.0.1:0",
-                CypherKeys::same(KEY).unwrap(),
-            ))
-            .bind("127.0.0.1:0")
-            .await
-            .unwrap();
-        let c = Client::builder(psk)
-            .connect(s.local_addr().to_string())
-            .unwrap();
-        c.wait_online().await.unwrap();
-        (s, c)
-    });
+    let (server, client) = rt.block_on(echo_pair(Some(CypherCompat::new(
+        "127.0.0.1:0",
+        CypherKeys::same(KEY).unwrap(),
+    ))));
     // The same native pair on a current-thread runtime: client, server and every task on one
     // thread, as in the pinned row of the request/response bench (no cross-thread hand-offs,
     // which on these virtual machines cost more than the work itself). The runtime keeps
@@ -200,18 +204,7 @@ fn main() {
             .build()
             .unwrap();
         rt1.block_on(async move {
-            let psk = Psk::from_bytes([9; 32]);
-            let s = Server::builder(psk.clone())
-                .route("/ECHO", "ANY", |req: Request, _: Ctx| async move {
-                    Ok::<_, HandlerError>(Reply::new(req.data).with_metadata(req.metadata))
-                })
-                .bind("127.0.0.1:0")
-                .await
-                .unwrap();
-            let c = Client::builder(psk)
-                .connect(s.local_addr().to_string())
-                .unwrap();
-            c.wait_online().await.unwrap();
+            let (s, c) = echo_pair(None).await;
             while let Some((n, size, reply)) = job_rx.recv().await {
                 let _ = reply.send(native(&c, n, size).await);
             }
