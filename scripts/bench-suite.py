@@ -113,6 +113,8 @@ def targets(res):
         add(f"sequential req/s x CYPHER_PROTOCOL (Python), {label}", r and r["ratio_to_python"], 10.0)
     for pair, label in (("cypherwire client -> cypherwire, 1 MiB",
                          "multi-thread runtime, caller in a task"),
+                        ("cypherwire client -> cypherwire, 1 MiB, caller on the block_on thread",
+                         "multi-thread runtime, caller on the block_on thread"),
                         ("cypherwire, one current-thread runtime, 1 MiB", "one current-thread runtime")):
         r = find(cp, pair=pair)
         add(f"1 MiB MiB/s x CYPHER_PROTOCOL (Python), {label}", r and r["ratio_to_python"], 20.0)
