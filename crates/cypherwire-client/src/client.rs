@@ -300,7 +300,7 @@ impl Client {
     pub fn request(&self, path: impl Into<String>, operation: impl Into<String>) -> RequestBuilder {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
         RequestBuilder {
-            client: self.clone(),
+            tx: self.tx.clone(),
             request: Request::new(id, path, operation),
         }
     }
@@ -408,7 +408,8 @@ impl IncomingStream {
 #[derive(Debug)]
 #[must_use = "a request does nothing until sent"]
 pub struct RequestBuilder {
-    client: Client,
+    /// The driver's command queue (all a request needs of its client).
+    tx: mpsc::Sender<Command>,
     request: Request,
 }
 
@@ -444,18 +445,16 @@ impl RequestBuilder {
     /// [`Error::Status`] for an error answer, [`Error::BufferFull`], [`Error::DeadlineExceeded`],
     /// [`Error::Closed`], [`Error::GaveUp`].
     pub fn send(self) -> impl Future<Output = Result<Reply, Error>> + Send + 'static {
-        let Self { client, request } = self;
+        let Self { tx, request } = self;
         async move {
             let id = request.id;
             let (reply, rx) = oneshot::channel();
-            client
-                .tx
-                .send(Command::Request { request, reply })
+            tx.send(Command::Request { request, reply })
                 .await
                 .map_err(|_| Error::Closed)?;
             let mut guard = CancelOnDrop {
                 id,
-                tx: client.tx.clone(),
+                tx,
                 armed: true,
             };
             let out = rx.await.map_err(|_| Error::Closed)?;
