@@ -78,7 +78,7 @@ impl State {
                     let _ = reply.send(Err(Error::Closed));
                     return;
                 }
-                let bytes = approx(&request);
+                let bytes = request.approx_size();
                 let expires = request.deadline.map(|d| Instant::now() + d);
                 let entry = Entry::new(request, bytes, expires.map(Instant::into_std), reply);
                 if let Err((full, entry)) = self.pending.insert(entry) {
@@ -134,20 +134,6 @@ impl State {
     fn next_deadline(&self) -> Option<Instant> {
         self.pending.next_deadline().map(Instant::from_std)
     }
-}
-
-fn approx(r: &cypherwire_wire::Request) -> usize {
-    fn size(v: &cypherwire_wire::Value) -> usize {
-        use cypherwire_wire::Value as V;
-        match v {
-            V::String(s) => 24 + s.len(),
-            V::Bytes(b) => 24 + b.len(),
-            V::Array(a) => 24 + a.iter().map(size).sum::<usize>(),
-            V::Map(m) => 24 + m.iter().map(|(k, v)| size(k) + size(v)).sum::<usize>(),
-            _ => 16,
-        }
-    }
-    64 + r.path.len() + r.operation.len() + size(&r.data) + size(&r.metadata)
 }
 
 type Reader = SecureReader<ReadHalf<BoxIo>>;

@@ -491,7 +491,55 @@ pub mod kind {
     pub const MESH_MIN: u8 = 0x80;
 }
 
+/// What [`Message::approx_size`] counts for a message's fixed fields (ids, status codes, the
+/// envelope): more than their encoding takes.
+const FIXED_FIELDS: usize = 64;
+
+impl Request {
+    /// An approximate size in bytes (strings, data and metadata by [`Value::approx_size`], plus
+    /// a fixed allowance for the other fields): for byte bounds on queued requests and for
+    /// reserving buffers. Never below the MessagePack envelope's length.
+    #[inline]
+    pub fn approx_size(&self) -> usize {
+        FIXED_FIELDS
+            + self.path.len()
+            + self.operation.len()
+            + self.data.approx_size()
+            + self.metadata.approx_size()
+    }
+}
+
+impl Response {
+    /// An approximate size in bytes, as [`Request::approx_size`] counts it.
+    #[inline]
+    pub fn approx_size(&self) -> usize {
+        FIXED_FIELDS
+            + self.status.message.len()
+            + self.data.approx_size()
+            + self.metadata.approx_size()
+    }
+}
+
 impl Message {
+    /// An approximate size in bytes, as [`Request::approx_size`] counts it: never below the
+    /// MessagePack envelope's length, so a buffer reserved with it does not grow while the
+    /// message is encoded with that codec.
+    #[inline]
+    pub fn approx_size(&self) -> usize {
+        match self {
+            Self::Request(r) => r.approx_size(),
+            Self::Response(r) => r.approx_size(),
+            Self::Action(a) => FIXED_FIELDS + a.name.len() + a.data.approx_size(),
+            Self::Push(p) => FIXED_FIELDS + p.data.approx_size() + p.metadata.approx_size(),
+            Self::Close(c) => FIXED_FIELDS + c.reason.len(),
+            Self::Cancel(_)
+            | Self::Ping(_)
+            | Self::Pong(_)
+            | Self::Welcome(_)
+            | Self::Resume(_) => FIXED_FIELDS,
+        }
+    }
+
     /// This message's kind byte.
     pub fn kind(&self) -> u8 {
         match self {

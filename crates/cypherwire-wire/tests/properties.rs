@@ -129,6 +129,16 @@ proptest! {
     }
 
     #[test]
+    fn approx_size_covers_the_msgpack_envelope(msg in arb_message()) {
+        let mut buf = BytesMut::new();
+        msg.encode(&Codec::MsgPack, &mut buf).unwrap();
+        prop_assert!(
+            buf.len() <= msg.approx_size(),
+            "{} encoded bytes, approx_size {}: {:?}", buf.len(), msg.approx_size(), msg
+        );
+    }
+
+    #[test]
     fn any_split_decodes_to_the_same_sequence(
         msgs in proptest::collection::vec(arb_message(), 1..12),
         cuts in proptest::collection::vec(1usize..64, 1..64),
