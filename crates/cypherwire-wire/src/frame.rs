@@ -79,6 +79,28 @@ impl FrameCodec {
         Ok(())
     }
 
+    /// The body length announced by the frame header at the start of `src`, checked against
+    /// the limit; `None` while fewer than [`FRAME_HEADER_LEN`] bytes are there. Lets a reader
+    /// place a large body itself (e.g. straight where it will be used) instead of buffering it.
+    ///
+    /// # Errors
+    /// [`Error::EmptyFrame`], [`Error::FrameTooLarge`].
+    pub fn peek_len(&self, src: &[u8]) -> Result<Option<usize>> {
+        let Some(header) = src.get(..FRAME_HEADER_LEN) else {
+            return Ok(None);
+        };
+        let mut len_bytes = [0u8; FRAME_HEADER_LEN];
+        len_bytes.copy_from_slice(header);
+        let announced = u32::from_be_bytes(len_bytes);
+        // spec: §2.1 "MUST be checked before any memory is reserved for the body"
+        let len = usize::try_from(announced).map_err(|_| Error::FrameTooLarge {
+            len: u64::from(announced),
+            max: self.max_len,
+        })?;
+        self.check_len(len)?;
+        Ok(Some(len))
+    }
+
     /// Reserves a header in `dst` for a body that the caller is about to append, and returns
     /// its position for [`finish_frame`](Self::finish_frame). Lets encoders serialise straight
     /// into the output buffer with no intermediate copy.
@@ -111,18 +133,9 @@ impl Decoder for FrameCodec {
     type Error = Error;
 
     fn decode(&mut self, src: &mut BytesMut) -> Result<Option<BytesMut>> {
-        let Some(header) = src.get(..FRAME_HEADER_LEN) else {
+        let Some(len) = self.peek_len(src)? else {
             return Ok(None);
         };
-        let mut len_bytes = [0u8; FRAME_HEADER_LEN];
-        len_bytes.copy_from_slice(header);
-        let announced = u32::from_be_bytes(len_bytes);
-        // spec: §2.1 "MUST be checked before any memory is reserved for the body"
-        let len = usize::try_from(announced).map_err(|_| Error::FrameTooLarge {
-            len: u64::from(announced),
-            max: self.max_len,
-        })?;
-        self.check_len(len)?;
         let total = FRAME_HEADER_LEN + len;
         if src.len() < total {
             // Reserve at most what this (checked) frame still needs.
