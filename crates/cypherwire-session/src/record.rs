@@ -439,7 +439,60 @@ impl Opener {
     /// [`Error::UnexpectedRecord`] for an unknown type or content where none is allowed,
     /// [`Error::MessageTooLarge`] if reassembly would exceed the maximum message length,
     /// [`Error::Closed`] for records after the peer's close.
-    pub fn open(&mut self, mut record: BytesMut) -> Result<Opened> {
+    pub fn open(&mut self, record: BytesMut) -> Result<Opened> {
+        self.open_record(record, false)
+    }
+
+    /// Whether a message is being reassembled: its next record's body may be read straight
+    /// into the reassembly buffer ([`begin_append`](Self::begin_append)).
+    pub(crate) fn assembling(&self) -> bool {
+        !self.partial.is_empty()
+    }
+
+    /// Prepares to read the next record's body (`len` bytes) of the message being reassembled
+    /// straight behind the message so far, where [`open_appended`](Self::open_appended) opens
+    /// it: the message then grows without a copy. Reserves room for the body and `extra`
+    /// bytes more; returns the position the body starts at. The caller appends the body to
+    /// [`reassembly`](Self::reassembly).
+    ///
+    /// # Errors
+    /// [`Error::MessageTooLarge`] if the record's content would take the message past its
+    /// limit whatever its padding: checked before anything is reserved (the exact check
+    /// follows when the record is opened).
+    pub(crate) fn begin_append(&mut self, len: usize, extra: usize) -> Result<usize> {
+        let start = self.partial.len();
+        // The least content a body of `len` bytes can carry: less the type byte and the most
+        // the suite adds.
+        let content = len.saturating_sub(1 + self.key.suite.max_overhead());
+        if start + content > self.max_message_len {
+            self.partial = BytesMut::new();
+            return Err(Error::MessageTooLarge {
+                len: start + content,
+                max: self.max_message_len,
+            });
+        }
+        self.partial.reserve(len + extra);
+        Ok(start)
+    }
+
+    /// The reassembly buffer, for appending a record body after
+    /// [`begin_append`](Self::begin_append).
+    pub(crate) fn reassembly(&mut self) -> &mut BytesMut {
+        &mut self.partial
+    }
+
+    /// Opens the record whose body was appended to the reassembly buffer at `start` (see
+    /// [`begin_append`](Self::begin_append)). As [`open`](Self::open) otherwise.
+    ///
+    /// # Errors
+    /// As [`open`](Self::open).
+    pub(crate) fn open_appended(&mut self, start: usize) -> Result<Opened> {
+        let record = self.partial.split_off(start);
+        self.open_record(record, true)
+    }
+
+    /// `appended`: `record` was split off the end of `partial` (and goes back there).
+    fn open_record(&mut self, mut record: BytesMut, appended: bool) -> Result<Opened> {
         if self.closed {
             return Err(Error::Closed);
         }
@@ -471,7 +524,12 @@ impl Opener {
                     self.partial
                         .reserve((record.len() + tail).min(self.max_message_len));
                 }
-                self.partial.extend_from_slice(&record);
+                if appended {
+                    // Contiguous with the message so far: joined without a copy.
+                    self.partial.unsplit(record);
+                } else {
+                    self.partial.extend_from_slice(&record);
+                }
                 if ty == TYPE_FINAL {
                     // Taken whole: the opener keeps no share of a large message's buffer.
                     Ok(Opened::Message(std::mem::take(&mut self.partial).freeze()))

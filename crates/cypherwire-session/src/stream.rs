@@ -23,8 +23,9 @@
 //! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(demo()).unwrap();
 //! ```
 
+use bytes::{Buf, BufMut};
 use bytes::{Bytes, BytesMut};
-use cypherwire_wire::{Codec, CodecId, FrameCodec, Limits, Message};
+use cypherwire_wire::{Codec, CodecId, FRAME_HEADER_LEN, FrameCodec, Limits, Message};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio_util::codec::Decoder;
 
@@ -228,6 +229,11 @@ where
     result
 }
 
+/// Record bodies at least this long that continue a message being reassembled are read
+/// straight into the reassembly buffer and opened there; shorter ones go through the input
+/// buffer (and are copied into the message).
+const DIRECT_MIN: usize = 4096;
+
 /// Receiving state: buffered input, frame decoder, record opener.
 #[derive(Debug)]
 struct RecvState {
@@ -235,6 +241,9 @@ struct RecvState {
     buf: BytesMut,
     frames: FrameCodec,
     opener: Opener,
+    /// A record body being read into the opener's reassembly buffer: where it starts and
+    /// ends there (kept across calls: `recv` is cancellation-safe).
+    appending: Option<(usize, usize)>,
     codec: Codec,
     limits: Limits,
     done: bool,
@@ -246,11 +255,21 @@ impl RecvState {
             return Ok(None);
         }
         loop {
-            let Some(frame) = read_frame(io, &mut self.buf, &mut self.frames).await? else {
-                // spec: §3.5 "EOF without an authenticated close MUST be reported as truncation"
-                return Err(Error::Truncated);
+            if self.appending.is_none() && self.opener.assembling() {
+                self.begin_append()?;
+            }
+            let opened = if let Some((start, end)) = self.appending {
+                self.read_appended(io, end).await?;
+                self.appending = None;
+                self.opener.open_appended(start)?
+            } else {
+                let Some(frame) = read_frame(io, &mut self.buf, &mut self.frames).await? else {
+                    // spec: §3.5 "EOF without an authenticated close MUST be reported as truncation"
+                    return Err(Error::Truncated);
+                };
+                self.opener.open(frame)?
             };
-            match self.opener.open(frame)? {
+            match opened {
                 Opened::Message(m) => {
                     self.bytes += m.len() as u64;
                     return Ok(Some(m));
@@ -262,6 +281,51 @@ impl RecvState {
                 Opened::Partial | Opened::KeyUpdate => {}
             }
         }
+    }
+
+    /// If the next record's header is buffered and its body is large, starts reading the body
+    /// into the reassembly buffer: what `buf` already holds of it moves there now.
+    fn begin_append(&mut self) -> Result<()> {
+        let Some(len) = self.frames.peek_len(&self.buf)? else {
+            return Ok(());
+        };
+        if len < DIRECT_MIN {
+            return Ok(());
+        }
+        // Room for the next record's header too: reads ask for it (see `read_appended`).
+        let start = self.opener.begin_append(len, FRAME_HEADER_LEN)?;
+        self.buf.advance(FRAME_HEADER_LEN);
+        let have = self.buf.len().min(len);
+        self.opener
+            .reassembly()
+            .extend_from_slice(&self.buf[..have]);
+        self.buf.advance(have);
+        self.appending = Some((start, start + len));
+        Ok(())
+    }
+
+    /// Reads until the reassembly buffer holds the body ending at `end`. Each read also asks
+    /// for the next record's header, so that a body and the header after it take one read;
+    /// bytes past the body go back to `buf` (which is empty while a body is read here).
+    async fn read_appended<R: AsyncRead + Unpin>(&mut self, io: &mut R, end: usize) -> Result<()> {
+        loop {
+            let dst = self.opener.reassembly();
+            if dst.len() >= end {
+                break;
+            }
+            // Within the room `begin_append` reserved: the buffer never grows here.
+            let want = end + FRAME_HEADER_LEN - dst.len();
+            if io.read_buf(&mut dst.limit(want)).await? == 0 {
+                // spec: §3.5 "EOF without an authenticated close MUST be reported as truncation"
+                return Err(Error::Truncated);
+            }
+        }
+        let dst = self.opener.reassembly();
+        if dst.len() > end {
+            self.buf.extend_from_slice(&dst[end..]);
+            dst.truncate(end);
+        }
+        Ok(())
     }
 
     async fn recv_message<R: AsyncRead + Unpin>(&mut self, io: &mut R) -> Result<Option<Message>> {
@@ -363,6 +427,7 @@ fn split_state(
         buf: leftover,
         frames: FrameCodec::new(limits),
         opener: est.opener,
+        appending: None,
         codec,
         limits,
         done: false,

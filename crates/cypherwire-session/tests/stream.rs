@@ -284,3 +284,119 @@ async fn split_halves_work_from_two_tasks() {
     echo.await.unwrap();
     assert_eq!(reader.await.unwrap(), 1000);
 }
+
+/// Forwards `from` to `to`, holding back everything after the first `pause_at` bytes until
+/// `resume` fires.
+async fn forward_with_pause(
+    mut from: impl tokio::io::AsyncRead + Unpin,
+    mut to: impl tokio::io::AsyncWrite + Unpin,
+    pause_at: usize,
+    resume: tokio::sync::oneshot::Receiver<()>,
+) {
+    let mut resume = Some(resume);
+    let mut sent = 0;
+    let mut buf = vec![0u8; 8192];
+    loop {
+        let n = from.read(&mut buf).await.unwrap_or(0);
+        if n == 0 {
+            let _ = to.shutdown().await;
+            return;
+        }
+        let mut chunk = &buf[..n];
+        if sent + chunk.len() >= pause_at
+            && let Some(r) = resume.take()
+        {
+            let first = pause_at - sent;
+            to.write_all(&chunk[..first]).await.unwrap();
+            sent += first;
+            chunk = &chunk[first..];
+            r.await.unwrap();
+        }
+        to.write_all(chunk).await.unwrap();
+        sent += chunk.len();
+    }
+}
+
+/// A large message's records are read straight into the reassembly buffer; a `recv` dropped
+/// while one of them is half read (here: the link stalls mid-record and a timeout cancels the
+/// call) resumes where it stopped, for every suite.
+#[tokio::test]
+async fn a_large_message_survives_a_recv_cancelled_mid_record() {
+    for suite in CipherSuite::ALL {
+        let cfg = config(suite, CodecId::MsgPack);
+        let (client_io, relay_c) = tokio::io::duplex(64 * 1024);
+        let (server_io, relay_s) = tokio::io::duplex(64 * 1024);
+        let (c_read, c_write) = tokio::io::split(relay_c);
+        let (s_read, s_write) = tokio::io::split(relay_s);
+        let (resume, resumed) = tokio::sync::oneshot::channel();
+        // About 200 KB in: inside the message's fourth 64 KiB record.
+        let up = tokio::spawn(forward_with_pause(c_read, s_write, 200_000, resumed));
+        let down = tokio::spawn(async move {
+            let (mut r, mut w) = (s_read, c_write);
+            let _ = tokio::io::copy(&mut r, &mut w).await;
+        });
+        let (c, s) = tokio::join!(
+            connect(client_io, client_auth(), &cfg),
+            accept(server_io, server_auth(), &cfg)
+        );
+        let (mut c, mut s) = (c.unwrap(), s.unwrap());
+        let big: Vec<u8> = (0..1_000_000u32).map(|i| (i % 251) as u8).collect();
+        let expected = big.clone();
+        let sender = tokio::spawn(async move {
+            c.send(&big).await.unwrap();
+            c.send(b"after").await.unwrap();
+            c.close().await.unwrap();
+        });
+        let stalled = tokio::time::timeout(Duration::from_millis(100), s.recv()).await;
+        assert!(
+            stalled.is_err(),
+            "{suite:?}: the link is stalled mid-message"
+        );
+        resume.send(()).unwrap();
+        let got = s.recv().await.unwrap().unwrap();
+        assert!(got[..] == expected[..], "{suite:?}");
+        assert_eq!(s.recv().await.unwrap().as_deref(), Some(&b"after"[..]));
+        assert_eq!(s.recv().await.unwrap(), None);
+        sender.await.unwrap();
+        drop(s);
+        up.await.unwrap();
+        down.await.unwrap();
+    }
+}
+
+/// A message over the receiver's limit fails with `MessageTooLarge` as soon as a record's
+/// header shows it (before that record's body is read or reserved); one exactly at the limit
+/// passes, whatever the suite's padding.
+#[tokio::test]
+async fn the_message_limit_holds_for_records_read_in_place() {
+    const LIMIT: usize = 300_000;
+    for suite in CipherSuite::ALL {
+        let sender_cfg = config(suite, CodecId::MsgPack);
+        let receiver_cfg = SessionConfig::builder()
+            .suites([suite])
+            .codecs([CodecId::MsgPack])
+            .max_message_len(LIMIT)
+            .build()
+            .unwrap();
+        let (a, b) = tcp_pair().await;
+        let (c, s) = tokio::join!(
+            connect(a, client_auth(), &sender_cfg),
+            accept(b, server_auth(), &receiver_cfg)
+        );
+        let (mut c, mut s) = (c.unwrap(), s.unwrap());
+        let sender = tokio::spawn(async move {
+            c.send(&vec![7u8; LIMIT]).await.unwrap();
+            // Ignored if the receiver already hung up.
+            let _ = c.send(&vec![7u8; LIMIT + 1]).await;
+            c
+        });
+        assert_eq!(s.recv().await.unwrap().unwrap().len(), LIMIT, "{suite:?}");
+        let err = s.recv().await.unwrap_err();
+        assert!(
+            matches!(err, Error::MessageTooLarge { max: LIMIT, .. }),
+            "{suite:?}: {err:?}"
+        );
+        drop(s);
+        sender.await.unwrap();
+    }
+}
