@@ -271,11 +271,19 @@ async fn offline_until<F: Future>(
     fut: F,
 ) -> Option<F::Output> {
     tokio::pin!(fut);
+    // One timer, moved when the earliest deadline changes (as in the connection loop).
+    let timer = tokio::time::sleep_until(Instant::now());
+    tokio::pin!(timer);
     loop {
         let deadline = st.next_deadline();
+        if let Some(d) = deadline
+            && timer.deadline() != d
+        {
+            timer.as_mut().reset(d);
+        }
         tokio::select! {
             out = &mut fut => return Some(out),
-            () = sleep_until(deadline) => {
+            () = &mut timer, if deadline.is_some() => {
                 let mut ignored = Vec::new();
                 st.expire(&mut ignored);
             }
@@ -289,13 +297,6 @@ async fn offline_until<F: Future>(
                 }
             }
         }
-    }
-}
-
-async fn sleep_until(t: Option<Instant>) {
-    match t {
-        Some(t) => tokio::time::sleep_until(t).await,
-        None => std::future::pending().await,
     }
 }
 

@@ -180,6 +180,44 @@ async fn offline_requests_queue_within_bounds_and_complete_when_the_server_appea
     h.shutdown().await;
 }
 
+/// While the client is offline (here: one connection attempt that hangs in the handshake, a
+/// listener that never answers), queued requests still fail at their deadlines, an earlier
+/// deadline before a later one that was queued first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deadlines_expire_while_offline_earliest_first() {
+    // Connections complete in the backlog; no handshake ever answers.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let c = Client::builder(PSK.clone())
+        .backoff(fast_backoff())
+        .connect_timeout(Duration::from_secs(30))
+        .connect(silent.local_addr().unwrap().to_string())
+        .unwrap();
+    let long = tokio::spawn(
+        c.request("/ADD", "ONE")
+            .data(1)
+            .deadline(Duration::from_secs(20))
+            .send(),
+    );
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let short = c
+        .request("/ADD", "ONE")
+        .data(2)
+        .deadline(Duration::from_millis(200))
+        .send();
+    // Bounded below the long deadline and the session's 10 s handshake timeout (which ends
+    // the attempt, and with it the offline wait): a timer left at 20 s would miss it.
+    let err = tokio::time::timeout(Duration::from_secs(5), short)
+        .await
+        .expect("the 200 ms deadline fires while offline")
+        .unwrap_err();
+    assert!(err.is_timeout(), "{err:?}");
+    assert!(!c.status().borrow().is_online());
+    assert!(!long.is_finished(), "the 20 s request is still waiting");
+    long.abort();
+    c.close(Duration::from_millis(100)).await;
+    drop(silent);
+}
+
 /// One client's share of a load: `n` requests to `/ADD ONE` with 8 in flight, each answer
 /// checked; returns how many were answered.
 async fn load(c: &Client, who: u64, n: u64) -> u64 {
