@@ -192,28 +192,10 @@ async fn deadlines_expire_while_offline_earliest_first() {
         .connect_timeout(Duration::from_secs(30))
         .connect(silent.local_addr().unwrap().to_string())
         .unwrap();
-    let long = tokio::spawn(
-        c.request("/ADD", "ONE")
-            .data(1)
-            .deadline(Duration::from_secs(20))
-            .send(),
-    );
-    tokio::time::sleep(Duration::from_millis(50)).await;
-    let short = c
-        .request("/ADD", "ONE")
-        .data(2)
-        .deadline(Duration::from_millis(200))
-        .send();
-    // Bounded below the long deadline and the session's 10 s handshake timeout (which ends
-    // the attempt, and with it the offline wait): a timer left at 20 s would miss it.
-    let err = tokio::time::timeout(Duration::from_secs(5), short)
-        .await
-        .expect("the 200 ms deadline fires while offline")
-        .unwrap_err();
-    assert!(err.is_timeout(), "{err:?}");
+    // Bounded below the session's 10 s handshake timeout (which ends the attempt, and with it
+    // the offline wait).
+    earlier_deadline_fires_first(&c, Duration::from_secs(5)).await;
     assert!(!c.status().borrow().is_online());
-    assert!(!long.is_finished(), "the 20 s request is still waiting");
-    long.abort();
     c.close(Duration::from_millis(100)).await;
     drop(silent);
 }
@@ -423,16 +405,10 @@ async fn deadlines_and_dropped_futures() {
     h.shutdown().await;
 }
 
-/// The client's own deadline timer moves to an earlier deadline: with the link stalled (no
-/// answer can come), a request with a short deadline fails while a request sent before it with
-/// a long deadline is still waiting.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_earlier_deadline_fires_before_a_later_one() {
-    let h = server("127.0.0.1:0", Runs::default()).await;
-    let proxy = FaultProxy::start(h.local_addr()).await.unwrap();
-    let c = client(proxy.addr());
-    c.wait_online().await.unwrap();
-    proxy.set_stalled(true);
+/// With no answer possible, a request with a 200 ms deadline fails (within `bound`) while one
+/// queued before it with a 20 s deadline is still waiting: the client's deadline timer moves to
+/// the earlier deadline (a timer left at 20 s would miss the bound).
+async fn earlier_deadline_fires_first(c: &Client, bound: Duration) {
     let long = tokio::spawn(
         c.request("/ADD", "ONE")
             .data(1)
@@ -446,14 +422,26 @@ async fn an_earlier_deadline_fires_before_a_later_one() {
         .data(2)
         .deadline(Duration::from_millis(200))
         .send();
-    // Bounded far below the long deadline: a timer left at 20 s would miss it.
-    let err = tokio::time::timeout(Duration::from_secs(10), short)
+    let err = tokio::time::timeout(bound, short)
         .await
         .expect("the 200 ms deadline fires long before the 20 s one")
         .unwrap_err();
     assert!(err.is_timeout(), "{err:?}");
     assert!(!long.is_finished(), "the 20 s request is still waiting");
     long.abort();
+}
+
+/// The client's own deadline timer moves to an earlier deadline: with the link stalled (no
+/// answer can come), a request with a short deadline fails while a request sent before it with
+/// a long deadline is still waiting.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_earlier_deadline_fires_before_a_later_one() {
+    let h = server("127.0.0.1:0", Runs::default()).await;
+    let proxy = FaultProxy::start(h.local_addr()).await.unwrap();
+    let c = client(proxy.addr());
+    c.wait_online().await.unwrap();
+    proxy.set_stalled(true);
+    earlier_deadline_fires_first(&c, Duration::from_secs(10)).await;
     proxy.set_stalled(false);
     c.close(Duration::from_millis(200)).await;
     h.shutdown().await;
