@@ -471,13 +471,7 @@ impl Opener {
                 max: self.max_message_len,
             });
         }
-        let need = len + extra;
-        if self.partial.capacity() - start < need {
-            // Grow by four times what is there (within the limit): each growth may copy the
-            // message so far, and a long message is read in many records.
-            let grow = (3 * start).min(self.max_message_len.saturating_sub(start));
-            self.partial.reserve(need.max(grow));
-        }
+        self.partial.reserve(len + extra);
         Ok(start)
     }
 
