@@ -400,3 +400,90 @@ async fn the_message_limit_holds_for_records_read_in_place() {
         sender.await.unwrap();
     }
 }
+
+/// Reads at most `sizes[i % len]` bytes per call (cycling), so a stream arrives in every kind of
+/// piece: a header split, a body split anywhere, a read ending exactly at a record's end or a
+/// few bytes into the next header.
+struct Chunky<IO> {
+    io: IO,
+    sizes: &'static [usize],
+    next: usize,
+}
+
+impl<IO: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Chunky<IO> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let max = self.sizes[self.next % self.sizes.len()];
+        let n = max.min(buf.remaining());
+        let mut part = tokio::io::ReadBuf::new(buf.initialize_unfilled_to(n));
+        let poll = std::pin::Pin::new(&mut self.io).poll_read(cx, &mut part);
+        if let std::task::Poll::Ready(Ok(())) = poll {
+            let got = part.filled().len();
+            buf.advance(got);
+            self.next += 1;
+        }
+        poll
+    }
+}
+
+impl<IO: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Chunky<IO> {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.io).poll_flush(cx)
+    }
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
+
+/// Large and small messages, back to back, arrive intact however the stream is cut into
+/// reads (records of large messages are read straight into the reassembly buffer), for every
+/// suite.
+#[tokio::test]
+async fn messages_arrive_intact_whatever_the_read_sizes() {
+    const SIZES: &[usize] = &[1, 3, 4, 5, 4096, 7, 65_536, 65_557, 65_558, 2, 100_000, 17];
+    for suite in CipherSuite::ALL {
+        let cfg = config(suite, CodecId::MsgPack);
+        let (a, b) = tokio::io::duplex(8 << 20);
+        let b = Chunky {
+            io: b,
+            sizes: SIZES,
+            next: 0,
+        };
+        let (c, s) = tokio::join!(
+            connect(a, client_auth(), &cfg),
+            accept(b, server_auth(), &cfg)
+        );
+        let (mut c, mut s) = (c.unwrap(), s.unwrap());
+        let messages: Vec<Vec<u8>> = [300_000, 10, 65_536, 65_537, 5, 1_000_000, 200_000]
+            .iter()
+            .enumerate()
+            .map(|(i, &n)| (0..n).map(|j| ((i * 31 + j) % 251) as u8).collect())
+            .collect();
+        for m in &messages {
+            c.queue(m).unwrap();
+        }
+        c.flush().await.unwrap();
+        c.close().await.unwrap();
+        for (i, m) in messages.iter().enumerate() {
+            let got = s.recv().await.unwrap().unwrap();
+            assert!(got[..] == m[..], "{suite:?}: message {i}");
+        }
+        assert_eq!(s.recv().await.unwrap(), None, "{suite:?}");
+    }
+}
