@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 
 use ring::aead::{AES_256_GCM, Aad, LessSafeKey, Nonce, UnboundKey};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader as TokioBufReader};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
 
 const TAG: usize = 16;
@@ -98,9 +99,11 @@ pub(crate) async fn echo_server(aead: bool) -> SocketAddr {
     addr
 }
 
-/// The client side: sends frames, reads echoes.
+/// The client side: sends frames, reads echoes through a buffer (a burst of echoes is read
+/// with one system call, as any framed client would).
 pub(crate) struct FrameClient {
-    s: TcpStream,
+    r: TokioBufReader<OwnedReadHalf>,
+    w: OwnedWriteHalf,
     aead: Option<(Dir, Dir)>,
     plain: Vec<u8>,
     out: Vec<u8>,
@@ -112,8 +115,10 @@ impl FrameClient {
     pub(crate) async fn new(addr: SocketAddr, aead: bool, payload: usize) -> Self {
         let s = TcpStream::connect(addr).await.unwrap();
         s.set_nodelay(true).unwrap();
+        let (r, w) = s.into_split();
         Self {
-            s,
+            r: TokioBufReader::with_capacity(64 * 1024, r),
+            w,
             aead: aead.then(|| (Dir::new(C2S), Dir::new(S2C))),
             out: Vec::with_capacity(64 * 1024),
             plain: vec![0xab; payload],
@@ -132,14 +137,14 @@ impl FrameClient {
                 }
             }
         }
-        self.s.write_all(&self.out).await.unwrap();
+        self.w.write_all(&self.out).await.unwrap();
         self.out.clear();
     }
     /// Waits for one echoed frame.
     pub(crate) async fn recv(&mut self) {
-        let len = self.s.read_u32().await.unwrap() as usize;
+        let len = self.r.read_u32().await.unwrap() as usize;
         let body = &mut self.body[..len];
-        self.s.read_exact(body).await.unwrap();
+        self.r.read_exact(body).await.unwrap();
         if let Some((_, open)) = &mut self.aead {
             assert_eq!(open.open(body).len(), self.plain.len());
         }
