@@ -181,8 +181,14 @@ impl Sealer {
     /// writing and sealing it does not grow the buffer step by step (each step copying what is
     /// already there).
     pub fn reserve(&self, dst: &mut BytesMut, len: usize) {
-        let records = len.div_ceil(self.max_chunk).max(1);
-        dst.reserve(len + records * (FRAME_HEADER_LEN + 1 + self.key.suite.max_overhead()));
+        let per_record = FRAME_HEADER_LEN + 1 + self.key.suite.max_overhead();
+        // No division for a message of one record (the common case).
+        let records = if len <= self.max_chunk {
+            1
+        } else {
+            len.div_ceil(self.max_chunk)
+        };
+        dst.reserve(len + records * per_record);
     }
 
     /// How many times this direction has switched keys.
@@ -195,6 +201,7 @@ impl Sealer {
     /// # Errors
     /// [`Error::Closed`] after [`seal_close`](Self::seal_close).
     pub fn seal_message(&mut self, msg: &[u8], now: Instant, dst: &mut BytesMut) -> Result<()> {
+        self.reserve(dst, msg.len());
         self.seal_with(now, dst, |buf| {
             buf.extend_from_slice(msg);
             Ok(())
@@ -233,8 +240,7 @@ impl Sealer {
             dst.truncate(start);
             // One reservation for every record of the message: growing record by record would
             // copy what is already sealed each time the buffer doubles.
-            let records = len.div_ceil(self.max_chunk);
-            dst.reserve(len + records * (FRAME_HEADER_LEN + 1 + self.key.suite.max_overhead()));
+            self.reserve(dst, len);
             let mut chunks = msg.chunks(self.max_chunk).peekable();
             while let Some(chunk) = chunks.next() {
                 let ty = if chunks.peek().is_some() {
@@ -591,6 +597,30 @@ mod tests {
         }
         assert_eq!(got.unwrap(), msg);
         assert_eq!(opener.partial.capacity(), 0);
+    }
+
+    /// `seal_message` reserves every record of the message up front: a chunked message sealed
+    /// into an empty buffer takes exactly the room of its records (growing while the chunks
+    /// move apart would double it).
+    #[test]
+    fn seal_message_reserves_its_records_once() {
+        let now = tokio::time::Instant::now().into_std();
+        for suite in CipherSuite::ALL {
+            let mut sealer = Sealer::new(
+                suite,
+                Backend::default(),
+                vec![7u8; suite.key_len()],
+                FrameCodec::new(Limits::default()),
+                RekeyPolicy::default(),
+                now,
+            );
+            let len = 5 * MAX_CHUNK + 17;
+            let mut exact = BytesMut::new();
+            sealer.reserve(&mut exact, len);
+            let mut dst = BytesMut::new();
+            sealer.seal_message(&vec![1u8; len], now, &mut dst).unwrap();
+            assert_eq!(dst.capacity(), exact.capacity(), "{suite:?}");
+        }
     }
 
     /// After `reserve`, a message of that size is written and sealed without the buffer moving:

@@ -359,10 +359,7 @@ impl SendState {
 
     fn queue_message(&mut self, msg: &Message) -> Result<()> {
         let codec = self.codec;
-        let size = msg.approx_size();
-        if size > self.buf.capacity() - self.buf.len() {
-            self.sealer.reserve(&mut self.buf, size);
-        }
+        self.sealer.reserve(&mut self.buf, msg.approx_size());
         let mut len = 0;
         self.sealer.seal_with(now(), &mut self.buf, |dst| {
             let before = dst.len();
