@@ -599,6 +599,38 @@ mod tests {
         assert_eq!(opener.partial.capacity(), 0);
     }
 
+    /// A record that would take the message being reassembled past its limit is refused from
+    /// its length alone, before its body is read: nothing is reserved for it, and what was
+    /// reassembled so far is given back.
+    #[test]
+    fn an_appended_record_over_the_limit_reserves_nothing() {
+        let suite = CipherSuite::Aes256Gcm;
+        let key = vec![7u8; suite.key_len()];
+        let limits = Limits::default().with_max_frame_len(1024).unwrap();
+        let now = tokio::time::Instant::now().into_std();
+        let mut sealer = Sealer::new(
+            suite,
+            Backend::default(),
+            key.clone(),
+            FrameCodec::new(limits),
+            RekeyPolicy::default(),
+            now,
+        );
+        let mut opener = Opener::new(suite, Backend::default(), key, 4000);
+        let mut wire = BytesMut::new();
+        sealer.seal_message(&[3u8; 3000], now, &mut wire).unwrap();
+        let first = FrameCodec::new(limits).decode(&mut wire).unwrap().unwrap();
+        assert!(matches!(opener.open(first).unwrap(), Opened::Partial));
+        assert!(opener.assembling());
+        // A record announcing 1 MiB more.
+        let err = opener.begin_append(1 << 20, FRAME_HEADER_LEN).unwrap_err();
+        assert!(
+            matches!(err, Error::MessageTooLarge { max: 4000, .. }),
+            "{err:?}"
+        );
+        assert_eq!(opener.reassembly().capacity(), 0);
+    }
+
     /// `seal_message` reserves every record of the message up front: a chunked message sealed
     /// into an empty buffer takes exactly the room of its records (growing while the chunks
     /// move apart would double it).
