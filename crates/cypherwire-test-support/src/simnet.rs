@@ -12,7 +12,7 @@
 
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::sync::atomic::{AtomicU16, Ordering};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -123,7 +123,7 @@ impl SimNet {
         SimConnector {
             net: self.clone(),
             ip,
-            next_port: Arc::new(AtomicU16::new(40_000)),
+            dialed: Arc::new(AtomicU32::new(0)),
         }
     }
 
@@ -259,23 +259,44 @@ impl cypherwire_server::Accept for SimListener {
     }
 }
 
+/// The source port of a connector's `n`th connection: 40,001 ..= 65,535, then around again.
+fn source_port(n: u32) -> u16 {
+    40_001 + u16::try_from(n % 25_535).unwrap_or(0)
+}
+
 /// A client's end of a [`SimNet`].
 #[derive(Debug, Clone)]
 pub struct SimConnector {
     net: SimNet,
     ip: Ipv4Addr,
-    next_port: Arc<AtomicU16>,
+    /// Connections dialled so far (each one's source port is [`source_port`] of it).
+    dialed: Arc<AtomicU32>,
 }
 
 impl cypherwire_client::Connect for SimConnector {
     type Io = DuplexStream;
 
     async fn connect(&self) -> io::Result<Self::Io> {
-        let port = self.next_port.fetch_add(1, Ordering::Relaxed).max(40_000);
+        let port = source_port(self.dialed.fetch_add(1, Ordering::Relaxed));
         self.net.dial(SocketAddr::new(IpAddr::V4(self.ip), port))
     }
 
     fn describe(&self) -> String {
         format!("simnet {} -> {SERVER_ADDR}", self.ip)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::source_port;
+
+    #[test]
+    fn source_ports_cycle_above_40000() {
+        assert_eq!(source_port(0), 40_001);
+        assert_eq!(source_port(25_534), 65_535);
+        assert_eq!(source_port(25_535), 40_001);
+        // Past where a 16-bit counter would wrap: still distinct ports in order.
+        assert_eq!(source_port(65_536), source_port(65_535) + 1);
+        assert!((0..200_000).map(source_port).all(|p| p > 40_000));
     }
 }
