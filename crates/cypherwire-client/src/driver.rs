@@ -276,11 +276,7 @@ async fn offline_until<F: Future>(
     tokio::pin!(timer);
     loop {
         let deadline = st.next_deadline();
-        if let Some(d) = deadline
-            && timer.deadline() != d
-        {
-            timer.as_mut().reset(d);
-        }
+        aim(timer.as_mut(), deadline);
         tokio::select! {
             out = &mut fut => return Some(out),
             () = &mut timer, if deadline.is_some() => {
@@ -297,6 +293,16 @@ async fn offline_until<F: Future>(
                 }
             }
         }
+    }
+}
+
+/// Moves `timer` to `deadline` if it is set elsewhere (a timer kept for a loop's life instead
+/// of one made per turn; with no deadline the caller does not poll it).
+fn aim(timer: std::pin::Pin<&mut tokio::time::Sleep>, deadline: Option<Instant>) {
+    if let Some(d) = deadline
+        && timer.deadline() != d
+    {
+        timer.reset(d);
     }
 }
 
@@ -394,11 +400,7 @@ async fn online(
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
-        if let Some(d) = deadline
-            && timer.deadline() != d
-        {
-            timer.as_mut().reset(d);
-        }
+        aim(timer.as_mut(), deadline);
         tokio::select! {
             msg = reader.recv_message() => {
                 let msg = match msg {
