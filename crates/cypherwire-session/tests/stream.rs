@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use cypherwire_session::wire::{CodecId, Message, Request, Value};
 use cypherwire_session::{
-    CipherSuite, ClientAuth, Error, Psk, ServerAuth, SessionConfig, accept, connect,
+    CipherSuite, ClientAuth, Error, Psk, SecureStream, ServerAuth, SessionConfig, accept, connect,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -37,6 +37,24 @@ fn config(suite: CipherSuite, codec: CodecId) -> SessionConfig {
         .unwrap()
 }
 
+/// Both ends of a PSK session: the client over `a`, the server over `b`.
+async fn establish<A, B>(
+    a: A,
+    b: B,
+    client: &SessionConfig,
+    server: &SessionConfig,
+) -> (SecureStream<A>, SecureStream<B>)
+where
+    A: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    B: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let (c, s) = tokio::join!(
+        connect(a, client_auth(), client),
+        accept(b, server_auth(), server)
+    );
+    (c.unwrap(), s.unwrap())
+}
+
 async fn tcp_pair() -> (TcpStream, TcpStream) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -50,11 +68,7 @@ async fn request_response_over_tcp_for_every_suite_and_codec() {
         for codec in [CodecId::MsgPack, CodecId::Json] {
             let cfg = config(suite, codec);
             let (a, b) = tcp_pair().await;
-            let (c, s) = tokio::join!(
-                connect(a, client_auth(), &cfg),
-                accept(b, server_auth(), &cfg)
-            );
-            let (mut c, mut s) = (c.unwrap(), s.unwrap());
+            let (mut c, mut s) = establish(a, b, &cfg, &cfg).await;
             assert_eq!(c.info().suite, suite);
             assert_eq!(s.info().codec, codec);
             assert_eq!(c.info().handshake_hash, s.info().handshake_hash);
@@ -92,11 +106,7 @@ async fn large_messages_cross_in_chunks() {
     for suite in CipherSuite::ALL {
         let cfg = config(suite, CodecId::MsgPack);
         let (a, b) = tcp_pair().await;
-        let (c, s) = tokio::join!(
-            connect(a, client_auth(), &cfg),
-            accept(b, server_auth(), &cfg)
-        );
-        let (mut c, mut s) = (c.unwrap(), s.unwrap());
+        let (mut c, mut s) = establish(a, b, &cfg, &cfg).await;
         let big: Vec<u8> = (0..5_000_000u32).map(|i| (i % 253) as u8).collect();
         let expected = big.clone();
         let sender = tokio::spawn(async move {
@@ -115,11 +125,7 @@ async fn large_messages_cross_in_chunks() {
 async fn eof_without_close_is_truncation() {
     let cfg = SessionConfig::default();
     let (a, b) = tcp_pair().await;
-    let (c, s) = tokio::join!(
-        connect(a, client_auth(), &cfg),
-        accept(b, server_auth(), &cfg)
-    );
-    let (mut c, s) = (c.unwrap(), s.unwrap());
+    let (mut c, s) = establish(a, b, &cfg, &cfg).await;
     let (_r, mut w) = s.into_split();
     w.send(b"last words").await.unwrap();
     drop(w);
@@ -252,12 +258,9 @@ async fn flipped_bit_in_transit_is_detected() {
 async fn split_halves_work_from_two_tasks() {
     let cfg = SessionConfig::default();
     let (a, b) = tcp_pair().await;
-    let (c, s) = tokio::join!(
-        connect(a, client_auth(), &cfg),
-        accept(b, server_auth(), &cfg)
-    );
-    let (mut s_r, mut s_w) = s.unwrap().into_split();
-    let (mut c_r, mut c_w) = c.unwrap().into_split();
+    let (c, s) = establish(a, b, &cfg, &cfg).await;
+    let (mut s_r, mut s_w) = s.into_split();
+    let (mut c_r, mut c_w) = c.into_split();
     let echo = tokio::spawn(async move {
         while let Some(m) = s_r.recv().await.unwrap() {
             s_w.queue(&m).unwrap();
@@ -335,11 +338,7 @@ async fn a_large_message_survives_a_recv_cancelled_mid_record() {
             let (mut r, mut w) = (s_read, c_write);
             let _ = tokio::io::copy(&mut r, &mut w).await;
         });
-        let (c, s) = tokio::join!(
-            connect(client_io, client_auth(), &cfg),
-            accept(server_io, server_auth(), &cfg)
-        );
-        let (mut c, mut s) = (c.unwrap(), s.unwrap());
+        let (mut c, mut s) = establish(client_io, server_io, &cfg, &cfg).await;
         let big: Vec<u8> = (0..1_000_000u32).map(|i| (i % 251) as u8).collect();
         let expected = big.clone();
         let sender = tokio::spawn(async move {
@@ -379,11 +378,7 @@ async fn the_message_limit_holds_for_records_read_in_place() {
             .build()
             .unwrap();
         let (a, b) = tcp_pair().await;
-        let (c, s) = tokio::join!(
-            connect(a, client_auth(), &sender_cfg),
-            accept(b, server_auth(), &receiver_cfg)
-        );
-        let (mut c, mut s) = (c.unwrap(), s.unwrap());
+        let (mut c, mut s) = establish(a, b, &sender_cfg, &receiver_cfg).await;
         let sender = tokio::spawn(async move {
             c.send(&vec![7u8; LIMIT]).await.unwrap();
             // Ignored if the receiver already hung up.
@@ -465,11 +460,7 @@ async fn messages_arrive_intact_whatever_the_read_sizes() {
             sizes: SIZES,
             next: 0,
         };
-        let (c, s) = tokio::join!(
-            connect(a, client_auth(), &cfg),
-            accept(b, server_auth(), &cfg)
-        );
-        let (mut c, mut s) = (c.unwrap(), s.unwrap());
+        let (mut c, mut s) = establish(a, b, &cfg, &cfg).await;
         let messages: Vec<Vec<u8>> = [300_000, 10, 65_536, 65_537, 5, 1_000_000, 200_000]
             .iter()
             .enumerate()
