@@ -267,10 +267,12 @@ async fn echo_server() -> anyhow::Result<SocketAddr> {
     Ok(addr)
 }
 
-async fn plain_conn(addr: SocketAddr) -> anyhow::Result<TcpStream> {
+/// A plain connection whose reads go through a buffer (a burst of echoes is read with one
+/// system call, as any framed client would; writes pass straight through).
+async fn plain_conn(addr: SocketAddr) -> anyhow::Result<tokio::io::BufReader<TcpStream>> {
     let s = TcpStream::connect(addr).await?;
     s.set_nodelay(true)?;
-    Ok(s)
+    Ok(tokio::io::BufReader::with_capacity(64 * 1024, s))
 }
 
 fn frame() -> Vec<u8> {
