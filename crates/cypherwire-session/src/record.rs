@@ -177,6 +177,13 @@ impl Sealer {
         self.max_chunk
     }
 
+    /// Seals larger chunks than this implementation does (as another implementation may, up
+    /// to the frame limit), for tests of the receiving side.
+    #[cfg(test)]
+    pub(crate) fn set_max_chunk(&mut self, n: usize) {
+        self.max_chunk = n;
+    }
+
     /// Reserves room in `dst` for the records of a message of about `len` bytes, so that
     /// writing and sealing it does not grow the buffer step by step (each step copying what is
     /// already there).

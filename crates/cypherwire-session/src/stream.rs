@@ -680,13 +680,17 @@ mod tests {
 
     /// A PSK session over an in-memory pipe of `capacity` bytes.
     async fn pair(capacity: usize) -> (Pipe, Pipe) {
+        pair_with(capacity, &SessionConfig::default()).await
+    }
+
+    /// As [`pair`], with `config` on both sides.
+    async fn pair_with(capacity: usize, config: &SessionConfig) -> (Pipe, Pipe) {
         let psk = Psk::from_bytes([3; 32]);
         let (client_auth, server_auth) = (psk.clone().into(), psk.into());
-        let config = SessionConfig::default();
         let (a, b) = tokio::io::duplex(capacity);
         let (client, server) = tokio::join!(
-            connect(a, &client_auth, &config),
-            accept(b, &server_auth, &config)
+            connect(a, &client_auth, config),
+            accept(b, &server_auth, config)
         );
         (client.unwrap(), server.unwrap())
     }
@@ -713,6 +717,22 @@ mod tests {
         flushed.unwrap();
         assert_eq!(first.unwrap().unwrap(), &big[..]);
         assert_eq!(server.recv().await.unwrap().unwrap(), &b"after"[..]);
+    }
+
+    /// A peer may chunk with records larger than this implementation's 64 KiB (protocol §3.4:
+    /// any size within the frame limit): 256 KiB records, read into the reassembly buffer in
+    /// place, give back the message intact, for every suite.
+    #[tokio::test]
+    async fn records_larger_than_our_chunks_are_reassembled() {
+        for suite in CipherSuite::ALL {
+            let config = SessionConfig::builder().suites([suite]).build().unwrap();
+            let (mut client, mut server) = pair_with(64 * 1024, &config).await;
+            client.send.sealer.set_max_chunk(256 * 1024);
+            let big: Vec<u8> = (0..1_000_000u32).map(|i| (i % 241) as u8).collect();
+            let (sent, got) = tokio::join!(client.send(&big), server.recv());
+            sent.unwrap();
+            assert!(got.unwrap().unwrap()[..] == big[..], "{suite:?}");
+        }
     }
 
     /// After a large message is written the connection gives its buffer back: an idle
