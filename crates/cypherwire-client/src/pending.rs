@@ -8,6 +8,7 @@
 use std::collections::{BTreeSet, HashMap};
 use std::time::Instant;
 
+use cypherwire_session::fasthash::FastState;
 use cypherwire_wire::{Message, Request};
 
 /// One waiting request.
@@ -37,8 +38,9 @@ impl<R> Entry<R> {
 /// Requests by id. `R` is the caller's reply channel.
 #[derive(Debug)]
 pub(crate) struct PendingTable<R> {
-    /// By id (a hash map: entries are large, and B-tree nodes would move them around).
-    entries: HashMap<u64, Entry<R>>,
+    /// By id (a hash map: entries are large, and B-tree nodes would move them around; the
+    /// fast hash, since the table is bounded by `max_count`).
+    entries: HashMap<u64, Entry<R>, FastState>,
     /// Ids not yet sent on the current connection.
     unsent: BTreeSet<u64>,
     /// `(deadline, id)` of every entry that has a deadline.
@@ -58,7 +60,7 @@ pub(crate) struct Full {
 impl<R> PendingTable<R> {
     pub(crate) fn new(max_count: usize, max_bytes: usize) -> Self {
         Self {
-            entries: HashMap::new(),
+            entries: HashMap::default(),
             unsent: BTreeSet::new(),
             deadlines: BTreeSet::new(),
             bytes: 0,

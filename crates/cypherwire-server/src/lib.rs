@@ -76,7 +76,6 @@ mod compat;
 mod conn;
 mod error;
 mod events;
-mod fasthash;
 mod handler;
 mod inbox;
 mod rate;

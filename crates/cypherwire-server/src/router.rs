@@ -4,8 +4,8 @@ use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
 
-use crate::fasthash::FastState;
 use crate::handler::{ActionHandler, RequestHandler};
+use cypherwire_session::fasthash::FastState;
 
 /// Handlers by (path, operation), a fallback, and actions by name.
 #[derive(Default, Clone)]

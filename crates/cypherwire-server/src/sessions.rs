@@ -11,8 +11,8 @@ use cypherwire_session::wire::{Message, Push, Response, Value};
 use tokio::sync::mpsc;
 
 use crate::conn::Outgoing;
-use crate::fasthash::FastState;
 use crate::registry::ConnectionId;
+use cypherwire_session::fasthash::FastState;
 
 /// Resumption settings, each a documented default.
 ///

@@ -76,6 +76,7 @@ pub mod bans;
 pub mod compat;
 mod config;
 mod error;
+pub mod fasthash;
 pub mod fernet;
 pub mod handshake;
 mod identity;

@@ -1,6 +1,7 @@
-//! A fast keyed hash for the server's small, bounded hot-path tables: the route table (fixed
-//! when the server is built) and each session's response cache and running set (request ids,
-//! at most `ResumePolicy::response_cache` and `ServerLimits::max_in_flight` entries).
+//! A fast keyed hash for the small, bounded hot-path tables of the layers above: the server's
+//! route table (fixed when the server is built), each server session's response cache and
+//! running set, and the client's table of pending requests (request ids; every such table has a
+//! documented bound).
 //!
 //! std's SipHash costs ≈ 100–200 instructions per lookup, several per request. This hash mixes
 //! 8 bytes per multiply under a per-process random seed. It is not a defence against an
@@ -12,7 +13,7 @@ use std::sync::OnceLock;
 
 /// Builds [`FastHasher`]s seeded once per process.
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct FastState {
+pub struct FastState {
     seed: u64,
 }
 
@@ -34,7 +35,7 @@ impl BuildHasher for FastState {
 
 /// Multiply–rotate over 8-byte words (see the module docs for what it is and is not for).
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct FastHasher(u64);
+pub struct FastHasher(u64);
 
 const K: u64 = 0x9e37_79b9_7f4a_7c15;
 
