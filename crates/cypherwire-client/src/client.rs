@@ -11,6 +11,7 @@ use serde::de::DeserializeOwned;
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
 use crate::backoff::Backoff;
+use crate::engine::{Answer, Engine};
 use crate::error::Error;
 
 /// The client's connection state (CYPHER_PROTOCOL's online/offline signals, in detail).
@@ -244,7 +245,7 @@ impl ClientBuilder {
         let (incoming_tx, incoming_rx) = mpsc::channel(c.push_capacity);
         let incoming_taken = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let rtt = Arc::new(AtomicU64::new(u64::MAX));
-        tokio::spawn(crate::driver::run(
+        let engine = Engine::new(Box::pin(crate::driver::run(
             Arc::new(c),
             crate::connect::boxed(connector),
             rx,
@@ -252,10 +253,12 @@ impl ClientBuilder {
             events.clone(),
             crate::driver::IncomingSink::new(incoming_tx, incoming_taken.clone()),
             rtt.clone(),
-        ));
+        )));
+        tokio::spawn(crate::engine::background(engine.clone()));
         Ok(Client {
             rtt,
             tx,
+            engine,
             status: status_rx,
             events,
             next_id: Arc::new(AtomicU64::new(0)),
@@ -270,6 +273,8 @@ impl ClientBuilder {
 pub struct Client {
     rtt: Arc<AtomicU64>,
     tx: mpsc::Sender<Command>,
+    /// The driver, polled by its background task or by callers waiting for answers.
+    engine: Arc<Engine>,
     status: watch::Receiver<Status>,
     events: broadcast::Sender<Status>,
     next_id: Arc<AtomicU64>,
@@ -301,6 +306,7 @@ impl Client {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
         RequestBuilder {
             tx: self.tx.clone(),
+            engine: self.engine.clone(),
             request: Request::new(id, path, operation),
         }
     }
@@ -408,8 +414,9 @@ impl IncomingStream {
 #[derive(Debug)]
 #[must_use = "a request does nothing until sent"]
 pub struct RequestBuilder {
-    /// The driver's command queue (all a request needs of its client).
+    /// The driver's command queue and the driver itself (all a request needs of its client).
     tx: mpsc::Sender<Command>,
+    engine: Arc<Engine>,
     request: Request,
 }
 
@@ -438,26 +445,56 @@ impl RequestBuilder {
         self.request.id
     }
 
-    /// Sends the request and waits for its answer. Dropping the returned future cancels the
-    /// request (the server is told, and the answer is discarded).
+    /// Sends the request and waits for its answer. The request is queued at once when other
+    /// requests of this client are waiting for answers (whichever of them is at the connection
+    /// writes it, with the rest of the burst), otherwise when the returned future is first
+    /// polled. Dropping the future cancels the request (the server is told, and the answer is
+    /// discarded).
     ///
     /// # Errors
     /// [`Error::Status`] for an error answer, [`Error::BufferFull`], [`Error::DeadlineExceeded`],
     /// [`Error::Closed`], [`Error::GaveUp`].
     pub fn send(self) -> impl Future<Output = Result<Reply, Error>> + Send + 'static {
-        let Self { tx, request } = self;
+        let Self {
+            tx,
+            engine,
+            request,
+        } = self;
+        let id = request.id;
+        let (reply, rx) = oneshot::channel();
+        let mut answer = Answer::new(engine, rx);
+        let mut command = Some(Command::Request { request, reply });
+        let mut closed = false;
+        // Queued now, a request goes out with the burst being written instead of after every
+        // answer its caller's executor had already queued (futures start at their first poll,
+        // behind those). A lone caller queues at its first poll instead, after it registered
+        // as waiting, so that the wake its request causes comes back to it.
+        if answer.others_waiting()
+            && let Some(c) = command.take()
+        {
+            match tx.try_send(c) {
+                Ok(()) => {}
+                Err(mpsc::error::TrySendError::Full(c)) => command = Some(c),
+                Err(mpsc::error::TrySendError::Closed(_)) => closed = true,
+            }
+        }
+        let guard = CancelOnDrop {
+            id,
+            armed: command.is_none() && !closed,
+            tx,
+        };
         async move {
-            let id = request.id;
-            let (reply, rx) = oneshot::channel();
-            tx.send(Command::Request { request, reply })
-                .await
-                .map_err(|_| Error::Closed)?;
-            let mut guard = CancelOnDrop {
-                id,
-                tx,
-                armed: true,
-            };
-            let out = rx.await.map_err(|_| Error::Closed)?;
+            let mut guard = guard;
+            if closed {
+                return Err(Error::Closed);
+            }
+            if let Some(c) = command {
+                answer.enlist().await;
+                guard.tx.send(c).await.map_err(|_| Error::Closed)?;
+                guard.armed = true;
+            }
+            // Waiting, this caller may be the one that polls the driver (crate::engine).
+            let out = answer.await.map_err(|_| Error::Closed)?;
             guard.armed = false;
             let resp = out?;
             if resp.status.code.is_ok() {

@@ -49,6 +49,7 @@ mod client;
 pub mod compat;
 mod connect;
 mod driver;
+mod engine;
 mod error;
 mod pending;
 
