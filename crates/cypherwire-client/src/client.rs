@@ -490,7 +490,18 @@ impl RequestBuilder {
             }
             if let Some(c) = command {
                 answer.enlist().await;
-                guard.tx.send(c).await.map_err(|_| Error::Closed)?;
+                #[expect(
+                    clippy::result_large_err,
+                    reason = "a full queue hands the command back, to be queued by waiting"
+                )]
+                let queued = answer.queue_and_drive(|| guard.tx.try_send(c));
+                match queued {
+                    Ok(()) => {}
+                    Err(mpsc::error::TrySendError::Full(c)) => {
+                        guard.tx.send(c).await.map_err(|_| Error::Closed)?;
+                    }
+                    Err(mpsc::error::TrySendError::Closed(_)) => return Err(Error::Closed),
+                }
                 guard.armed = true;
             }
             // Waiting, this caller may be the one that polls the driver (crate::engine).

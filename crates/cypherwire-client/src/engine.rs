@@ -251,18 +251,37 @@ impl Engine {
 
     /// Polls the driver if it is due and nobody else is polling it; returns at once otherwise.
     pub(crate) fn drive(&self) {
-        let state = &self.signal.state;
-        if state
-            .compare_exchange(DUE, RUNNING, Ordering::AcqRel, Ordering::Acquire)
-            .is_err()
+        if self
+            .signal
+            .state
+            .compare_exchange(DUE, RUNNING, Ordering::SeqCst, Ordering::SeqCst)
+            .is_ok()
         {
-            return;
+            self.run_claimed();
         }
+    }
+
+    /// Takes the right to poll the driver if nobody holds it, due or not; then the caller must
+    /// call [`run_claimed`](Self::run_claimed).
+    fn claim(&self) -> bool {
+        self.signal
+            .state
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |s| {
+                (s & (RUNNING | FINISHED) == 0).then_some(RUNNING)
+            })
+            .is_ok()
+    }
+
+    /// Polls the driver (the caller holds `RUNNING`) until no wake came during the last poll.
+    fn run_claimed(&self) {
+        let state = &self.signal.state;
         let _runtime = self.runtime.enter();
         let mut slot = lock(&self.driver);
         let mut polls = 0;
         loop {
             polls += 1;
+            // Whatever woke the driver before this poll is seen by it.
+            state.store(RUNNING, Ordering::SeqCst);
             let done = match slot.as_mut() {
                 Some(fut) => {
                     let mut cx = Context::from_waker(&self.waker);
@@ -288,7 +307,7 @@ impl Engine {
                 self.signal.wake_background();
                 return;
             }
-            match state.compare_exchange(RUNNING, 0, Ordering::AcqRel, Ordering::Acquire) {
+            match state.compare_exchange(RUNNING, 0, Ordering::SeqCst, Ordering::SeqCst) {
                 Ok(_) => return,
                 Err(_) if polls >= MAX_REPOLLS => {
                     // Woken again during each poll: let the background task go on in a fresh
@@ -299,7 +318,7 @@ impl Engine {
                     return;
                 }
                 // Woken during the poll: poll again.
-                Err(_) => state.store(RUNNING, Ordering::Release),
+                Err(_) => {}
             }
         }
     }
@@ -419,6 +438,22 @@ impl<T> Answer<T> {
             Poll::Ready(())
         })
         .await;
+    }
+
+    /// Queues a request with `queue` and, when nobody else is polling the driver, polls it at
+    /// once: the request is written now, and queueing it woke nobody (a lone caller would
+    /// otherwise be handed its own wake and pay a turn of its executor for it).
+    pub(crate) fn queue_and_drive<Q>(&mut self, queue: impl FnOnce() -> Q) -> Q {
+        // Only a caller alone among the waiting (itself registered) claims: behind another
+        // one, its request goes out with that one's next write, in one batch with the rest of
+        // the burst.
+        let claimed = self.engine.signal.waiting() <= 1 && self.engine.claim();
+        let queued = queue();
+        if claimed {
+            self.engine.run_claimed();
+            self.yielded = true;
+        }
+        queued
     }
 
     /// Whether other callers wait for answers (then one of them will poll the driver soon).

@@ -1,9 +1,17 @@
 //! # cypherwire-client
 //!
-//! The reconnecting client of cypherwire: a cheap clonable [`Client`] handle whose driver task
+//! The reconnecting client of cypherwire: a cheap clonable [`Client`] handle whose driver
 //! connects, authenticates ([`cypherwire_session`]), and reconnects with exponential backoff and
 //! full jitter ([`Backoff`]), reporting its [`Status`] (online, offline, reconnecting, resumed,
 //! gave up) as a watch, a stream, or callbacks.
+//!
+//! **No hand-off per request.** The driver is polled by whoever is at hand: a caller waiting
+//! for an answer reads the connection, hands the answers it finds to their callers and writes
+//! what is queued, on its own thread; a background task of the client takes over whenever no
+//! caller waits (pushes, heartbeats, reconnects, deadlines). A burst of requests goes out in one
+//! write and a burst of answers is read in one go, with no thread crossing in between. A
+//! request future that is polled once and then kept without being polled may delay the others
+//! by at most 20 ms.
 //!
 //! **No lost requests.** Requests are correlated by id, many in flight at once. Issued while
 //! offline they queue (bounded by count and bytes; beyond: [`Error::BufferFull`] at once, never
