@@ -10,7 +10,8 @@
 //!   runtime as the native pair: the ceiling any protocol meets there.
 //!
 //! Writes `target/bench-compat.json`. `CYPHERWIRE_BENCH_PROFILE=1` runs only 500 native 1 MiB
-//! echoes, for a profiler.
+//! echoes from the `block_on` thread, for a profiler (`CYPHERWIRE_BENCH_PROFILE=task`: from a
+//! task of the runtime).
 //!
 //! Needs Python 3 and pip (the package is installed into `target/tmp/compat-venv`).
 //! Run: `cargo bench -p cypherwire-tests --bench compat`.
@@ -226,9 +227,19 @@ fn main() {
         jobs.send((n, size, tx)).unwrap();
         rx.recv().unwrap()
     };
-    if std::env::var_os("CYPHERWIRE_BENCH_PROFILE").is_some() {
-        // For a profiler: 500 native 1 MiB echoes only.
-        let secs = rt.block_on(native(&client, 500, 1024 * 1024));
+    if let Some(mode) = std::env::var_os("CYPHERWIRE_BENCH_PROFILE") {
+        // For a profiler: 500 native 1 MiB echoes only, from the `block_on` thread (or from a
+        // task of the runtime with `CYPHERWIRE_BENCH_PROFILE=task`).
+        let secs = if mode == "task" {
+            let c = client.clone();
+            rt.block_on(async move {
+                tokio::spawn(async move { native(&c, 500, 1024 * 1024).await })
+                    .await
+                    .unwrap()
+            })
+        } else {
+            rt.block_on(native(&client, 500, 1024 * 1024))
+        };
         println!("native 1 MiB echoes: {:.1} MiB/s", 500.0 / secs);
         return;
     }
