@@ -304,3 +304,58 @@ async fn many_tasks_sharing_one_client_each_get_their_own_answers() {
     c.close(Duration::from_millis(200)).await;
     h.shutdown().await;
 }
+
+/// Large requests (300 KiB: several records each way, sealed and opened by whichever caller
+/// polls the connection) and small ones mixed, from several tasks, across a server restart:
+/// every answer arrives, intact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_and_small_requests_mixed_across_a_restart() {
+    let marks = Arc::new(Marks::default());
+    let h = server(marks.clone()).await;
+    let addr = h.local_addr();
+    let c = online_client(&h).await;
+    let big = |seed: u8| -> Vec<u8> { (0..300 * 1024).map(|i| (i as u8) ^ seed).collect() };
+    // Alone: nobody else waits.
+    let reply = c
+        .request("/ECHO", "PUT")
+        .data(Value::bytes(big(1)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(reply.data, Value::bytes(big(1)));
+    let tasks: Vec<_> = (0..6u8)
+        .map(|t| {
+            let c = c.clone();
+            tokio::spawn(async move {
+                for i in 0..20u8 {
+                    let data = if (t + i) % 3 == 0 {
+                        Value::bytes(big(t ^ i))
+                    } else {
+                        Value::from(u64::from(t) * 100 + u64::from(i))
+                    };
+                    let reply = tokio::time::timeout(
+                        Duration::from_secs(20),
+                        c.request("/ECHO", "PUT").data(data.clone()).send(),
+                    )
+                    .await
+                    .expect("answered within 20 s")
+                    .unwrap();
+                    assert_eq!(reply.data, data);
+                }
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    h.shutdown_now().await;
+    let _h2 = Server::builder(PSK.clone())
+        .route("/ECHO", "PUT", |req: Request, _ctx: Ctx| async move {
+            Ok::<_, HandlerError>(req.data)
+        })
+        .bind(&addr.to_string())
+        .await
+        .unwrap();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    c.close(Duration::from_millis(200)).await;
+}
