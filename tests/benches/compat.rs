@@ -231,9 +231,8 @@ fn main() {
         // For a profiler: 500 native 1 MiB echoes only, from the `block_on` thread (or from a
         // task of the runtime with `CYPHERWIRE_BENCH_PROFILE=task`).
         let secs = if mode == "task" {
-            let c = client.clone();
             rt.block_on(async move {
-                tokio::spawn(async move { native(&c, 500, 1024 * 1024).await })
+                tokio::spawn(async move { native(&client, 500, 1024 * 1024).await })
                     .await
                     .unwrap()
             })
