@@ -359,3 +359,53 @@ async fn large_and_small_requests_mixed_across_a_restart() {
     }
     c.close(Duration::from_millis(200)).await;
 }
+
+/// Callers on another tokio runtime (a current-thread one on its own thread) are answered,
+/// across a server restart, and the client keeps working after that runtime is gone: the
+/// connection the callers polled belongs to the client's runtime.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn callers_on_another_runtime_are_answered_and_leave_nothing_behind() {
+    let marks = Arc::new(Marks::default());
+    let h = server(marks.clone()).await;
+    let addr = h.local_addr();
+    let c = online_client(&h).await;
+    let (half_tx, half_rx) = std::sync::mpsc::channel::<()>();
+    let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
+    let other = {
+        let c = c.clone();
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                for i in 0..200u64 {
+                    if i == 100 {
+                        half_tx.send(()).unwrap();
+                        go_rx.recv().unwrap();
+                    }
+                    assert_eq!(echo(&c, i).await, i);
+                }
+            });
+            drop(rt);
+        })
+    };
+    tokio::task::block_in_place(|| half_rx.recv_timeout(Duration::from_secs(10)).unwrap());
+    h.shutdown_now().await;
+    let _h2 = Server::builder(PSK.clone())
+        .route("/ECHO", "PUT", |req: Request, _ctx: Ctx| async move {
+            Ok::<_, HandlerError>(req.data)
+        })
+        .bind(&addr.to_string())
+        .await
+        .unwrap();
+    go_tx.send(()).unwrap();
+    tokio::task::spawn_blocking(move || other.join().unwrap())
+        .await
+        .unwrap();
+    // The other runtime is gone; the connection it may have remade lives on here.
+    for i in 0..20 {
+        assert_eq!(echo(&c, i).await, i);
+    }
+    c.close(Duration::from_millis(200)).await;
+}
