@@ -498,7 +498,11 @@ impl RequestBuilder {
                 match queued {
                     Ok(()) => {}
                     Err(mpsc::error::TrySendError::Full(c)) => {
-                        guard.tx.send(c).await.map_err(|_| Error::Closed)?;
+                        // Rare (1,024 commands queued): boxed, so that every request's future
+                        // does not carry room for this one.
+                        Box::pin(guard.tx.send(c))
+                            .await
+                            .map_err(|_| Error::Closed)?;
                     }
                     Err(mpsc::error::TrySendError::Closed(_)) => return Err(Error::Closed),
                 }
