@@ -150,7 +150,7 @@ impl ClientBuilder {
         self
     }
 
-    /// Starts the client: returns at once; a driver task connects, and reconnects forever (or
+    /// Starts the client: returns at once; its driver connects, and reconnects forever (or
     /// until the give-up policy says so). Must be called within a tokio runtime.
     ///
     /// # Errors

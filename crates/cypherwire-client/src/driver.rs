@@ -1,4 +1,5 @@
-//! The driver task: owns the connection, reconnects, resumes, resends, delivers.
+//! The driver: owns the connection, reconnects, resumes, resends, delivers. One future,
+//! polled by whichever caller or task is at hand (`crate::engine`).
 
 use std::collections::VecDeque;
 use std::sync::Arc;

@@ -12,18 +12,19 @@
 //! - When the connection, the command queue or a timer wakes the driver, the signal wakes
 //!   **one caller that waits for an answer**, and that caller polls the driver on its own
 //!   thread: it reads the answers, hands them to their callers, writes what is queued.
-//! - When no caller waits, the signal wakes the **background task**, which polls the driver as
-//!   the driver task always did. Pushes, heartbeats, reconnects and deadlines need no caller.
+//! - When no caller waits, the signal wakes the **background task**, a task of the client's
+//!   own that polls the driver as a dedicated driver task would. Pushes, heartbeats,
+//!   reconnects and deadlines need no caller.
 //! - One poller at a time: the state word holds `RUNNING` while someone polls; a wake during
 //!   that poll only sets `DUE`, and the poller polls again before it lets go. Nothing is lost
 //!   and nobody blocks: a caller that finds the driver running simply waits for its answer.
 //! - A caller handed a wake that completes or is dropped without polling passes the wake on;
 //!   one that is kept but never polled again (a future parked in a disabled `select!` branch)
 //!   holds the others up at most [`WATCHDOG`]: the background task checks that often while
-//!   callers wait.
+//!   callers wait, and a hand-off made while it does not look wakes the background task too.
 //!
 //! A panic inside the driver is caught: the driver is dropped, which fails every waiting
-//! request with `Closed`, as the end of the driver task did.
+//! request with `Closed`.
 
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
@@ -350,8 +351,8 @@ impl Engine {
 }
 
 /// The background task: polls the driver whenever no caller is there to, until it returns.
-/// Dropped with its runtime, it drops the driver too (every waiting request then fails with
-/// `Closed`, as when the driver task went with its runtime).
+/// Dropped with its runtime, it drops the driver too: every waiting request then fails with
+/// `Closed`, and later ones too.
 pub(crate) async fn background(engine: Arc<Engine>) {
     struct DropDriver(Arc<Engine>);
     impl Drop for DropDriver {
