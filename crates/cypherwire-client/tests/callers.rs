@@ -11,7 +11,7 @@ use std::sync::{Arc, LazyLock};
 use std::task::{Context, Poll, Wake, Waker};
 use std::time::Duration;
 
-use cypherwire_client::Client;
+use cypherwire_client::{Client, Incoming};
 use cypherwire_server::{Ctx, HandlerError, Server, ServerHandle};
 use cypherwire_session::Psk;
 use cypherwire_session::wire::{Request, Value};
@@ -408,4 +408,80 @@ async fn callers_on_another_runtime_are_answered_and_leave_nothing_behind() {
         assert_eq!(echo(&c, i).await, i);
     }
     c.close(Duration::from_millis(200)).await;
+}
+
+/// More requests than the command queue holds (1,024), while the driver cannot take commands
+/// (it waits for the application to read its pushes and actions: backpressure): the callers
+/// beyond the queue wait for room, nothing is answered meanwhile, and once the application
+/// reads, every request is answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_command_queue_makes_callers_wait_and_loses_nothing() {
+    const REQUESTS: u64 = 1_100;
+    let server = Server::builder(PSK.clone())
+        .route("/ECHO", "PUT", |req: Request, _ctx: Ctx| async move {
+            Ok::<_, HandlerError>(req.data)
+        })
+        .route("/TICK", "GO", |_req: Request, ctx: Ctx| async move {
+            for i in 0..4u64 {
+                ctx.server
+                    .broadcast_action(&cypherwire_session::wire::Action::new("tick", i, 0));
+            }
+            Ok::<_, HandlerError>(Value::from("ticked"))
+        })
+        .bind("127.0.0.1:0")
+        .await
+        .unwrap();
+    let h = server.handle();
+    let c = Client::builder(PSK.clone())
+        .incoming_capacity(1)
+        .max_pending(4 * 1024, 64 * 1024 * 1024)
+        .connect(h.local_addr().to_string())
+        .unwrap();
+    c.wait_online().await.unwrap();
+    let mut incoming = c.take_incoming().unwrap();
+    // The actions come before the answer: the driver delivers one, then waits for room.
+    let tick = tokio::spawn(c.request("/TICK", "GO").send());
+    // Until a probe goes unanswered, the driver may still be taking commands.
+    let mut blocked = false;
+    for _ in 0..100 {
+        let probe = c.request("/ECHO", "PUT").data(u64::MAX).send();
+        if tokio::time::timeout(Duration::from_millis(100), probe)
+            .await
+            .is_err()
+        {
+            blocked = true;
+            break;
+        }
+    }
+    assert!(blocked, "the driver waits for the application to read");
+    let calls: Vec<_> = (0..REQUESTS)
+        .map(|i| tokio::spawn(c.request("/ECHO", "PUT").data(i).send()))
+        .collect();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        calls.iter().all(|t| !t.is_finished()) && !tick.is_finished(),
+        "nothing is answered while the driver waits for the application"
+    );
+    for i in 0..4u64 {
+        match tokio::time::timeout(Duration::from_secs(10), incoming.next()).await {
+            Ok(Some(Incoming::Action(a))) => assert_eq!(a.data, Value::from(i)),
+            other => panic!("action {i}: {other:?}"),
+        }
+    }
+    let ticked = tokio::time::timeout(Duration::from_secs(10), tick)
+        .await
+        .expect("the tick is answered")
+        .unwrap()
+        .unwrap();
+    assert_eq!(ticked.data::<String>().unwrap(), "ticked");
+    for (i, call) in calls.into_iter().enumerate() {
+        let reply = tokio::time::timeout(Duration::from_secs(20), call)
+            .await
+            .expect("answered within 20 s")
+            .unwrap()
+            .unwrap();
+        assert_eq!(reply.data::<u64>().unwrap(), i as u64);
+    }
+    c.close(Duration::from_millis(200)).await;
+    h.shutdown().await;
 }
