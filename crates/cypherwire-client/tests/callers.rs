@@ -77,6 +77,25 @@ async fn online_client(h: &ServerHandle) -> Client {
     c
 }
 
+/// A fresh server (`server`) and a client online with it.
+async fn setup() -> (Arc<Marks>, ServerHandle, Client) {
+    let marks = Arc::new(Marks::default());
+    let h = server(marks.clone()).await;
+    let c = online_client(&h).await;
+    (marks, h, c)
+}
+
+/// A server with `/ECHO PUT` only, on `addr` (the address a killed server listened on).
+async fn echo_server_on(addr: std::net::SocketAddr) -> Server {
+    Server::builder(PSK.clone())
+        .route("/ECHO", "PUT", |req: Request, _ctx: Ctx| async move {
+            Ok::<_, HandlerError>(req.data)
+        })
+        .bind(&addr.to_string())
+        .await
+        .unwrap()
+}
+
 /// Waits (bounded) until `f` holds.
 async fn eventually(what: &str, f: impl Fn() -> bool) {
     for _ in 0..500 {
@@ -104,9 +123,7 @@ async fn echo(c: &Client, v: u64) -> u64 {
 /// request is queued only when its future is first polled.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn send_queues_at_once_when_others_wait_and_a_dropped_future_cancels() {
-    let marks = Arc::new(Marks::default());
-    let h = server(marks.clone()).await;
-    let c = online_client(&h).await;
+    let (marks, h, c) = setup().await;
 
     let waiting = tokio::spawn(c.request("/HOLD", "WAIT").data(1_500).send());
     // The waiting request has reached the server (so it is registered as waiting).
@@ -147,9 +164,7 @@ async fn send_queues_at_once_when_others_wait_and_a_dropped_future_cancels() {
 /// forever.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_neglected_request_future_does_not_hold_up_the_others() {
-    let marks = Arc::new(Marks::default());
-    let h = server(marks.clone()).await;
-    let c = online_client(&h).await;
+    let (_marks, h, c) = setup().await;
     let (polled_tx, polled) = tokio::sync::oneshot::channel();
     let neglecter = {
         let c = c.clone();
@@ -213,10 +228,8 @@ fn block_on_plain_thread<F: Future>(f: F) -> F::Output {
 /// connection is made again (sockets and timers created as they poll).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn callers_on_threads_outside_the_runtime_are_answered() {
-    let marks = Arc::new(Marks::default());
-    let h = server(marks.clone()).await;
+    let (_marks, h, c) = setup().await;
     let addr = h.local_addr();
-    let c = online_client(&h).await;
     let (phase_done, phases) = std::sync::mpsc::channel::<()>();
     let mut go = Vec::new();
     let threads: Vec<_> = (0..3u64)
@@ -250,13 +263,7 @@ async fn callers_on_threads_outside_the_runtime_are_answered() {
         .await
         .unwrap()
         .unwrap();
-    let _h2 = Server::builder(PSK.clone())
-        .route("/ECHO", "PUT", |req: Request, _ctx: Ctx| async move {
-            Ok::<_, HandlerError>(req.data)
-        })
-        .bind(&addr.to_string())
-        .await
-        .unwrap();
+    let _h2 = echo_server_on(addr).await;
     for g in go {
         g.send(()).unwrap();
     }
@@ -273,9 +280,7 @@ async fn callers_on_threads_outside_the_runtime_are_answered() {
 /// request gets its own answer, once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn many_tasks_sharing_one_client_each_get_their_own_answers() {
-    let marks = Arc::new(Marks::default());
-    let h = server(marks.clone()).await;
-    let c = online_client(&h).await;
+    let (_marks, h, c) = setup().await;
     let tasks: Vec<_> = (0..32u64)
         .map(|t| {
             let c = c.clone();
@@ -310,10 +315,8 @@ async fn many_tasks_sharing_one_client_each_get_their_own_answers() {
 /// every answer arrives, intact.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn large_and_small_requests_mixed_across_a_restart() {
-    let marks = Arc::new(Marks::default());
-    let h = server(marks.clone()).await;
+    let (_marks, h, c) = setup().await;
     let addr = h.local_addr();
-    let c = online_client(&h).await;
     let big = |seed: u8| -> Vec<u8> { (0..300 * 1024).map(|i| (i as u8) ^ seed).collect() };
     // Alone: nobody else waits.
     let reply = c
@@ -347,13 +350,7 @@ async fn large_and_small_requests_mixed_across_a_restart() {
         .collect();
     tokio::time::sleep(Duration::from_millis(20)).await;
     h.shutdown_now().await;
-    let _h2 = Server::builder(PSK.clone())
-        .route("/ECHO", "PUT", |req: Request, _ctx: Ctx| async move {
-            Ok::<_, HandlerError>(req.data)
-        })
-        .bind(&addr.to_string())
-        .await
-        .unwrap();
+    let _h2 = echo_server_on(addr).await;
     for t in tasks {
         t.await.unwrap();
     }
@@ -365,10 +362,8 @@ async fn large_and_small_requests_mixed_across_a_restart() {
 /// connection the callers polled belongs to the client's runtime.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn callers_on_another_runtime_are_answered_and_leave_nothing_behind() {
-    let marks = Arc::new(Marks::default());
-    let h = server(marks.clone()).await;
+    let (_marks, h, c) = setup().await;
     let addr = h.local_addr();
-    let c = online_client(&h).await;
     let (half_tx, half_rx) = std::sync::mpsc::channel::<()>();
     let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
     let other = {
@@ -392,13 +387,7 @@ async fn callers_on_another_runtime_are_answered_and_leave_nothing_behind() {
     };
     tokio::task::block_in_place(|| half_rx.recv_timeout(Duration::from_secs(10)).unwrap());
     h.shutdown_now().await;
-    let _h2 = Server::builder(PSK.clone())
-        .route("/ECHO", "PUT", |req: Request, _ctx: Ctx| async move {
-            Ok::<_, HandlerError>(req.data)
-        })
-        .bind(&addr.to_string())
-        .await
-        .unwrap();
+    let _h2 = echo_server_on(addr).await;
     go_tx.send(()).unwrap();
     tokio::task::spawn_blocking(move || other.join().unwrap())
         .await
