@@ -51,7 +51,7 @@ const MAX_REPOLLS: u32 = 4;
 
 /// How long a caller handed a wake may take to act on it before the background task polls the
 /// driver instead (only matters for a request future that is kept but never polled again).
-pub(crate) const WATCHDOG: Duration = Duration::from_millis(20);
+const WATCHDOG: Duration = Duration::from_millis(20);
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
@@ -81,11 +81,16 @@ pub(crate) struct Key {
     generation: u32,
 }
 
+/// Whether `key` still names a registered waker in `slots`.
+fn current(slots: &[Slot], key: Key) -> bool {
+    slots
+        .get(key.index)
+        .is_some_and(|s| s.generation == key.generation && s.waker.is_some())
+}
+
 impl Waiting {
     fn is_current(&self, key: Key) -> bool {
-        self.slots
-            .get(key.index)
-            .is_some_and(|s| s.generation == key.generation && s.waker.is_some())
+        current(&self.slots, key)
     }
 
     /// Registers `waker` (or refreshes it) under `key`.
@@ -117,11 +122,7 @@ impl Waiting {
         self.order.push(k);
         if self.order.len() > 2 * self.live + 16 {
             let slots = &self.slots;
-            self.order.retain(|k| {
-                slots
-                    .get(k.index)
-                    .is_some_and(|s| s.generation == k.generation && s.waker.is_some())
-            });
+            self.order.retain(|k| current(slots, *k));
         }
         *key = Some(k);
     }
@@ -178,6 +179,12 @@ impl Signal {
 
     fn waiting(&self) -> usize {
         lock(&self.waiting).live
+    }
+
+    /// Whether callers other than the one registered under `key` (if any) wait.
+    fn others_waiting(&self, key: Option<Key>) -> bool {
+        let w = lock(&self.waiting);
+        w.live > usize::from(key.is_some_and(|k| w.is_current(k)))
     }
 
     /// Hands a due driver to the most recent waiting caller (with the background task woken
@@ -246,7 +253,7 @@ impl Engine {
     }
 
     /// Whether the driver has returned.
-    pub(crate) fn finished(&self) -> bool {
+    fn finished(&self) -> bool {
         self.signal.state.load(Ordering::Acquire) & FINISHED != 0
     }
 
@@ -299,12 +306,9 @@ impl Engine {
                 None => true,
             };
             if done {
-                // Dropping the driver fails every waiting request (their reply senders go).
                 let driver = slot.take();
-                state.store(FINISHED, Ordering::Release);
                 drop(slot);
-                drop(driver);
-                self.wake_all_waiting();
+                self.finish(driver);
                 self.signal.wake_background();
                 return;
             }
@@ -324,7 +328,12 @@ impl Engine {
         }
     }
 
-    fn wake_all_waiting(&self) {
+    /// The driver is done (returned, panicked, or its runtime went away): nothing is polled
+    /// again, and dropping `driver` fails every waiting request (their reply senders go), whose
+    /// callers are woken to see it.
+    fn finish(&self, driver: Option<Driver>) {
+        self.signal.state.store(FINISHED, Ordering::Release);
+        drop(driver);
         let wakers: Vec<Waker> = {
             let mut w = lock(&self.signal.waiting);
             std::iter::from_fn(|| w.pick()).collect()
@@ -359,9 +368,7 @@ pub(crate) async fn background(engine: Arc<Engine>) {
         fn drop(&mut self) {
             if !self.0.finished() {
                 let driver = lock(&self.0.driver).take();
-                self.0.signal.state.store(FINISHED, Ordering::Release);
-                drop(driver);
-                self.0.wake_all_waiting();
+                self.0.finish(driver);
             }
         }
     }
@@ -369,7 +376,6 @@ pub(crate) async fn background(engine: Arc<Engine>) {
     let engine = &guard.0;
     let watchdog = tokio::time::sleep(WATCHDOG);
     tokio::pin!(watchdog);
-    let mut armed = false;
     std::future::poll_fn(|cx| {
         {
             let mut bg = lock(&engine.signal.background);
@@ -387,17 +393,17 @@ pub(crate) async fn background(engine: Arc<Engine>) {
         // is seen here, and one that comes later wakes this task.
         let signal = &engine.signal;
         let watch = || signal.waiting() > 0 || signal.state.load(Ordering::SeqCst) == DUE;
-        if !watch() {
+        let mut watching = watch();
+        if !watching {
             signal.watched.store(false, Ordering::SeqCst);
-            armed = false;
+            watching = watch();
         }
-        if watch() {
-            signal.watched.store(true, Ordering::SeqCst);
-            if !armed {
+        if watching {
+            // Only this task writes `watched`: it was set exactly while the timer ran.
+            if !signal.watched.swap(true, Ordering::SeqCst) {
                 watchdog
                     .as_mut()
                     .reset(tokio::time::Instant::now() + WATCHDOG);
-                armed = true;
             }
             while watchdog.as_mut().poll(cx).is_ready() {
                 engine.drive();
@@ -417,7 +423,9 @@ pub(crate) struct Answer<T> {
     engine: Arc<Engine>,
     rx: tokio::sync::oneshot::Receiver<T>,
     key: Option<Key>,
-    yielded: bool,
+    /// The first poll leaves the driver alone (see `poll`); false once that is done, or when
+    /// the caller already polled the driver as it queued its request.
+    deferred: bool,
 }
 
 impl<T> Answer<T> {
@@ -426,7 +434,7 @@ impl<T> Answer<T> {
             engine,
             rx,
             key: None,
-            yielded: false,
+            deferred: true,
         }
     }
 
@@ -448,24 +456,30 @@ impl<T> Answer<T> {
         // Only a caller alone among the waiting (itself registered) claims: behind another
         // one, its request goes out with that one's next write, in one batch with the rest of
         // the burst.
-        let claimed = self.engine.signal.waiting() <= 1 && self.engine.claim();
+        let claimed = !self.others_waiting() && self.engine.claim();
         let queued = queue();
         if claimed {
             self.engine.run_claimed();
-            self.yielded = true;
+            self.deferred = false;
         }
         queued
     }
 
-    /// Whether other callers wait for answers (then one of them will poll the driver soon).
+    /// Whether callers other than this one wait for answers (then one of them will poll the
+    /// driver soon).
     pub(crate) fn others_waiting(&self) -> bool {
-        self.engine.signal.waiting() > 0
+        self.engine.signal.others_waiting(self.key)
     }
 
-    fn done(&mut self) {
-        // Handed a wake (or not): act on it here, this task is running anyway.
+    /// The answer, if it is there. Then the caller stops waiting, and if it was handed a wake
+    /// it acts on it here (its task is running anyway).
+    fn take(&mut self, cx: &mut Context<'_>) -> Option<<Self as Future>::Output> {
+        let Poll::Ready(out) = Pin::new(&mut self.rx).poll(cx) else {
+            return None;
+        };
         self.engine.drive();
         self.engine.leave(self.key.take());
+        Some(out)
     }
 }
 
@@ -474,30 +488,19 @@ impl<T> Future for Answer<T> {
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = &mut *self;
-        if !this.yielded {
+        if let Some(out) = this.take(cx) {
+            return Poll::Ready(out);
+        }
+        this.engine.wait(&mut this.key, cx.waker());
+        if std::mem::replace(&mut this.deferred, false) {
             // Let the other callers of this turn queue their requests first: one write then
             // carries them all. No wake of our own is needed: queueing the request woke the
             // driver's signal, which handed the wake to a waiting caller (this one, if it
             // registered first) or to the background task, or the driver is being polled.
-            this.yielded = true;
-            this.engine.wait(&mut this.key, cx.waker());
-            if let Poll::Ready(out) = Pin::new(&mut this.rx).poll(cx) {
-                this.done();
-                return Poll::Ready(out);
-            }
             return Poll::Pending;
         }
-        if let Poll::Ready(out) = Pin::new(&mut this.rx).poll(cx) {
-            this.done();
-            return Poll::Ready(out);
-        }
-        this.engine.wait(&mut this.key, cx.waker());
         this.engine.drive();
-        if let Poll::Ready(out) = Pin::new(&mut this.rx).poll(cx) {
-            this.done();
-            return Poll::Ready(out);
-        }
-        Poll::Pending
+        this.take(cx).map_or(Poll::Pending, Poll::Ready)
     }
 }
 
