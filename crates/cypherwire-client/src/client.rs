@@ -463,50 +463,41 @@ impl RequestBuilder {
         let id = request.id;
         let (reply, rx) = oneshot::channel();
         let mut answer = Answer::new(engine, rx);
-        let mut command = Some(Command::Request { request, reply });
-        let mut closed = false;
+        let command = Command::Request { request, reply };
         // Queued now, a request goes out with the burst being written instead of after every
         // answer its caller's executor had already queued (futures start at their first poll,
         // behind those). A lone caller queues at its first poll instead, after it registered
         // as waiting, so that the wake its request causes comes back to it.
-        if answer.others_waiting()
-            && let Some(c) = command.take()
-        {
-            match tx.try_send(c) {
-                Ok(()) => {}
-                Err(mpsc::error::TrySendError::Full(c)) => command = Some(c),
-                Err(mpsc::error::TrySendError::Closed(_)) => closed = true,
-            }
-        }
+        let queued = if answer.others_waiting() {
+            try_queue(&tx, command)
+        } else {
+            Queued::Later(command)
+        };
         let guard = CancelOnDrop {
             id,
-            armed: command.is_none() && !closed,
+            armed: matches!(queued, Queued::Now),
             tx,
         };
         async move {
             let mut guard = guard;
-            if closed {
-                return Err(Error::Closed);
-            }
-            if let Some(c) = command {
-                answer.enlist().await;
-                #[expect(
-                    clippy::result_large_err,
-                    reason = "a full queue hands the command back, to be queued by waiting"
-                )]
-                let queued = answer.queue_and_drive(|| guard.tx.try_send(c));
-                match queued {
-                    Ok(()) => {}
-                    Err(mpsc::error::TrySendError::Full(c)) => {
-                        // Rare (1,024 commands queued): boxed, so that every request's future
-                        // does not carry room for this one.
-                        Box::pin(guard.tx.send(c))
-                            .await
-                            .map_err(|_| Error::Closed)?;
+            match queued {
+                Queued::Now => {}
+                Queued::Closed => return Err(Error::Closed),
+                Queued::Later(c) => {
+                    answer.enlist().await;
+                    match answer.queue_and_drive(|| try_queue(&guard.tx, c)) {
+                        Queued::Now => {}
+                        Queued::Closed => return Err(Error::Closed),
+                        Queued::Later(c) => {
+                            // Rare (1,024 commands queued): boxed, so that every request's
+                            // future does not carry room for this one.
+                            Box::pin(guard.tx.send(c))
+                                .await
+                                .map_err(|_| Error::Closed)?;
+                        }
                     }
-                    Err(mpsc::error::TrySendError::Closed(_)) => return Err(Error::Closed),
+                    guard.armed = true;
                 }
-                guard.armed = true;
             }
             // Waiting, this caller may be the one that polls the driver (crate::engine).
             let out = answer.await.map_err(|_| Error::Closed)?;
@@ -525,6 +516,24 @@ impl RequestBuilder {
                 })
             }
         }
+    }
+}
+
+/// Where a request stands after one attempt to queue it without waiting.
+enum Queued {
+    /// In the driver's command queue.
+    Now,
+    /// The queue is full (or the caller chose to queue later): still to be queued.
+    Later(Command),
+    /// The driver is gone.
+    Closed,
+}
+
+fn try_queue(tx: &mpsc::Sender<Command>, command: Command) -> Queued {
+    match tx.try_send(command) {
+        Ok(()) => Queued::Now,
+        Err(mpsc::error::TrySendError::Full(c)) => Queued::Later(c),
+        Err(mpsc::error::TrySendError::Closed(_)) => Queued::Closed,
     }
 }
 
