@@ -726,6 +726,100 @@ mod tests {
         assert_eq!((n(&c), n(&bg)), (0, 1));
     }
 
+    /// The promise of `WATCHDOG`, in virtual time: a wake handed to a caller that never acts
+    /// on it (the background task's watchdog running, so it was not woken too) is taken over
+    /// by the background task within 20 ms.
+    #[tokio::test(start_paused = true)]
+    async fn a_neglected_hand_off_is_taken_over_within_the_watchdog() {
+        let probe = Arc::new(Probe::default());
+        let engine = Engine::new(toy(probe.clone(), None));
+        let (neglecter, w) = counter();
+        let mut key = None;
+        engine.wait(&mut key, &w);
+        let bg = tokio::spawn(background(engine.clone()));
+        tokio::task::yield_now().await;
+        assert_eq!(probe.polls.load(Ordering::SeqCst), 1, "the first poll");
+        assert!(
+            engine.signal.watched.load(Ordering::SeqCst),
+            "a caller waits: watched"
+        );
+        wake(&probe);
+        assert_eq!(
+            n(&neglecter),
+            1,
+            "handed to the waiting caller, which never polls"
+        );
+        tokio::time::advance(Duration::from_millis(19)).await;
+        assert_eq!(
+            probe.polls.load(Ordering::SeqCst),
+            1,
+            "not polled meanwhile"
+        );
+        tokio::time::advance(Duration::from_millis(2)).await;
+        // The timer fired; let the background task run.
+        tokio::task::yield_now().await;
+        assert_eq!(
+            probe.polls.load(Ordering::SeqCst),
+            2,
+            "the background task took over"
+        );
+        bg.abort();
+    }
+
+    #[tokio::test]
+    async fn a_lone_caller_polls_the_driver_as_it_queues_and_one_behind_others_does_not() {
+        let (engine, probe, _bg) = setup(None);
+        let polls = || probe.polls.load(Ordering::SeqCst);
+        let (_reply, rx) = tokio::sync::oneshot::channel::<u8>();
+        let mut alone = Answer::new(engine.clone(), rx);
+        let (_, w) = counter();
+        engine.wait(&mut alone.key, &w);
+        assert_eq!(alone.queue_and_drive(|| 7), 7);
+        assert_eq!(
+            polls(),
+            2,
+            "polled within the call, the request written at once"
+        );
+        assert!(!alone.deferred, "nothing left to defer");
+        let (_reply2, rx2) = tokio::sync::oneshot::channel::<u8>();
+        let mut behind = Answer::new(engine.clone(), rx2);
+        let (_, w2) = counter();
+        engine.wait(&mut behind.key, &w2);
+        behind.queue_and_drive(|| ());
+        assert_eq!(
+            polls(),
+            2,
+            "behind a waiting caller: left to the next write"
+        );
+        assert!(behind.deferred);
+    }
+
+    #[tokio::test]
+    async fn a_picked_caller_whose_answer_is_there_polls_the_driver_itself() {
+        let (engine, probe, bg) = setup(None);
+        let (reply, rx) = tokio::sync::oneshot::channel::<u8>();
+        let mut answer = Answer::new(engine, rx);
+        let (me, my_waker) = counter();
+        let mut cx = Context::from_waker(&my_waker);
+        assert!(
+            Pin::new(&mut answer).poll(&mut cx).is_pending(),
+            "registered"
+        );
+        wake(&probe);
+        assert_eq!((n(&me), n(&bg)), (1, 0), "handed to this caller");
+        reply.send(5).unwrap();
+        assert!(matches!(
+            Pin::new(&mut answer).poll(&mut cx),
+            Poll::Ready(Ok(5))
+        ));
+        assert_eq!(
+            probe.polls.load(Ordering::SeqCst),
+            2,
+            "it polled the driver"
+        );
+        assert_eq!(n(&bg), 0, "nobody else had to be woken");
+    }
+
     #[test]
     fn the_waiting_bookkeeping_stays_bounded() {
         let mut w = Waiting::default();
