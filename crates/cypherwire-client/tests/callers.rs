@@ -1,7 +1,7 @@
 //! Callers that poll the connection themselves (the client's engine, `src/engine.rs`): when a
 //! request is queued, that no caller can hold the others up, that callers on any thread work,
-//! and that many tasks sharing one client each get their own answer exactly once. Real server,
-//! loopback TCP.
+//! and that many tasks sharing one client each get their own answer (that nothing runs twice
+//! is `tests/client.rs`'s). Real server, loopback TCP.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "test code")]
 
@@ -11,7 +11,7 @@ use std::sync::{Arc, LazyLock};
 use std::task::{Context, Poll, Wake, Waker};
 use std::time::Duration;
 
-use cypherwire_client::{Client, Incoming};
+use cypherwire_client::{Client, Incoming, Reply};
 use cypherwire_server::{Ctx, HandlerError, Server, ServerHandle};
 use cypherwire_session::Psk;
 use cypherwire_session::wire::{Request, Value};
@@ -107,15 +107,29 @@ async fn eventually(what: &str, f: impl Fn() -> bool) {
     panic!("not within 5 s: {what}");
 }
 
+/// `fut`'s output, or a failed test after `secs` seconds.
+async fn within<F: Future>(secs: u64, fut: F) -> F::Output {
+    tokio::time::timeout(Duration::from_secs(secs), fut)
+        .await
+        .unwrap_or_else(|_| panic!("not answered within {secs} s"))
+}
+
 async fn echo(c: &Client, v: u64) -> u64 {
-    let reply = tokio::time::timeout(
-        Duration::from_secs(10),
-        c.request("/ECHO", "PUT").data(v).send(),
-    )
-    .await
-    .expect("answered within 10 s")
-    .unwrap();
+    let reply = within(10, c.request("/ECHO", "PUT").data(v).send())
+        .await
+        .unwrap();
     reply.data::<u64>().unwrap()
+}
+
+/// Each spawned `/ECHO` call, in order, answers its index (within `secs` seconds each).
+async fn answers_in_order(
+    calls: Vec<tokio::task::JoinHandle<Result<Reply, cypherwire_client::Error>>>,
+    secs: u64,
+) {
+    for (i, call) in calls.into_iter().enumerate() {
+        let reply = within(secs, call).await.unwrap().unwrap();
+        assert_eq!(reply.data::<u64>().unwrap(), i as u64);
+    }
 }
 
 /// With another request waiting, `send` queues at once: the server runs it before its future is
@@ -189,14 +203,7 @@ async fn a_neglected_request_future_does_not_hold_up_the_others() {
     let burst: Vec<_> = (0..32u64)
         .map(|i| tokio::spawn(c.request("/ECHO", "PUT").data(i).send()))
         .collect();
-    for (i, t) in burst.into_iter().enumerate() {
-        let reply = tokio::time::timeout(Duration::from_secs(10), t)
-            .await
-            .expect("answered within 10 s")
-            .unwrap()
-            .unwrap();
-        assert_eq!(reply.data::<u64>().unwrap(), i as u64);
-    }
+    answers_in_order(burst, 10).await;
     neglecter.await.unwrap();
     c.close(Duration::from_millis(200)).await;
     h.shutdown().await;
@@ -259,9 +266,8 @@ async fn callers_on_threads_outside_the_runtime_are_answered() {
     }
     h.shutdown_now().await;
     let mut status = c.status();
-    tokio::time::timeout(Duration::from_secs(5), status.wait_for(|s| !s.is_online()))
+    within(5, status.wait_for(|s| !s.is_online()))
         .await
-        .unwrap()
         .unwrap();
     let _h2 = echo_server_on(addr).await;
     for g in go {
@@ -293,10 +299,7 @@ async fn many_tasks_sharing_one_client_each_get_their_own_answers() {
                         })
                         .collect();
                     for (v, call) in calls {
-                        let reply = tokio::time::timeout(Duration::from_secs(10), call)
-                            .await
-                            .expect("answered within 10 s")
-                            .unwrap();
+                        let reply = within(10, call).await.unwrap();
                         assert_eq!(reply.data::<u64>().unwrap(), v);
                     }
                 }
@@ -336,13 +339,9 @@ async fn large_and_small_requests_mixed_across_a_restart() {
                     } else {
                         Value::from(u64::from(t) * 100 + u64::from(i))
                     };
-                    let reply = tokio::time::timeout(
-                        Duration::from_secs(20),
-                        c.request("/ECHO", "PUT").data(data.clone()).send(),
-                    )
-                    .await
-                    .expect("answered within 20 s")
-                    .unwrap();
+                    let reply = within(20, c.request("/ECHO", "PUT").data(data.clone()).send())
+                        .await
+                        .unwrap();
                     assert_eq!(reply.data, data);
                 }
             })
@@ -452,25 +451,14 @@ async fn a_full_command_queue_makes_callers_wait_and_loses_nothing() {
         "nothing is answered while the driver waits for the application"
     );
     for i in 0..4u64 {
-        match tokio::time::timeout(Duration::from_secs(10), incoming.next()).await {
-            Ok(Some(Incoming::Action(a))) => assert_eq!(a.data, Value::from(i)),
+        match within(10, incoming.next()).await {
+            Some(Incoming::Action(a)) => assert_eq!(a.data, Value::from(i)),
             other => panic!("action {i}: {other:?}"),
         }
     }
-    let ticked = tokio::time::timeout(Duration::from_secs(10), tick)
-        .await
-        .expect("the tick is answered")
-        .unwrap()
-        .unwrap();
+    let ticked = within(10, tick).await.unwrap().unwrap();
     assert_eq!(ticked.data::<String>().unwrap(), "ticked");
-    for (i, call) in calls.into_iter().enumerate() {
-        let reply = tokio::time::timeout(Duration::from_secs(20), call)
-            .await
-            .expect("answered within 20 s")
-            .unwrap()
-            .unwrap();
-        assert_eq!(reply.data::<u64>().unwrap(), i as u64);
-    }
+    answers_in_order(calls, 20).await;
     c.close(Duration::from_millis(200)).await;
     h.shutdown().await;
 }
