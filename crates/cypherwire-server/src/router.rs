@@ -4,8 +4,9 @@ use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
 
-use crate::handler::{ActionHandler, RequestHandler};
 use cypherwire_session::fasthash::FastState;
+
+use crate::handler::{ActionHandler, RequestHandler};
 
 /// Handlers by (path, operation), a fallback, and actions by name.
 #[derive(Default, Clone)]

@@ -6,13 +6,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
+use cypherwire_session::fasthash::FastState;
 use cypherwire_session::token::{SessionToken, TokenStore};
 use cypherwire_session::wire::{Message, Push, Response, Value};
 use tokio::sync::mpsc;
 
 use crate::conn::Outgoing;
 use crate::registry::ConnectionId;
-use cypherwire_session::fasthash::FastState;
 
 /// Resumption settings, each a documented default.
 ///
