@@ -18,10 +18,11 @@
 //! - One poller at a time: the state word holds `RUNNING` while someone polls; a wake during
 //!   that poll only sets `DUE`, and the poller polls again before it lets go. Nothing is lost
 //!   and nobody blocks: a caller that finds the driver running simply waits for its answer.
-//! - A caller handed a wake that completes or is dropped without polling passes the wake on;
-//!   one that is kept but never polled again (a future parked in a disabled `select!` branch)
-//!   holds the others up at most [`WATCHDOG`]: the background task checks that often while
-//!   callers wait, and a hand-off made while it does not look wakes the background task too.
+//! - A caller handed a wake whose answer is already there polls the driver before it returns;
+//!   one dropped without polling passes the wake on; one that is kept but never polled again
+//!   (a future parked in a disabled `select!` branch) holds the others up at most
+//!   [`WATCHDOG`]: the background task checks that often while callers wait, and a hand-off
+//!   made while it does not look wakes the background task too.
 //!
 //! A panic inside the driver is caught: the driver is dropped, which fails every waiting
 //! request with `Closed`.
