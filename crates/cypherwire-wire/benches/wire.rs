@@ -1,5 +1,5 @@
 //! Wire-layer throughput: frame + envelope encode and decode of 100-byte and 64 KiB messages in
-//! both payload codecs. Run: `cargo bench -p cypherwire-wire --bench wire`.
+//! both payload codecs, with the data as a byte string and (`text`) as a UTF-8 string. Run: `cargo bench -p cypherwire-wire --bench wire`.
 //!
 //! Each measurement handles one whole frame (header + envelope). Criterion reports time per
 //! frame and bytes/s of frame data; frames/s is the reciprocal of the time. The baseline group
@@ -22,16 +22,24 @@ use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_m
 use cypherwire_wire::{Codec, Limits, Message, MessageCodec, PayloadCodec, Request, Value};
 use tokio_util::codec::{Decoder, Encoder};
 
-fn message(size: usize) -> Message {
-    Request::new(42, "/ECHO", "PUT")
-        .with_data(Value::bytes(vec![0xa5u8; size]))
-        .into()
+fn message(size: usize, text: bool) -> Message {
+    let data = if text {
+        Value::from("x".repeat(size))
+    } else {
+        Value::bytes(vec![0xa5u8; size])
+    };
+    Request::new(42, "/ECHO", "PUT").with_data(data).into()
 }
 
 fn bench(c: &mut Criterion) {
     let limits = Limits::default();
-    for (label, size) in [("100B", 100usize), ("64KiB", 64 * 1024)] {
-        let msg = message(size);
+    for (label, size, text) in [
+        ("100B", 100usize, false),
+        ("64KiB", 64 * 1024, false),
+        ("100B-text", 100, true),
+        ("64KiB-text", 64 * 1024, true),
+    ] {
+        let msg = message(size, text);
         for codec in Codec::ALL {
             let mut frames = MessageCodec::new(*codec, limits);
             let mut encoded = BytesMut::new();

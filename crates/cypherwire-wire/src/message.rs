@@ -603,8 +603,8 @@ impl Message {
             return Err(Error::UnsupportedVersion(*version));
         }
         Ok(match *kind {
-            kind::REQUEST => Self::Request(codec.decode(payload, limits)?),
-            kind::RESPONSE => Self::Response(codec.decode(payload, limits)?),
+            kind::REQUEST => Self::Request(codec.decode_request(payload, limits)?),
+            kind::RESPONSE => Self::Response(codec.decode_response(payload, limits)?),
             kind::ACTION => Self::Action(codec.decode(payload, limits)?),
             kind::PUSH => Self::Push(codec.decode(payload, limits)?),
             kind::CANCEL => Self::Cancel(codec.decode(payload, limits)?),

@@ -19,6 +19,8 @@ fn arb_value() -> impl Strategy<Value = Value> {
         any::<bool>().prop_map(Value::from),
         any::<i64>().prop_map(Value::from),
         any::<u64>().prop_map(Value::from),
+        // Small integers, in MessagePack's one-byte forms (fixint, negative fixint).
+        (-40i64..140).prop_map(Value::from),
         any::<f64>().prop_map(Value::from),
         ".{0,12}".prop_map(Value::from),
         proptest::collection::vec(any::<u8>(), 0..16).prop_map(Value::bytes),
@@ -94,6 +96,19 @@ fn assert_identical(a: &[Message], b: &[Message]) -> Result<(), TestCaseError> {
     Ok(())
 }
 
+/// Both decoded identical values, or both failed with the same error.
+fn same_outcome(
+    a: cypherwire_wire::Result<Message>,
+    b: cypherwire_wire::Result<Message>,
+) -> Result<(), TestCaseError> {
+    match (&a, &b) {
+        (Ok(x), Ok(y)) => prop_assert!(x.is_identical(y), "{:?} != {:?}", x, y),
+        (Err(x), Err(y)) => prop_assert_eq!(format!("{x:?}"), format!("{y:?}")),
+        _ => prop_assert!(false, "{:?} vs {:?}", a, b),
+    }
+    Ok(())
+}
+
 proptest! {
     #![proptest_config(ProptestConfig {
         cases: 512,
@@ -126,6 +141,41 @@ proptest! {
             prop_assert!(back.is_identical(&msg), "{:?}: {:?} -> {:?}", codec, msg, back);
             prop_assert!(buf.is_empty());
         }
+    }
+
+    #[test]
+    fn request_and_response_decoding_matches_the_general_path(
+        msg in arb_message(),
+        edits in proptest::collection::vec((any::<proptest::sample::Index>(), any::<u8>()), 0..4),
+        cut in proptest::option::of(any::<proptest::sample::Index>()),
+        depth in 1usize..10,
+    ) {
+        // MessagePack's `decode_request` / `decode_response` (a one-pass path for the form the
+        // encoder writes, the general path for anything else) against the general path alone,
+        // on encoded envelopes of every kind, some with bytes changed or cut off, under a
+        // depth limit that real values reach.
+        let mut buf = BytesMut::new();
+        msg.encode(&Codec::MsgPack, &mut buf).unwrap();
+        let mut payload = buf[2..].to_vec();
+        for (at, byte) in &edits {
+            if !payload.is_empty() {
+                let i = at.index(payload.len());
+                payload[i] = *byte;
+            }
+        }
+        if let Some(cut) = cut {
+            payload.truncate(cut.index(payload.len() + 1));
+        }
+        let limits = Limits::default().with_max_depth(depth).unwrap();
+        let codec = cypherwire_wire::MsgPack;
+        same_outcome(
+            codec.decode_request(&payload, &limits).map(Message::Request),
+            codec.decode::<Request>(&payload, &limits).map(Message::Request),
+        )?;
+        same_outcome(
+            codec.decode_response(&payload, &limits).map(Message::Response),
+            codec.decode::<Response>(&payload, &limits).map(Message::Response),
+        )?;
     }
 
     #[test]

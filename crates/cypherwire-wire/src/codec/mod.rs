@@ -13,8 +13,13 @@
 //!
 //! Before any decoding, the input's structure is scanned without allocating: nesting depth is
 //! checked against [`Limits::max_depth`], and every MessagePack length field against the bytes
-//! actually present, so no decoder ever pre-allocates from a declared length.
+//! actually present, so no decoder ever pre-allocates from a declared length. MessagePack
+//! requests and responses in the form the encoder writes are decoded in one pass that makes
+//! the same checks as it goes ([`PayloadCodec::decode_request`]); every other input takes the
+//! scan and the general decoder.
 
+#[cfg(feature = "msgpack")]
+mod direct;
 #[cfg(feature = "json")]
 mod json;
 #[cfg(feature = "msgpack")]
@@ -33,6 +38,7 @@ pub use self::json::Json;
 pub use self::msgpack::MsgPack;
 use crate::error::{Error, Result};
 use crate::limits::Limits;
+use crate::message::{Request, Response};
 
 #[cfg(not(any(feature = "msgpack", feature = "json")))]
 compile_error!("cypherwire-wire needs at least one payload codec: enable `msgpack` or `json`");
@@ -106,6 +112,25 @@ pub trait PayloadCodec: fmt::Debug + Send + Sync {
     /// [`Error::DepthExceeded`], [`Error::LengthExceedsInput`], [`Error::InvalidUtf8`],
     /// [`Error::TrailingBytes`], [`Error::Unsupported`] or [`Error::Decode`].
     fn decode<T: DeserializeOwned>(&self, src: &[u8], limits: &Limits) -> Result<T>;
+
+    /// Decodes a [`Request`] payload, as [`decode`](Self::decode) does (the default calls it).
+    /// A codec may override it with a faster path for the envelope every request carries; it
+    /// must return what `decode` returns, value or error.
+    ///
+    /// # Errors
+    /// As [`decode`](Self::decode).
+    fn decode_request(&self, src: &[u8], limits: &Limits) -> Result<Request> {
+        self.decode(src, limits)
+    }
+
+    /// Decodes a [`Response`] payload, as [`decode`](Self::decode) does (the default calls
+    /// it); see [`decode_request`](Self::decode_request).
+    ///
+    /// # Errors
+    /// As [`decode`](Self::decode).
+    fn decode_response(&self, src: &[u8], limits: &Limits) -> Result<Response> {
+        self.decode(src, limits)
+    }
 }
 
 /// A payload codec chosen at run time, e.g. from a negotiated [`CodecId`].
@@ -177,6 +202,24 @@ impl PayloadCodec for Codec {
             Self::MsgPack => MsgPack.decode(src, limits),
             #[cfg(feature = "json")]
             Self::Json => Json.decode(src, limits),
+        }
+    }
+
+    fn decode_request(&self, src: &[u8], limits: &Limits) -> Result<Request> {
+        match self {
+            #[cfg(feature = "msgpack")]
+            Self::MsgPack => MsgPack.decode_request(src, limits),
+            #[cfg(feature = "json")]
+            Self::Json => Json.decode_request(src, limits),
+        }
+    }
+
+    fn decode_response(&self, src: &[u8], limits: &Limits) -> Result<Response> {
+        match self {
+            #[cfg(feature = "msgpack")]
+            Self::MsgPack => MsgPack.decode_response(src, limits),
+            #[cfg(feature = "json")]
+            Self::Json => Json.decode_response(src, limits),
         }
     }
 }

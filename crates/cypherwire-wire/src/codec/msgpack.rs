@@ -4,15 +4,18 @@ use bytes::{BufMut, BytesMut};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use super::{CodecId, PayloadCodec, scan};
+use super::{CodecId, PayloadCodec, direct, scan};
 use crate::error::{Error, Result};
 use crate::limits::Limits;
+use crate::message::{Request, Response};
 
 /// MessagePack via `rmp-serde`: structs are encoded as arrays of their fields in declaration
 /// order, integers in their shortest form, byte strings as `bin`.
 ///
 /// Decoding first scans the input (see [the module docs](crate::codec)); extension types are
-/// rejected with [`Error::Unsupported`].
+/// rejected with [`Error::Unsupported`]. Requests and responses in the form this codec writes
+/// are decoded in one pass that makes the same checks (`decode_request`, `decode_response`);
+/// any other input takes the general path, so the result is the same either way.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct MsgPack;
 
@@ -45,5 +48,13 @@ impl PayloadCodec for MsgPack {
                 reason: other.to_string(),
             },
         })
+    }
+
+    fn decode_request(&self, src: &[u8], limits: &Limits) -> Result<Request> {
+        direct::request(src, limits).map_or_else(|| self.decode(src, limits), Ok)
+    }
+
+    fn decode_response(&self, src: &[u8], limits: &Limits) -> Result<Response> {
+        direct::response(src, limits).map_or_else(|| self.decode(src, limits), Ok)
     }
 }

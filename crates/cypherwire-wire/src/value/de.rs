@@ -12,12 +12,8 @@ use serde::de::{
 use serde::{Deserialize, forward_to_deserialize_any};
 
 use super::ser::{BYTES_KEY, FLOAT_KEY, MAP_KEY};
-use super::{Integer, Repr, Value};
+use super::{Integer, MAX_PREALLOC, Repr, Value};
 use crate::error::{Error, Result};
-
-/// Upper bound on capacity reserved from a decoder's size hint (elements); the scan has already
-/// checked declared lengths against the input, this just keeps one hint from reserving much.
-const MAX_PREALLOC: usize = 4096;
 
 impl<'de> Deserialize<'de> for Value {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {

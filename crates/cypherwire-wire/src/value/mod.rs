@@ -29,6 +29,11 @@ use std::collections::{BTreeMap, HashMap};
 pub use self::de::from_value;
 pub use self::ser::to_value;
 
+/// Upper bound on capacity reserved from a declared container length (elements), for every
+/// decoder of [`Value`]: declared lengths have been checked against the input by then, this
+/// just keeps one declaration from reserving much.
+pub(crate) const MAX_PREALLOC: usize = 4096;
+
 /// A dynamically typed value. See [the module docs](self).
 #[derive(Debug, Clone, PartialEq, Default)]
 #[non_exhaustive]
