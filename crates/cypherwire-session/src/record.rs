@@ -203,16 +203,25 @@ impl Sealer {
         self.key_updates
     }
 
-    /// Appends the frames for one message to `dst`: one record if it fits, otherwise chunks.
+    /// Appends the frames for one message to `dst`: one record if it fits, otherwise chunks,
+    /// each copied once into its record.
     ///
     /// # Errors
     /// [`Error::Closed`] after [`seal_close`](Self::seal_close).
     pub fn seal_message(&mut self, msg: &[u8], now: Instant, dst: &mut BytesMut) -> Result<()> {
         self.reserve(dst, msg.len());
-        self.seal_with(now, dst, |buf| {
-            buf.extend_from_slice(msg);
-            Ok(())
-        })
+        if msg.len() <= self.max_chunk {
+            return self.seal_with(now, dst, |buf| {
+                buf.extend_from_slice(msg);
+                Ok(())
+            });
+        }
+        if self.closed {
+            return Err(Error::Closed);
+        }
+        // Each chunk copied once, straight into its record.
+        self.seal_chunks(msg, dst)?;
+        self.maybe_rekey(now, dst)
     }
 
     /// Like [`seal_message`](Self::seal_message), but `write` appends the message straight
@@ -248,17 +257,29 @@ impl Sealer {
             // One reservation for every record of the message: growing record by record would
             // copy what is already sealed each time the buffer doubles.
             self.reserve(dst, len);
-            let mut chunks = msg.chunks(self.max_chunk).peekable();
-            while let Some(chunk) = chunks.next() {
-                let ty = if chunks.peek().is_some() {
-                    TYPE_MORE
-                } else {
-                    TYPE_FINAL
-                };
-                self.seal_record(ty, chunk, dst)?;
-            }
+            self.seal_chunks(&msg, dst)?;
         }
         self.maybe_rekey(now, dst)
+    }
+
+    /// Appends `msg`, longer than one chunk, as MORE … FINAL records, each chunk copied into
+    /// its record and sealed there. Checks the counter limit for all of them first, so that
+    /// either every record is sealed or (`dst` unchanged) none.
+    fn seal_chunks(&mut self, msg: &[u8], dst: &mut BytesMut) -> Result<()> {
+        let records = msg.len().div_ceil(self.max_chunk);
+        if self.seq.saturating_add(records as u64) > HARD_RECORD_LIMIT {
+            return Err(Error::Closed);
+        }
+        let mut chunks = msg.chunks(self.max_chunk).peekable();
+        while let Some(chunk) = chunks.next() {
+            let ty = if chunks.peek().is_some() {
+                TYPE_MORE
+            } else {
+                TYPE_FINAL
+            };
+            self.seal_record(ty, chunk, dst)?;
+        }
+        Ok(())
     }
 
     /// Appends the authenticated close record. Nothing can be sent afterwards.
@@ -575,6 +596,18 @@ mod tests {
 
     use super::*;
 
+    /// A sealer of `suite` with a fixed key and the default limits.
+    fn sealer(suite: CipherSuite, now: Instant) -> Sealer {
+        Sealer::new(
+            suite,
+            Backend::default(),
+            vec![7u8; suite.key_len()],
+            FrameCodec::new(Limits::default()),
+            RekeyPolicy::default(),
+            now,
+        )
+    }
+
     /// A reassembled message takes its whole buffer with it: the opener keeps no share of it
     /// (and no spare capacity) once the message is handed out.
     #[test]
@@ -645,20 +678,43 @@ mod tests {
     fn seal_message_reserves_its_records_once() {
         let now = tokio::time::Instant::now().into_std();
         for suite in CipherSuite::ALL {
-            let mut sealer = Sealer::new(
-                suite,
-                Backend::default(),
-                vec![7u8; suite.key_len()],
-                FrameCodec::new(Limits::default()),
-                RekeyPolicy::default(),
-                now,
-            );
+            let mut sealer = sealer(suite, now);
             let len = 5 * MAX_CHUNK + 17;
             let mut exact = BytesMut::new();
             sealer.reserve(&mut exact, len);
             let mut dst = BytesMut::new();
             sealer.seal_message(&vec![1u8; len], now, &mut dst).unwrap();
             assert_eq!(dst.capacity(), exact.capacity(), "{suite:?}");
+        }
+    }
+
+    /// `seal_message` copies each chunk of a long message straight into its record; the
+    /// records are the ones `seal_with` makes when the message is written into the buffer
+    /// and its chunks moved apart (same key, same counters), byte for byte, for every suite.
+    #[test]
+    fn seal_message_makes_the_records_seal_with_makes() {
+        let now = tokio::time::Instant::now().into_std();
+        for suite in CipherSuite::ALL {
+            let (mut a, mut b) = (sealer(suite, now), sealer(suite, now));
+            for len in [
+                0,
+                100,
+                MAX_CHUNK,
+                MAX_CHUNK + 1,
+                3 * MAX_CHUNK,
+                5 * MAX_CHUNK + 17,
+            ] {
+                let msg: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+                let (mut by_copy, mut in_place) = (BytesMut::new(), BytesMut::new());
+                a.seal_message(&msg, now, &mut by_copy).unwrap();
+                b.seal_with(now, &mut in_place, |d| {
+                    d.extend_from_slice(&msg);
+                    Ok(())
+                })
+                .unwrap();
+                assert!(by_copy == in_place, "{suite:?}, {len} bytes");
+            }
+            assert_eq!(a.seq, b.seq);
         }
     }
 
