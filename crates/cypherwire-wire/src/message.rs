@@ -565,8 +565,8 @@ impl Message {
         dst.put_u8(ENVELOPE_VERSION);
         dst.put_u8(self.kind());
         let res = match self {
-            Self::Request(m) => codec.encode(m, dst),
-            Self::Response(m) => codec.encode(m, dst),
+            Self::Request(m) => codec.encode_request(m, dst),
+            Self::Response(m) => codec.encode_response(m, dst),
             Self::Action(m) => codec.encode(m, dst),
             Self::Push(m) => codec.encode(m, dst),
             Self::Cancel(m) => codec.encode(m, dst),

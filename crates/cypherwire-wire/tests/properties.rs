@@ -179,6 +179,26 @@ proptest! {
     }
 
     #[test]
+    fn request_and_response_encoding_matches_the_general_path(msg in arb_message()) {
+        // MessagePack's `encode_request` / `encode_response` (written without serde) against
+        // `encode` through rmp-serde: the same bytes.
+        let codec = cypherwire_wire::MsgPack;
+        let (mut direct, mut general) = (BytesMut::new(), BytesMut::new());
+        match &msg {
+            Message::Request(r) => {
+                codec.encode_request(r, &mut direct).unwrap();
+                codec.encode(r, &mut general).unwrap();
+            }
+            Message::Response(r) => {
+                codec.encode_response(r, &mut direct).unwrap();
+                codec.encode(r, &mut general).unwrap();
+            }
+            _ => return Ok(()),
+        }
+        prop_assert_eq!(&direct[..], &general[..]);
+    }
+
+    #[test]
     fn approx_size_covers_the_msgpack_envelope(msg in arb_message()) {
         let mut buf = BytesMut::new();
         msg.encode(&Codec::MsgPack, &mut buf).unwrap();

@@ -1,10 +1,11 @@
-//! Direct MessagePack decoding of the envelopes on the hot path: [`Request`] and [`Response`].
+//! Direct MessagePack encoding and decoding of the envelopes on the hot path: [`Request`] and
+//! [`Response`].
 //!
-//! The general path scans the input (depth, declared lengths against the bytes present, UTF-8)
-//! and then deserialises it with `rmp-serde`, which validates every string a second time and
-//! dispatches each field through serde. This module does both in one pass, for the canonical
-//! form this crate's encoder writes: a struct as an array of its fields, strings as `str`,
-//! integers in any of MessagePack's unsigned or signed forms, no extension types.
+//! **Decoding.** The general path scans the input (depth, declared lengths against the bytes
+//! present, UTF-8) and then deserialises it with `rmp-serde`, which validates every string a
+//! second time and dispatches each field through serde. This module does both in one pass, for
+//! the canonical form this crate's encoder writes: a struct as an array of its fields, strings
+//! as `str`, integers in any of MessagePack's unsigned or signed forms, no extension types.
 //!
 //! It gives up (`None`) on anything else — another form the general path may still accept, and
 //! every malformed input — and the caller then decodes with the general path, which produces
@@ -13,8 +14,14 @@
 //! it, `tests/properties.rs`). The checks that bound work on untrusted input are the scan's:
 //! a container deeper than the limit, or declaring more items than bytes remain, is given up
 //! before anything is reserved.
+//!
+//! **Encoding** writes the bytes `rmp-serde` writes (every integer, length and container in its
+//! shortest form; property-tested byte for byte), without serde's dispatch. A length beyond
+//! MessagePack's 32-bit fields is left to the general path, which reports it.
 
 use std::time::Duration;
+
+use bytes::{BufMut, BytesMut};
 
 use crate::limits::{Limits, MAX_DEPTH_CAP};
 use crate::message::{Request, Response, Status, StatusCode};
@@ -69,6 +76,163 @@ pub(crate) fn response(src: &[u8], limits: &Limits) -> Option<Response> {
         data,
         metadata,
     })
+}
+
+/// Appends a request payload as `rmp-serde` writes it; `false` (and `dst` unchanged) if a
+/// length does not fit MessagePack.
+pub(crate) fn write_request(r: &Request, dst: &mut BytesMut) -> bool {
+    let start = dst.len();
+    dst.put_u8(fixarray(6));
+    uint(dst, r.id);
+    let ok = text(dst, &r.path)
+        && text(dst, &r.operation)
+        && value(dst, &r.data)
+        && value(dst, &r.metadata);
+    match r.deadline {
+        None => dst.put_u8(NIL),
+        Some(d) => uint(dst, u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+    }
+    ok || undo(dst, start)
+}
+
+/// Appends a response payload as `rmp-serde` writes it; `false` (and `dst` unchanged) if a
+/// length does not fit MessagePack.
+pub(crate) fn write_response(r: &Response, dst: &mut BytesMut) -> bool {
+    let start = dst.len();
+    dst.put_u8(fixarray(4));
+    uint(dst, r.id);
+    dst.put_u8(fixarray(2));
+    uint(dst, u64::from(r.status.code.0));
+    let ok = text(dst, &r.status.message) && value(dst, &r.data) && value(dst, &r.metadata);
+    ok || undo(dst, start)
+}
+
+fn undo(dst: &mut BytesMut, start: usize) -> bool {
+    dst.truncate(start);
+    false
+}
+
+/// The shortest unsigned form.
+fn uint(dst: &mut BytesMut, v: u64) {
+    match v {
+        0..=0x7f => dst.put_u8(v as u8),
+        0x80..=0xff => {
+            dst.put_u8(0xcc);
+            dst.put_u8(v as u8);
+        }
+        0x100..=0xffff => {
+            dst.put_u8(0xcd);
+            dst.put_u16(v as u16);
+        }
+        0x1_0000..=0xffff_ffff => {
+            dst.put_u8(0xce);
+            dst.put_u32(v as u32);
+        }
+        _ => {
+            dst.put_u8(0xcf);
+            dst.put_u64(v);
+        }
+    }
+}
+
+/// The shortest signed form of a negative value.
+fn negative(dst: &mut BytesMut, v: i64) {
+    match v {
+        -32..=-1 => dst.put_i8(v as i8),
+        -128..=-33 => {
+            dst.put_u8(0xd0);
+            dst.put_i8(v as i8);
+        }
+        -32_768..=-129 => {
+            dst.put_u8(0xd1);
+            dst.put_i16(v as i16);
+        }
+        -2_147_483_648..=-32_769 => {
+            dst.put_u8(0xd2);
+            dst.put_i32(v as i32);
+        }
+        _ => {
+            dst.put_u8(0xd3);
+            dst.put_i64(v);
+        }
+    }
+}
+
+/// A length field with the shortest of the fix form (`fix` marker, below `fix_max`) and the
+/// 8-bit (`m8`, if the type has one), 16-bit and 32-bit forms; `false` beyond 32 bits.
+fn len(dst: &mut BytesMut, n: usize, fix: Option<(u8, usize)>, markers: [Option<u8>; 3]) -> bool {
+    let [m8, m16, m32] = markers;
+    if let Some((fix, max)) = fix
+        && n <= max
+    {
+        dst.put_u8(fix | n as u8);
+    } else if let Some(m8) = m8
+        && n <= 0xff
+    {
+        dst.put_u8(m8);
+        dst.put_u8(n as u8);
+    } else if let (Some(m16), Ok(n)) = (m16, u16::try_from(n)) {
+        dst.put_u8(m16);
+        dst.put_u16(n);
+    } else if let (Some(m32), Ok(n)) = (m32, u32::try_from(n)) {
+        dst.put_u8(m32);
+        dst.put_u32(n);
+    } else {
+        return false;
+    }
+    true
+}
+
+fn text(dst: &mut BytesMut, s: &str) -> bool {
+    len(
+        dst,
+        s.len(),
+        Some((0xa0, 31)),
+        [Some(0xd9), Some(0xda), Some(0xdb)],
+    ) && {
+        dst.put_slice(s.as_bytes());
+        true
+    }
+}
+
+fn value(dst: &mut BytesMut, v: &Value) -> bool {
+    match v {
+        Value::Nil => dst.put_u8(NIL),
+        Value::Bool(b) => dst.put_u8(if *b { 0xc3 } else { 0xc2 }),
+        // Below zero an `Integer` fits `i64`.
+        Value::Int(i) => match i.as_u64() {
+            Some(u) => uint(dst, u),
+            None => negative(dst, i.as_i128() as i64),
+        },
+        Value::Float(f) => {
+            dst.put_u8(0xcb);
+            dst.put_f64(*f);
+        }
+        Value::String(s) => return text(dst, s),
+        Value::Bytes(b) => {
+            if !len(dst, b.len(), None, [Some(0xc4), Some(0xc5), Some(0xc6)]) {
+                return false;
+            }
+            dst.put_slice(b);
+        }
+        Value::Array(items) => {
+            return len(
+                dst,
+                items.len(),
+                Some((0x90, 15)),
+                [None, Some(0xdc), Some(0xdd)],
+            ) && items.iter().all(|item| value(dst, item));
+        }
+        Value::Map(pairs) => {
+            return len(
+                dst,
+                pairs.len(),
+                Some((0x80, 15)),
+                [None, Some(0xde), Some(0xdf)],
+            ) && pairs.iter().all(|(k, v)| value(dst, k) && value(dst, v));
+        }
+    }
+    true
 }
 
 const NIL: u8 = 0xc0;
@@ -369,6 +533,72 @@ mod tests {
                 Message::Request(direct.clone()).is_identical(&Message::Request(general.clone())),
                 "{form:x?}: {direct:?} vs {general:?}"
             );
+        }
+    }
+
+    #[test]
+    fn encoding_writes_the_bytes_rmp_serde_writes_at_every_form_boundary() {
+        let mut values: Vec<Value> = Vec::new();
+        for v in [
+            0u64,
+            127,
+            128,
+            255,
+            256,
+            65_535,
+            65_536,
+            0xffff_ffff,
+            1 << 32,
+            u64::MAX,
+        ] {
+            values.push(Value::from(v));
+        }
+        for v in [
+            -1i64,
+            -32,
+            -33,
+            -128,
+            -129,
+            -32_768,
+            -32_769,
+            -2_147_483_648,
+            -2_147_483_649,
+            i64::MIN,
+        ] {
+            values.push(Value::from(v));
+        }
+        for n in [0usize, 31, 32, 255, 256, 65_535, 65_536] {
+            values.push(Value::from("s".repeat(n)));
+            values.push(Value::bytes(vec![9u8; n]));
+        }
+        for n in [0usize, 15, 16, 65_535, 65_536] {
+            values.push(Value::Array(vec![Value::Nil; n]));
+            values.push(Value::Map(vec![(Value::Nil, Value::from(true)); n]));
+        }
+        values.extend([
+            Value::from(false),
+            Value::from(-0.0f64),
+            Value::from(f64::NAN),
+        ]);
+        for v in values {
+            for deadline in [None, Some(Duration::from_millis(300)), Some(Duration::MAX)] {
+                let mut req = Request::new(1 << 40, "/p", "op").with_data(v.clone());
+                req.deadline = deadline;
+                let mut direct = BytesMut::new();
+                assert!(write_request(&req, &mut direct));
+                assert!(
+                    direct == encoded(&req),
+                    "{deadline:?}, {:?}",
+                    &direct[..40.min(direct.len())]
+                );
+            }
+            for code in [0u16, 127, 128, 255, 256, u16::MAX] {
+                let resp =
+                    Response::error(5, StatusCode(code), "m".repeat(40)).with_metadata(v.clone());
+                let mut direct = BytesMut::new();
+                assert!(write_response(&resp, &mut direct));
+                assert!(direct == encoded(&resp), "code {code}");
+            }
         }
     }
 

@@ -16,7 +16,8 @@
 //! actually present, so no decoder ever pre-allocates from a declared length. MessagePack
 //! requests and responses in the form the encoder writes are decoded in one pass that makes
 //! the same checks as it goes ([`PayloadCodec::decode_request`]); every other input takes the
-//! scan and the general decoder.
+//! scan and the general decoder. Requests and responses are also encoded without serde's
+//! dispatch ([`PayloadCodec::encode_request`]), to the same bytes.
 
 #[cfg(feature = "msgpack")]
 mod direct;
@@ -113,6 +114,24 @@ pub trait PayloadCodec: fmt::Debug + Send + Sync {
     /// [`Error::TrailingBytes`], [`Error::Unsupported`] or [`Error::Decode`].
     fn decode<T: DeserializeOwned>(&self, src: &[u8], limits: &Limits) -> Result<T>;
 
+    /// Appends a [`Request`] payload, as [`encode`](Self::encode) does (the default calls it).
+    /// A codec may override it with a faster path; it must write what `encode` writes.
+    ///
+    /// # Errors
+    /// As [`encode`](Self::encode).
+    fn encode_request(&self, request: &Request, dst: &mut BytesMut) -> Result<()> {
+        self.encode(request, dst)
+    }
+
+    /// Appends a [`Response`] payload, as [`encode`](Self::encode) does (the default calls
+    /// it); see [`encode_request`](Self::encode_request).
+    ///
+    /// # Errors
+    /// As [`encode`](Self::encode).
+    fn encode_response(&self, response: &Response, dst: &mut BytesMut) -> Result<()> {
+        self.encode(response, dst)
+    }
+
     /// Decodes a [`Request`] payload, as [`decode`](Self::decode) does (the default calls it).
     /// A codec may override it with a faster path for the envelope every request carries; it
     /// must return what `decode` returns, value or error.
@@ -202,6 +221,24 @@ impl PayloadCodec for Codec {
             Self::MsgPack => MsgPack.decode(src, limits),
             #[cfg(feature = "json")]
             Self::Json => Json.decode(src, limits),
+        }
+    }
+
+    fn encode_request(&self, request: &Request, dst: &mut BytesMut) -> Result<()> {
+        match self {
+            #[cfg(feature = "msgpack")]
+            Self::MsgPack => MsgPack.encode_request(request, dst),
+            #[cfg(feature = "json")]
+            Self::Json => Json.encode_request(request, dst),
+        }
+    }
+
+    fn encode_response(&self, response: &Response, dst: &mut BytesMut) -> Result<()> {
+        match self {
+            #[cfg(feature = "msgpack")]
+            Self::MsgPack => MsgPack.encode_response(response, dst),
+            #[cfg(feature = "json")]
+            Self::Json => Json.encode_response(response, dst),
         }
     }
 

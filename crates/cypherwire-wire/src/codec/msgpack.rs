@@ -15,7 +15,8 @@ use crate::message::{Request, Response};
 /// Decoding first scans the input (see [the module docs](crate::codec)); extension types are
 /// rejected with [`Error::Unsupported`]. Requests and responses in the form this codec writes
 /// are decoded in one pass that makes the same checks (`decode_request`, `decode_response`);
-/// any other input takes the general path, so the result is the same either way.
+/// any other input takes the general path, so the result is the same either way. They are
+/// encoded without serde's dispatch, to the bytes `rmp-serde` writes.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct MsgPack;
 
@@ -48,6 +49,22 @@ impl PayloadCodec for MsgPack {
                 reason: other.to_string(),
             },
         })
+    }
+
+    fn encode_request(&self, request: &Request, dst: &mut BytesMut) -> Result<()> {
+        if direct::write_request(request, dst) {
+            Ok(())
+        } else {
+            self.encode(request, dst)
+        }
+    }
+
+    fn encode_response(&self, response: &Response, dst: &mut BytesMut) -> Result<()> {
+        if direct::write_response(response, dst) {
+            Ok(())
+        } else {
+            self.encode(response, dst)
+        }
     }
 
     fn decode_request(&self, src: &[u8], limits: &Limits) -> Result<Request> {
