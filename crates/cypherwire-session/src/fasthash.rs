@@ -54,10 +54,18 @@ impl Hasher for FastHasher {
             self.mix(u64::from_le_bytes(b));
         }
         let rest = words.remainder();
-        let mut b = [0u8; 8];
-        b[..rest.len()].copy_from_slice(rest);
+        // Byte by byte (at most 7): a copy of a variable length is a call to `memcpy`.
+        let tail = rest
+            .iter()
+            .rev()
+            .fold(0u64, |acc, &b| (acc << 8) | u64::from(b));
         // The length keeps "ab" and "ab\0" apart.
-        self.mix(u64::from_le_bytes(b) ^ ((rest.len() as u64) << 59));
+        self.mix(tail ^ ((rest.len() as u64) << 59));
+    }
+
+    fn write_u8(&mut self, v: u8) {
+        // Every `str` key ends with one (`Hash for str` writes 0xff after the bytes).
+        self.mix(u64::from(v) | (1 << 63));
     }
 
     fn write_u64(&mut self, v: u64) {
@@ -98,5 +106,15 @@ mod tests {
         assert_eq!(state.hash_one("/ECHO"), state.hash_one("/ECHO"));
         assert_ne!(state.hash_one(&b"ab"[..]), state.hash_one(&b"ab\0"[..]));
         assert_ne!(state.hash_one(1u64), state.hash_one(2u64));
+        // Every byte of a tail shorter than a word counts, in its place.
+        for (a, b) in [
+            ("/ECHO", "/ECHP"),
+            ("/ECHO", "0ECHO"),
+            ("ab", "ba"),
+            ("a", ""),
+        ] {
+            assert_ne!(state.hash_one(a), state.hash_one(b), "{a:?} {b:?}");
+        }
+        assert_ne!(state.hash_one(7u8), state.hash_one(8u8));
     }
 }
