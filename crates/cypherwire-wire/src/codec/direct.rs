@@ -23,9 +23,10 @@ use std::time::Duration;
 
 use bytes::{BufMut, BytesMut};
 
+use super::scan::Reader;
 use crate::limits::{Limits, MAX_DEPTH_CAP};
 use crate::message::{Request, Response, Status, StatusCode};
-use crate::value::{MAX_PREALLOC, Value};
+use crate::value::{Integer, MAX_PREALLOC, Value};
 
 /// Decodes a request payload (`[id, path, operation, data, metadata, deadline_ms]`), or
 /// `None` if it is not in the canonical form (see the module docs).
@@ -37,12 +38,11 @@ pub(crate) fn request(src: &[u8], limits: &Limits) -> Option<Request> {
     let operation = input.string()?;
     let data = input.value(1)?;
     let metadata = input.value(1)?;
-    let deadline = match input.peek()? {
-        NIL => {
-            input.pos += 1;
-            None
-        }
-        _ => Some(Duration::from_millis(input.uint()?)),
+    let deadline = if input.r.peek()? == NIL {
+        input.byte()?;
+        None
+    } else {
+        Some(Duration::from_millis(input.uint()?))
     };
     input.finish()?;
     Some(Request {
@@ -90,6 +90,7 @@ pub(crate) fn write_request(r: &Request, dst: &mut BytesMut) -> bool {
         && value(dst, &r.metadata);
     match r.deadline {
         None => dst.put_u8(NIL),
+        // As `opt_millis` writes it.
         Some(d) => uint(dst, u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
     }
     ok || undo(dst, start)
@@ -158,24 +159,57 @@ fn negative(dst: &mut BytesMut, v: i64) {
     }
 }
 
-/// A length field with the shortest of the fix form (`fix` marker, below `fix_max`) and the
-/// 8-bit (`m8`, if the type has one), 16-bit and 32-bit forms; `false` beyond 32 bits.
-fn len(dst: &mut BytesMut, n: usize, fix: Option<(u8, usize)>, markers: [Option<u8>; 3]) -> bool {
-    let [m8, m16, m32] = markers;
-    if let Some((fix, max)) = fix
+/// The markers of one kind of MessagePack length field, shortest first.
+struct LenForms {
+    /// The fix form's marker and the most it holds.
+    fix: Option<(u8, usize)>,
+    /// The 8-bit form (strings and byte strings only).
+    len8: Option<u8>,
+    len16: u8,
+    len32: u8,
+}
+
+const STR: LenForms = LenForms {
+    fix: Some((0xa0, 31)),
+    len8: Some(0xd9),
+    len16: 0xda,
+    len32: 0xdb,
+};
+const BIN: LenForms = LenForms {
+    fix: None,
+    len8: Some(0xc4),
+    len16: 0xc5,
+    len32: 0xc6,
+};
+const ARRAY: LenForms = LenForms {
+    fix: Some((0x90, 15)),
+    len8: None,
+    len16: 0xdc,
+    len32: 0xdd,
+};
+const MAP: LenForms = LenForms {
+    fix: Some((0x80, 15)),
+    len8: None,
+    len16: 0xde,
+    len32: 0xdf,
+};
+
+/// Writes `n` in the shortest of `forms`; `false` (nothing written) beyond 32 bits.
+fn len(dst: &mut BytesMut, n: usize, forms: &LenForms) -> bool {
+    if let Some((fix, max)) = forms.fix
         && n <= max
     {
         dst.put_u8(fix | n as u8);
-    } else if let Some(m8) = m8
-        && n <= 0xff
+    } else if let Some(len8) = forms.len8
+        && let Ok(n) = u8::try_from(n)
     {
-        dst.put_u8(m8);
-        dst.put_u8(n as u8);
-    } else if let (Some(m16), Ok(n)) = (m16, u16::try_from(n)) {
-        dst.put_u8(m16);
+        dst.put_u8(len8);
+        dst.put_u8(n);
+    } else if let Ok(n) = u16::try_from(n) {
+        dst.put_u8(forms.len16);
         dst.put_u16(n);
-    } else if let (Some(m32), Ok(n)) = (m32, u32::try_from(n)) {
-        dst.put_u8(m32);
+    } else if let Ok(n) = u32::try_from(n) {
+        dst.put_u8(forms.len32);
         dst.put_u32(n);
     } else {
         return false;
@@ -183,16 +217,16 @@ fn len(dst: &mut BytesMut, n: usize, fix: Option<(u8, usize)>, markers: [Option<
     true
 }
 
-fn text(dst: &mut BytesMut, s: &str) -> bool {
-    len(
-        dst,
-        s.len(),
-        Some((0xa0, 31)),
-        [Some(0xd9), Some(0xda), Some(0xdb)],
-    ) && {
-        dst.put_slice(s.as_bytes());
+/// A length field of `forms`, then `bytes`.
+fn sized(dst: &mut BytesMut, bytes: &[u8], forms: &LenForms) -> bool {
+    len(dst, bytes.len(), forms) && {
+        dst.put_slice(bytes);
         true
     }
+}
+
+fn text(dst: &mut BytesMut, s: &str) -> bool {
+    sized(dst, s.as_bytes(), &STR)
 }
 
 fn value(dst: &mut BytesMut, v: &Value) -> bool {
@@ -209,27 +243,13 @@ fn value(dst: &mut BytesMut, v: &Value) -> bool {
             dst.put_f64(*f);
         }
         Value::String(s) => return text(dst, s),
-        Value::Bytes(b) => {
-            if !len(dst, b.len(), None, [Some(0xc4), Some(0xc5), Some(0xc6)]) {
-                return false;
-            }
-            dst.put_slice(b);
-        }
+        Value::Bytes(b) => return sized(dst, b, &BIN),
         Value::Array(items) => {
-            return len(
-                dst,
-                items.len(),
-                Some((0x90, 15)),
-                [None, Some(0xdc), Some(0xdd)],
-            ) && items.iter().all(|item| value(dst, item));
+            return len(dst, items.len(), &ARRAY) && items.iter().all(|item| value(dst, item));
         }
         Value::Map(pairs) => {
-            return len(
-                dst,
-                pairs.len(),
-                Some((0x80, 15)),
-                [None, Some(0xde), Some(0xdf)],
-            ) && pairs.iter().all(|(k, v)| value(dst, k) && value(dst, v));
+            return len(dst, pairs.len(), &MAP)
+                && pairs.iter().all(|(k, v)| value(dst, k) && value(dst, v));
         }
     }
     true
@@ -241,46 +261,33 @@ const fn fixarray(len: u8) -> u8 {
     0x90 | len
 }
 
+/// The scan's cursor, with the depth limit; every failure is a give-up (`None`).
 struct Input<'a> {
-    src: &'a [u8],
-    pos: usize,
+    r: Reader<'a>,
     max_depth: usize,
 }
 
 impl<'a> Input<'a> {
     fn new(src: &'a [u8], limits: &Limits) -> Self {
         Self {
-            src,
-            pos: 0,
+            r: Reader::new(src),
             max_depth: limits.max_depth().min(MAX_DEPTH_CAP),
         }
     }
 
-    fn remaining(&self) -> usize {
-        self.src.len() - self.pos
-    }
-
-    fn peek(&self) -> Option<u8> {
-        self.src.get(self.pos).copied()
-    }
-
     fn byte(&mut self) -> Option<u8> {
-        let b = self.peek()?;
-        self.pos += 1;
-        Some(b)
+        self.take(1)?.first().copied()
     }
 
     fn take(&mut self, n: usize) -> Option<&'a [u8]> {
-        let bytes = self.src.get(self.pos..self.pos.checked_add(n)?)?;
-        self.pos += n;
-        Some(bytes)
+        self.r.try_take(n)
     }
 
     fn be<const N: usize>(&mut self) -> Option<[u8; N]> {
         self.take(N)?.try_into().ok()
     }
 
-    /// A length field of 1, 2 or 4 bytes (marker `0xd9`/`0xc4` style: 8, 16, 32 bits).
+    /// A big-endian length field of 1, 2 or 4 bytes.
     fn len(&mut self, width: usize) -> Option<usize> {
         match width {
             1 => self.byte().map(usize::from),
@@ -291,9 +298,9 @@ impl<'a> Input<'a> {
         }
     }
 
-    /// The top-level array of a struct with `fields` fields (depth 1).
+    /// The top-level array of a struct with `fields` fields (depth 1, which every limit
+    /// allows: `Limits` keeps the depth at 1 or more).
     fn open_struct(&mut self, fields: u8) -> Option<()> {
-        self.enter(0)?;
         (self.byte()? == fixarray(fields)).then_some(())
     }
 
@@ -305,30 +312,28 @@ impl<'a> Input<'a> {
 
     /// The input must end here (the scan rejects trailing bytes).
     fn finish(&self) -> Option<()> {
-        (self.pos == self.src.len()).then_some(())
+        (self.r.remaining() == 0).then_some(())
     }
 
     /// Any unsigned integer form, or a signed form holding a value ≥ 0.
     fn uint(&mut self) -> Option<u64> {
-        match self.value_int()? {
-            Int::Unsigned(v) => Some(v),
-            Int::Signed(v) => u64::try_from(v).ok(),
-        }
+        self.integer()?.as_u64()
     }
 
-    fn value_int(&mut self) -> Option<Int> {
+    /// Any integer form (rmp-serde reads each into the same `Integer`, canonically).
+    fn integer(&mut self) -> Option<Integer> {
         let marker = self.byte()?;
         Some(match marker {
-            0x00..=0x7f => Int::Unsigned(u64::from(marker)),
-            0xe0..=0xff => Int::Signed(i64::from(marker.cast_signed())),
-            0xcc => Int::Unsigned(u64::from(self.byte()?)),
-            0xcd => Int::Unsigned(u64::from(u16::from_be_bytes(self.be()?))),
-            0xce => Int::Unsigned(u64::from(u32::from_be_bytes(self.be()?))),
-            0xcf => Int::Unsigned(u64::from_be_bytes(self.be()?)),
-            0xd0 => Int::Signed(i64::from(i8::from_be_bytes(self.be()?))),
-            0xd1 => Int::Signed(i64::from(i16::from_be_bytes(self.be()?))),
-            0xd2 => Int::Signed(i64::from(i32::from_be_bytes(self.be()?))),
-            0xd3 => Int::Signed(i64::from_be_bytes(self.be()?)),
+            0x00..=0x7f => Integer::from(u64::from(marker)),
+            0xe0..=0xff => Integer::from(i64::from(marker.cast_signed())),
+            0xcc => Integer::from(u64::from(self.byte()?)),
+            0xcd => Integer::from(u64::from(u16::from_be_bytes(self.be()?))),
+            0xce => Integer::from(u64::from(u32::from_be_bytes(self.be()?))),
+            0xcf => Integer::from(u64::from_be_bytes(self.be()?)),
+            0xd0 => Integer::from(i64::from(i8::from_be_bytes(self.be()?))),
+            0xd1 => Integer::from(i64::from(i16::from_be_bytes(self.be()?))),
+            0xd2 => Integer::from(i64::from(i32::from_be_bytes(self.be()?))),
+            0xd3 => Integer::from(i64::from_be_bytes(self.be()?)),
             _ => return None,
         })
     }
@@ -352,15 +357,12 @@ impl<'a> Input<'a> {
 
     /// Any value, inside a container at `depth`.
     fn value(&mut self, depth: usize) -> Option<Value> {
-        let marker = self.peek()?;
+        let marker = self.r.peek()?;
         let value = match marker {
-            0x00..=0x7f | 0xe0..=0xff | 0xcc..=0xd3 => match self.value_int()? {
-                Int::Unsigned(v) => Value::from(v),
-                Int::Signed(v) => Value::from(v),
-            },
+            0x00..=0x7f | 0xe0..=0xff | 0xcc..=0xd3 => Value::Int(self.integer()?),
             0xa0..=0xbf | 0xd9..=0xdb => Value::String(self.string()?),
             _ => {
-                self.pos += 1;
+                self.byte()?;
                 match marker {
                     NIL => Value::Nil,
                     0xc2 => Value::Bool(false),
@@ -424,13 +426,8 @@ impl<'a> Input<'a> {
     /// before anything is reserved.
     fn check_container(&self, items: usize, depth: usize) -> Option<()> {
         self.enter(depth)?;
-        (items <= self.remaining()).then_some(())
+        (items <= self.r.remaining()).then_some(())
     }
-}
-
-enum Int {
-    Unsigned(u64),
-    Signed(i64),
 }
 
 #[cfg(test)]
@@ -599,6 +596,20 @@ mod tests {
                 assert!(write_response(&resp, &mut direct));
                 assert!(direct == encoded(&resp), "code {code}");
             }
+        }
+    }
+
+    #[test]
+    fn a_length_beyond_32_bits_is_left_to_the_general_path() {
+        // `write_*` then truncate what they wrote and `MsgPack` falls back to rmp-serde, which
+        // reports the error; a 4 GiB value is too large to build here, the length field is not.
+        for forms in [&STR, &BIN, &ARRAY, &MAP] {
+            let mut dst = BytesMut::from(&b"kept"[..]);
+            assert!(len(&mut dst, 0xffff_ffff, forms));
+            assert_eq!(dst.len(), 4 + 5);
+            dst.truncate(4);
+            assert!(!len(&mut dst, 1 << 32, forms));
+            assert_eq!(&dst[..], b"kept");
         }
     }
 

@@ -20,7 +20,7 @@ pub(crate) fn msgpack(src: &[u8], max_depth: usize) -> Result<()> {
     let mut left = [0u64; MAX_DEPTH_CAP + 1];
     left[0] = 1;
     let mut depth = 0usize;
-    let mut r = Reader { src, pos: 0 };
+    let mut r = Reader::new(src);
 
     loop {
         if left[depth] == 0 {
@@ -103,24 +103,35 @@ pub(crate) fn msgpack(src: &[u8], max_depth: usize) -> Result<()> {
         left[depth] = items;
     }
 
-    match src.len() - r.pos {
+    match r.remaining() {
         0 => Ok(()),
         count => Err(Error::TrailingBytes { count }),
     }
 }
 
-struct Reader<'a> {
+/// A cursor over MessagePack bytes whose reads fail, with a typed error, past the end of the
+/// input (shared with the direct decoder).
+pub(super) struct Reader<'a> {
     src: &'a [u8],
     pos: usize,
 }
 
-impl Reader<'_> {
-    fn remaining(&self) -> usize {
+impl<'a> Reader<'a> {
+    pub(super) fn new(src: &'a [u8]) -> Self {
+        Self { src, pos: 0 }
+    }
+
+    pub(super) fn remaining(&self) -> usize {
         self.src.len() - self.pos
     }
 
+    /// The next byte, not consumed.
+    pub(super) fn peek(&self) -> Option<u8> {
+        self.src.get(self.pos).copied()
+    }
+
     fn byte(&mut self) -> Result<u8> {
-        let b = *self.src.get(self.pos).ok_or(Error::LengthExceedsInput {
+        let b = self.peek().ok_or(Error::LengthExceedsInput {
             declared: 1,
             remaining: 0,
         })?;
@@ -128,15 +139,24 @@ impl Reader<'_> {
         Ok(b)
     }
 
-    fn skip(&mut self, n: usize) -> Result<()> {
-        if n > self.remaining() {
-            return Err(Error::LengthExceedsInput {
-                declared: n as u64,
-                remaining: self.remaining(),
-            });
-        }
+    /// The next `n` bytes, or `None` (nothing consumed) if fewer are left.
+    pub(super) fn try_take(&mut self, n: usize) -> Option<&'a [u8]> {
+        let bytes = self.src.get(self.pos..self.pos.checked_add(n)?)?;
         self.pos += n;
-        Ok(())
+        Some(bytes)
+    }
+
+    /// The next `n` bytes.
+    fn take(&mut self, n: usize) -> Result<&'a [u8]> {
+        let remaining = self.remaining();
+        self.try_take(n).ok_or(Error::LengthExceedsInput {
+            declared: n as u64,
+            remaining,
+        })
+    }
+
+    fn skip(&mut self, n: usize) -> Result<()> {
+        self.take(n).map(|_| ())
     }
 
     /// Reads a big-endian length field of `width` bytes.
@@ -152,9 +172,7 @@ impl Reader<'_> {
     }
 
     fn str(&mut self, n: usize) -> Result<()> {
-        let start = self.pos;
-        self.skip(n)?;
-        std::str::from_utf8(&self.src[start..self.pos]).map_err(|_| Error::InvalidUtf8)?;
+        std::str::from_utf8(self.take(n)?).map_err(|_| Error::InvalidUtf8)?;
         Ok(())
     }
 
