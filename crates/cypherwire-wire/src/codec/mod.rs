@@ -196,68 +196,45 @@ impl Default for Codec {
     }
 }
 
+/// Calls the same method on the codec a [`Codec`] selects.
+macro_rules! dispatch {
+    ($codec:expr, $method:ident($($arg:expr),*)) => {
+        match $codec {
+            #[cfg(feature = "msgpack")]
+            Codec::MsgPack => MsgPack.$method($($arg),*),
+            #[cfg(feature = "json")]
+            Codec::Json => Json.$method($($arg),*),
+        }
+    };
+}
+
 impl PayloadCodec for Codec {
     fn id(&self) -> CodecId {
-        match self {
-            #[cfg(feature = "msgpack")]
-            Self::MsgPack => CodecId::MsgPack,
-            #[cfg(feature = "json")]
-            Self::Json => CodecId::Json,
-        }
+        dispatch!(self, id())
     }
 
     fn encode<T: Serialize + ?Sized>(&self, value: &T, dst: &mut BytesMut) -> Result<()> {
-        match self {
-            #[cfg(feature = "msgpack")]
-            Self::MsgPack => MsgPack.encode(value, dst),
-            #[cfg(feature = "json")]
-            Self::Json => Json.encode(value, dst),
-        }
+        dispatch!(self, encode(value, dst))
     }
 
     fn decode<T: DeserializeOwned>(&self, src: &[u8], limits: &Limits) -> Result<T> {
-        match self {
-            #[cfg(feature = "msgpack")]
-            Self::MsgPack => MsgPack.decode(src, limits),
-            #[cfg(feature = "json")]
-            Self::Json => Json.decode(src, limits),
-        }
+        dispatch!(self, decode(src, limits))
     }
 
     fn encode_request(&self, request: &Request, dst: &mut BytesMut) -> Result<()> {
-        match self {
-            #[cfg(feature = "msgpack")]
-            Self::MsgPack => MsgPack.encode_request(request, dst),
-            #[cfg(feature = "json")]
-            Self::Json => Json.encode_request(request, dst),
-        }
+        dispatch!(self, encode_request(request, dst))
     }
 
     fn encode_response(&self, response: &Response, dst: &mut BytesMut) -> Result<()> {
-        match self {
-            #[cfg(feature = "msgpack")]
-            Self::MsgPack => MsgPack.encode_response(response, dst),
-            #[cfg(feature = "json")]
-            Self::Json => Json.encode_response(response, dst),
-        }
+        dispatch!(self, encode_response(response, dst))
     }
 
     fn decode_request(&self, src: &[u8], limits: &Limits) -> Result<Request> {
-        match self {
-            #[cfg(feature = "msgpack")]
-            Self::MsgPack => MsgPack.decode_request(src, limits),
-            #[cfg(feature = "json")]
-            Self::Json => Json.decode_request(src, limits),
-        }
+        dispatch!(self, decode_request(src, limits))
     }
 
     fn decode_response(&self, src: &[u8], limits: &Limits) -> Result<Response> {
-        match self {
-            #[cfg(feature = "msgpack")]
-            Self::MsgPack => MsgPack.decode_response(src, limits),
-            #[cfg(feature = "json")]
-            Self::Json => Json.decode_response(src, limits),
-        }
+        dispatch!(self, decode_response(src, limits))
     }
 }
 
