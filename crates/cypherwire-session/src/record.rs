@@ -596,16 +596,21 @@ mod tests {
 
     use super::*;
 
-    /// A sealer of `suite` with a fixed key and the default limits.
-    fn sealer(suite: CipherSuite, now: Instant) -> Sealer {
+    /// A sealer of `suite` with a fixed key, the default limits and `policy`.
+    fn sealer_with(suite: CipherSuite, now: Instant, policy: RekeyPolicy) -> Sealer {
         Sealer::new(
             suite,
             Backend::default(),
             vec![7u8; suite.key_len()],
             FrameCodec::new(Limits::default()),
-            RekeyPolicy::default(),
+            policy,
             now,
         )
+    }
+
+    /// A sealer of `suite` with a fixed key and the default limits and rekey policy.
+    fn sealer(suite: CipherSuite, now: Instant) -> Sealer {
+        sealer_with(suite, now, RekeyPolicy::default())
     }
 
     /// A reassembled message takes its whole buffer with it: the opener keeps no share of it
@@ -715,6 +720,46 @@ mod tests {
                 assert!(by_copy == in_place, "{suite:?}, {len} bytes");
             }
             assert_eq!(a.seq, b.seq);
+        }
+    }
+
+    /// A chunked message is sealed whole or not at all at the counter limit: every path checks
+    /// the counters all its records need before sealing the first (one record short, nothing
+    /// is written and the counter does not move; exactly enough, every record is sealed).
+    #[test]
+    fn a_chunked_message_fits_under_the_counter_limit_whole_or_not_at_all() {
+        let now = tokio::time::Instant::now().into_std();
+        let never = RekeyPolicy {
+            records: u64::MAX,
+            bytes: u64::MAX,
+            interval: Duration::from_secs(1 << 40),
+        };
+        let msg = vec![3u8; 3 * MAX_CHUNK];
+        type Seal = fn(&mut Sealer, &[u8], Instant, &mut BytesMut) -> Result<()>;
+        let paths: [(&str, Seal); 2] = [
+            ("seal_message", |s, m, now, dst| s.seal_message(m, now, dst)),
+            ("seal_with", |s, m, now, dst| {
+                s.seal_with(now, dst, |d| {
+                    d.extend_from_slice(m);
+                    Ok(())
+                })
+            }),
+        ];
+        for suite in CipherSuite::ALL {
+            for (name, seal) in paths {
+                let mut sealer = sealer_with(suite, now, never);
+                sealer.seq = HARD_RECORD_LIMIT - 2;
+                let mut dst = BytesMut::from(&b"queued"[..]);
+                let err = seal(&mut sealer, &msg, now, &mut dst).unwrap_err();
+                assert!(matches!(err, Error::Closed), "{suite:?} {name}: {err:?}");
+                assert_eq!(&dst[..], b"queued", "{suite:?} {name}");
+                assert_eq!(sealer.seq, HARD_RECORD_LIMIT - 2, "{suite:?} {name}");
+
+                sealer.seq = HARD_RECORD_LIMIT - 3;
+                seal(&mut sealer, &msg, now, &mut dst).unwrap();
+                assert_eq!(sealer.seq, HARD_RECORD_LIMIT, "{suite:?} {name}");
+                assert!(dst.len() > 3 * MAX_CHUNK, "{suite:?} {name}");
+            }
         }
     }
 
