@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 use aes_gcm::aead::{AeadInPlace, KeyInit};
 use bytes::BytesMut;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use cypherwire_session::record::Opened;
+use cypherwire_session::record::{Opened, Sealer};
 use cypherwire_session::wire::{FrameCodec, Limits};
 use cypherwire_session::{
     Argon2Cost, Backend, CipherSuite, ClientAuth, Established, IdentityKey, Initiator, Password,
@@ -143,11 +143,7 @@ fn records(c: &mut Criterion) {
                     BenchmarkId::new(format!("cypherwire-{backend:?}-seal+open"), size),
                     |b| {
                         b.iter(|| {
-                            wire.clear();
-                            client
-                                .sealer
-                                .seal_message(&msg, Instant::now(), &mut wire)
-                                .unwrap();
+                            seal_fresh(&mut client.sealer, &msg, &mut wire);
                             let rec = frames.decode(&mut wire).unwrap().unwrap();
                             match server.opener.open(rec).unwrap() {
                                 Opened::Message(m) => black_box(m.len()),
@@ -215,11 +211,7 @@ fn chunked(c: &mut Criterion) {
         let mut wire = BytesMut::with_capacity(2 * msg.len());
         g.bench_function("seal_message-1MiB", |b| {
             b.iter(|| {
-                wire.clear();
-                client
-                    .sealer
-                    .seal_message(&msg, Instant::now(), &mut wire)
-                    .unwrap();
+                seal_fresh(&mut client.sealer, &msg, &mut wire);
                 black_box(wire.len())
             });
         });
@@ -238,6 +230,12 @@ fn chunked(c: &mut Criterion) {
         });
         g.finish();
     }
+}
+
+/// Seals `msg` into the emptied `wire` (`seal_message`).
+fn seal_fresh(sealer: &mut Sealer, msg: &[u8], wire: &mut BytesMut) {
+    wire.clear();
+    sealer.seal_message(msg, Instant::now(), wire).unwrap();
 }
 
 fn raw_round<A: AeadInPlace>(aead: &A, msg: &[u8], buf: &mut Vec<u8>) -> usize {

@@ -1,5 +1,6 @@
 //! Wire-layer throughput: frame + envelope encode and decode of 100-byte and 64 KiB messages in
-//! both payload codecs, with the data as a byte string and (`text`) as a UTF-8 string. Run: `cargo bench -p cypherwire-wire --bench wire`.
+//! both payload codecs, with the data as a byte string and (`-text`) as a UTF-8 string.
+//! Run: `cargo bench -p cypherwire-wire --bench wire`.
 //!
 //! Each measurement handles one whole frame (header + envelope). Criterion reports time per
 //! frame and bytes/s of frame data; frames/s is the reciprocal of the time. The baseline group
