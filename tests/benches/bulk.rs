@@ -13,7 +13,10 @@
 //! message size) is measured in the same run. Writes `target/bench-bulk.json`.
 //!
 //! Run: `cargo bench -p cypherwire-tests --bench bulk` (`CYPHERWIRE_BULK_MIB` to change the
-//! size).
+//! size). For a profiler, `CYPHERWIRE_BENCH_PROFILE=NAME` runs only the transport named `NAME`
+//! in the table (or, if none is, those whose names contain it), once each in 64 KiB messages
+//! (`CYPHERWIRE_BENCH_PROFILE_MSG` for another size), and prints their rates: no table, no
+//! file.
 
 #![allow(missing_docs, reason = "benchmark binary")]
 #![allow(
@@ -326,6 +329,22 @@ fn main() {
     println!(
         "bulk transfer of {mib} MiB over 127.0.0.1, {ROUNDS} interleaved rounds; GB/s median (min–max)"
     );
+    if let Ok(only) = std::env::var("CYPHERWIRE_BENCH_PROFILE") {
+        let msg = std::env::var("CYPHERWIRE_BENCH_PROFILE_MSG")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(64 * 1024);
+        let exact = kinds.iter().any(|k| name(*k) == only);
+        let picked = kinds.iter().filter(|k| {
+            let n = name(**k);
+            if exact { n == only } else { n.contains(&only) }
+        });
+        for k in picked {
+            let secs = rt.block_on(run(*k, total, msg));
+            println!("{}: {:.2} GB/s", name(*k), total as f64 / secs / 1e9);
+        }
+        return;
+    }
     let med = cypherwire_tests::bench::median_min_max;
     let mut json = Vec::new();
     for msg in [64 * 1024, 16 * 1024] {
