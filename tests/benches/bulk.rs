@@ -326,9 +326,6 @@ fn main() {
         Kind::Cypherwire(CipherSuite::ChaCha20Poly1305, b) if b == ring => Some(3),
         _ => None,
     };
-    println!(
-        "bulk transfer of {mib} MiB over 127.0.0.1, {ROUNDS} interleaved rounds; GB/s median (min–max)"
-    );
     if let Ok(only) = std::env::var("CYPHERWIRE_BENCH_PROFILE") {
         let msg = std::env::var("CYPHERWIRE_BENCH_PROFILE_MSG")
             .ok()
@@ -345,6 +342,9 @@ fn main() {
         }
         return;
     }
+    println!(
+        "bulk transfer of {mib} MiB over 127.0.0.1, {ROUNDS} interleaved rounds; GB/s median (min–max)"
+    );
     let med = cypherwire_tests::bench::median_min_max;
     let mut json = Vec::new();
     for msg in [64 * 1024, 16 * 1024] {
