@@ -209,15 +209,15 @@ impl Sealer {
     /// # Errors
     /// [`Error::Closed`] after [`seal_close`](Self::seal_close).
     pub fn seal_message(&mut self, msg: &[u8], now: Instant, dst: &mut BytesMut) -> Result<()> {
+        if self.closed {
+            return Err(Error::Closed);
+        }
         self.reserve(dst, msg.len());
         if msg.len() <= self.max_chunk {
             return self.seal_with(now, dst, |buf| {
                 buf.extend_from_slice(msg);
                 Ok(())
             });
-        }
-        if self.closed {
-            return Err(Error::Closed);
         }
         // Each chunk copied once, straight into its record.
         self.seal_chunks(msg, dst)?;

@@ -336,10 +336,24 @@ fn close_is_authenticated_and_final() {
         let (mut c, mut s) = pair(suite);
         let mut wire = BytesMut::new();
         c.sealer.seal_close(&mut wire).unwrap();
-        assert!(matches!(
-            c.sealer.seal_message(b"x", Instant::now(), &mut wire),
-            Err(Error::Closed)
-        ));
+        let closed = wire.clone();
+        // Nothing after the close, whatever the path: one record, chunks copied from a slice,
+        // or a message written in place and then chunked.
+        let long = vec![1u8; 3 * c.sealer.max_record_content()];
+        for msg in [&b"x"[..], &long] {
+            assert!(matches!(
+                c.sealer.seal_message(msg, Instant::now(), &mut wire),
+                Err(Error::Closed)
+            ));
+            assert!(matches!(
+                c.sealer.seal_with(Instant::now(), &mut wire, |d| {
+                    d.extend_from_slice(msg);
+                    Ok(())
+                }),
+                Err(Error::Closed)
+            ));
+        }
+        assert_eq!(wire, closed, "{suite:?}");
         let rs = records(wire);
         // A forged close (bit flipped) is rejected like any record.
         let mut forged = rs[0].clone();
