@@ -24,7 +24,7 @@ use std::time::Duration;
 use bytes::{BufMut, BytesMut};
 
 use super::scan::Reader;
-use crate::limits::{Limits, MAX_DEPTH_CAP};
+use crate::limits::Limits;
 use crate::message::{Request, Response, Status, StatusCode};
 use crate::value::{Integer, MAX_PREALLOC, Value};
 
@@ -271,7 +271,7 @@ impl<'a> Input<'a> {
     fn new(src: &'a [u8], limits: &Limits) -> Self {
         Self {
             r: Reader::new(src),
-            max_depth: limits.max_depth().min(MAX_DEPTH_CAP),
+            max_depth: limits.max_depth(),
         }
     }
 
