@@ -16,7 +16,7 @@
 //! size). For a profiler, `CYPHERWIRE_BENCH_PROFILE=NAME` runs only the transport named `NAME`
 //! in the table (or, if none is, those whose names contain it), once each in 64 KiB messages
 //! (`CYPHERWIRE_BENCH_PROFILE_MSG` for another size), and prints their rates: no table, no
-//! file.
+//! file. A name that matches none lists the names and exits with status 2.
 
 #![allow(missing_docs, reason = "benchmark binary")]
 #![allow(
@@ -331,12 +331,22 @@ fn main() {
             .ok()
             .and_then(|v| v.parse().ok())
             .unwrap_or(64 * 1024);
-        let exact = kinds.iter().any(|k| name(*k) == only);
-        let picked = kinds.iter().filter(|k| {
-            let n = name(**k);
-            if exact { n == only } else { n.contains(&only) }
-        });
-        for k in picked {
+        let mut picked: Vec<Kind> = kinds.into_iter().filter(|k| name(*k) == only).collect();
+        if picked.is_empty() {
+            picked = kinds
+                .into_iter()
+                .filter(|k| name(*k).contains(&only))
+                .collect();
+        }
+        if picked.is_empty() {
+            let names: Vec<String> = kinds.into_iter().map(name).collect();
+            eprintln!(
+                "no transport named {only:?}; the names: {}",
+                names.join(", ")
+            );
+            std::process::exit(2);
+        }
+        for k in &picked {
             let secs = rt.block_on(run(*k, total, msg));
             println!("{}: {:.2} GB/s", name(*k), total as f64 / secs / 1e9);
         }
