@@ -17,6 +17,7 @@ ALLOWED = {
     "cypherwire-client": {"cypherwire-wire", "cypherwire-session"},
     "cypherwire-mesh": {"cypherwire-wire", "cypherwire-session", "cypherwire-server", "cypherwire-client"},
     "cypherwire": {"cypherwire-wire", "cypherwire-session", "cypherwire-server", "cypherwire-client", "cypherwire-mesh"},
+    "cypherwire-freed-scan": set(),
     "cypherwire-test-support": {"cypherwire-wire", "cypherwire-session", "cypherwire-server", "cypherwire-client", "cypherwire-mesh"},
 }
 # May depend on the facade (leaf binaries, examples, tests).
