@@ -14,6 +14,11 @@ pub const DEFAULT_MAX_MESSAGE_LEN: usize = 16 * 1024 * 1024;
 /// Default time allowed for a handshake: 10 seconds.
 pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Default largest argon2 memory a client spends on a server's password challenge: 64 MiB
+/// (the default cost uses 19 MiB). A server cannot ask for more than
+/// [`MAX_CLIENT_ARGON2_KIB`](crate::MAX_CLIENT_ARGON2_KIB) (256 MiB) whatever the setting.
+pub const DEFAULT_MAX_ARGON2_KIB: u32 = 64 * 1024;
+
 /// Validated settings for one side of a session. Build with [`SessionConfig::builder`].
 ///
 /// | setting | default |
@@ -25,6 +30,7 @@ pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// | handshake timeout | [`DEFAULT_HANDSHAKE_TIMEOUT`] (10 s) |
 /// | rekey | [`RekeyPolicy::default`] (2^32 records, 64 GiB or 1 h per key) |
 /// | crypto backend | [`Backend::default_for_build`] (`ring` with the `ring` feature) |
+/// | largest argon2 memory a client accepts (password mode) | [`DEFAULT_MAX_ARGON2_KIB`] (64 MiB) |
 #[derive(Debug, Clone)]
 pub struct SessionConfig {
     pub(crate) suites: Vec<CipherSuite>,
@@ -34,6 +40,7 @@ pub struct SessionConfig {
     pub(crate) handshake_timeout: Duration,
     pub(crate) rekey: RekeyPolicy,
     pub(crate) backend: Backend,
+    pub(crate) max_argon2_kib: u32,
 }
 
 impl SessionConfig {
@@ -76,6 +83,11 @@ impl SessionConfig {
     pub fn backend(&self) -> Backend {
         self.backend
     }
+
+    /// Largest argon2 memory (KiB) this side spends on a server's password challenge.
+    pub fn max_argon2_kib(&self) -> u32 {
+        self.max_argon2_kib
+    }
 }
 
 impl Default for SessionConfig {
@@ -91,6 +103,7 @@ impl Default for SessionConfig {
             handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
             rekey: RekeyPolicy::default(),
             backend: Backend::default_for_build(),
+            max_argon2_kib: DEFAULT_MAX_ARGON2_KIB,
         }
     }
 }
@@ -145,12 +158,21 @@ impl SessionConfigBuilder {
         self
     }
 
+    /// Largest argon2 memory in KiB a client spends on a server's password challenge (8 KiB to
+    /// [`MAX_CLIENT_ARGON2_KIB`](crate::MAX_CLIENT_ARGON2_KIB)); a challenge asking for more
+    /// fails the handshake with `UnacceptableParameters`.
+    pub fn max_argon2_kib(mut self, kib: u32) -> Self {
+        self.inner.max_argon2_kib = kib;
+        self
+    }
+
     /// Validates and freezes the settings.
     ///
     /// # Errors
     /// [`Error::Config`] for an empty or duplicated suite or codec list, a codec not compiled
     /// in, a frame limit too small for a record (< 256 bytes), a zero message length, a zero
-    /// handshake timeout, or a zero rekey threshold.
+    /// handshake timeout, an argon2 memory cap outside 8 KiB to 256 MiB, or a zero rekey
+    /// threshold.
     pub fn build(self) -> Result<SessionConfig> {
         let c = self.inner;
         let dup = |n: usize, ids: Vec<u8>| {
@@ -181,6 +203,11 @@ impl SessionConfigBuilder {
         if c.max_message_len == 0 || c.handshake_timeout.is_zero() {
             return Err(Error::Config(
                 "max_message_len and handshake_timeout must be non-zero",
+            ));
+        }
+        if !(8..=crate::MAX_CLIENT_ARGON2_KIB).contains(&c.max_argon2_kib) {
+            return Err(Error::Config(
+                "max_argon2_kib must be 8 KiB to MAX_CLIENT_ARGON2_KIB",
             ));
         }
         if c.rekey.records == 0 || c.rekey.bytes == 0 || c.rekey.interval.is_zero() {

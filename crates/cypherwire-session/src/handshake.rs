@@ -21,14 +21,15 @@ use std::time::Instant;
 use cypherwire_wire::{CodecId, FrameCodec, Limits};
 use hkdf::Hkdf;
 use sha2::Sha256;
-use spake2::{Ed25519Group, Identity as SpakeId, Password as SpakePassword, Spake2};
 use zeroize::Zeroizing;
 
 use crate::config::SessionConfig;
 use crate::error::{Error, HandshakeFailure, Result};
 use crate::identity::{Argon2Cost, IdentityKey, Password, PasswordVerifier, PublicKey};
+use crate::noise::{Noise, noise_read, noise_state, noise_write, prologue, scrub_stack};
 use crate::psk::Psk;
 use crate::record::{Opener, Sealer, direction_key};
+use crate::spake::{Side as SpakeSide, Spake};
 use crate::suite::CipherSuite;
 
 /// Magic bytes opening every ClientHello.
@@ -48,12 +49,9 @@ pub const NOISE_IDENTITY: &str = "Noise_XX_25519_ChaChaPoly_SHA256";
 /// Most suites or codecs a hello may list.
 pub const MAX_OFFERED: usize = 16;
 
-const PROLOGUE_LABEL: &[u8] = b"cypherwire/v1 handshake";
 const SPAKE_ID_CLIENT: &[u8] = b"cypherwire/v1 password client";
 const SPAKE_ID_SERVER: &[u8] = b"cypherwire/v1 password server";
 const SPAKE_MSG_LEN: usize = 33;
-/// Room for any Noise message of these patterns.
-const NOISE_BUF: usize = 256;
 
 /// Which side of the handshake a session was on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -306,91 +304,26 @@ impl rand_core::CryptoRng for SeededRng {}
 
 /// Starts SPAKE2 on `side` ('A' for the initiator, 'B' for the responder), with the seeded
 /// generator when test options ask for it.
-fn spake_start(w: &[u8], side: Role, opts: &HandshakeOptions) -> (Spake2<Ed25519Group>, Vec<u8>) {
-    let (pw, a, b) = (
-        SpakePassword::new(w),
-        SpakeId::new(SPAKE_ID_CLIENT),
-        SpakeId::new(SPAKE_ID_SERVER),
-    );
+fn spake_start(w: &[u8], side: Role, opts: &HandshakeOptions) -> Result<(Spake, Vec<u8>)> {
+    let mut random = Zeroizing::new([0u8; 64]);
     #[cfg(feature = "test-util")]
-    if let Some(seed) = &opts.spake_seed {
-        let rng = SeededRng::new(seed);
-        return match side {
-            Role::Initiator => Spake2::<Ed25519Group>::start_a_with_rng(&pw, &a, &b, rng),
-            Role::Responder => Spake2::<Ed25519Group>::start_b_with_rng(&pw, &a, &b, rng),
-        };
-    }
+    let seeded = if let Some(seed) = &opts.spake_seed {
+        rand_core::RngCore::fill_bytes(&mut SeededRng::new(seed), random.as_mut());
+        true
+    } else {
+        false
+    };
     #[cfg(not(feature = "test-util"))]
-    let _ = opts;
-    match side {
-        Role::Initiator => Spake2::<Ed25519Group>::start_a(&pw, &a, &b),
-        Role::Responder => Spake2::<Ed25519Group>::start_b(&pw, &a, &b),
+    let (seeded, _) = (false, opts);
+    if !seeded {
+        getrandom::fill(random.as_mut()).map_err(|_| Error::Random)?;
     }
-}
-
-fn noise_state(
-    pattern: &str,
-    psk: Option<&[u8; 32]>,
-    static_key: Option<&IdentityKey>,
-    prologue: &[u8],
-    opts: &HandshakeOptions,
-    role: Role,
-) -> Result<Box<snow::HandshakeState>> {
-    let params = pattern
-        .parse()
-        .map_err(|_| Error::Config("Noise parameters"))?;
-    let mut builder = snow::Builder::new(params)
-        .prologue(prologue)
-        .map_err(|_| Error::Config("Noise builder"))?;
-    if let Some(k) = psk {
-        builder = builder.psk(0, k).map_err(|_| Error::Config("Noise psk"))?;
-    }
-    if let Some(k) = static_key {
-        builder = builder
-            .local_private_key(k.private_bytes())
-            .map_err(|_| Error::Config("Noise static key"))?;
-    }
-    #[cfg(feature = "test-util")]
-    if let Some(e) = &opts.fixed_ephemeral {
-        builder = builder.fixed_ephemeral_key_for_testing_only(e);
-    }
-    #[cfg(not(feature = "test-util"))]
-    let _ = opts;
-    match role {
-        Role::Initiator => builder.build_initiator(),
-        Role::Responder => builder.build_responder(),
-    }
-    .map(Box::new)
-    .map_err(|_| Error::Config("Noise state"))
-}
-
-fn prologue(parts: &[&[u8]]) -> Vec<u8> {
-    let mut p = PROLOGUE_LABEL.to_vec();
-    for part in parts {
-        p.extend_from_slice(part);
-    }
-    p
-}
-
-fn noise_write(noise: &mut snow::HandshakeState, payload: &[u8]) -> Result<Vec<u8>> {
-    let mut out = vec![0u8; NOISE_BUF];
-    let n = noise
-        .write_message(payload, &mut out)
-        .map_err(|_| Error::Config("Noise write"))?;
-    out.truncate(n);
-    Ok(out)
-}
-
-fn noise_read(noise: &mut snow::HandshakeState, msg: &[u8]) -> Result<Vec<u8>> {
-    if msg.len() > NOISE_BUF {
-        return Err(HandshakeFailure::Malformed.into());
-    }
-    let mut out = vec![0u8; NOISE_BUF];
-    let n = noise
-        .read_message(msg, &mut out)
-        .map_err(|_| Error::AuthenticationFailed)?;
-    out.truncate(n);
-    Ok(out)
+    let side = match side {
+        Role::Initiator => SpakeSide::A,
+        Role::Responder => SpakeSide::B,
+    };
+    let (state, msg) = Spake::start(side, w, SPAKE_ID_CLIENT, SPAKE_ID_SERVER, &random)?;
+    Ok((state, msg.to_vec()))
 }
 
 /// X25519 u-coordinates of small order, and their non-canonical encodings (bit 255 ignored,
@@ -447,18 +380,14 @@ fn check_ephemeral(noise_msg: &[u8]) -> Result<()> {
 /// Password mode's second phase: finishes SPAKE2 with the peer's message and starts the Noise
 /// `NNpsk0` handshake keyed by its output, over a prologue of `parts`.
 fn password_noise(
-    spake: Spake2<Ed25519Group>,
+    spake: Spake,
     peer_msg: &[u8],
     parts: &[&[u8]],
     opts: &HandshakeOptions,
     role: Role,
-) -> Result<Box<snow::HandshakeState>> {
-    let key = Zeroizing::new(
-        spake
-            .finish(peer_msg)
-            .map_err(|_| Error::AuthenticationFailed)?,
-    );
-    let psk = password_psk(&key);
+) -> Result<Noise> {
+    let key = spake.finish(peer_msg)?;
+    let psk = password_psk(key.as_ref());
     noise_state(NOISE_PSK, Some(&psk), None, &prologue(parts), opts, role)
 }
 
@@ -480,13 +409,13 @@ pub struct Initiator {
 enum IState {
     /// PSK or identity mode: waiting for the responder's Noise message.
     Noise {
-        noise: Box<snow::HandshakeState>,
+        noise: Noise,
         trust: Option<PeerTrust>,
     },
     /// Password mode: waiting for the challenge.
     PasswordChallenge { password: Password },
     /// Password mode: waiting for the responder's Noise message.
-    PasswordNoise { noise: Box<snow::HandshakeState> },
+    PasswordNoise { noise: Noise },
 }
 
 impl std::fmt::Debug for Initiator {
@@ -590,12 +519,22 @@ impl Initiator {
 
     /// Feeds the responder's next message.
     ///
+    /// Afterwards it overwrites 32 KiB of stack below its frame, where the step left copies of
+    /// secrets (`docs/security.md`, "Secrets in memory"): call it with that much stack to
+    /// spare.
+    ///
     /// # Errors
     /// [`Rejected`] with [`Error::AuthenticationFailed`] if the responder does not hold the
     /// credentials or the message was modified, or [`HandshakeFailure`]s for malformed
     /// messages, a choice that was not offered, an untrusted or weak key, or unacceptable
     /// password parameters. See [`Rejected`] for when the state survives.
-    pub fn handle(mut self, msg: &[u8], now: Instant) -> Result<Step<Self>, Rejected<Self>> {
+    pub fn handle(self, msg: &[u8], now: Instant) -> Result<Step<Self>, Rejected<Self>> {
+        let step = self.step(msg, now);
+        scrub_stack();
+        step
+    }
+
+    fn step(mut self, msg: &[u8], now: Instant) -> Result<Step<Self>, Rejected<Self>> {
         // Phase 1, transactional: checks of unauthenticated input and the authenticated read
         // (snow restores its state when a read fails).
         let read = match &mut self.state {
@@ -603,7 +542,7 @@ impl Initiator {
                 .and_then(|()| noise_read(noise, msg))
                 .map(Some),
             IState::PasswordChallenge { .. } => parse_challenge(msg).and_then(|ch| {
-                if !ch.cost.is_acceptable() {
+                if !ch.cost.is_acceptable() || ch.cost.m_kib > self.config.max_argon2_kib {
                     return Err(HandshakeFailure::UnacceptableParameters.into());
                 }
                 check_spake_msg(ch.spake_msg, b'B').map(|()| None)
@@ -654,7 +593,7 @@ impl Initiator {
             IState::PasswordChallenge { password } => {
                 let ch = parse_challenge(msg)?;
                 let w = ch.cost.derive(password.0.as_bytes(), ch.salt)?;
-                let (spake, spake_msg) = spake_start(w.as_ref(), Role::Initiator, &opts);
+                let (spake, spake_msg) = spake_start(&w[..], Role::Initiator, &opts)?;
                 let mut noise = password_noise(
                     spake,
                     ch.spake_msg,
@@ -701,7 +640,7 @@ fn parse_choice(payload: &[u8], config: &SessionConfig) -> Result<(CipherSuite, 
     Ok((suite, codec))
 }
 
-fn remote_static(noise: &snow::HandshakeState) -> Result<PublicKey> {
+fn remote_static(noise: &Noise) -> Result<PublicKey> {
     let raw = noise
         .get_remote_static()
         .ok_or(HandshakeFailure::Malformed)?;
@@ -774,13 +713,13 @@ enum RState {
     Hello,
     /// Identity mode: waiting for message 3.
     IdentityFinish {
-        noise: Box<snow::HandshakeState>,
+        noise: Noise,
         suite: CipherSuite,
         codec: CodecId,
     },
     /// Password mode: waiting for the client's SPAKE2 message and Noise message 1.
     PasswordResponse {
-        spake: Box<Spake2<Ed25519Group>>,
+        spake: Box<Spake>,
         header: Vec<u8>,
         challenge: Vec<u8>,
         suite: CipherSuite,
@@ -822,12 +761,22 @@ impl Responder {
     /// The ClientHello's clear header is checked (magic, version, mode, a common suite and
     /// codec) before any cryptographic work.
     ///
+    /// Afterwards it overwrites 32 KiB of stack below its frame, where the step left copies of
+    /// secrets (`docs/security.md`, "Secrets in memory"): call it with that much stack to
+    /// spare.
+    ///
     /// # Errors
     /// [`Rejected`] with [`HandshakeFailure`]s for a malformed or incompatible message,
     /// [`Error::AuthenticationFailed`] if the initiator does not hold the credentials or a
     /// message was modified, [`HandshakeFailure::UntrustedKey`] for an identity not allowed.
     /// See [`Rejected`] for when the state survives.
-    pub fn handle(mut self, msg: &[u8], now: Instant) -> Result<Step<Self>, Rejected<Self>> {
+    pub fn handle(self, msg: &[u8], now: Instant) -> Result<Step<Self>, Rejected<Self>> {
+        let step = self.step(msg, now);
+        scrub_stack();
+        step
+    }
+
+    fn step(mut self, msg: &[u8], now: Instant) -> Result<Step<Self>, Rejected<Self>> {
         // Phase 1, transactional (see `Initiator::handle`). A ClientHello builds its Noise state
         // from scratch, so every rejection of one leaves the responder as it was.
         let pre = match &mut self.state {
@@ -930,7 +879,7 @@ impl Responder {
                     (ServerAuth::Password(verifier), MODE_PASSWORD) => {
                         expect_len(hello.noise, 0)?;
                         let (spake, spake_msg) =
-                            spake_start(&verifier.hash, Role::Responder, &opts);
+                            spake_start(&verifier.hash, Role::Responder, &opts)?;
                         let challenge = encode_challenge(verifier, &spake_msg);
                         Ok(Step::Continue {
                             state: Self {
@@ -1068,7 +1017,7 @@ fn parse_client_hello(b: &[u8]) -> Result<ClientHello<'_>> {
 }
 
 fn establish(
-    mut noise: Box<snow::HandshakeState>,
+    mut noise: Noise,
     role: Role,
     suite: CipherSuite,
     codec: CodecId,

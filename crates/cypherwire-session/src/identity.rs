@@ -5,6 +5,9 @@ use std::fmt;
 use argon2::{Algorithm, Argon2, Params, PasswordHash, Version};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use hkdf::Hkdf;
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
 use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 
 use crate::error::{Error, Result};
@@ -133,6 +136,51 @@ impl IdentityKey {
     pub(crate) fn private_bytes(&self) -> &[u8; 32] {
         &self.private
     }
+
+    /// Proves to the holder of `verifier`'s private key that this key's holder speaks about
+    /// `context`: `HMAC-SHA256(HKDF-SHA256(ikm = X25519(our private, verifier), info =
+    /// "cypherwire/v1 key possession"), context)` (`docs/protocol.md` §7). Only the two key
+    /// holders can compute it; bind `context` to the channel (a nonce the verifier chose) so
+    /// it cannot be replayed elsewhere.
+    ///
+    /// # Errors
+    /// [`Error::InvalidKey`] if `verifier` is a low-order point (the shared secret is zero).
+    pub fn prove_possession(&self, verifier: &PublicKey, context: &[u8]) -> Result<[u8; 32]> {
+        let key = self.possession_key(verifier)?;
+        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(key.as_ref())
+            .map_err(|_| Error::InvalidKey("HMAC key"))?;
+        mac.update(context);
+        Ok(mac.finalize().into_bytes().into())
+    }
+
+    /// Checks a [`prove_possession`](Self::prove_possession) proof made by `prover` for our
+    /// key, in constant time.
+    pub fn verify_possession(&self, prover: &PublicKey, context: &[u8], proof: &[u8]) -> bool {
+        let Ok(key) = self.possession_key(prover) else {
+            return false;
+        };
+        let Ok(mut mac) = <Hmac<Sha256> as Mac>::new_from_slice(key.as_ref()) else {
+            return false;
+        };
+        mac.update(context);
+        mac.verify_slice(proof).is_ok()
+    }
+
+    fn possession_key(&self, peer: &PublicKey) -> Result<Zeroizing<[u8; 32]>> {
+        let shared = Zeroizing::new(
+            curve25519_dalek::MontgomeryPoint(peer.0)
+                .mul_clamped(self.private)
+                .to_bytes(),
+        );
+        if shared.iter().all(|b| *b == 0) {
+            return Err(Error::InvalidKey("low-order public key"));
+        }
+        let mut key = Zeroizing::new([0u8; 32]);
+        Hkdf::<Sha256>::new(None, shared.as_ref())
+            .expand(b"cypherwire/v1 key possession", key.as_mut())
+            .map_err(|_| Error::InvalidKey("HKDF"))?;
+        Ok(key)
+    }
 }
 
 impl fmt::Debug for IdentityKey {
@@ -194,12 +242,14 @@ impl Argon2Cost {
             && (1..=16).contains(&self.p)
     }
 
-    pub(crate) fn derive(&self, password: &[u8], salt: &[u8]) -> Result<Zeroizing<[u8; 32]>> {
+    /// The argon2id hash of `password`, in a heap block that is wiped when dropped: it is
+    /// written in place and never moved, so no copy is left behind in memory freed later.
+    pub(crate) fn derive(&self, password: &[u8], salt: &[u8]) -> Result<Box<Zeroizing<[u8; 32]>>> {
         let params = Params::new(self.m_kib, self.t, self.p, Some(32))
             .map_err(|_| Error::Config("argon2 parameters"))?;
-        let mut out = Zeroizing::new([0u8; 32]);
+        let mut out = Box::new(Zeroizing::new([0u8; 32]));
         Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
-            .hash_password_into(password, salt, out.as_mut())
+            .hash_password_into(password, salt, out.as_mut().as_mut())
             .map_err(|_| Error::Config("argon2 hashing failed"))?;
         Ok(out)
     }
@@ -233,7 +283,7 @@ impl PasswordVerifier {
         Ok(Self {
             cost,
             salt,
-            hash: *hash,
+            hash: **hash,
         })
     }
 
@@ -250,7 +300,7 @@ impl PasswordVerifier {
         Ok(Self {
             cost,
             salt: salt.to_vec(),
-            hash: *hash,
+            hash: **hash,
         })
     }
 
@@ -337,6 +387,31 @@ mod tests {
     use super::*;
 
     #[test]
+    fn possession_proofs_verify_only_for_the_key_pair_and_context() {
+        let (a, b, c) = (
+            IdentityKey::generate().unwrap(),
+            IdentityKey::generate().unwrap(),
+            IdentityKey::generate().unwrap(),
+        );
+        let proof = a.prove_possession(&b.public(), b"ctx").unwrap();
+        assert!(b.verify_possession(&a.public(), b"ctx", &proof));
+        assert!(!b.verify_possession(&a.public(), b"other", &proof));
+        assert!(
+            !b.verify_possession(&c.public(), b"ctx", &proof),
+            "another prover"
+        );
+        assert!(
+            !c.verify_possession(&a.public(), b"ctx", &proof),
+            "another verifier"
+        );
+        assert!(!b.verify_possession(&a.public(), b"ctx", &proof[..31]));
+        // A low-order verifier key gives a zero secret: refused.
+        let zero = PublicKey::from_bytes([0; 32]);
+        assert!(a.prove_possession(&zero, b"ctx").is_err());
+        assert!(!a.verify_possession(&zero, b"ctx", &[0; 32]));
+    }
+
+    #[test]
     fn identity_keys_round_trip_through_text() {
         let k = IdentityKey::generate().unwrap();
         let again = IdentityKey::parse(&k.to_text()).unwrap();
@@ -382,10 +457,7 @@ mod tests {
         assert_eq!(back.hash, v.hash);
         assert_eq!(back.salt, v.salt);
         assert_eq!(back.cost(), cheap);
-        assert_eq!(
-            cheap.derive(b"correct horse", &v.salt).unwrap().as_ref(),
-            &v.hash
-        );
+        assert_eq!(&**cheap.derive(b"correct horse", &v.salt).unwrap(), &v.hash);
         assert!(PasswordVerifier::parse("$argon2i$v=19$m=64,t=1,p=1$c2FsdHNhbHQ$aGFzaA").is_err());
         assert!(PasswordVerifier::parse("password").is_err());
         assert!(!format!("{v:?}").contains(&phc[phc.len() - 10..]));

@@ -80,17 +80,20 @@ pub mod fasthash;
 pub mod fernet;
 pub mod handshake;
 mod identity;
+mod noise;
 mod psk;
 pub mod record;
+mod spake;
 mod stream;
 pub mod suite;
 pub mod token;
 
 pub use cypherwire_wire as wire;
 
-pub use crate::bans::{AttemptLimiter, BanPolicy, Banned};
+pub use crate::bans::{AttemptLimiter, BanPolicy, Banned, Denied, Outcome, SourceKey};
 pub use crate::config::{
-    DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_MAX_MESSAGE_LEN, SessionConfig, SessionConfigBuilder,
+    DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_MAX_ARGON2_KIB, DEFAULT_MAX_MESSAGE_LEN, SessionConfig,
+    SessionConfigBuilder,
 };
 pub use crate::error::{Error, HandshakeFailure, Result};
 pub use crate::handshake::{

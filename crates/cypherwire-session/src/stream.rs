@@ -28,7 +28,7 @@ use cypherwire_wire::{Codec, CodecId, FRAME_HEADER_LEN, FrameCodec, Limits, Mess
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio_util::codec::Decoder;
 
-use crate::bans::AttemptLimiter;
+use crate::bans::{AttemptLimiter, Denied, Outcome};
 use crate::config::SessionConfig;
 use crate::error::{Error, Result};
 use crate::handshake::{
@@ -111,13 +111,18 @@ where
                 .await?
                 .ok_or(Error::Truncated)?;
             let step = if state.next_step_is_expensive() {
-                let _slot = ARGON2_SLOTS
+                let slot = ARGON2_SLOTS
                     .acquire()
                     .await
                     .map_err(|_| Error::Config("argon2 slots closed"))?;
-                tokio::task::spawn_blocking(move || state.handle(&msg, now()))
-                    .await
-                    .map_err(|_| Error::Config("handshake task failed"))??
+                // The slot moves into the computation: a timeout that drops this future does
+                // not free it while argon2 still runs.
+                tokio::task::spawn_blocking(move || {
+                    let _slot = slot;
+                    state.handle(&msg, now())
+                })
+                .await
+                .map_err(|_| Error::Config("handshake task failed"))??
             } else {
                 state.handle(&msg, now())?
             };
@@ -145,12 +150,62 @@ where
 /// # Errors
 /// As [`connect`].
 pub async fn accept<IO>(
-    mut io: IO,
+    io: IO,
     auth: &ServerAuth,
     config: &SessionConfig,
 ) -> Result<SecureStream<IO>>
 where
     IO: AsyncRead + AsyncWrite + Unpin,
+{
+    respond(io, auth, config, None::<&Gate<'_, ()>>).await
+}
+
+/// The attempt limiter a guarded handshake asks before each step.
+struct Gate<'a, K> {
+    limiter: &'a std::sync::Mutex<AttemptLimiter<K>>,
+    source: &'a K,
+}
+
+impl<K: std::hash::Hash + Eq + Clone> Gate<'_, K> {
+    fn table(&self) -> std::sync::MutexGuard<'_, AttemptLimiter<K>> {
+        // A poisoned lock only means another task panicked mid-update; the table is still a
+        // valid (conservative) state.
+        self.limiter
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Reserves an attempt for the next step, waiting while the source's budget is taken by
+    /// attempts in progress (each lasts one synchronous step, so the wait is short; the
+    /// handshake timeout bounds it).
+    async fn begin(&self) -> Result<()> {
+        loop {
+            // Bound first: the guard must be gone before the sleep.
+            let denied = self.table().begin(self.source, now());
+            match denied {
+                Ok(()) => return Ok(()),
+                Err(Denied::Banned(_)) => return Err(Error::Banned),
+                Err(_) => tokio::time::sleep(std::time::Duration::from_millis(1)).await,
+            }
+        }
+    }
+
+    fn finish(&self, outcome: Outcome) {
+        self.table().finish(self.source, outcome, now());
+    }
+}
+
+/// The responder's loop; with a gate, every step that can test a credential runs inside an
+/// attempt reserved from the source's budget.
+async fn respond<IO, K>(
+    mut io: IO,
+    auth: &ServerAuth,
+    config: &SessionConfig,
+    gate: Option<&Gate<'_, K>>,
+) -> Result<SecureStream<IO>>
+where
+    IO: AsyncRead + AsyncWrite + Unpin,
+    K: std::hash::Hash + Eq + Clone,
 {
     let mut buf = BytesMut::new();
     let est = tokio::time::timeout(config.handshake_timeout(), async {
@@ -160,7 +215,21 @@ where
             let msg = read_frame(&mut io, &mut buf, &mut frames)
                 .await?
                 .ok_or(Error::Truncated)?;
-            match state.handle(&msg, now())? {
+            if let Some(gate) = gate {
+                // spec: §3.2.3 "banned sources MUST be refused before any cryptographic work"
+                gate.begin().await?;
+            }
+            // Synchronous: the reserved attempt never lasts across an await.
+            let step = state.handle(&msg, now()).map_err(Error::from);
+            if let Some(gate) = gate {
+                gate.finish(match &step {
+                    Ok(Step::Continue { .. }) => Outcome::Undecided,
+                    Ok(Step::Done { .. }) => Outcome::Succeeded,
+                    Err(Error::AuthenticationFailed | Error::Handshake(_)) => Outcome::Failed,
+                    Err(_) => Outcome::Undecided,
+                });
+            }
+            match step? {
                 Step::Continue { state: next, send } => {
                     write_frame(&mut io, &send).await?;
                     state = next;
@@ -180,15 +249,19 @@ where
 }
 
 /// Most argon2 computations one process runs at once (client side of password mode): bounds the
-/// memory (19 MiB each at the default cost) and keeps the blocking pool free for other work.
+/// memory (19 MiB each at the default cost) and keeps the blocking pool free for other work. A
+/// slot is held until its computation ends, even if the handshake that asked for it timed out.
 pub const MAX_CONCURRENT_ARGON2: usize = 2;
 
 static ARGON2_SLOTS: tokio::sync::Semaphore =
     tokio::sync::Semaphore::const_new(MAX_CONCURRENT_ARGON2);
 
 /// [`accept`] guarded by an attempt limiter: a banned `source` is refused before a single byte
-/// is read (no Diffie–Hellman, no PAKE work), a failed authentication is counted, and a
-/// success clears the source's failures.
+/// is read, and the ban is checked again before every handshake step (no Diffie–Hellman, no
+/// PAKE work for a banned source). Each step runs as an attempt reserved from the source's
+/// budget ([`AttemptLimiter::begin`]), so handshakes in parallel cannot test more guesses
+/// than the policy allows; a failed authentication is counted, and a success clears the
+/// source's failures.
 ///
 /// # Errors
 /// [`Error::Banned`], or as [`accept`].
@@ -203,29 +276,12 @@ where
     IO: AsyncRead + AsyncWrite + Unpin,
     K: std::hash::Hash + Eq + Clone,
 {
-    {
-        // A poisoned lock only means another task panicked mid-update; the table is still a
-        // valid (conservative) state.
-        let table = limiter
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        // spec: §3.2.3 "banned sources MUST be refused before any cryptographic work"
-        if table.check(source, now()).is_err() {
-            return Err(Error::Banned);
-        }
+    let gate = Gate { limiter, source };
+    // spec: §3.2.3 "banned sources MUST be refused before any cryptographic work"
+    if gate.table().check(source, now()).is_err() {
+        return Err(Error::Banned);
     }
-    let result = accept(io, auth, config).await;
-    let mut table = limiter
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
-    match &result {
-        Ok(_) => table.record_success(source),
-        Err(Error::AuthenticationFailed | Error::Handshake(_)) => {
-            table.record_failure(source, now());
-        }
-        Err(_) => {}
-    }
-    result
+    respond(io, auth, config, Some(&gate)).await
 }
 
 /// Record bodies at least this long that continue a message being reassembled are read
