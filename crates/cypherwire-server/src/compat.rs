@@ -9,7 +9,9 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use cypherwire_session::compat::{
     self, CompatError, CompatMessage, CypherKeys, DEFAULT_MAX_COMPAT_MESSAGE, NulFramer,
@@ -41,6 +43,15 @@ pub struct CypherCompat {
     pub replay_bytes: usize,
     /// Compat connections at once (default 1,024).
     pub max_connections: usize,
+    /// How long a connection may stay open without a request arriving (default 5 min, as
+    /// native connections' idle timeout).
+    pub idle_timeout: Duration,
+    /// How long one request may take to arrive once its first byte has (default 10 s, as the
+    /// native handshake timeout): a slow sender cannot hold a buffer open.
+    pub message_timeout: Duration,
+    /// Bytes of incomplete requests buffered over all compat connections at once (default
+    /// 64 MiB); a connection whose next read would pass it is closed.
+    pub buffer_budget: usize,
 }
 
 impl CypherCompat {
@@ -53,6 +64,9 @@ impl CypherCompat {
             replay_entries: 1024,
             replay_bytes: 64 * 1024 * 1024,
             max_connections: 1024,
+            idle_timeout: Duration::from_secs(300),
+            message_timeout: Duration::from_secs(10),
+            buffer_budget: 64 * 1024 * 1024,
         }
     }
 }
@@ -98,6 +112,7 @@ pub(crate) async fn accept_loop(shared: Arc<Shared>, listener: TcpListener, cfg:
         max_bytes: cfg.replay_bytes,
     }));
     let slots = Arc::new(Semaphore::new(cfg.max_connections.max(1)));
+    let budget = Arc::new(AtomicUsize::new(0));
     let cfg = Arc::new(cfg);
     let mut shutdown = shared.shutdown_rx();
     let mut conns = JoinSet::new();
@@ -111,7 +126,7 @@ pub(crate) async fn accept_loop(shared: Arc<Shared>, listener: TcpListener, cfg:
             Ok(a) => a,
             Err(e) => {
                 tracing::warn!(error = %e, "compat accept failed");
-                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;
             }
         };
@@ -120,9 +135,13 @@ pub(crate) async fn accept_loop(shared: Arc<Shared>, listener: TcpListener, cfg:
             continue;
         };
         let (shared, cache, cfg) = (shared.clone(), cache.clone(), cfg.clone());
+        let held = Held {
+            budget: budget.clone(),
+            bytes: 0,
+        };
         conns.spawn(async move {
             let _permit = permit;
-            if let Err(e) = serve(&shared, stream, peer, &cache, &cfg).await {
+            if let Err(e) = serve(&shared, stream, peer, &cache, &cfg, held).await {
                 tracing::info!(%peer, error = %e, "compat connection closed");
             }
         });
@@ -138,6 +157,48 @@ enum End {
     Compat(#[from] CompatError),
     #[error(transparent)]
     Io(#[from] std::io::Error),
+    #[error("no request within the idle timeout")]
+    Idle,
+    #[error("a request did not arrive within the message timeout")]
+    Slow,
+    #[error("the compat listeners' buffer budget is spent")]
+    Budget,
+}
+
+/// The bytes of incomplete requests one connection holds of the listener's budget; given back
+/// when the connection ends.
+struct Held {
+    budget: Arc<AtomicUsize>,
+    bytes: usize,
+}
+
+impl Held {
+    /// Sets this connection's share to `bytes`; false (and unchanged) if that would pass
+    /// `max` over all connections.
+    fn set(&mut self, bytes: usize, max: usize) -> bool {
+        if bytes > self.bytes {
+            let more = bytes - self.bytes;
+            let fits = self
+                .budget
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
+                    used.checked_add(more).filter(|total| *total <= max)
+                })
+                .is_ok();
+            if !fits {
+                return false;
+            }
+        } else {
+            self.budget.fetch_sub(self.bytes - bytes, Ordering::AcqRel);
+        }
+        self.bytes = bytes;
+        true
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.budget.fetch_sub(self.bytes, Ordering::AcqRel);
+    }
 }
 
 async fn serve(
@@ -146,6 +207,7 @@ async fn serve(
     peer: SocketAddr,
     cache: &Mutex<ReplayCache>,
     cfg: &CypherCompat,
+    mut held: Held,
 ) -> Result<(), End> {
     let _ = stream.set_nodelay(true);
     let mut framer = NulFramer::new(cfg.max_message_len);
@@ -153,8 +215,11 @@ async fn serve(
     let mut shutdown = shared.shutdown_rx();
     let connection = shared.next_id();
     let mut request_id = 0u64;
+    let mut last_request = tokio::time::Instant::now();
+    let mut message_started = None;
     loop {
         while let Some(token) = framer.next_message()? {
+            last_request = tokio::time::Instant::now();
             let digest: [u8; 32] = Sha256::digest(&token).into();
             let cached = cache
                 .lock()
@@ -176,12 +241,25 @@ async fn serve(
             };
             stream.write_all(&answer).await?;
         }
+        // What is left is the start of the next request, if anything.
+        held.set(framer.buffered(), cfg.buffer_budget);
+        let (deadline, late) = if framer.buffered() == 0 {
+            message_started = None;
+            (last_request + cfg.idle_timeout, End::Idle)
+        } else {
+            let started = *message_started.get_or_insert_with(tokio::time::Instant::now);
+            (started + cfg.message_timeout, End::Slow)
+        };
         let n = tokio::select! {
             _ = shutdown.wait_for(|down| *down) => return Ok(()),
+            () = tokio::time::sleep_until(deadline) => return Err(late),
             n = stream.read(&mut buf) => n?,
         };
         if n == 0 {
             return Ok(());
+        }
+        if !held.set(framer.buffered() + n, cfg.buffer_budget) {
+            return Err(End::Budget);
         }
         framer.push(&buf[..n]);
     }

@@ -19,7 +19,7 @@ use crate::events::{DisconnectReason, EventKind};
 use crate::handler::Ctx;
 use crate::registry::{Counters, Entry, Link};
 use crate::server::{ServerHandle, Shared};
-use crate::sessions::{Begin, SessionState, welcome};
+use crate::sessions::{Begin, Origin, SessionState, welcome};
 
 /// What the writer task sends.
 #[derive(Debug)]
@@ -95,7 +95,15 @@ pub(crate) async fn run<IO>(
     };
     shared.emit(EventKind::Accepted { peer });
     let ip = peer.ip();
-    let result = accept_guarded(stream, &shared.auth, &shared.session, &shared.limiter, &ip).await;
+    let source = shared.source(ip);
+    let result = accept_guarded(
+        stream,
+        &shared.auth,
+        &shared.session,
+        &shared.limiter,
+        &source,
+    )
+    .await;
     drop(handshake);
     let session = match result {
         Ok(s) => s,
@@ -132,15 +140,18 @@ pub(crate) async fn run<IO>(
 
     // Every connection starts a session; a Resume as its first message may swap it for an
     // earlier one.
-    let now = crate::monotonic();
-    let Some((sid, state, token)) = shared.sessions.create(now) else {
+    let origin = Origin {
+        source: shared.source(ip),
+        identity: info.peer_identity,
+    };
+    let Some((sid, state, token)) = shared.sessions.create(&origin) else {
         shared.emit(EventKind::Refused {
             peer,
             reason: crate::Refusal::TooManyConnections,
         });
         return;
     };
-    state.attach(id, tx.clone());
+    shared.sessions.attach(&state, id, tx.clone());
     let (queue_tx, queue) = match shared.connection_queue {
         Some(cap) => {
             let (qtx, qrx) = mpsc::channel(cap);
@@ -185,7 +196,7 @@ pub(crate) async fn run<IO>(
         deadline: None,
         server: handle,
     };
-    let provisional = Provisional { sid, token };
+    let provisional = Provisional { sid, token, origin };
     let unhandled = queue_tx.as_ref().or(shared.inbox.as_ref()).cloned();
     let reason = read_loop(&shared, reader, &link, stop_rx, ctx, provisional, unhandled).await;
 
@@ -196,7 +207,9 @@ pub(crate) async fn run<IO>(
         .bytes_in_closed
         .fetch_add(counters.bytes_in.load(Ordering::Relaxed), Ordering::Relaxed);
     shared.leave_all_groups(id);
-    link.session().detach(id, crate::monotonic());
+    shared
+        .sessions
+        .detach(&link.session(), id, crate::monotonic());
     let close = match &reason {
         DisconnectReason::Closed | DisconnectReason::Truncated => None,
         DisconnectReason::Kicked => Some((CloseCode::KICKED, "kicked")),
@@ -228,6 +241,8 @@ pub(crate) async fn run<IO>(
 struct Provisional {
     sid: crate::sessions::SessionId,
     token: SessionToken,
+    /// Who opened this connection: a resume must be of a session of the same principal.
+    origin: Origin,
 }
 
 async fn write_loop(
@@ -478,7 +493,7 @@ async fn resume_session(
     let token = SessionToken::from_bytes(resume.token.0);
     let resumed = shared
         .sessions
-        .resume(&token, now)
+        .resume(&token, &provisional.origin, now)
         .and_then(|(_, old, fresh)| {
             old.replay_after(resume.last_push_seq)
                 .map(|p| (old, fresh, p))
@@ -492,14 +507,16 @@ async fn resume_session(
             .await
             .is_ok();
     };
-    if let Some(previous) = old.attach(ctx.connection, link.outbox.clone())
+    if let Some(previous) = shared
+        .sessions
+        .attach(&old, ctx.connection, link.outbox.clone())
         && let Some(prev) = shared.registry.link(previous)
     {
         // A half-open predecessor still held the session: it is replaced.
         prev.stop.send_replace(Some(DisconnectReason::Replaced));
     }
     let fresh_session = link.session();
-    shared.sessions.discard(provisional.sid, &provisional.token);
+    shared.sessions.discard(provisional.sid);
     drop(fresh_session);
     *link
         .session

@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use cypherwire_session::wire::{Action, Message, Value};
-use cypherwire_session::{AttemptLimiter, BanPolicy, ServerAuth, SessionConfig};
+use cypherwire_session::{AttemptLimiter, BanPolicy, ServerAuth, SessionConfig, SourceKey};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, broadcast, watch};
@@ -148,7 +148,7 @@ pub(crate) struct Shared {
     pub(crate) limits: ServerLimits,
     pub(crate) router: Router,
     pub(crate) registry: Registry,
-    pub(crate) limiter: Mutex<AttemptLimiter<IpAddr>>,
+    pub(crate) limiter: Mutex<AttemptLimiter<SourceKey>>,
     pub(crate) stats: Stats,
     events: broadcast::Sender<Event>,
     next_id: AtomicU64,
@@ -162,6 +162,7 @@ pub(crate) struct Shared {
     groups: Mutex<std::collections::HashMap<String, std::collections::HashSet<ConnectionId>>>,
     pub(crate) sessions: crate::sessions::Sessions,
     pub(crate) connection_queue: Option<usize>,
+    bans: BanPolicy,
 }
 
 impl Shared {
@@ -205,14 +206,22 @@ impl Shared {
         self.limits.shutdown_grace
     }
 
-    fn limiter(&self) -> std::sync::MutexGuard<'_, AttemptLimiter<IpAddr>> {
+    fn limiter(&self) -> std::sync::MutexGuard<'_, AttemptLimiter<SourceKey>> {
         self.limiter
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
+    /// The source `ip` counts as for bans, limits and session quotas (IPv4-mapped addresses
+    /// are IPv4; IPv6 by the ban policy's prefix).
+    pub(crate) fn source(&self, ip: IpAddr) -> SourceKey {
+        self.bans.source(ip)
+    }
+
     pub(crate) fn is_banned(&self, ip: IpAddr) -> bool {
-        self.limiter().check(&ip, crate::monotonic()).is_err()
+        self.limiter()
+            .check(&self.source(ip), crate::monotonic())
+            .is_err()
     }
 }
 
@@ -435,6 +444,7 @@ impl ServerBuilder {
             router: self.router,
             registry: Registry::default(),
             limiter: Mutex::new(limiter),
+            bans: self.bans,
             stats: Stats::default(),
             events,
             next_id: AtomicU64::new(0),
@@ -806,24 +816,32 @@ impl ServerHandle {
         links.len()
     }
 
-    /// Bans an address for `length`; its new connections are refused before any work.
+    /// Bans the source `ip` belongs to for `length`; its new connections are refused before
+    /// any work. A source is an IPv4 address (`::ffff:192.0.2.7` is `192.0.2.7`) or an IPv6
+    /// network of [`BanPolicy::ipv6_prefix`] bits (a /64 by default).
     pub fn ban(&self, ip: IpAddr, length: Duration) {
-        self.shared.limiter().ban(&ip, length, crate::monotonic());
+        let source = self.shared.source(ip);
+        self.shared
+            .limiter()
+            .ban(&source, length, crate::monotonic());
     }
 
-    /// Lifts a ban; returns whether there was one (or any record of the address).
+    /// Lifts the ban on the source `ip` belongs to; returns whether there was one (or any
+    /// record of the source).
     pub fn unban(&self, ip: IpAddr) -> bool {
-        self.shared.limiter().unban(&ip)
+        let source = self.shared.source(ip);
+        self.shared.limiter().unban(&source)
     }
 
-    /// Addresses banned now, with the time left.
+    /// Sources banned now, each as its address (an IPv4 address, or the first address of an
+    /// IPv6 network), with the time left.
     pub fn bans(&self) -> Vec<(IpAddr, Duration)> {
         let now = crate::monotonic();
         self.shared
             .limiter()
             .banned(now)
             .into_iter()
-            .map(|(ip, until)| (ip, until.saturating_duration_since(now)))
+            .map(|(source, until)| (source.addr(), until.saturating_duration_since(now)))
             .collect()
     }
 

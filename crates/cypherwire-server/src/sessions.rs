@@ -1,14 +1,14 @@
 //! Sessions that outlive connections: resumption tokens, the response cache that keeps a
 //! resent request from running twice, and the push replay buffer (`docs/protocol.md` §3.7).
 
-use std::collections::{HashMap, HashSet, VecDeque};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use cypherwire_session::fasthash::FastState;
-use cypherwire_session::token::{SessionToken, TokenStore};
+use cypherwire_session::token::SessionToken;
 use cypherwire_session::wire::{Message, Push, Response, Value};
+use cypherwire_session::{PublicKey, SourceKey};
 use tokio::sync::mpsc;
 
 use crate::conn::Outgoing;
@@ -24,6 +24,13 @@ use crate::registry::ConnectionId;
 /// | `push_buffer`: recent pushes kept per session for replay after a cut | 1,024 |
 /// | `push_buffer_bytes`: their approximate total size | 8 MiB |
 /// | `max_sessions`: sessions kept at once, attached or not | 20,000 |
+/// | `max_sessions_per_source`: of those, from one source (an IPv4 address or IPv6 /64) | 512 |
+/// | `predecessor_ttl`: how long a token replaced by a resume stays valid | 10 s |
+///
+/// A session's time to live counts from when its last connection ended: a session stays
+/// resumable however long its connection lived. When the table (or a source's share of it) is
+/// full, the session detached longest ago makes room; only if every session is attached does a
+/// new connection run without resumption (its token resumes nothing).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct ResumePolicy {
@@ -39,6 +46,12 @@ pub struct ResumePolicy {
     pub push_buffer_bytes: usize,
     /// Sessions kept at once.
     pub max_sessions: usize,
+    /// Sessions kept at once for one source; its oldest detached session makes room.
+    pub max_sessions_per_source: usize,
+    /// How long the token a resume replaced stays valid, in case the Welcome carrying its
+    /// successor was lost (`docs/protocol.md` §3.7 rule 5). If the resumed connection ends
+    /// within this time, the predecessor stays valid for the session's `ttl` from then.
+    pub predecessor_ttl: Duration,
 }
 
 impl Default for ResumePolicy {
@@ -50,6 +63,8 @@ impl Default for ResumePolicy {
             push_buffer: 1024,
             push_buffer_bytes: 8 * 1024 * 1024,
             max_sessions: 20_000,
+            max_sessions_per_source: 512,
+            predecessor_ttl: Duration::from_secs(10),
         }
     }
 }
@@ -73,7 +88,6 @@ pub(crate) enum PushFailure {
 
 struct Inner {
     attached: Option<(ConnectionId, mpsc::Sender<Outgoing>)>,
-    detached_at: Option<Instant>,
     push_seq: u64,
     /// (sequence number, the push as sent, its approximate size): shared with the outbox, so a
     /// push is built once.
@@ -87,16 +101,17 @@ struct Inner {
 
 /// One session's state.
 pub(crate) struct SessionState {
+    id: SessionId,
     inner: Mutex<Inner>,
     policy: ResumePolicy,
 }
 
 impl SessionState {
-    fn new(policy: ResumePolicy) -> Self {
+    fn new(id: SessionId, policy: ResumePolicy) -> Self {
         Self {
+            id,
             inner: Mutex::new(Inner {
                 attached: None,
-                detached_at: None,
                 push_seq: 0,
                 replay: VecDeque::new(),
                 replay_bytes: 0,
@@ -119,25 +134,20 @@ impl SessionState {
         outbox: mpsc::Sender<Outgoing>,
     ) -> Option<ConnectionId> {
         let mut s = self.lock();
-        s.detached_at = None;
         s.attached
             .replace((conn, outbox))
             .map(|(old, _)| old)
             .filter(|old| *old != conn)
     }
 
-    pub(crate) fn detach(&self, conn: ConnectionId, now: Instant) {
+    /// Detaches `conn` if it is the attached connection; returns whether it was.
+    pub(crate) fn detach(&self, conn: ConnectionId) -> bool {
         let mut s = self.lock();
         if s.attached.as_ref().is_some_and(|(c, _)| *c == conn) {
             s.attached = None;
-            s.detached_at = Some(now);
+            return true;
         }
-    }
-
-    fn expired(&self, now: Instant) -> bool {
-        self.lock()
-            .detached_at
-            .is_some_and(|at| now.saturating_duration_since(at) >= self.policy.ttl)
+        false
     }
 
     /// Queues a push: numbered, kept for replay, sent to the attached connection if any.
@@ -233,49 +243,138 @@ impl SessionState {
 }
 
 /// Identifies a session (internal).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub(crate) struct SessionId(u64);
 
-/// All sessions, by id, and their tokens.
-pub(crate) struct Sessions {
-    policy: ResumePolicy,
-    tokens: Mutex<TokenStore<SessionId>>,
-    map: Mutex<HashMap<SessionId, Arc<SessionState>>>,
-    /// Per session, the token a resume replaced (by SHA-256 digest) and its successor: the
-    /// replaced token stays valid until the successor is used, so a Welcome lost to a cut does
-    /// not lose the session (spec §3.7 rule 5).
-    grace: Mutex<Grace>,
-    next: AtomicU64,
+/// Who opened a session: a resume must come from the same principal, and quotas are per
+/// source.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Origin {
+    /// Where the connection came from (the ban policy's source key).
+    pub(crate) source: SourceKey,
+    /// The peer's authenticated key in identity mode. In PSK and password modes everyone who
+    /// holds the credential is one principal, so this is `None` for all of them.
+    pub(crate) identity: Option<PublicKey>,
 }
 
-#[derive(Default)]
-struct Grace {
-    by_session: HashMap<SessionId, ([u8; 32], SessionToken)>,
-    by_digest: HashMap<[u8; 32], SessionId>,
-}
+/// A token as the table knows it: by SHA-256 digest only (the secret itself is never kept).
+type Digest = [u8; 32];
 
-impl Grace {
-    fn forget(&mut self, id: SessionId) -> Option<SessionToken> {
-        let (digest, successor) = self.by_session.remove(&id)?;
-        self.by_digest.remove(&digest);
-        Some(successor)
-    }
-}
-
-fn digest(token: &SessionToken) -> [u8; 32] {
+fn digest(token: &SessionToken) -> Digest {
     use sha2::Digest as _;
     sha2::Sha256::digest(token.as_bytes()).into()
 }
 
+struct Slot {
+    state: Arc<SessionState>,
+    origin: Origin,
+    /// The newest token's digest.
+    current: Digest,
+    /// The token the last resume replaced, and until when it is valid.
+    predecessor: Option<(Digest, Instant)>,
+    /// When the session's last connection ended (`None` while attached).
+    detached_at: Option<Instant>,
+}
+
+#[derive(Clone, Copy)]
+enum TokenRef {
+    Current(SessionId),
+    Predecessor(SessionId),
+}
+
+#[derive(Default)]
+struct Table {
+    slots: HashMap<SessionId, Slot>,
+    tokens: HashMap<Digest, TokenRef>,
+    /// Detached sessions, longest detached first.
+    detached: BTreeSet<(Instant, SessionId)>,
+    /// Per source: its sessions' count and its detached sessions, longest detached first.
+    sources: HashMap<SourceKey, (usize, BTreeSet<(Instant, SessionId)>)>,
+    next: u64,
+}
+
+impl Table {
+    fn expired(slot: &Slot, ttl: Duration, now: Instant) -> bool {
+        slot.detached_at
+            .is_some_and(|at| now.saturating_duration_since(at) >= ttl)
+    }
+
+    fn remove(&mut self, id: SessionId) -> Option<Slot> {
+        let slot = self.slots.remove(&id)?;
+        self.tokens.remove(&slot.current);
+        if let Some((d, _)) = slot.predecessor {
+            self.tokens.remove(&d);
+        }
+        if let Some(at) = slot.detached_at {
+            self.detached.remove(&(at, id));
+        }
+        if let Some((count, detached)) = self.sources.get_mut(&slot.origin.source) {
+            *count -= 1;
+            if let Some(at) = slot.detached_at {
+                detached.remove(&(at, id));
+            }
+            if *count == 0 {
+                self.sources.remove(&slot.origin.source);
+            }
+        }
+        Some(slot)
+    }
+
+    /// Makes room for one more session of `source`: drops its oldest detached session if it is
+    /// at its quota, then the oldest detached session of all if the table is full. False if
+    /// room could not be made (every session concerned is attached).
+    fn make_room(&mut self, source: SourceKey, policy: &ResumePolicy) -> bool {
+        if let Some((count, detached)) = self.sources.get(&source)
+            && *count >= policy.max_sessions_per_source
+        {
+            let Some(&(_, victim)) = detached.first() else {
+                return false;
+            };
+            self.remove(victim);
+        }
+        if self.slots.len() >= policy.max_sessions {
+            let Some(&(_, victim)) = self.detached.first() else {
+                return false;
+            };
+            self.remove(victim);
+        }
+        true
+    }
+
+    fn set_detached(&mut self, id: SessionId, at: Option<Instant>) {
+        let Some(slot) = self.slots.get_mut(&id) else {
+            return;
+        };
+        let old = std::mem::replace(&mut slot.detached_at, at);
+        let Some((_, per_source)) = self.sources.get_mut(&slot.origin.source) else {
+            return;
+        };
+        if let Some(old) = old {
+            self.detached.remove(&(old, id));
+            per_source.remove(&(old, id));
+        }
+        if let Some(at) = at {
+            self.detached.insert((at, id));
+            per_source.insert((at, id));
+        }
+    }
+}
+
+/// All sessions, by id, and their tokens: one table under one lock, so that creating,
+/// resuming, detaching and expiring a session are each atomic.
+pub(crate) struct Sessions {
+    policy: ResumePolicy,
+    table: Mutex<Table>,
+}
+
 impl Sessions {
     pub(crate) fn new(policy: ResumePolicy) -> Option<Self> {
-        let tokens = TokenStore::new(policy.ttl, policy.max_sessions).ok()?;
+        if policy.ttl.is_zero() || policy.max_sessions == 0 || policy.max_sessions_per_source == 0 {
+            return None;
+        }
         Some(Self {
             policy,
-            tokens: Mutex::new(tokens),
-            map: Mutex::new(HashMap::new()),
-            grace: Mutex::new(Grace::default()),
-            next: AtomicU64::new(0),
+            table: Mutex::new(Table::default()),
         })
     }
 
@@ -283,109 +382,166 @@ impl Sessions {
         self.policy
     }
 
-    fn map(&self) -> MutexGuard<'_, HashMap<SessionId, Arc<SessionState>>> {
-        self.map.lock().unwrap_or_else(PoisonError::into_inner)
+    fn table(&self) -> MutexGuard<'_, Table> {
+        self.table.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn tokens(&self) -> MutexGuard<'_, TokenStore<SessionId>> {
-        self.tokens.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// A new session and its first token. `None` if the session table is full of live
-    /// sessions (the connection then runs without resumption).
+    /// A new session and its first token. If every session that could make room is attached,
+    /// the session is not kept: the connection runs without resumption (its token resumes
+    /// nothing). `None` only if the system's random generator fails.
     pub(crate) fn create(
         &self,
-        now: Instant,
+        origin: &Origin,
     ) -> Option<(SessionId, Arc<SessionState>, SessionToken)> {
-        let mut map = self.map();
-        if map.len() >= self.policy.max_sessions {
-            map.retain(|_, s| !s.expired(now));
-            if map.len() >= self.policy.max_sessions {
-                return None;
-            }
+        let token = SessionToken::generate().ok()?;
+        let mut t = self.table();
+        t.next += 1;
+        let id = SessionId(t.next);
+        let state = Arc::new(SessionState::new(id, self.policy));
+        if t.make_room(origin.source, &self.policy) {
+            let d = digest(&token);
+            t.tokens.insert(d, TokenRef::Current(id));
+            t.slots.insert(
+                id,
+                Slot {
+                    state: state.clone(),
+                    origin: *origin,
+                    current: d,
+                    predecessor: None,
+                    detached_at: None,
+                },
+            );
+            t.sources.entry(origin.source).or_default().0 += 1;
         }
-        let id = SessionId(self.next.fetch_add(1, Ordering::Relaxed) + 1);
-        let token = self.tokens().issue(id, now).ok()?;
-        let state = Arc::new(SessionState::new(self.policy));
-        map.insert(id, state.clone());
         Some((id, state, token))
     }
 
-    fn grace(&self) -> MutexGuard<'_, Grace> {
-        self.grace.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// Redeems a token: the session it resumes and a fresh token for it. The redeemed token
-    /// stays valid until the fresh one is used (one predecessor per session).
+    /// Redeems a token presented by `origin`: the session it resumes and a fresh token for it.
+    /// The redeemed token stays valid as the predecessor for
+    /// [`predecessor_ttl`](ResumePolicy::predecessor_ttl) (one predecessor per session). A
+    /// token of a session opened by another principal resumes nothing and is not used up.
     pub(crate) fn resume(
         &self,
         token: &SessionToken,
+        origin: &Origin,
         now: Instant,
     ) -> Option<(SessionId, Arc<SessionState>, SessionToken)> {
         let d = digest(token);
-        // Bound first: the store's lock must be released before the arms take it again.
-        let redeemed = self.tokens().redeem(token, now);
-        let id = match redeemed {
-            Ok(id) => {
-                // The newest token was used: its predecessor is no longer needed.
-                self.grace().forget(id);
-                id
-            }
-            Err(_) => {
-                // The predecessor of a token the peer never received (its Welcome was lost).
-                let mut grace = self.grace();
-                let id = *grace.by_digest.get(&d)?;
-                if let Some(successor) = grace.forget(id) {
-                    self.tokens().revoke(&successor);
-                }
-                id
-            }
+        let ttl = self.policy.ttl;
+        let mut t = self.table();
+        let (id, was_current) = match *t.tokens.get(&d)? {
+            TokenRef::Current(id) => (id, true),
+            TokenRef::Predecessor(id) => (id, false),
         };
-        let state = {
-            let mut map = self.map();
-            match map.get(&id) {
-                Some(s) if !s.expired(now) => s.clone(),
-                Some(_) => {
-                    map.remove(&id);
-                    return None;
-                }
-                None => return None,
+        let slot = t.slots.get(&id)?;
+        if Table::expired(slot, ttl, now) {
+            t.remove(id);
+            return None;
+        }
+        if !was_current && slot.predecessor.is_none_or(|(_, until)| now >= until) {
+            t.tokens.remove(&d);
+            if let Some(slot) = t.slots.get_mut(&id) {
+                slot.predecessor = None;
             }
-        };
-        let fresh = self.tokens().issue(id, now).ok()?;
-        let mut grace = self.grace();
-        grace.by_digest.insert(d, id);
-        grace.by_session.insert(id, (d, fresh.clone()));
+            return None;
+        }
+        if slot.origin.identity != origin.identity {
+            return None;
+        }
+        let fresh = SessionToken::generate().ok()?;
+        let fd = digest(&fresh);
+        let slot = t.slots.get_mut(&id)?;
+        let replaced = std::mem::replace(&mut slot.current, fd);
+        let old_predecessor = slot
+            .predecessor
+            .replace((d, now + self.policy.predecessor_ttl.min(ttl)));
+        let state = slot.state.clone();
+        if was_current {
+            // The newest token was used: its predecessor is no longer needed.
+            if let Some((old, _)) = old_predecessor {
+                t.tokens.remove(&old);
+            }
+        } else {
+            // The predecessor of a token the peer never received (its Welcome was lost): that
+            // successor is revoked.
+            t.tokens.remove(&replaced);
+        }
+        t.tokens.insert(d, TokenRef::Predecessor(id));
+        t.tokens.insert(fd, TokenRef::Current(id));
         Some((id, state, fresh))
     }
 
-    /// Drops a session for good (e.g. the provisional one a resume replaced).
-    pub(crate) fn discard(&self, id: SessionId, token: &SessionToken) {
-        self.tokens().revoke(token);
-        self.grace().forget(id);
-        self.map().remove(&id);
+    /// Attaches a connection to a session; returns the connection it replaced.
+    pub(crate) fn attach(
+        &self,
+        state: &SessionState,
+        conn: ConnectionId,
+        outbox: mpsc::Sender<Outgoing>,
+    ) -> Option<ConnectionId> {
+        let mut t = self.table();
+        t.set_detached(state.id, None);
+        state.attach(conn, outbox)
     }
 
-    /// Drops detached sessions past their time to live.
-    pub(crate) fn purge(&self, now: Instant) {
-        let mut map = self.map();
-        map.retain(|_, s| !s.expired(now));
-        let mut grace = self.grace();
-        let gone: Vec<SessionId> = grace
-            .by_session
-            .keys()
-            .filter(|id| !map.contains_key(id))
-            .copied()
-            .collect();
-        for id in gone {
-            grace.forget(id);
+    /// Detaches `conn` from a session if it is attached there; the session's time to live
+    /// starts now.
+    pub(crate) fn detach(&self, state: &SessionState, conn: ConnectionId, now: Instant) {
+        let id = state.id;
+        let mut t = self.table();
+        if !state.detach(conn) {
+            return;
         }
-        drop((map, grace));
-        self.tokens().purge(now);
+        t.set_detached(id, Some(now));
+        let ttl = self.policy.ttl;
+        if let Some(slot) = t.slots.get_mut(&id)
+            && let Some((_, until)) = &mut slot.predecessor
+            && now < *until
+        {
+            // The connection a resume welcomed ended soon after: the Welcome may be lost, so
+            // the predecessor lives as long as the session.
+            *until = now + ttl;
+        }
+    }
+
+    /// Drops a session for good (e.g. the provisional one a resume replaced).
+    pub(crate) fn discard(&self, id: SessionId) {
+        self.table().remove(id);
+    }
+
+    /// Drops detached sessions past their time to live, and expired predecessors.
+    pub(crate) fn purge(&self, now: Instant) {
+        let ttl = self.policy.ttl;
+        let mut t = self.table();
+        while let Some(&(at, id)) = t.detached.first() {
+            if now.saturating_duration_since(at) < ttl {
+                break;
+            }
+            t.remove(id);
+        }
+        let stale: Vec<(SessionId, Digest)> = t
+            .slots
+            .iter()
+            .filter_map(|(id, s)| match s.predecessor {
+                Some((d, until)) if now >= until => Some((*id, d)),
+                _ => None,
+            })
+            .collect();
+        for (id, d) in stale {
+            t.tokens.remove(&d);
+            if let Some(s) = t.slots.get_mut(&id) {
+                s.predecessor = None;
+            }
+        }
     }
 
     pub(crate) fn len(&self) -> usize {
-        self.map().len()
+        self.table().slots.len()
+    }
+
+    /// Live tokens (current and predecessors), for tests.
+    #[cfg(test)]
+    fn tokens(&self) -> usize {
+        self.table().tokens.len()
     }
 }
 
@@ -399,6 +555,17 @@ pub(crate) fn welcome(token: &SessionToken, ttl: Duration, resumed: bool) -> Mes
 mod tests {
     use super::*;
 
+    fn origin() -> Origin {
+        Origin {
+            source: SourceKey::new([127, 0, 0, 1].into(), 64),
+            identity: None,
+        }
+    }
+
+    fn now() -> Instant {
+        tokio::time::Instant::now().into_std()
+    }
+
     fn small(f: impl FnOnce(&mut ResumePolicy)) -> SessionState {
         let mut policy = ResumePolicy {
             response_cache: 3,
@@ -406,7 +573,7 @@ mod tests {
             ..ResumePolicy::default()
         };
         f(&mut policy);
-        SessionState::new(policy)
+        SessionState::new(SessionId(0), policy)
     }
 
     fn blob(n: usize) -> Value {
@@ -439,38 +606,38 @@ mod tests {
     fn a_replaced_token_stays_valid_until_its_successor_is_used() {
         let sessions = Sessions::new(ResumePolicy::default()).unwrap();
         let now = crate::monotonic();
-        let (id, _, t0) = sessions.create(now).unwrap();
+        let (id, _, t0) = sessions.create(&origin()).unwrap();
         // A resume whose Welcome (carrying t1) is lost: the peer still holds t0.
-        let (again, _, t1) = sessions.resume(&t0, now).unwrap();
+        let (again, _, t1) = sessions.resume(&t0, &origin(), now).unwrap();
         assert_eq!(again, id);
         // t0 resumes the same session once more; t1, never delivered, is revoked.
-        let (again, _, t2) = sessions.resume(&t0, now).unwrap();
+        let (again, _, t2) = sessions.resume(&t0, &origin(), now).unwrap();
         assert_eq!(again, id);
         assert!(
-            sessions.resume(&t1, now).is_none(),
+            sessions.resume(&t1, &origin(), now).is_none(),
             "the undelivered successor is revoked"
         );
         // Using t2 retires t0 for good.
-        let (again, _, t3) = sessions.resume(&t2, now).unwrap();
+        let (again, _, t3) = sessions.resume(&t2, &origin(), now).unwrap();
         assert_eq!(again, id);
         assert!(
-            sessions.resume(&t0, now).is_none(),
+            sessions.resume(&t0, &origin(), now).is_none(),
             "t0 is single-use once t2 was used"
         );
         assert!(
-            sessions.resume(&t2, now).is_some(),
+            sessions.resume(&t2, &origin(), now).is_some(),
             "t2 is now the predecessor of t3"
         );
         assert!(
-            sessions.resume(&t3, now).is_none(),
+            sessions.resume(&t3, &origin(), now).is_none(),
             "t3 was revoked by that resume"
         );
         // Discarding the session forgets its tokens and their predecessors.
-        let (other, _, u0) = sessions.create(now).unwrap();
-        let (_, _, u1) = sessions.resume(&u0, now).unwrap();
-        sessions.discard(other, &u1);
-        assert!(sessions.resume(&u0, now).is_none());
-        assert!(sessions.resume(&u1, now).is_none());
+        let (other, _, u0) = sessions.create(&origin()).unwrap();
+        let (_, _, u1) = sessions.resume(&u0, &origin(), now).unwrap();
+        sessions.discard(other);
+        assert!(sessions.resume(&u0, &origin(), now).is_none());
+        assert!(sessions.resume(&u1, &origin(), now).is_none());
     }
 
     #[test]
@@ -597,15 +764,196 @@ mod tests {
         assert_eq!(s.attach(ConnectionId(1), tx.clone()), None);
         assert_eq!(s.attach(ConnectionId(2), tx.clone()), Some(ConnectionId(1)));
         assert_eq!(s.attach(ConnectionId(2), tx), None, "same connection again");
-        let now = tokio::time::Instant::now().into_std();
-        s.detach(ConnectionId(1), now);
+        s.detach(ConnectionId(1));
         assert!(
             s.complete(Response::ok(1, ())).1.is_some(),
             "a stale detach is ignored"
         );
-        s.detach(ConnectionId(2), now);
+        s.detach(ConnectionId(2));
         assert!(s.complete(Response::ok(2, ())).1.is_none());
-        assert!(!s.expired(now + Duration::from_secs(9)));
-        assert!(s.expired(now + Duration::from_secs(10)));
+    }
+
+    fn policy(f: impl FnOnce(&mut ResumePolicy)) -> Sessions {
+        let mut p = ResumePolicy::default();
+        f(&mut p);
+        Sessions::new(p).unwrap()
+    }
+
+    fn attached(
+        sessions: &Sessions,
+        origin: &Origin,
+        conn: u64,
+    ) -> (SessionId, Arc<SessionState>, SessionToken) {
+        let (id, state, token) = sessions.create(origin).unwrap();
+        let (tx, _rx) = mpsc::channel(1);
+        sessions.attach(&state, ConnectionId(conn), tx);
+        (id, state, token)
+    }
+
+    /// Finding: the time to live counted from issue, so a connection older than it could not
+    /// resume, while the predecessor of a resumed session never expired while attached.
+    #[test]
+    fn the_time_to_live_counts_from_the_end_of_the_connection() {
+        let sessions = policy(|p| p.ttl = Duration::from_secs(2));
+        let o = origin();
+        let t0 = now();
+        let (id, state, token) = attached(&sessions, &o, 1);
+        // The connection lives 5 s, three times the TTL, then drops.
+        let cut = t0 + Duration::from_secs(5);
+        sessions.detach(&state, ConnectionId(1), cut);
+        let at = cut + Duration::from_millis(1_900);
+        let (again, state, fresh) = sessions
+            .resume(&token, &o, at)
+            .expect("resumable after a long connection");
+        assert_eq!(again, id);
+        // Attached again and living 5 s: the old, redeemed token does not outlive its own TTL.
+        let (tx, _rx) = mpsc::channel(1);
+        sessions.attach(&state, ConnectionId(2), tx);
+        let later = at + Duration::from_secs(5);
+        assert!(
+            sessions.resume(&token, &o, later).is_none(),
+            "predecessor expired"
+        );
+        sessions.purge(later);
+        assert_eq!(sessions.tokens(), 1);
+        // The current token still resumes, and a detached session expires TTL after the cut.
+        sessions.detach(&state, ConnectionId(2), later);
+        assert!(
+            sessions
+                .resume(&fresh, &o, later + Duration::from_secs(2))
+                .is_none()
+        );
+        assert_eq!(sessions.len(), 0, "expired sessions are dropped");
+    }
+
+    /// A Welcome lost to a cut right after a resume: the predecessor stays valid for the
+    /// session's TTL from the cut.
+    #[test]
+    fn a_predecessor_outlives_a_connection_cut_soon_after_the_resume() {
+        let sessions = policy(|p| p.ttl = Duration::from_secs(30));
+        let o = origin();
+        let t0 = now();
+        let (_, state, token) = attached(&sessions, &o, 1);
+        sessions.detach(&state, ConnectionId(1), t0);
+        let (_, state, _lost) = sessions.resume(&token, &o, t0).unwrap();
+        let (tx, _rx) = mpsc::channel(1);
+        sessions.attach(&state, ConnectionId(2), tx);
+        sessions.detach(&state, ConnectionId(2), t0 + Duration::from_secs(1));
+        let back = t0 + Duration::from_secs(25);
+        assert!(sessions.resume(&token, &o, back).is_some());
+    }
+
+    /// Finding: in identity mode, Bob resumed Alice's session with her token.
+    #[test]
+    fn a_token_resumes_only_a_session_of_the_same_principal() {
+        let sessions = policy(|_| {});
+        let key = |b: u8| {
+            let k = cypherwire_session::IdentityKey::from_private([b; 32]).unwrap();
+            Some(k.public())
+        };
+        let alice = Origin {
+            identity: key(1),
+            ..origin()
+        };
+        let bob = Origin {
+            identity: key(2),
+            ..origin()
+        };
+        let t0 = now();
+        let (_, state, token) = attached(&sessions, &alice, 1);
+        sessions.detach(&state, ConnectionId(1), t0);
+        assert!(sessions.resume(&token, &bob, t0).is_none());
+        assert!(
+            sessions.resume(&token, &origin(), t0).is_none(),
+            "nor without an identity"
+        );
+        assert!(
+            sessions.resume(&token, &alice, t0).is_some(),
+            "not used up by the refusals"
+        );
+    }
+
+    /// Finding: connect-and-drop cycles from one source filled the table and the next client
+    /// was refused. A source has a quota, and the longest detached session makes room.
+    #[test]
+    fn one_source_cannot_fill_the_table() {
+        let sessions = policy(|p| {
+            p.max_sessions = 10;
+            p.max_sessions_per_source = 3;
+        });
+        let flood = origin();
+        let t0 = now();
+        for i in 0..1_000 {
+            let (_, state, _) = attached(&sessions, &flood, i);
+            sessions.detach(&state, ConnectionId(i), t0 + Duration::from_millis(i));
+        }
+        assert_eq!(sessions.len(), 3);
+        let other = |n: u8| Origin {
+            source: SourceKey::new([10, 0, 0, n].into(), 64),
+            identity: None,
+        };
+        let mut tokens = Vec::new();
+        for n in 0..10u8 {
+            let (id, state, token) = attached(&sessions, &other(n), 5_000 + u64::from(n));
+            tokens.push((id, state, token));
+        }
+        assert_eq!(
+            sessions.len(),
+            10,
+            "the flood's detached sessions made room"
+        );
+        // All ten attached: an eleventh runs without resumption instead of being refused.
+        let (_, _, unkept) = sessions.create(&other(99)).unwrap();
+        assert_eq!(sessions.len(), 10);
+        assert!(sessions.resume(&unkept, &other(99), t0).is_none());
+        // The attached sessions' tokens still resume (each replaces its connection).
+        for (n, (id, _, token)) in tokens.iter().enumerate() {
+            let n = u8::try_from(n).unwrap();
+            assert_eq!(
+                sessions.resume(token, &other(n), t0).map(|r| r.0),
+                Some(*id)
+            );
+        }
+    }
+
+    /// Concurrent resumes of one session leave exactly one current token and one predecessor.
+    #[test]
+    fn concurrent_resumes_leave_one_live_token() {
+        for _ in 0..200 {
+            let sessions = Arc::new(policy(|_| {}));
+            let o = origin();
+            let (_, state, token) = attached(&sessions, &o, 1);
+            sessions.detach(&state, ConnectionId(1), now());
+            let barrier = Arc::new(std::sync::Barrier::new(4));
+            #[allow(
+                clippy::needless_collect,
+                reason = "every thread starts before any is joined"
+            )]
+            let handles: Vec<_> = (0..4)
+                .map(|_| {
+                    let (sessions, barrier, token) =
+                        (sessions.clone(), barrier.clone(), token.clone());
+                    std::thread::spawn(move || {
+                        barrier.wait();
+                        sessions.resume(&token, &o, now()).map(|r| r.2)
+                    })
+                })
+                .collect();
+            let fresh: Vec<SessionToken> = handles
+                .into_iter()
+                .filter_map(|h| h.join().unwrap())
+                .collect();
+            assert!(!fresh.is_empty());
+            assert_eq!(
+                sessions.tokens(),
+                2,
+                "one current token and one predecessor"
+            );
+            let live = fresh
+                .iter()
+                .filter(|t| sessions.table().tokens.contains_key(&digest(t)))
+                .count();
+            assert_eq!(live, 1);
+        }
     }
 }
