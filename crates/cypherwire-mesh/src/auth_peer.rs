@@ -121,7 +121,7 @@ impl AuthPeerBuilder {
                     match op {
                         OP_JOIN => inner.on_join(&req, &ctx),
                         OP_BEAT => inner.on_beat(&req, &ctx).map(Reply::from),
-                        _ => inner.on_leave(&req).map(Reply::from),
+                        _ => inner.on_leave(&req, &ctx).map(Reply::from),
                     }
                 }
             }
@@ -160,6 +160,8 @@ impl AuthPeerBuilder {
             server,
             signer,
             ban_file: self.ban_file,
+            nonce_key: random_key()?,
+            persist_wanted: tokio::sync::Notify::new(),
             state: Mutex::new(AuthState {
                 membership,
                 conns: HashMap::new(),
@@ -171,7 +173,8 @@ impl AuthPeerBuilder {
         });
         *lock(&slot) = Arc::downgrade(&inner);
         inner.distribute(true)?;
-        inner.persist();
+        // The file as loaded (trimmed to its bound, expired bans gone), written now.
+        inner.write_bans();
         inner.node.emit(Event::Joined {
             id: inner.node.me.id,
             members: 1,
@@ -179,7 +182,8 @@ impl AuthPeerBuilder {
         // Subscribed before the tasks start, so a leave right after the start is not missed.
         let expiry = tokio::spawn(expiry_loop(inner.clone(), inner.stop.subscribe()));
         let watcher = tokio::spawn(ban_watch(inner.clone(), inner.stop.subscribe()));
-        lock(&inner.tasks).extend([expiry, watcher]);
+        let writer = tokio::spawn(ban_writer(inner.clone(), inner.stop.subscribe()));
+        lock(&inner.tasks).extend([expiry, watcher, writer]);
         let member = Member::new(inner.node.clone(), events_rx);
         Ok(AuthPeer { inner, member })
     }
@@ -198,6 +202,10 @@ struct AuthInner {
     server: ServerHandle,
     signer: ListSigner,
     ban_file: Option<PathBuf>,
+    /// Keys the per-connection nonces of key-possession proofs.
+    nonce_key: [u8; 32],
+    /// Wakes [`ban_writer`].
+    persist_wanted: tokio::sync::Notify,
     state: Mutex<AuthState>,
     stop: watch::Sender<bool>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
@@ -254,6 +262,26 @@ impl AuthInner {
             .and_then(Value::as_str)
             .and_then(|s| s.parse().ok())
             .ok_or_else(|| bad("addr: a socket address expected"))?;
+        // The password admits to the mesh; the key must be proven too, or a member could
+        // take another's place in the list.
+        let nonce = self.nonce(ctx.connection);
+        let Some(proof) = req.data.get("proof").and_then(Value::as_bytes) else {
+            return Ok(Reply::new(Value::map([
+                ("status", Value::from("prove")),
+                (
+                    "key",
+                    Value::bytes(self.node.identity.public().as_bytes().to_vec()),
+                ),
+                ("nonce", Value::bytes(nonce.to_vec())),
+            ])));
+        };
+        let context = join_context(&nonce, &key, &addr.to_string());
+        if !self.node.identity.verify_possession(&key, &context, proof) {
+            return Err(HandlerError::new(
+                StatusCode::UNAUTHORIZED,
+                "the key's possession was not proven",
+            ));
+        }
         if addr.ip().is_unspecified() {
             // A member listening on every interface is reached where it came from.
             addr.set_ip(ctx.peer.ip());
@@ -317,15 +345,37 @@ impl AuthInner {
             .ok_or_else(|| HandlerError::bad_request("id: a peer id expected"))
     }
 
+    /// The nonce a member's key-possession proof on `connection` covers (connection ids are
+    /// never reused, so a proof made for one connection is worthless on another).
+    fn nonce(&self, connection: ConnectionId) -> [u8; 16] {
+        use sha2::Digest as _;
+        let mut h = sha2::Sha256::new();
+        h.update(b"cypherwire/v1 mesh join nonce");
+        h.update(self.nonce_key);
+        h.update(connection.0.to_be_bytes());
+        let d = h.finalize();
+        let mut out = [0u8; 16];
+        out.copy_from_slice(&d[..16]);
+        out
+    }
+
+    /// Whether `id` joined (proving its key) on `connection`: heartbeats and leaves speak for
+    /// a member only from there. A member whose link reconnected joins again first.
+    fn speaks_for(st: &AuthState, id: &PeerId, connection: ConnectionId) -> bool {
+        st.conns.get(id) == Some(&connection)
+    }
+
     fn on_beat(&self, req: &Request, ctx: &Ctx) -> Result<Value, HandlerError> {
         let id = Self::member_id(req)?;
         let held = req.data.get("version").and_then(Value::as_u64).unwrap_or(0);
         let mut st = lock(&self.state);
+        if !Self::speaks_for(&st, &id, ctx.connection) {
+            return Ok(Value::map([("known", Value::from(false))]));
+        }
         let known = st.membership.heartbeat(&id, monotonic());
         if !known {
             return Ok(Value::map([("known", Value::from(false))]));
         }
-        st.conns.insert(id, ctx.connection);
         // Anti-entropy: a member behind on the list gets the latest with the answer.
         let behind = st.membership.snapshot().version > held;
         let mut answer = vec![("known", Value::from(true))];
@@ -335,8 +385,14 @@ impl AuthInner {
         Ok(Value::map(answer))
     }
 
-    fn on_leave(&self, req: &Request) -> Result<Value, HandlerError> {
+    fn on_leave(&self, req: &Request, ctx: &Ctx) -> Result<Value, HandlerError> {
         let id = Self::member_id(req)?;
+        if !Self::speaks_for(&lock(&self.state), &id, ctx.connection) {
+            return Err(HandlerError::new(
+                StatusCode::UNAUTHORIZED,
+                "a member leaves only for itself",
+            ));
+        }
         self.remove(&id, LeaveReason::Left);
         Ok(Value::Nil)
     }
@@ -365,13 +421,38 @@ impl AuthInner {
         out
     }
 
+    /// Asks for the ban file to be written (by [`ban_writer`], at most once per
+    /// [`BAN_WRITE_INTERVAL`]).
     fn persist(&self) {
+        if self.ban_file.is_some() {
+            self.persist_wanted.notify_one();
+        }
+    }
+
+    fn write_bans(&self) {
         if let Some(path) = &self.ban_file
             && let Err(e) = banfile::store(path, &self.bans())
         {
             tracing::warn!(error = %e, "could not write the ban file");
         }
     }
+}
+
+/// What a joining member's key-possession proof covers: the auth peer's nonce for the
+/// connection, the member's key and its address as sent (`docs/protocol.md` §7.4).
+pub(crate) fn join_context(nonce: &[u8], key: &PublicKey, addr: &str) -> Vec<u8> {
+    let mut c = Vec::with_capacity(64 + nonce.len() + addr.len());
+    c.extend_from_slice(b"cypherwire/v1 mesh join");
+    c.extend_from_slice(nonce);
+    c.extend_from_slice(key.as_bytes());
+    c.extend_from_slice(addr.as_bytes());
+    c
+}
+
+fn random_key() -> Result<[u8; 32], Error> {
+    let mut k = [0u8; 32];
+    getrandom::fill(&mut k).map_err(|_| Error::Config("random generator failed"))?;
+    Ok(k)
 }
 
 /// Removes members whose heartbeats stopped, and forces them to authenticate again.
@@ -395,6 +476,39 @@ async fn expiry_loop(inner: Arc<AuthInner>, mut stop: watch::Receiver<bool>) {
             }
         }
         let _ = inner.distribute(false);
+    }
+}
+
+/// Shortest time between two writes of the ban file: a flood of bans costs one write per
+/// interval, not one per ban.
+const BAN_WRITE_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Writes the ban file when asked, at most once per [`BAN_WRITE_INTERVAL`], and once more on
+/// the way out if a ban came after the last write. (After a crash, the bans of the last
+/// interval may be missing from the file.)
+async fn ban_writer(inner: Arc<AuthInner>, mut stop: watch::Receiver<bool>) {
+    async fn write(inner: &Arc<AuthInner>) {
+        let inner = inner.clone();
+        let _ = tokio::task::spawn_blocking(move || inner.write_bans()).await;
+    }
+    // On the way out, a request not written yet is written (a stored permit completes the
+    // first poll).
+    async fn last(inner: &Arc<AuthInner>) {
+        let pending = inner.persist_wanted.notified();
+        if tokio::time::timeout(Duration::ZERO, pending).await.is_ok() {
+            write(inner).await;
+        }
+    }
+    loop {
+        tokio::select! {
+            _ = stop.changed() => return last(&inner).await,
+            () = inner.persist_wanted.notified() => {}
+        }
+        write(&inner).await;
+        tokio::select! {
+            _ = stop.changed() => return last(&inner).await,
+            () = tokio::time::sleep(BAN_WRITE_INTERVAL) => {}
+        }
     }
 }
 

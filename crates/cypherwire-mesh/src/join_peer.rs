@@ -6,11 +6,11 @@ use std::time::Duration;
 
 use cypherwire_client::{Backoff, Client, Incoming, Status};
 use cypherwire_session::wire::Value;
-use cypherwire_session::{ClientAuth, Password};
+use cypherwire_session::{ClientAuth, Password, PublicKey};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::auth_peer::{OP_BEAT, OP_JOIN, OP_LEAVE};
+use crate::auth_peer::{OP_BEAT, OP_JOIN, OP_LEAVE, join_context};
 use crate::config::MeshConfig;
 use crate::core::{LinkChange, LinkMonitor};
 use crate::error::Error;
@@ -44,20 +44,32 @@ impl JoinInner {
     /// Asks to be admitted (or re-admitted) and takes the list from the answer.
     async fn register(&self) -> Result<(), Error> {
         let me = &self.node.me;
-        let reply = self
-            .link
-            .request(PATH, OP_JOIN)
-            .data(Value::map([
-                ("key", Value::bytes(me.key.as_bytes().to_vec())),
-                ("addr", Value::from(me.addr.to_string())),
-            ]))
-            .deadline(self.node.config.send_timeout)
-            .send()
-            .await
-            .map_err(|e| Error::Authentication {
-                reason: e.to_string(),
-            })?;
-        let data = reply.data;
+        let addr = me.addr.to_string();
+        let mut fields = vec![
+            ("key", Value::bytes(me.key.as_bytes().to_vec())),
+            ("addr", Value::from(addr.clone())),
+        ];
+        let mut data = self.join_request(fields.clone()).await?;
+        if data.get("status").and_then(Value::as_str) == Some("prove") {
+            // Prove that we hold our key, for this connection's nonce.
+            let auth_key = data
+                .get("key")
+                .and_then(Value::as_bytes)
+                .and_then(|b| <[u8; 32]>::try_from(b).ok())
+                .map(PublicKey::from_bytes);
+            let nonce = data.get("nonce").and_then(Value::as_bytes);
+            let (Some(auth_key), Some(nonce)) = (auth_key, nonce) else {
+                return Err(Error::Receive("malformed join answer".into()));
+            };
+            let context = join_context(nonce, &me.key, &addr);
+            let proof = self
+                .node
+                .identity
+                .prove_possession(&auth_key, &context)
+                .map_err(|e| Error::Receive(format!("cannot prove our key: {e}")))?;
+            fields.push(("proof", Value::bytes(proof.to_vec())));
+            data = self.join_request(fields).await?;
+        }
         match data.get("status").and_then(Value::as_str) {
             Some("ok") => {}
             Some("banned") => {
@@ -90,6 +102,20 @@ impl JoinInner {
         self.node.apply(list, true)?;
         self.node.emit(Event::Joined { id: me.id, members });
         Ok(())
+    }
+
+    async fn join_request(&self, fields: Vec<(&'static str, Value)>) -> Result<Value, Error> {
+        let reply = self
+            .link
+            .request(PATH, OP_JOIN)
+            .data(Value::map(fields))
+            .deadline(self.node.config.send_timeout)
+            .send()
+            .await
+            .map_err(|e| Error::Authentication {
+                reason: e.to_string(),
+            })?;
+        Ok(reply.data)
     }
 
     /// A push from the authenticating peer: a new list, or its goodbye.

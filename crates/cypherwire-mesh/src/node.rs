@@ -117,7 +117,7 @@ impl Broadcast {
 
 pub(crate) struct Node {
     pub(crate) me: PeerEntry,
-    identity: IdentityKey,
+    pub(crate) identity: IdentityKey,
     incarnation: u64,
     seq: AtomicU64,
     pub(crate) config: MeshConfig,
