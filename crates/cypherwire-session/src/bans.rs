@@ -262,13 +262,21 @@ impl<K: Hash + Eq + Clone> AttemptLimiter<K> {
             r.in_flight = r.in_flight.saturating_sub(1);
         }
         match outcome {
-            Outcome::Undecided => None,
-            Outcome::Succeeded => {
-                self.record_success(key);
-                None
-            }
-            Outcome::Failed => self.record_failure(key, now),
+            Outcome::Failed => return self.record_failure(key, now),
+            Outcome::Succeeded => self.record_success(key),
+            Outcome::Undecided => {}
         }
+        // A source with nothing on record is not kept: the table holds the sources that
+        // failed, are banned, or are mid-attempt.
+        if let Some(r) = self.table.get(key)
+            && r.failures == 0
+            && r.in_flight == 0
+            && r.bans == 0
+            && let Some(r) = self.table.remove(key)
+        {
+            self.unindex(&r);
+        }
+        None
     }
 
     /// Records a failed attempt; returns the ban it caused, if any.
@@ -553,6 +561,10 @@ mod tests {
             l.finish(&"other", Outcome::Succeeded, t0);
         }
         assert!(l.begin(&"other", t0).is_ok());
+        // A source with nothing on record once its attempts end is not kept.
+        l.finish(&"other", Outcome::Succeeded, t0);
+        assert!(!l.table.contains_key(&"other"));
+        assert!(l.table.contains_key(&"ip"), "banned sources are kept");
     }
 
     /// Finding: a table full of bans grew past its capacity and scanned every entry per new
