@@ -268,6 +268,16 @@ pub struct HandshakeOptions {
     pub spake_seed: Option<[u8; 32]>,
 }
 
+impl HandshakeOptions {
+    /// The fixed ephemeral key, if test options set one.
+    fn ephemeral(&self) -> Option<&[u8; 32]> {
+        #[cfg(feature = "test-util")]
+        return self.fixed_ephemeral.as_ref();
+        #[cfg(not(feature = "test-util"))]
+        None
+    }
+}
+
 /// A deterministic generator for test vectors: the ChaCha20 keystream of a seed.
 #[cfg(feature = "test-util")]
 struct SeededRng(chacha20::ChaCha20);
@@ -388,7 +398,14 @@ fn password_noise(
 ) -> Result<Noise> {
     let key = spake.finish(peer_msg)?;
     let psk = password_psk(key.as_ref());
-    noise_state(NOISE_PSK, Some(&psk), None, &prologue(parts), opts, role)
+    noise_state(
+        NOISE_PSK,
+        Some(&psk),
+        None,
+        &prologue(parts),
+        opts.ephemeral(),
+        role == Role::Initiator,
+    )
 }
 
 /// Password mode's Noise PSK: `HKDF-SHA256(salt = none, ikm = SPAKE2 key, info = label)`.
@@ -475,8 +492,8 @@ impl Initiator {
                     Some(psk.as_bytes()),
                     None,
                     &prologue(&[&header]),
-                    &opts,
-                    Role::Initiator,
+                    opts.ephemeral(),
+                    true,
                 )?;
                 hello.extend(noise_write(&mut noise, &[])?);
                 IState::Noise { noise, trust: None }
@@ -487,8 +504,8 @@ impl Initiator {
                     None,
                     Some(key),
                     &prologue(&[&header]),
-                    &opts,
-                    Role::Initiator,
+                    opts.ephemeral(),
+                    true,
                 )?;
                 hello.extend(noise_write(&mut noise, &[])?);
                 IState::Noise {
@@ -837,8 +854,8 @@ impl Responder {
                             Some(psk.as_bytes()),
                             None,
                             &prologue(&[hello.header]),
-                            &opts,
-                            Role::Responder,
+                            opts.ephemeral(),
+                            false,
                         )?;
                         noise_read(&mut noise, hello.noise)?;
                         let send = noise_write(&mut noise, &choice)?;
@@ -857,8 +874,8 @@ impl Responder {
                             None,
                             Some(key),
                             &prologue(&[hello.header]),
-                            &opts,
-                            Role::Responder,
+                            opts.ephemeral(),
+                            false,
                         )?;
                         noise_read(&mut noise, hello.noise)?;
                         let send = noise_write(&mut noise, &choice)?;

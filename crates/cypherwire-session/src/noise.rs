@@ -16,7 +16,6 @@ use snow::types::{Cipher, Dh, Hash, Random};
 use zeroize::{Zeroize, ZeroizeOnDrop};
 
 use crate::error::{Error, HandshakeFailure, Result};
-use crate::handshake::{HandshakeOptions, Role};
 use crate::identity::IdentityKey;
 
 /// The prologue's fixed label.
@@ -162,8 +161,8 @@ pub(crate) fn noise_state(
     psk: Option<&[u8; 32]>,
     static_key: Option<&IdentityKey>,
     prologue: &[u8],
-    opts: &HandshakeOptions,
-    role: Role,
+    fixed_ephemeral: Option<&[u8; 32]>,
+    initiator: bool,
 ) -> Result<Noise> {
     let params = pattern
         .parse()
@@ -180,15 +179,13 @@ pub(crate) fn noise_state(
             .local_private_key(k.private_bytes())
             .map_err(|_| Error::Config("Noise static key"))?;
     }
-    #[cfg(feature = "test-util")]
-    if let Some(e) = &opts.fixed_ephemeral {
+    if let Some(e) = fixed_ephemeral {
         builder = builder.fixed_ephemeral_key_for_testing_only(e);
     }
-    #[cfg(not(feature = "test-util"))]
-    let _ = opts;
-    match role {
-        Role::Initiator => builder.build_initiator(),
-        Role::Responder => builder.build_responder(),
+    if initiator {
+        builder.build_initiator()
+    } else {
+        builder.build_responder()
     }
     .map(|state| Noise(Box::new(state)))
     .map_err(|_| Error::Config("Noise state"))
