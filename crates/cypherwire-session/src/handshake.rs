@@ -26,11 +26,12 @@ use zeroize::Zeroizing;
 use crate::config::SessionConfig;
 use crate::error::{Error, HandshakeFailure, Result};
 use crate::identity::{Argon2Cost, IdentityKey, Password, PasswordVerifier, PublicKey};
-use crate::noise::{Noise, noise_read, noise_state, noise_write, prologue, scrub_stack};
+use crate::noise::{Noise, noise_read, noise_state, noise_write, prologue};
 use crate::psk::Psk;
 use crate::record::{Opener, Sealer, direction_key};
 use crate::spake::{Side as SpakeSide, Spake};
 use crate::suite::CipherSuite;
+use crate::wipe::scrubbed;
 
 /// Magic bytes opening every ClientHello.
 pub const MAGIC: [u8; 4] = *b"CYPW";
@@ -546,9 +547,7 @@ impl Initiator {
     /// messages, a choice that was not offered, an untrusted or weak key, or unacceptable
     /// password parameters. See [`Rejected`] for when the state survives.
     pub fn handle(self, msg: &[u8], now: Instant) -> Result<Step<Self>, Rejected<Self>> {
-        let step = self.step(msg, now);
-        scrub_stack();
-        step
+        scrubbed(|| self.step(msg, now))
     }
 
     fn step(mut self, msg: &[u8], now: Instant) -> Result<Step<Self>, Rejected<Self>> {
@@ -788,9 +787,7 @@ impl Responder {
     /// message was modified, [`HandshakeFailure::UntrustedKey`] for an identity not allowed.
     /// See [`Rejected`] for when the state survives.
     pub fn handle(self, msg: &[u8], now: Instant) -> Result<Step<Self>, Rejected<Self>> {
-        let step = self.step(msg, now);
-        scrub_stack();
-        step
+        scrubbed(|| self.step(msg, now))
     }
 
     fn step(mut self, msg: &[u8], now: Instant) -> Result<Step<Self>, Rejected<Self>> {
@@ -896,7 +893,7 @@ impl Responder {
                     (ServerAuth::Password(verifier), MODE_PASSWORD) => {
                         expect_len(hello.noise, 0)?;
                         let (spake, spake_msg) =
-                            spake_start(&verifier.hash, Role::Responder, &opts)?;
+                            spake_start(&verifier.hash[..], Role::Responder, &opts)?;
                         let challenge = encode_challenge(verifier, &spake_msg);
                         Ok(Step::Continue {
                             state: Self {

@@ -11,6 +11,7 @@ use sha2::Sha256;
 use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 
 use crate::error::{Error, Result};
+use crate::wipe::scrubbed;
 
 /// Text prefix of a private identity key.
 pub const PRIVATE_KEY_PREFIX: &str = "idsk:";
@@ -80,7 +81,8 @@ impl fmt::Display for PublicKey {
 /// `Debug`. Text form of the private key: `idsk:` + unpadded base64url.
 #[derive(Clone, Zeroize, ZeroizeOnDrop)]
 pub struct IdentityKey {
-    private: [u8; 32],
+    /// Boxed, so moving the key pair moves a pointer and leaves no copy of the key behind.
+    private: Box<[u8; 32]>,
     #[zeroize(skip)]
     public: PublicKey,
 }
@@ -91,9 +93,11 @@ impl IdentityKey {
     /// # Errors
     /// [`Error::Random`] if the generator fails.
     pub fn generate() -> Result<Self> {
-        let mut private = Zeroizing::new([0u8; 32]);
-        getrandom::fill(private.as_mut()).map_err(|_| Error::Random)?;
-        Self::from_private(*private)
+        scrubbed(|| {
+            let mut private = Zeroizing::new([0u8; 32]);
+            getrandom::fill(private.as_mut()).map_err(|_| Error::Random)?;
+            Self::from_private(*private)
+        })
     }
 
     /// The key pair for a private key (the public key is computed).
@@ -101,10 +105,12 @@ impl IdentityKey {
     /// # Errors
     /// [`Error::InvalidKey`] if the computation fails.
     pub fn from_private(private: [u8; 32]) -> Result<Self> {
-        let public = x25519_public(&private)?;
-        Ok(Self {
-            private,
-            public: PublicKey(public),
+        scrubbed(|| {
+            let public = x25519_public(&private)?;
+            Ok(Self {
+                private: Box::new(private),
+                public: PublicKey(public),
+            })
         })
     }
 
@@ -122,10 +128,12 @@ impl IdentityKey {
 
     /// The private key's text form. Handle with care.
     pub fn to_text(&self) -> Zeroizing<String> {
-        Zeroizing::new(format!(
-            "{PRIVATE_KEY_PREFIX}{}",
-            URL_SAFE_NO_PAD.encode(self.private)
-        ))
+        scrubbed(|| {
+            Zeroizing::new(format!(
+                "{PRIVATE_KEY_PREFIX}{}",
+                URL_SAFE_NO_PAD.encode(*self.private)
+            ))
+        })
     }
 
     /// The public half.
@@ -146,30 +154,34 @@ impl IdentityKey {
     /// # Errors
     /// [`Error::InvalidKey`] if `verifier` is a low-order point (the shared secret is zero).
     pub fn prove_possession(&self, verifier: &PublicKey, context: &[u8]) -> Result<[u8; 32]> {
-        let key = self.possession_key(verifier)?;
-        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(key.as_ref())
-            .map_err(|_| Error::InvalidKey("HMAC key"))?;
-        mac.update(context);
-        Ok(mac.finalize().into_bytes().into())
+        scrubbed(|| {
+            let key = self.possession_key(verifier)?;
+            let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(key.as_ref())
+                .map_err(|_| Error::InvalidKey("HMAC key"))?;
+            mac.update(context);
+            Ok(mac.finalize().into_bytes().into())
+        })
     }
 
     /// Checks a [`prove_possession`](Self::prove_possession) proof made by `prover` for our
     /// key, in constant time.
     pub fn verify_possession(&self, prover: &PublicKey, context: &[u8], proof: &[u8]) -> bool {
-        let Ok(key) = self.possession_key(prover) else {
-            return false;
-        };
-        let Ok(mut mac) = <Hmac<Sha256> as Mac>::new_from_slice(key.as_ref()) else {
-            return false;
-        };
-        mac.update(context);
-        mac.verify_slice(proof).is_ok()
+        scrubbed(|| {
+            let Ok(key) = self.possession_key(prover) else {
+                return false;
+            };
+            let Ok(mut mac) = <Hmac<Sha256> as Mac>::new_from_slice(key.as_ref()) else {
+                return false;
+            };
+            mac.update(context);
+            mac.verify_slice(proof).is_ok()
+        })
     }
 
     fn possession_key(&self, peer: &PublicKey) -> Result<Zeroizing<[u8; 32]>> {
         let shared = Zeroizing::new(
             curve25519_dalek::MontgomeryPoint(peer.0)
-                .mul_clamped(self.private)
+                .mul_clamped(*self.private)
                 .to_bytes(),
         );
         if shared.iter().all(|b| *b == 0) {
@@ -245,13 +257,15 @@ impl Argon2Cost {
     /// The argon2id hash of `password`, in a heap block that is wiped when dropped: it is
     /// written in place and never moved, so no copy is left behind in memory freed later.
     pub(crate) fn derive(&self, password: &[u8], salt: &[u8]) -> Result<Box<Zeroizing<[u8; 32]>>> {
-        let params = Params::new(self.m_kib, self.t, self.p, Some(32))
-            .map_err(|_| Error::Config("argon2 parameters"))?;
-        let mut out = Box::new(Zeroizing::new([0u8; 32]));
-        Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
-            .hash_password_into(password, salt, out.as_mut().as_mut())
-            .map_err(|_| Error::Config("argon2 hashing failed"))?;
-        Ok(out)
+        scrubbed(|| {
+            let params = Params::new(self.m_kib, self.t, self.p, Some(32))
+                .map_err(|_| Error::Config("argon2 parameters"))?;
+            let mut out = Box::new(Zeroizing::new([0u8; 32]));
+            Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
+                .hash_password_into(password, salt, out.as_mut().as_mut())
+                .map_err(|_| Error::Config("argon2 hashing failed"))?;
+            Ok(out)
+        })
     }
 }
 
@@ -267,7 +281,8 @@ pub struct PasswordVerifier {
     pub(crate) cost: Argon2Cost,
     #[zeroize(skip)]
     pub(crate) salt: Vec<u8>,
-    pub(crate) hash: [u8; 32],
+    /// Boxed, so moving the verifier moves a pointer and leaves no copy of the hash behind.
+    pub(crate) hash: Box<[u8; 32]>,
 }
 
 impl PasswordVerifier {
@@ -277,13 +292,15 @@ impl PasswordVerifier {
     /// # Errors
     /// [`Error::Config`] for invalid costs, [`Error::Random`].
     pub fn create(password: &str, cost: Argon2Cost) -> Result<Self> {
-        let mut salt = vec![0u8; 16];
-        getrandom::fill(&mut salt).map_err(|_| Error::Random)?;
-        let hash = cost.derive(password.as_bytes(), &salt)?;
-        Ok(Self {
-            cost,
-            salt,
-            hash: **hash,
+        scrubbed(|| {
+            let mut salt = vec![0u8; 16];
+            getrandom::fill(&mut salt).map_err(|_| Error::Random)?;
+            let hash = cost.derive(password.as_bytes(), &salt)?;
+            Ok(Self {
+                cost,
+                salt,
+                hash: Box::new(**hash),
+            })
         })
     }
 
@@ -293,14 +310,16 @@ impl PasswordVerifier {
     /// # Errors
     /// [`Error::Config`] for a salt of the wrong length or invalid costs.
     pub fn with_salt(password: &str, salt: &[u8], cost: Argon2Cost) -> Result<Self> {
-        if !(8..=64).contains(&salt.len()) {
-            return Err(Error::Config("salt must be 8 to 64 bytes"));
-        }
-        let hash = cost.derive(password.as_bytes(), salt)?;
-        Ok(Self {
-            cost,
-            salt: salt.to_vec(),
-            hash: **hash,
+        scrubbed(|| {
+            if !(8..=64).contains(&salt.len()) {
+                return Err(Error::Config("salt must be 8 to 64 bytes"));
+            }
+            let hash = cost.derive(password.as_bytes(), salt)?;
+            Ok(Self {
+                cost,
+                salt: salt.to_vec(),
+                hash: Box::new(**hash),
+            })
         })
     }
 
@@ -310,44 +329,49 @@ impl PasswordVerifier {
     /// # Errors
     /// [`Error::InvalidKey`] for anything else.
     pub fn parse(phc: &str) -> Result<Self> {
-        let bad =
-            || Error::InvalidKey("verifier must be an argon2id v19 PHC string with a 32-byte hash");
-        let parsed = PasswordHash::new(phc.trim()).map_err(|_| bad())?;
-        if parsed.algorithm.as_str() != "argon2id" || parsed.version != Some(0x13) {
-            return Err(bad());
-        }
-        let params = Params::try_from(&parsed).map_err(|_| bad())?;
-        let mut salt_buf = [0u8; 64];
-        let salt = parsed
-            .salt
-            .ok_or_else(bad)?
-            .decode_b64(&mut salt_buf)
-            .map_err(|_| bad())?
-            .to_vec();
-        let out = parsed.hash.ok_or_else(bad)?;
-        let hash = <[u8; 32]>::try_from(out.as_bytes()).map_err(|_| bad())?;
-        Ok(Self {
-            cost: Argon2Cost {
-                m_kib: params.m_cost(),
-                t: params.t_cost(),
-                p: params.p_cost(),
-            },
-            salt,
-            hash,
+        scrubbed(|| {
+            let bad = || {
+                Error::InvalidKey("verifier must be an argon2id v19 PHC string with a 32-byte hash")
+            };
+            let parsed = PasswordHash::new(phc.trim()).map_err(|_| bad())?;
+            if parsed.algorithm.as_str() != "argon2id" || parsed.version != Some(0x13) {
+                return Err(bad());
+            }
+            let params = Params::try_from(&parsed).map_err(|_| bad())?;
+            let mut salt_buf = [0u8; 64];
+            let salt = parsed
+                .salt
+                .ok_or_else(bad)?
+                .decode_b64(&mut salt_buf)
+                .map_err(|_| bad())?
+                .to_vec();
+            let out = parsed.hash.ok_or_else(bad)?;
+            let hash = <[u8; 32]>::try_from(out.as_bytes()).map_err(|_| bad())?;
+            Ok(Self {
+                cost: Argon2Cost {
+                    m_kib: params.m_cost(),
+                    t: params.t_cost(),
+                    p: params.p_cost(),
+                },
+                salt,
+                hash: Box::new(hash),
+            })
         })
     }
 
     /// The PHC string to store.
     pub fn to_phc(&self) -> Zeroizing<String> {
-        use base64::engine::general_purpose::STANDARD_NO_PAD;
-        Zeroizing::new(format!(
-            "$argon2id$v=19$m={},t={},p={}${}${}",
-            self.cost.m_kib,
-            self.cost.t,
-            self.cost.p,
-            STANDARD_NO_PAD.encode(&self.salt),
-            STANDARD_NO_PAD.encode(self.hash)
-        ))
+        scrubbed(|| {
+            use base64::engine::general_purpose::STANDARD_NO_PAD;
+            Zeroizing::new(format!(
+                "$argon2id$v=19$m={},t={},p={}${}${}",
+                self.cost.m_kib,
+                self.cost.t,
+                self.cost.p,
+                STANDARD_NO_PAD.encode(&self.salt),
+                STANDARD_NO_PAD.encode(*self.hash)
+            ))
+        })
     }
 
     /// The argon2 cost this verifier was made with.
@@ -457,7 +481,10 @@ mod tests {
         assert_eq!(back.hash, v.hash);
         assert_eq!(back.salt, v.salt);
         assert_eq!(back.cost(), cheap);
-        assert_eq!(&**cheap.derive(b"correct horse", &v.salt).unwrap(), &v.hash);
+        assert_eq!(
+            &**cheap.derive(b"correct horse", &v.salt).unwrap(),
+            &*v.hash
+        );
         assert!(PasswordVerifier::parse("$argon2i$v=19$m=64,t=1,p=1$c2FsdHNhbHQ$aGFzaA").is_err());
         assert!(PasswordVerifier::parse("password").is_err());
         assert!(!format!("{v:?}").contains(&phc[phc.len() - 10..]));

@@ -87,6 +87,7 @@ mod spake;
 mod stream;
 pub mod suite;
 pub mod token;
+mod wipe;
 
 pub use cypherwire_wire as wire;
 

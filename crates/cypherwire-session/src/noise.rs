@@ -27,22 +27,6 @@ const NOISE_BUF: usize = 256;
 /// PSK slots in a `snow` handshake state.
 const PSK_SLOTS: usize = 10;
 
-/// Stack below the caller overwritten by [`scrub_stack`]: more than a handshake step uses
-/// (argon2's, SPAKE2's, `snow`'s and the hashes' frames).
-const SCRUB_BYTES: usize = 32 * 1024;
-
-/// Overwrites the stack just below the caller's frame, where a handshake step's callees left
-/// copies of secrets (hash buffers fed a key or a password hash, scalars): dead stack bytes can
-/// otherwise be copied into the heap as the padding of a value moved later, and outlive the
-/// step. About 2 µs per call.
-#[inline(never)]
-pub(crate) fn scrub_stack() {
-    let mut area = [0u8; SCRUB_BYTES];
-    // The area is handed to an opaque use, so the fill cannot be optimised away.
-    std::hint::black_box(&mut area).fill(0);
-    std::hint::black_box(&area);
-}
-
 /// A `snow` handshake state whose PSK slots are overwritten before it is freed.
 pub(crate) struct Noise(Box<snow::HandshakeState>);
 

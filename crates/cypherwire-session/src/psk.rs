@@ -9,6 +9,7 @@ use sha2::Sha256;
 use zeroize::{Zeroize, ZeroizeOnDrop};
 
 use crate::error::{Error, Result};
+use crate::wipe::scrubbed;
 
 /// Length of a pre-shared key in bytes.
 pub const PSK_LEN: usize = 32;
@@ -39,12 +40,12 @@ const PASSPHRASE_SALT: &[u8] = b"cypherwire/v1 psk from passphrase";
 /// # Ok::<(), cypherwire_session::Error>(())
 /// ```
 #[derive(Clone, Zeroize, ZeroizeOnDrop)]
-pub struct Psk([u8; PSK_LEN]);
+pub struct Psk(Box<[u8; PSK_LEN]>);
 
 impl Psk {
     /// Wraps 32 raw key bytes.
     pub fn from_bytes(bytes: [u8; PSK_LEN]) -> Self {
-        Self(bytes)
+        Self(Box::new(bytes))
     }
 
     /// A fresh random key from the operating system's generator.
@@ -52,9 +53,11 @@ impl Psk {
     /// # Errors
     /// [`Error::Random`] if the generator fails.
     pub fn generate() -> Result<Self> {
-        let mut k = [0u8; PSK_LEN];
-        getrandom::fill(&mut k).map_err(|_| Error::Random)?;
-        Ok(Self(k))
+        scrubbed(|| {
+            let mut k = [0u8; PSK_LEN];
+            getrandom::fill(&mut k).map_err(|_| Error::Random)?;
+            Ok(Self(Box::new(k)))
+        })
     }
 
     /// Derives a key from a passphrase such as CYPHER_PROTOCOL's 32-character key strings:
@@ -67,14 +70,16 @@ impl Psk {
     /// # Errors
     /// [`Error::InvalidKey`] if the passphrase is shorter than [`MIN_PASSPHRASE_LEN`] bytes.
     pub fn from_passphrase(passphrase: &str) -> Result<Self> {
-        if passphrase.len() < MIN_PASSPHRASE_LEN {
-            return Err(Error::InvalidKey("passphrase shorter than 16 bytes"));
-        }
-        let hk = Hkdf::<Sha256>::new(Some(PASSPHRASE_SALT), passphrase.as_bytes());
-        let mut k = [0u8; PSK_LEN];
-        hk.expand(&[], &mut k)
-            .map_err(|_| Error::InvalidKey("key derivation failed"))?;
-        Ok(Self(k))
+        scrubbed(|| {
+            if passphrase.len() < MIN_PASSPHRASE_LEN {
+                return Err(Error::InvalidKey("passphrase shorter than 16 bytes"));
+            }
+            let hk = Hkdf::<Sha256>::new(Some(PASSPHRASE_SALT), passphrase.as_bytes());
+            let mut k = [0u8; PSK_LEN];
+            hk.expand(&[], &mut k)
+                .map_err(|_| Error::InvalidKey("key derivation failed"))?;
+            Ok(Self(Box::new(k)))
+        })
     }
 
     /// Parses a key in one of its text forms: `psk:<base64url, no padding>` (what
@@ -84,31 +89,33 @@ impl Psk {
     /// # Errors
     /// [`Error::InvalidKey`] if the text is none of these.
     pub fn parse(text: &str) -> Result<Self> {
-        let t = text.trim();
-        let mut bytes = if let Some(b64) = t.strip_prefix(PSK_TEXT_PREFIX) {
-            URL_SAFE_NO_PAD
-                .decode(b64)
-                .map_err(|_| Error::InvalidKey("bad base64url after psk:"))?
-        } else if t.len() == 2 * PSK_LEN && t.bytes().all(|b| b.is_ascii_hexdigit()) {
-            (0..PSK_LEN)
-                .map(|i| u8::from_str_radix(&t[2 * i..2 * i + 2], 16))
-                .collect::<Result<Vec<u8>, _>>()
-                .map_err(|_| Error::InvalidKey("bad hex"))?
-        } else {
-            STANDARD
-                .decode(t)
-                .map_err(|_| Error::InvalidKey("not psk:…, hex or base64 of 32 bytes"))?
-        };
-        let out = <[u8; PSK_LEN]>::try_from(bytes.as_slice())
-            .map(Self)
-            .map_err(|_| Error::InvalidKey("key must be 32 bytes"));
-        bytes.zeroize();
-        out
+        scrubbed(|| {
+            let t = text.trim();
+            let mut bytes = if let Some(b64) = t.strip_prefix(PSK_TEXT_PREFIX) {
+                URL_SAFE_NO_PAD
+                    .decode(b64)
+                    .map_err(|_| Error::InvalidKey("bad base64url after psk:"))?
+            } else if t.len() == 2 * PSK_LEN && t.bytes().all(|b| b.is_ascii_hexdigit()) {
+                (0..PSK_LEN)
+                    .map(|i| u8::from_str_radix(&t[2 * i..2 * i + 2], 16))
+                    .collect::<Result<Vec<u8>, _>>()
+                    .map_err(|_| Error::InvalidKey("bad hex"))?
+            } else {
+                STANDARD
+                    .decode(t)
+                    .map_err(|_| Error::InvalidKey("not psk:…, hex or base64 of 32 bytes"))?
+            };
+            let out = <[u8; PSK_LEN]>::try_from(bytes.as_slice())
+                .map(|k| Self(Box::new(k)))
+                .map_err(|_| Error::InvalidKey("key must be 32 bytes"));
+            bytes.zeroize();
+            out
+        })
     }
 
     /// The documented text form: `psk:` followed by unpadded base64url of the 32 bytes.
     pub fn to_text(&self) -> String {
-        format!("{PSK_TEXT_PREFIX}{}", URL_SAFE_NO_PAD.encode(self.0))
+        scrubbed(|| format!("{PSK_TEXT_PREFIX}{}", URL_SAFE_NO_PAD.encode(*self.0)))
     }
 
     pub(crate) fn as_bytes(&self) -> &[u8; PSK_LEN] {
@@ -120,7 +127,7 @@ impl PartialEq for Psk {
     /// Constant-time comparison.
     fn eq(&self, other: &Self) -> bool {
         use subtle::ConstantTimeEq as _;
-        self.0.ct_eq(&other.0).into()
+        self.0[..].ct_eq(&other.0[..]).into()
     }
 }
 
@@ -143,7 +150,7 @@ mod tests {
         assert_eq!(Psk::parse(&hex).unwrap(), k);
         assert_eq!(Psk::parse(&k.to_text()).unwrap(), k);
         assert_eq!(
-            Psk::parse(&format!(" {}\n", STANDARD.encode(k.0))).unwrap(),
+            Psk::parse(&format!(" {}\n", STANDARD.encode(*k.0))).unwrap(),
             k
         );
         assert!(k.to_text().starts_with("psk:"));
