@@ -18,15 +18,9 @@ use crate::config::MeshConfig;
 use crate::core::{JoinRefused, Membership};
 use crate::error::Error;
 use crate::events::Event;
-use crate::node::{Member, Node, PATH, lock, monotonic, random_u64};
+use crate::node::{Member, Node, lock, monotonic, random_u64};
 use crate::peer_list::{LeaveReason, ListSigner, PeerEntry, PeerId, SignedPeerList};
-
-/// Operation: a member asks to join (or re-join).
-pub(crate) const OP_JOIN: &str = "JOIN";
-/// Operation: a member's heartbeat.
-pub(crate) const OP_BEAT: &str = "BEAT";
-/// Operation: a member leaves.
-pub(crate) const OP_LEAVE: &str = "LEAVE";
+use crate::protocol::{OP_BEAT, OP_JOIN, OP_LEAVE, PATH, join_context};
 
 #[expect(
     clippy::disallowed_methods,
@@ -436,17 +430,6 @@ impl AuthInner {
             tracing::warn!(error = %e, "could not write the ban file");
         }
     }
-}
-
-/// What a joining member's key-possession proof covers: the auth peer's nonce for the
-/// connection, the member's key and its address as sent (`docs/protocol.md` §7.4).
-pub(crate) fn join_context(nonce: &[u8], key: &PublicKey, addr: &str) -> Vec<u8> {
-    let mut c = Vec::with_capacity(64 + nonce.len() + addr.len());
-    c.extend_from_slice(b"cypherwire/v1 mesh join");
-    c.extend_from_slice(nonce);
-    c.extend_from_slice(key.as_bytes());
-    c.extend_from_slice(addr.as_bytes());
-    c
 }
 
 fn random_key() -> Result<[u8; 32], Error> {

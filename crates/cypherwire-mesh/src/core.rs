@@ -8,8 +8,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 
-use crate::error::ListError;
-use crate::peer_list::{LeaveReason, PeerEntry, PeerId, PeerList};
+use crate::peer_list::{LeaveReason, ListError, PeerEntry, PeerId, PeerList};
 
 /// How often members prove they are alive, and how many proofs may be missed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

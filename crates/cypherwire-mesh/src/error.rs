@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use crate::peer_list::PeerId;
+use crate::peer_list::{ListError, PeerId};
 
 /// What went wrong in the mesh.
 #[derive(Debug, thiserror::Error)]
@@ -53,39 +53,6 @@ pub enum Error {
     /// Reading or writing the ban file failed.
     #[error("ban file: {0}")]
     BanFile(String),
-}
-
-/// Why a peer list was refused.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum ListError {
-    /// The list exceeds a cap.
-    #[error("peer list has {len} {what}, more than the maximum of {max}")]
-    TooLarge {
-        /// What was counted.
-        what: &'static str,
-        /// How many.
-        len: usize,
-        /// The cap.
-        max: usize,
-    },
-    /// The signature does not verify with the authenticating peer's key.
-    #[error("peer list signature does not verify")]
-    BadSignature,
-    /// The list is older than (or as old as) the one held.
-    #[error("stale peer list (version {got}, holding {held})")]
-    Stale {
-        /// The version received.
-        got: u64,
-        /// The version held.
-        held: u64,
-    },
-    /// The body does not parse.
-    #[error("malformed peer list: {0}")]
-    Malformed(&'static str),
-    /// The operating system's random generator failed.
-    #[error("random generator failed")]
-    Random,
 }
 
 impl From<ListError> for Error {

@@ -10,13 +10,13 @@ use cypherwire_session::{ClientAuth, Password, PublicKey};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::auth_peer::{OP_BEAT, OP_JOIN, OP_LEAVE, join_context};
 use crate::config::MeshConfig;
 use crate::core::{LinkChange, LinkMonitor};
 use crate::error::Error;
 use crate::events::Event;
-use crate::node::{Member, Node, PATH, lock, monotonic};
+use crate::node::{Member, Node, lock, monotonic};
 use crate::peer_list::{ListVerifier, SignedPeerList};
+use crate::protocol::{OP_BEAT, OP_JOIN, OP_LEAVE, PATH, join_context};
 
 fn signed_list(v: &Value) -> Option<SignedPeerList> {
     let body = v.get("body")?.as_bytes()?.to_vec();

@@ -71,18 +71,19 @@ mod events;
 mod join_peer;
 mod node;
 mod peer_list;
+mod protocol;
 
 pub use crate::auth_peer::{AuthPeer, AuthPeerBuilder};
 pub use crate::banfile::{BanEntry, BanTarget};
 pub use crate::config::MeshConfig;
 pub use crate::core::HeartbeatPolicy;
-pub use crate::error::{Error, ListError};
+pub use crate::error::Error;
 pub use crate::events::{Event, Events};
 pub use crate::join_peer::JoinPeer;
 pub use crate::node::{Broadcast, Member};
 pub use crate::peer_list::{
-    DEFAULT_MAX_PEERS, LeaveReason, ListLimits, ListSigner, ListVerifier, PeerEntry, PeerId,
-    PeerList, SignedPeerList,
+    DEFAULT_MAX_PEERS, LeaveReason, ListError, ListLimits, ListSigner, ListVerifier, PeerEntry,
+    PeerId, PeerList, SignedPeerList,
 };
 
 /// The default port of an authenticating peer, as in pyile-protocol.

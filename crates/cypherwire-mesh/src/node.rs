@@ -21,11 +21,7 @@ use crate::core::{Dedup, MemberView};
 use crate::error::Error;
 use crate::events::{Event, Events};
 use crate::peer_list::{LeaveReason, PeerEntry, PeerId, PeerList};
-
-/// The path of every mesh request; operations name the message.
-pub(crate) const PATH: &str = "/mesh";
-/// Direct message between members.
-pub(crate) const OP_SEND: &str = "SEND";
+use crate::protocol::{OP_SEND, PATH};
 
 pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // A poisoned lock means a panic elsewhere mid-update; the data is still consistent for
