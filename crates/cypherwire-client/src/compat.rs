@@ -19,8 +19,8 @@ use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::backoff::{Backoff, Jitter};
-use crate::client::Status;
 use crate::error::Error;
+use crate::shared::Status;
 
 /// An answer from a compat server.
 #[derive(Debug, Clone, PartialEq)]

@@ -12,10 +12,10 @@ use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio::time::Instant;
 
 use crate::backoff::Jitter;
-use crate::client::{Command, Config, Incoming, Status};
 use crate::connect::{BoxIo, DynConnect};
 use crate::error::Error;
 use crate::pending::{Entry, PendingTable};
+use crate::shared::{Command, Config, Incoming, Status};
 
 type Reply = oneshot::Sender<Result<cypherwire_wire::Response, Error>>;
 

@@ -60,17 +60,18 @@ mod driver;
 mod engine;
 mod error;
 mod pending;
+mod shared;
 
 pub use cypherwire_session as session;
 
 pub use crate::backoff::Backoff;
 pub use crate::client::{
     Client, ClientBuilder, DEFAULT_CONNECT_TIMEOUT, DEFAULT_HEARTBEAT_INTERVAL,
-    DEFAULT_MAX_PENDING, DEFAULT_MAX_PENDING_BYTES, Incoming, IncomingStream, Reply,
-    RequestBuilder, Status,
+    DEFAULT_MAX_PENDING, DEFAULT_MAX_PENDING_BYTES, IncomingStream, Reply, RequestBuilder,
 };
 pub use crate::connect::Connect;
 pub use crate::error::Error;
+pub use crate::shared::{Incoming, Status};
 
 /// Milliseconds since the Unix epoch on this machine's clock (action timestamps).
 #[expect(
