@@ -3,7 +3,7 @@
 use std::fmt;
 use std::io;
 
-use crate::codec::CodecId;
+use crate::codec_id::CodecId;
 
 /// Every error the wire layer returns.
 ///

@@ -71,6 +71,8 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod codec;
+mod codec_id;
+mod envelope;
 mod error;
 pub mod frame;
 mod limits;

@@ -24,17 +24,13 @@
 //! | `0x41` | [`Resume`] | token, last_push_seq |
 //!
 //! Other kinds in `0x40..=0x7f` are reserved for the session layer and `0x80..=0xbf` for the
-//! mesh; they decode here as [`Error::UnknownKind`]. The normative text is
+//! mesh; they decode here as [`Error::UnknownKind`](crate::Error::UnknownKind). The normative text is
 //! `docs/protocol.md` §4.
 
 use std::time::Duration;
 
-use bytes::{BufMut, BytesMut};
 use serde::{Deserialize, Serialize};
 
-use crate::codec::PayloadCodec;
-use crate::error::{Error, Result};
-use crate::limits::Limits;
 use crate::value::Value;
 
 /// The envelope format version this implementation speaks.
@@ -355,23 +351,20 @@ impl std::fmt::Debug for TokenBytes {
 }
 
 impl Serialize for TokenBytes {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_bytes(&self.0)
     }
 }
 
 impl<'de> Deserialize<'de> for TokenBytes {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         struct V;
         impl<'de> serde::de::Visitor<'de> for V {
             type Value = TokenBytes;
             fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
                 f.write_str("16 bytes")
             }
-            fn visit_bytes<E: serde::de::Error>(
-                self,
-                v: &[u8],
-            ) -> std::result::Result<TokenBytes, E> {
+            fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> Result<TokenBytes, E> {
                 <[u8; 16]>::try_from(v)
                     .map(TokenBytes)
                     .map_err(|_| E::invalid_length(v.len(), &self))
@@ -379,7 +372,7 @@ impl<'de> Deserialize<'de> for TokenBytes {
             fn visit_seq<A: serde::de::SeqAccess<'de>>(
                 self,
                 mut seq: A,
-            ) -> std::result::Result<TokenBytes, A::Error> {
+            ) -> Result<TokenBytes, A::Error> {
                 let mut out = [0u8; 16];
                 for (i, b) in out.iter_mut().enumerate() {
                     *b = seq
@@ -556,67 +549,6 @@ impl Message {
         }
     }
 
-    /// Appends this message's envelope (version, kind, payload) to `dst`.
-    ///
-    /// # Errors
-    /// [`Error::Encode`] if the codec cannot express the message; `dst` is then unchanged.
-    pub fn encode<C: PayloadCodec + ?Sized>(&self, codec: &C, dst: &mut BytesMut) -> Result<()> {
-        let start = dst.len();
-        dst.put_u8(ENVELOPE_VERSION);
-        dst.put_u8(self.kind());
-        let res = match self {
-            Self::Request(m) => codec.encode_request(m, dst),
-            Self::Response(m) => codec.encode_response(m, dst),
-            Self::Action(m) => codec.encode(m, dst),
-            Self::Push(m) => codec.encode(m, dst),
-            Self::Cancel(m) => codec.encode(m, dst),
-            Self::Ping(m) => codec.encode(m, dst),
-            Self::Pong(m) => codec.encode(m, dst),
-            Self::Close(m) => codec.encode(m, dst),
-            Self::Welcome(m) => codec.encode(m, dst),
-            Self::Resume(m) => codec.encode(m, dst),
-        };
-        if res.is_err() {
-            dst.truncate(start);
-        }
-        res
-    }
-
-    /// Decodes one envelope that spans all of `body`.
-    ///
-    /// # Errors
-    /// [`Error::Truncated`] for a body shorter than the two header bytes,
-    /// [`Error::UnsupportedVersion`], [`Error::UnknownKind`], or the codec's decoding errors.
-    pub fn decode<C: PayloadCodec + ?Sized>(
-        codec: &C,
-        body: &[u8],
-        limits: &Limits,
-    ) -> Result<Self> {
-        let [version, kind, payload @ ..] = body else {
-            return Err(Error::Truncated {
-                needed: 2,
-                available: body.len(),
-            });
-        };
-        // spec: §4.1 "a receiver MUST reject an envelope whose version it does not speak"
-        if *version != ENVELOPE_VERSION {
-            return Err(Error::UnsupportedVersion(*version));
-        }
-        Ok(match *kind {
-            kind::REQUEST => Self::Request(codec.decode_request(payload, limits)?),
-            kind::RESPONSE => Self::Response(codec.decode_response(payload, limits)?),
-            kind::ACTION => Self::Action(codec.decode(payload, limits)?),
-            kind::PUSH => Self::Push(codec.decode(payload, limits)?),
-            kind::CANCEL => Self::Cancel(codec.decode(payload, limits)?),
-            kind::PING => Self::Ping(codec.decode(payload, limits)?),
-            kind::PONG => Self::Pong(codec.decode(payload, limits)?),
-            kind::CLOSE => Self::Close(codec.decode(payload, limits)?),
-            kind::WELCOME => Self::Welcome(codec.decode(payload, limits)?),
-            kind::RESUME => Self::Resume(codec.decode(payload, limits)?),
-            other => return Err(Error::UnknownKind(other)),
-        })
-    }
-
     /// Structural identity (see [`Value::is_identical`]): what a codec round trip preserves.
     pub fn is_identical(&self, other: &Self) -> bool {
         match (self, other) {
@@ -679,65 +611,5 @@ mod opt_millis {
         d: D,
     ) -> Result<Option<Duration>, D::Error> {
         Ok(Option::<u64>::deserialize(d)?.map(Duration::from_millis))
-    }
-}
-
-#[cfg(all(test, feature = "msgpack"))]
-mod tests {
-    use super::*;
-    use crate::codec::MsgPack;
-
-    #[test]
-    fn ping_envelope_matches_hand_computed_bytes() {
-        // version 1, kind 0x06, payload = MessagePack [42] = 0x91 0x2a (docs/protocol.md §4.4).
-        let mut buf = BytesMut::new();
-        Message::Ping(Ping::new(42))
-            .encode(&MsgPack, &mut buf)
-            .unwrap();
-        assert_eq!(&buf[..], &[0x01, 0x06, 0x91, 0x2a]);
-    }
-
-    #[test]
-    fn request_envelope_matches_hand_computed_bytes() {
-        // [7, "/N", "READ", nil, nil, 1500]
-        let mut buf = BytesMut::new();
-        let req = Request::new(7, "/N", "READ").with_deadline(Duration::from_millis(1500));
-        Message::from(req).encode(&MsgPack, &mut buf).unwrap();
-        let expected = [
-            0x01, 0x01, 0x96, 0x07, 0xa2, b'/', b'N', 0xa4, b'R', b'E', b'A', b'D', 0xc0, 0xc0,
-            0xcd, 0x05, 0xdc,
-        ];
-        assert_eq!(&buf[..], &expected);
-    }
-
-    #[test]
-    fn unknown_version_and_kind_are_typed_errors() {
-        let l = Limits::default();
-        assert!(matches!(
-            Message::decode(&MsgPack, &[2, 6, 0x91, 0x2a], &l),
-            Err(Error::UnsupportedVersion(2))
-        ));
-        assert!(matches!(
-            Message::decode(&MsgPack, &[1, 0x09, 0x90], &l),
-            Err(Error::UnknownKind(9))
-        ));
-        assert!(matches!(
-            Message::decode(&MsgPack, &[1, 0x42, 0x90], &l),
-            Err(Error::UnknownKind(0x42))
-        ));
-        assert!(matches!(
-            Message::decode(&MsgPack, &[1], &l),
-            Err(Error::Truncated {
-                needed: 2,
-                available: 1
-            })
-        ));
-    }
-
-    #[test]
-    fn wrong_shape_payload_is_a_decode_error() {
-        // A Ping whose nonce is a string.
-        let err = Message::decode(&MsgPack, &[1, 6, 0x91, 0xa1, b'x'], &Limits::default());
-        assert!(matches!(err, Err(Error::Decode { .. })));
     }
 }

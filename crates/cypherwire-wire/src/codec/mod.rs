@@ -37,6 +37,7 @@ use serde::de::DeserializeOwned;
 pub use self::json::Json;
 #[cfg(feature = "msgpack")]
 pub use self::msgpack::MsgPack;
+pub use crate::codec_id::CodecId;
 use crate::error::{Error, Result};
 use crate::limits::Limits;
 use crate::message::{Request, Response};
@@ -44,25 +45,7 @@ use crate::message::{Request, Response};
 #[cfg(not(any(feature = "msgpack", feature = "json")))]
 compile_error!("cypherwire-wire needs at least one payload codec: enable `msgpack` or `json`");
 
-/// Identifies a payload codec on the wire (one byte, negotiated by the handshake).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-#[non_exhaustive]
-pub enum CodecId {
-    /// MessagePack, id 1.
-    MsgPack,
-    /// JSON, id 2.
-    Json,
-}
-
 impl CodecId {
-    /// The identifier byte.
-    pub const fn to_u8(self) -> u8 {
-        match self {
-            Self::MsgPack => 1,
-            Self::Json => 2,
-        }
-    }
-
     /// Parses an identifier byte.
     ///
     /// # Errors
@@ -73,23 +56,6 @@ impl CodecId {
             2 => Ok(Self::Json),
             other => Err(Error::UnknownCodec(other)),
         }
-    }
-
-    /// Whether this build includes the codec.
-    pub const fn is_available(self) -> bool {
-        match self {
-            Self::MsgPack => cfg!(feature = "msgpack"),
-            Self::Json => cfg!(feature = "json"),
-        }
-    }
-}
-
-impl fmt::Display for CodecId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.pad(match self {
-            Self::MsgPack => "MessagePack",
-            Self::Json => "JSON",
-        })
     }
 }
 
