@@ -78,6 +78,7 @@ mod error;
 mod events;
 mod handler;
 mod inbox;
+mod limits;
 mod rate;
 mod registry;
 mod router;
@@ -91,11 +92,11 @@ pub use crate::error::{Error, Incoming, Refusal};
 pub use crate::events::{DEFAULT_EVENT_CAPACITY, DisconnectReason, Event, EventKind, Events};
 pub use crate::handler::{ActionHandler, BoxFuture, Ctx, HandlerError, Reply, RequestHandler};
 pub use crate::inbox::{Inbox, InboxItem};
+pub use crate::limits::ServerLimits;
 pub use crate::rate::{DEFAULT_HANDSHAKE_RATE, RateLimit};
 pub use crate::registry::{ConnectionId, ConnectionInfo};
 pub use crate::server::{
-    Accept, ConnectionHandle, MAX_GROUPS, Server, ServerBuilder, ServerHandle, ServerLimits,
-    StatsSnapshot,
+    Accept, ConnectionHandle, MAX_GROUPS, Server, ServerBuilder, ServerHandle, StatsSnapshot,
 };
 pub use crate::sessions::ResumePolicy;
 
