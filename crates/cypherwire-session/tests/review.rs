@@ -170,3 +170,56 @@ async fn timed_out_handshakes_do_not_run_more_argon2_than_the_bound() {
         "peak memory grew by {grown} KiB: more than 2 argon2 computations of {M_KIB} KiB ran at once"
     );
 }
+
+/// Finding 9: a client's default cap on a server's argon2 memory is lower than the hard cap,
+/// configurable, and a challenge above it fails the handshake before any argon2 work.
+#[tokio::test]
+async fn a_challenge_above_the_clients_argon2_cap_is_refused() {
+    use cypherwire_session::{
+        DEFAULT_MAX_ARGON2_KIB, HandshakeFailure, MAX_CLIENT_ARGON2_KIB, SessionConfig,
+    };
+    assert_eq!(
+        SessionConfig::default().max_argon2_kib(),
+        DEFAULT_MAX_ARGON2_KIB
+    );
+    const { assert!(DEFAULT_MAX_ARGON2_KIB < MAX_CLIENT_ARGON2_KIB) };
+    for bad in [0, 7, MAX_CLIENT_ARGON2_KIB + 1] {
+        assert!(
+            SessionConfig::builder()
+                .max_argon2_kib(bad)
+                .build()
+                .is_err(),
+            "{bad}"
+        );
+    }
+    let server =
+        ServerAuth::Password(PasswordVerifier::create("pw", Argon2Cost::new(128, 1, 1)).unwrap());
+    let capped = SessionConfig::builder().max_argon2_kib(64).build().unwrap();
+    let (client, plain) = (
+        ClientAuth::Password(Password::new("pw")),
+        SessionConfig::default(),
+    );
+    let (c_io, s_io) = tokio::io::duplex(64 * 1024);
+    let (c, _s) = tokio::join!(
+        connect(c_io, &client, &capped),
+        accept(s_io, &server, &plain)
+    );
+    assert!(
+        matches!(
+            c,
+            Err(Error::Handshake(HandshakeFailure::UnacceptableParameters))
+        ),
+        "{c:?}"
+    );
+    // At the cap it is accepted.
+    let at_cap = SessionConfig::builder()
+        .max_argon2_kib(128)
+        .build()
+        .unwrap();
+    let (c_io, s_io) = tokio::io::duplex(64 * 1024);
+    let (c, s) = tokio::join!(
+        connect(c_io, &client, &at_cap),
+        accept(s_io, &server, &plain)
+    );
+    assert!(c.is_ok() && s.is_ok());
+}
