@@ -354,7 +354,7 @@ impl ServerBuilder {
         let local_addr = listener.local_addr().map_err(Error::LocalAddr)?;
         let (events, _) = broadcast::channel(DEFAULT_EVENT_CAPACITY);
         let sessions = crate::sessions::Sessions::new(self.resume).ok_or(Error::Config(
-            "resume ttl and max_sessions must be non-zero",
+            "resume ttl, max_sessions and max_sessions_per_source must be non-zero",
         ))?;
         if self.inbox == Some(0) || self.connection_queue == Some(0) {
             return Err(Error::Config("inbox capacity must be non-zero"));

@@ -956,4 +956,18 @@ mod tests {
             assert_eq!(live, 1);
         }
     }
+
+    #[test]
+    fn a_policy_with_a_zero_bound_is_refused() {
+        for zero in [
+            |p: &mut ResumePolicy| p.ttl = Duration::ZERO,
+            |p: &mut ResumePolicy| p.max_sessions = 0,
+            |p: &mut ResumePolicy| p.max_sessions_per_source = 0,
+        ] {
+            let mut p = ResumePolicy::default();
+            zero(&mut p);
+            assert!(Sessions::new(p).is_none());
+        }
+        assert!(Sessions::new(ResumePolicy::default()).is_some());
+    }
 }
