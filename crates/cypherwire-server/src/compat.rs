@@ -23,8 +23,10 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
+use crate::handle::ServerHandle;
 use crate::handler::Ctx;
-use crate::server::{ServerHandle, Shared};
+use crate::router::Router;
+use crate::shared::Shared;
 
 /// Settings of the compat listener.
 #[derive(Debug, Clone)]
@@ -103,7 +105,12 @@ impl ReplayCache {
     }
 }
 
-pub(crate) async fn accept_loop(shared: Arc<Shared>, listener: TcpListener, cfg: CypherCompat) {
+pub(crate) async fn accept_loop(
+    shared: Arc<Shared>,
+    router: Arc<Router>,
+    listener: TcpListener,
+    cfg: CypherCompat,
+) {
     let cache = Arc::new(Mutex::new(ReplayCache {
         order: VecDeque::new(),
         answers: HashMap::new(),
@@ -134,14 +141,15 @@ pub(crate) async fn accept_loop(shared: Arc<Shared>, listener: TcpListener, cfg:
             tracing::warn!(%peer, "compat connection refused: too many");
             continue;
         };
-        let (shared, cache, cfg) = (shared.clone(), cache.clone(), cfg.clone());
+        let (shared, router) = (shared.clone(), router.clone());
+        let (cache, cfg) = (cache.clone(), cfg.clone());
         let held = Held {
             budget: budget.clone(),
             bytes: 0,
         };
         conns.spawn(async move {
             let _permit = permit;
-            if let Err(e) = serve(&shared, stream, peer, &cache, &cfg, held).await {
+            if let Err(e) = serve(&shared, &router, stream, peer, &cache, &cfg, held).await {
                 tracing::info!(%peer, error = %e, "compat connection closed");
             }
         });
@@ -203,6 +211,7 @@ impl Drop for Held {
 
 async fn serve(
     shared: &Arc<Shared>,
+    router: &Router,
     mut stream: TcpStream,
     peer: SocketAddr,
     cache: &Mutex<ReplayCache>,
@@ -230,8 +239,9 @@ async fn serve(
                 None => {
                     let req = compat::decode(&token, &cfg.keys.decryption)?;
                     request_id += 1;
-                    let answer =
-                        Arc::new(answer(shared, req, peer, connection, request_id, cfg).await?);
+                    let answer = Arc::new(
+                        answer(shared, router, req, peer, connection, request_id, cfg).await?,
+                    );
                     cache
                         .lock()
                         .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -268,6 +278,7 @@ async fn serve(
 /// Runs the request through the router and seals the answer.
 async fn answer(
     shared: &Arc<Shared>,
+    router: &Router,
     req: CompatMessage,
     peer: SocketAddr,
     connection: crate::ConnectionId,
@@ -285,17 +296,17 @@ async fn answer(
     let mut request = Request::new(id, req.path.clone(), req.operation.clone());
     request.data = req.data;
     request.metadata = req.metadata.clone();
-    let outcome = match shared.router.lookup(&req.path, &req.operation) {
+    let outcome = match router.lookup(&req.path, &req.operation) {
         None => Err((
             StatusCode::NOT_FOUND,
             format!("no handler for {} {}", req.path, req.operation),
         )),
         // Run here (one request at a time per connection, as the package's clients send);
         // a panic is contained like on the native path.
-        Some(handler) => match crate::conn::CatchUnwind(handler.call(request, ctx)).await {
+        Some(handler) => match crate::unwind::CatchUnwind(handler.call(request, ctx)).await {
             Ok(Ok(reply)) => Ok(reply),
             Ok(Err(e)) => Err((e.code, e.message)),
-            Err(crate::conn::Panicked) => {
+            Err(crate::unwind::Panicked) => {
                 tracing::error!(request = id, "handler panicked (compat)");
                 Err((StatusCode::INTERNAL, "internal error".to_owned()))
             }
@@ -327,7 +338,7 @@ async fn answer(
             )]),
         },
     };
-    compat::encode(&msg, &cfg.keys.encryption, crate::unix_secs())
+    compat::encode(&msg, &cfg.keys.encryption, crate::clock::unix_secs())
 }
 
 /// Binds the compat listener.

@@ -16,21 +16,14 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tokio::task::AbortHandle;
 
 use crate::events::{DisconnectReason, EventKind};
+use crate::handle::ServerHandle;
 use crate::handler::Ctx;
+use crate::outgoing::{Outbox, Outgoing};
 use crate::registry::{Counters, Entry, Link};
-use crate::server::{ServerHandle, Shared};
+use crate::router::Router;
 use crate::sessions::{Begin, Origin, SessionState, welcome};
-
-/// What the writer task sends.
-#[derive(Debug)]
-pub(crate) enum Outgoing {
-    /// An envelope.
-    Message(Message),
-    /// An envelope also kept elsewhere (a session's response cache or push replay buffer).
-    Shared(Arc<Message>),
-    /// A `Close` envelope, then the authenticated end of stream.
-    Close(CloseCode, &'static str),
-}
+use crate::shared::Shared;
+use crate::unwind::{CatchUnwind, Panicked};
 
 /// Most outgoing messages sealed into one write.
 const WRITE_BATCH: usize = 64;
@@ -83,6 +76,7 @@ impl Drop for IpSlot {
 
 pub(crate) async fn run<IO>(
     shared: Arc<Shared>,
+    router: Arc<Router>,
     stream: IO,
     peer: SocketAddr,
     handshake: OwnedSemaphorePermit,
@@ -134,7 +128,7 @@ pub(crate) async fn run<IO>(
     let info = *session.info();
     let id = shared.next_id();
     let (reader, writer) = session.into_split();
-    let (tx, rx) = mpsc::channel(shared.limits.outbox_capacity);
+    let (tx, rx) = Outbox::new(shared.limits.outbox_capacity);
     let (stop_tx, stop_rx) = watch::channel(None);
     let counters = Arc::new(Counters::default());
 
@@ -175,7 +169,7 @@ pub(crate) async fn run<IO>(
         Entry {
             peer,
             session: info,
-            connected_at: crate::wall_clock(),
+            connected_at: crate::clock::wall_clock(),
             link: link.clone(),
         },
     );
@@ -198,7 +192,15 @@ pub(crate) async fn run<IO>(
     };
     let provisional = Provisional { sid, token, origin };
     let unhandled = queue_tx.as_ref().or(shared.inbox.as_ref()).cloned();
-    let reason = read_loop(&shared, reader, &link, stop_rx, ctx, provisional, unhandled).await;
+    let env = Env {
+        shared: shared.clone(),
+        router,
+        link: link.clone(),
+        ctx,
+        unhandled,
+    };
+    let reason = read_loop(&env, reader, stop_rx, provisional).await;
+    drop(env);
 
     // No new pushes from now on; the session stays resumable for its time to live.
     shared.registry.remove(id);
@@ -209,7 +211,7 @@ pub(crate) async fn run<IO>(
     shared.leave_all_groups(id);
     shared
         .sessions
-        .detach(&link.session(), id, crate::monotonic());
+        .detach(&link.session(), id, crate::clock::monotonic());
     let close = match &reason {
         DisconnectReason::Closed | DisconnectReason::Truncated => None,
         DisconnectReason::Kicked => Some((CloseCode::KICKED, "kicked")),
@@ -285,28 +287,33 @@ async fn write_loop(
     let _ = writer.close().await;
 }
 
-async fn read_loop(
-    shared: &Arc<Shared>,
-    mut reader: SecureReader<ReadHalf<impl AsyncRead + Unpin>>,
-    link: &Link,
-    stop: watch::Receiver<Option<DisconnectReason>>,
+/// What one connection's reader works with.
+struct Env {
+    shared: Arc<Shared>,
+    router: Arc<Router>,
+    link: Link,
+    /// The context handlers get (without a request id or deadline).
     ctx: Ctx,
-    provisional: Provisional,
+    /// Where messages no handler takes go (the connection's queue or the server's inbox).
     unhandled: Option<mpsc::Sender<crate::InboxItem>>,
+}
+
+async fn read_loop(
+    env: &Env,
+    mut reader: SecureReader<ReadHalf<impl AsyncRead + Unpin>>,
+    stop: watch::Receiver<Option<DisconnectReason>>,
+    provisional: Provisional,
 ) -> DisconnectReason {
-    let in_flight = Arc::new(Semaphore::new(shared.limits.max_in_flight));
+    let in_flight = Arc::new(Semaphore::new(env.shared.limits.max_in_flight));
     let mut running = Running {
         tasks: HashMap::new(),
         armed: true,
     };
     let reason = read_messages(
-        shared,
+        env,
         &mut reader,
-        link,
         stop,
-        &ctx,
         provisional,
-        unhandled,
         &in_flight,
         &mut running,
     )
@@ -315,22 +322,21 @@ async fn read_loop(
     reason
 }
 
-#[expect(
-    clippy::too_many_arguments,
-    reason = "the reader loop's state, passed once"
-)]
 async fn read_messages(
-    shared: &Arc<Shared>,
+    env: &Env,
     reader: &mut SecureReader<ReadHalf<impl AsyncRead + Unpin>>,
-    link: &Link,
     stop: watch::Receiver<Option<DisconnectReason>>,
-    ctx: &Ctx,
     provisional: Provisional,
-    unhandled: Option<mpsc::Sender<crate::InboxItem>>,
     in_flight: &Arc<Semaphore>,
     running: &mut Running,
 ) -> DisconnectReason {
-    let ctx = ctx.clone();
+    let Env {
+        shared,
+        router,
+        link,
+        ctx,
+        unhandled,
+    } = env;
     let mut shutdown = shared.shutdown_rx();
     let idle = shared.limits.idle_timeout;
     let started = tokio::time::Instant::now();
@@ -392,7 +398,7 @@ async fn read_messages(
         match msg {
             Message::Resume(resume) if was_first => {
                 if let Some(p) = provisional.take()
-                    && !resume_session(shared, link, &ctx, &resume, p).await
+                    && !resume_session(shared, link, ctx, &resume, p).await
                 {
                     return DisconnectReason::Io("writer stopped".into());
                 }
@@ -400,10 +406,10 @@ async fn read_messages(
             Message::Request(req) => {
                 shared.stats.requests.fetch_add(1, Ordering::Relaxed);
                 if let Some(inbox) = &unhandled
-                    && shared.router.lookup(&req.path, &req.operation).is_none()
+                    && router.lookup(&req.path, &req.operation).is_none()
                 {
                     // The application answers from the inbox (backpressure when it is full).
-                    if !to_inbox(inbox, &ctx, req.into()).await {
+                    if !to_inbox(inbox, ctx, req.into()).await {
                         return DisconnectReason::Shutdown;
                     }
                     continue;
@@ -412,7 +418,7 @@ async fn read_messages(
                 match session.begin(req.id) {
                     Begin::Cached(resp) => {
                         // A resent request that already ran: the stored answer, not a second run.
-                        if link.outbox.send(Outgoing::Shared(resp)).await.is_err() {
+                        if !link.outbox.send(Outgoing::Shared(resp)).await {
                             return DisconnectReason::Io("writer stopped".into());
                         }
                         continue;
@@ -428,18 +434,18 @@ async fn read_messages(
                     running.tasks.retain(|_, h| !h.is_finished());
                 }
                 let id = req.id;
-                if let Some(abort) = dispatch(shared, req, &ctx, session, permit).await {
+                if let Some(abort) = dispatch(env, req, session, permit).await {
                     running.tasks.insert(id, abort);
                 }
             }
-            Message::Action(action) => match shared.router.action_handler(&action.name) {
+            Message::Action(action) => match router.action_handler(&action.name) {
                 Some(h) => {
                     let fut = h.call(action, ctx.clone());
                     tokio::spawn(fut);
                 }
                 None => match &unhandled {
                     Some(inbox) => {
-                        if !to_inbox(inbox, &ctx, action.into()).await {
+                        if !to_inbox(inbox, ctx, action.into()).await {
                             return DisconnectReason::Shutdown;
                         }
                     }
@@ -457,11 +463,10 @@ async fn read_messages(
                 }
             }
             Message::Ping(ping) => {
-                if link
+                if !link
                     .outbox
                     .send(Outgoing::Message(Pong::new(ping.nonce).into()))
                     .await
-                    .is_err()
                 {
                     return DisconnectReason::Io("writer stopped".into());
                 }
@@ -488,7 +493,7 @@ async fn resume_session(
     resume: &cypherwire_session::wire::Resume,
     provisional: Provisional,
 ) -> bool {
-    let now = crate::monotonic();
+    let now = crate::clock::monotonic();
     let ttl = shared.sessions.policy().ttl;
     let token = SessionToken::from_bytes(resume.token.0);
     let resumed = shared
@@ -504,8 +509,7 @@ async fn resume_session(
         return link
             .outbox
             .send(Outgoing::Message(welcome(&provisional.token, ttl, false)))
-            .await
-            .is_ok();
+            .await;
     };
     if let Some(previous) = shared
         .sessions
@@ -522,16 +526,15 @@ async fn resume_session(
         .session
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner) = old;
-    if link
+    if !link
         .outbox
         .send(Outgoing::Message(welcome(&fresh, ttl, true)))
         .await
-        .is_err()
     {
         return false;
     }
     for p in pushes {
-        if link.outbox.send(Outgoing::Shared(p)).await.is_err() {
+        if !link.outbox.send(Outgoing::Shared(p)).await {
             return false;
         }
     }
@@ -543,7 +546,7 @@ async fn to_inbox(inbox: &mpsc::Sender<crate::InboxItem>, ctx: &Ctx, message: Me
     let item = crate::InboxItem {
         connection: ctx.connection,
         peer: ctx.peer,
-        received_at: crate::wall_clock(),
+        received_at: crate::clock::wall_clock(),
         message,
     };
     inbox.send(item).await.is_ok()
@@ -560,7 +563,7 @@ async fn drain(shared: &Arc<Shared>, in_flight: &Arc<Semaphore>) {
 /// attached to now.
 async fn answer(session: &SessionState, resp: Response) {
     if let (msg, Some(tx)) = session.complete(resp) {
-        let _ = tx.send(Outgoing::Shared(msg)).await;
+        tx.send(Outgoing::Shared(msg)).await;
     }
 }
 
@@ -569,15 +572,14 @@ async fn answer(session: &SessionState, resp: Response) {
 /// waiting (the common case: no I/O) is answered without a task of its own; otherwise the rest
 /// runs in its own task, which `Cancel` aborts through the returned handle.
 async fn dispatch(
-    shared: &Arc<Shared>,
+    env: &Env,
     req: Request,
-    ctx: &Ctx,
     session: Arc<SessionState>,
     permit: OwnedSemaphorePermit,
 ) -> Option<AbortHandle> {
     let id = req.id;
     let deadline = req.deadline;
-    let Some(handler) = shared.router.lookup(&req.path, &req.operation) else {
+    let Some(handler) = env.router.lookup(&req.path, &req.operation) else {
         let text = format!("no handler for {} {}", req.path, req.operation);
         tokio::spawn(async move {
             let _permit = permit;
@@ -593,13 +595,13 @@ async fn dispatch(
         });
         return None;
     }
-    let mut ctx = ctx.clone();
+    let mut ctx = env.ctx.clone();
     ctx.request_id = Some(id);
     ctx.deadline = deadline;
     let connection = ctx.connection;
     let span = tracing::debug_span!("request", id, path = %req.path, operation = %req.operation);
     let work = tracing::Instrument::instrument(CatchUnwind(handler.call(req, ctx)), span);
-    let shared = shared.clone();
+    let shared = env.shared.clone();
     let mut task = Box::pin(async move {
         let _permit = permit;
         let outcome = match deadline {
@@ -631,29 +633,4 @@ async fn dispatch(
         return None;
     }
     Some(tokio::spawn(task).abort_handle())
-}
-
-/// A handler panicked.
-pub(crate) struct Panicked;
-
-/// Polls a handler's future, turning a panic into [`Panicked`] (the future is not polled
-/// again afterwards).
-pub(crate) struct CatchUnwind<F>(pub(crate) F);
-
-impl<F: Future + Unpin> Future for CatchUnwind<F> {
-    type Output = Result<F::Output, Panicked>;
-
-    fn poll(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Self::Output> {
-        let inner = &mut self.0;
-        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            std::pin::Pin::new(inner).poll(cx)
-        })) {
-            Ok(std::task::Poll::Ready(out)) => std::task::Poll::Ready(Ok(out)),
-            Ok(std::task::Poll::Pending) => std::task::Poll::Pending,
-            Err(_) => std::task::Poll::Ready(Err(Panicked)),
-        }
-    }
 }

@@ -3,7 +3,7 @@
 use std::io;
 use std::net::SocketAddr;
 
-use crate::registry::ConnectionId;
+use crate::id::ConnectionId;
 
 /// Errors of the server API. Errors of one connection never surface here: they end that
 /// connection and appear as [`Event`](crate::Event)s.

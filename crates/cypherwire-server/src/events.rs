@@ -7,7 +7,7 @@ use cypherwire_session::PublicKey;
 use tokio::sync::broadcast;
 
 use crate::error::Refusal;
-use crate::registry::ConnectionId;
+use crate::id::ConnectionId;
 
 /// Default number of events buffered for a slow subscriber before it misses some.
 pub const DEFAULT_EVENT_CAPACITY: usize = 4096;
@@ -124,7 +124,7 @@ impl Events {
         match self.rx.recv().await {
             Ok(e) => Some(e),
             Err(broadcast::error::RecvError::Lagged(missed)) => Some(Event {
-                at: crate::wall_clock(),
+                at: crate::clock::wall_clock(),
                 kind: EventKind::Lagged { missed },
             }),
             Err(broadcast::error::RecvError::Closed) => None,

@@ -8,8 +8,8 @@ use std::time::Duration;
 use cypherwire_session::PublicKey;
 use cypherwire_wire::{Action, Request, StatusCode, Value};
 
-use crate::registry::ConnectionId;
-use crate::server::ServerHandle;
+use crate::handle::ServerHandle;
+use crate::id::ConnectionId;
 
 /// A boxed, sendable future.
 pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;

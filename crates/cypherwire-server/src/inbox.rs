@@ -7,7 +7,7 @@ use std::time::SystemTime;
 use cypherwire_session::wire::Message;
 use tokio::sync::mpsc;
 
-use crate::registry::ConnectionId;
+use crate::id::ConnectionId;
 
 /// One received message waiting in the inbox.
 #[derive(Debug, Clone, PartialEq)]

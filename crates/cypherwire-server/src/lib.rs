@@ -72,51 +72,38 @@
 
 #![doc(test(attr(deny(warnings))))]
 
+mod accept;
+mod clock;
 mod compat;
 mod conn;
 mod error;
 mod events;
+mod handle;
 mod handler;
+mod id;
 mod inbox;
 mod limits;
+mod outgoing;
 mod rate;
 mod registry;
 mod router;
 mod server;
 mod sessions;
+mod shared;
+mod unwind;
 
 pub use cypherwire_session as session;
 
+pub use crate::accept::Accept;
 pub use crate::compat::CypherCompat;
 pub use crate::error::{Error, Incoming, Refusal};
 pub use crate::events::{DEFAULT_EVENT_CAPACITY, DisconnectReason, Event, EventKind, Events};
+pub use crate::handle::{ConnectionHandle, MAX_GROUPS, ServerHandle, StatsSnapshot};
 pub use crate::handler::{ActionHandler, BoxFuture, Ctx, HandlerError, Reply, RequestHandler};
+pub use crate::id::ConnectionId;
 pub use crate::inbox::{Inbox, InboxItem};
 pub use crate::limits::ServerLimits;
 pub use crate::rate::{DEFAULT_HANDSHAKE_RATE, RateLimit};
-pub use crate::registry::{ConnectionId, ConnectionInfo};
-pub use crate::server::{
-    Accept, ConnectionHandle, MAX_GROUPS, Server, ServerBuilder, ServerHandle, StatsSnapshot,
-};
+pub use crate::registry::ConnectionInfo;
+pub use crate::server::{Server, ServerBuilder};
 pub use crate::sessions::ResumePolicy;
-
-/// The server's wall clock, for timestamps shown to users (events, registry).
-#[expect(
-    clippy::disallowed_methods,
-    reason = "timestamps for humans; never used for logic"
-)]
-pub(crate) fn wall_clock() -> std::time::SystemTime {
-    std::time::SystemTime::now()
-}
-
-/// The monotonic clock as the session layer's sans-IO types want it (through tokio, so paused
-/// test time applies).
-pub(crate) fn unix_secs() -> u64 {
-    wall_clock()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
-
-pub(crate) fn monotonic() -> std::time::Instant {
-    tokio::time::Instant::now().into_std()
-}

@@ -1,7 +1,6 @@
 //! The connection registry: who is connected, with what, since when, and how much.
 
 use std::collections::HashMap;
-use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -10,17 +9,8 @@ use std::time::SystemTime;
 use cypherwire_session::{PublicKey, SessionInfo};
 use tokio::sync::mpsc;
 
-use crate::conn::Outgoing;
-
-/// Identifies a connection for the lifetime of a server (never reused).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct ConnectionId(pub u64);
-
-impl fmt::Display for ConnectionId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "#{}", self.0)
-    }
-}
+use crate::id::ConnectionId;
+use crate::outgoing::Outbox;
 
 /// Traffic counters of one connection (messages and plaintext bytes).
 #[derive(Debug, Default)]
@@ -67,7 +57,7 @@ pub(crate) struct Entry {
 /// What other tasks need to reach a connection.
 #[derive(Clone)]
 pub(crate) struct Link {
-    pub(crate) outbox: mpsc::Sender<Outgoing>,
+    pub(crate) outbox: Outbox,
     pub(crate) counters: std::sync::Arc<Counters>,
     /// Set to ask the connection to end, with the reason.
     pub(crate) stop: std::sync::Arc<tokio::sync::watch::Sender<Option<crate::DisconnectReason>>>,

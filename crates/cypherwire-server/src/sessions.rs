@@ -9,10 +9,9 @@ use cypherwire_session::fasthash::FastState;
 use cypherwire_session::token::SessionToken;
 use cypherwire_session::wire::{Message, Push, Response, Value};
 use cypherwire_session::{PublicKey, SourceKey};
-use tokio::sync::mpsc;
 
-use crate::conn::Outgoing;
-use crate::registry::ConnectionId;
+use crate::id::ConnectionId;
+use crate::outgoing::{Outbox, Outgoing, Refused};
 
 /// Resumption settings, each a documented default.
 ///
@@ -87,7 +86,7 @@ pub(crate) enum PushFailure {
 }
 
 struct Inner {
-    attached: Option<(ConnectionId, mpsc::Sender<Outgoing>)>,
+    attached: Option<(ConnectionId, Outbox)>,
     push_seq: u64,
     /// (sequence number, the push as sent, its approximate size): shared with the outbox, so a
     /// push is built once.
@@ -128,11 +127,7 @@ impl SessionState {
         self.inner.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    pub(crate) fn attach(
-        &self,
-        conn: ConnectionId,
-        outbox: mpsc::Sender<Outgoing>,
-    ) -> Option<ConnectionId> {
+    pub(crate) fn attach(&self, conn: ConnectionId, outbox: Outbox) -> Option<ConnectionId> {
         let mut s = self.lock();
         s.attached
             .replace((conn, outbox))
@@ -169,8 +164,8 @@ impl SessionState {
         }
         match &s.attached {
             Some((conn, tx)) => match tx.try_send(Outgoing::Shared(msg)) {
-                Ok(()) | Err(mpsc::error::TrySendError::Closed(_)) => Ok(()),
-                Err(mpsc::error::TrySendError::Full(_)) => Err(PushFailure::SlowConsumer(*conn)),
+                Ok(()) | Err(Refused::Closed) => Ok(()),
+                Err(Refused::Full) => Err(PushFailure::SlowConsumer(*conn)),
             },
             None => Ok(()),
         }
@@ -208,10 +203,7 @@ impl SessionState {
 
     /// Records the answer; returns it (shared with the cache) and where to send it now (if the
     /// session is attached).
-    pub(crate) fn complete(
-        &self,
-        resp: Response,
-    ) -> (Arc<Message>, Option<mpsc::Sender<Outgoing>>) {
+    pub(crate) fn complete(&self, resp: Response) -> (Arc<Message>, Option<Outbox>) {
         let id = resp.id;
         let size = resp.approx_size();
         let msg = Arc::new(Message::from(resp));
@@ -476,7 +468,7 @@ impl Sessions {
         &self,
         state: &SessionState,
         conn: ConnectionId,
-        outbox: mpsc::Sender<Outgoing>,
+        outbox: Outbox,
     ) -> Option<ConnectionId> {
         let mut t = self.table();
         t.set_detached(state.id, None);
@@ -605,7 +597,7 @@ mod tests {
     #[test]
     fn a_replaced_token_stays_valid_until_its_successor_is_used() {
         let sessions = Sessions::new(ResumePolicy::default()).unwrap();
-        let now = crate::monotonic();
+        let now = crate::clock::monotonic();
         let (id, _, t0) = sessions.create(&origin()).unwrap();
         // A resume whose Welcome (carrying t1) is lost: the peer still holds t0.
         let (again, _, t1) = sessions.resume(&t0, &origin(), now).unwrap();
@@ -743,7 +735,7 @@ mod tests {
     #[test]
     fn a_full_outbox_is_a_slow_consumer_and_the_push_is_still_kept() {
         let s = small(|_| {});
-        let (tx, mut rx) = mpsc::channel(1);
+        let (tx, mut rx) = Outbox::new(1);
         assert_eq!(s.attach(ConnectionId(7), tx), None);
         s.push(Value::from(1)).unwrap();
         assert_eq!(
@@ -760,7 +752,7 @@ mod tests {
     #[test]
     fn attaching_reports_the_connection_replaced_and_detaching_starts_the_clock() {
         let s = small(|p| p.ttl = Duration::from_secs(10));
-        let (tx, _rx) = mpsc::channel(4);
+        let (tx, _rx) = Outbox::new(4);
         assert_eq!(s.attach(ConnectionId(1), tx.clone()), None);
         assert_eq!(s.attach(ConnectionId(2), tx.clone()), Some(ConnectionId(1)));
         assert_eq!(s.attach(ConnectionId(2), tx), None, "same connection again");
@@ -785,7 +777,7 @@ mod tests {
         conn: u64,
     ) -> (SessionId, Arc<SessionState>, SessionToken) {
         let (id, state, token) = sessions.create(origin).unwrap();
-        let (tx, _rx) = mpsc::channel(1);
+        let (tx, _rx) = Outbox::new(1);
         sessions.attach(&state, ConnectionId(conn), tx);
         (id, state, token)
     }
@@ -807,7 +799,7 @@ mod tests {
             .expect("resumable after a long connection");
         assert_eq!(again, id);
         // Attached again and living 5 s: the old, redeemed token does not outlive its own TTL.
-        let (tx, _rx) = mpsc::channel(1);
+        let (tx, _rx) = Outbox::new(1);
         sessions.attach(&state, ConnectionId(2), tx);
         let later = at + Duration::from_secs(5);
         assert!(
@@ -836,7 +828,7 @@ mod tests {
         let (_, state, token) = attached(&sessions, &o, 1);
         sessions.detach(&state, ConnectionId(1), t0);
         let (_, state, _lost) = sessions.resume(&token, &o, t0).unwrap();
-        let (tx, _rx) = mpsc::channel(1);
+        let (tx, _rx) = Outbox::new(1);
         sessions.attach(&state, ConnectionId(2), tx);
         sessions.detach(&state, ConnectionId(2), t0 + Duration::from_secs(1));
         let back = t0 + Duration::from_secs(25);

@@ -1,0 +1,448 @@
+//! Handles to a running server and to one connection: registry, events, push, broadcast,
+//! groups, kicks, bans, counters, shutdown.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use cypherwire_session::wire::{Action, Message, Value};
+
+use crate::error::Error;
+use crate::events::{DisconnectReason, Events};
+use crate::id::ConnectionId;
+use crate::outgoing::{Outgoing, Refused};
+use crate::registry::ConnectionInfo;
+use crate::shared::Shared;
+
+/// A snapshot of the server's counters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct StatsSnapshot {
+    /// Authenticated connections now.
+    pub connections: usize,
+    /// Handshakes that completed.
+    pub handshakes_ok: u64,
+    /// Handshakes that failed.
+    pub handshakes_failed: u64,
+    /// Connections refused before their handshake.
+    pub refused: u64,
+    /// Requests received.
+    pub requests: u64,
+    /// Messages received.
+    pub messages_in: u64,
+    /// Pushes and broadcast messages queued.
+    pub pushes: u64,
+    /// Connections closed as slow consumers.
+    pub slow_consumers: u64,
+    /// Connections kicked.
+    pub kicks: u64,
+    /// Sessions kept (attached or resumable).
+    pub sessions: usize,
+    /// Plaintext bytes received, all connections, since start.
+    pub bytes_in: u64,
+    /// Plaintext bytes sent, all connections, since start.
+    pub bytes_out: u64,
+}
+/// Most named broadcast groups a server keeps (names come from the application).
+pub const MAX_GROUPS: usize = 65_536;
+/// Controls a running server: registry, events, push, broadcast, kicks, bans, shutdown.
+#[derive(Clone)]
+pub struct ServerHandle {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for ServerHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerHandle")
+            .field("local_addr", &self.shared.local_addr)
+            .field("connections", &self.shared.registry.len())
+            .finish()
+    }
+}
+
+impl ServerHandle {
+    pub(crate) fn from_shared(shared: Arc<Shared>) -> Self {
+        Self { shared }
+    }
+
+    /// The address the server listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.shared.local_addr
+    }
+
+    /// Subscribes to connection events from now on.
+    pub fn events(&self) -> Events {
+        Events::new(self.shared.events.subscribe())
+    }
+
+    /// Authenticated connections, by id.
+    pub fn connections(&self) -> Vec<ConnectionInfo> {
+        self.shared.registry.list()
+    }
+
+    /// How many authenticated connections there are.
+    pub fn count(&self) -> usize {
+        self.shared.registry.len()
+    }
+
+    /// One connection by id.
+    pub fn connection(&self, id: ConnectionId) -> Option<ConnectionInfo> {
+        self.shared.registry.info(id)
+    }
+
+    /// One connection by peer address.
+    pub fn connection_by_peer(&self, peer: SocketAddr) -> Option<ConnectionInfo> {
+        self.shared.registry.by_peer(peer)
+    }
+
+    /// Queues a [`Push`](cypherwire_session::wire::Push) with `data` to one connection
+    /// (numbered per session, kept for replay after a cut).
+    ///
+    /// # Errors
+    /// [`Error::UnknownConnection`], or [`Error::SlowConsumer`] if its outbox is full (the
+    /// connection is then closed; other connections are not affected).
+    pub fn send_to(&self, id: ConnectionId, data: impl Into<Value>) -> Result<(), Error> {
+        let link = self
+            .shared
+            .registry
+            .link(id)
+            .ok_or(Error::UnknownConnection(id))?;
+        self.push(id, &link, data.into())
+    }
+
+    /// Pushes through the connection's session (numbered, kept for replay after a cut).
+    fn push(
+        &self,
+        id: ConnectionId,
+        link: &crate::registry::Link,
+        data: Value,
+    ) -> Result<(), Error> {
+        match link.session().push(data) {
+            Ok(()) => {
+                self.shared.stats.pushes.fetch_add(1, Ordering::Relaxed);
+                Ok(())
+            }
+            Err(crate::sessions::PushFailure::SlowConsumer(conn)) => {
+                self.shared
+                    .stats
+                    .slow_consumers
+                    .fetch_add(1, Ordering::Relaxed);
+                if let Some(l) = self.shared.registry.link(conn) {
+                    l.stop.send_replace(Some(DisconnectReason::SlowConsumer));
+                }
+                Err(Error::SlowConsumer(id))
+            }
+        }
+    }
+
+    /// Queues any envelope to one connection.
+    ///
+    /// # Errors
+    /// As [`send_to`](Self::send_to).
+    pub fn send_message(&self, id: ConnectionId, msg: Message) -> Result<(), Error> {
+        let link = self
+            .shared
+            .registry
+            .link(id)
+            .ok_or(Error::UnknownConnection(id))?;
+        self.deliver(id, &link, Outgoing::Message(msg))
+    }
+
+    fn deliver(
+        &self,
+        id: ConnectionId,
+        link: &crate::registry::Link,
+        msg: Outgoing,
+    ) -> Result<(), Error> {
+        match link.outbox.try_send(msg) {
+            Ok(()) => {
+                self.shared.stats.pushes.fetch_add(1, Ordering::Relaxed);
+                Ok(())
+            }
+            Err(Refused::Full) => {
+                // Declared policy: never block, never grow; cut the slow consumer.
+                self.shared
+                    .stats
+                    .slow_consumers
+                    .fetch_add(1, Ordering::Relaxed);
+                link.stop.send_replace(Some(DisconnectReason::SlowConsumer));
+                Err(Error::SlowConsumer(id))
+            }
+            Err(Refused::Closed) => Err(Error::UnknownConnection(id)),
+        }
+    }
+
+    /// Pushes `data` to every authenticated connection; returns how many it was queued for
+    /// (slow consumers are disconnected and not counted).
+    pub fn broadcast(&self, data: impl Into<Value>) -> usize {
+        let data = data.into();
+        self.shared
+            .registry
+            .links()
+            .into_iter()
+            .filter(|(id, link)| self.push(*id, link, data.clone()).is_ok())
+            .count()
+    }
+
+    /// Sends an action to every authenticated connection (e.g. a chat message); returns how
+    /// many it was queued for. One copy of the action is shared by every connection's queue.
+    pub fn broadcast_action(&self, action: &Action) -> usize {
+        let msg = Arc::new(Message::from(action.clone()));
+        self.shared
+            .registry
+            .links()
+            .into_iter()
+            .filter(|(id, link)| {
+                self.deliver(*id, link, Outgoing::Shared(msg.clone()))
+                    .is_ok()
+            })
+            .count()
+    }
+
+    /// A handle on one connection: send to it, close it, read its details.
+    ///
+    /// # Errors
+    /// [`Error::UnknownConnection`].
+    pub fn connection_handle(&self, id: ConnectionId) -> Result<ConnectionHandle, Error> {
+        let link = self
+            .shared
+            .registry
+            .link(id)
+            .ok_or(Error::UnknownConnection(id))?;
+        Ok(ConnectionHandle {
+            id,
+            server: self.clone(),
+            queue: link.queue,
+        })
+    }
+
+    /// Takes the inbox (once; `None` if it was not enabled or is already taken).
+    pub fn take_inbox(&self) -> Option<crate::Inbox> {
+        self.shared
+            .inbox_rx
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take()
+            .map(crate::Inbox::new)
+    }
+
+    /// Adds a connection to a named group (created on first use).
+    ///
+    /// # Errors
+    /// [`Error::UnknownConnection`]; [`Error::Config`] beyond [`MAX_GROUPS`] groups.
+    pub fn join_group(&self, id: ConnectionId, group: &str) -> Result<(), Error> {
+        if self.shared.registry.link(id).is_none() {
+            return Err(Error::UnknownConnection(id));
+        }
+        let mut groups = self.shared.groups();
+        if !groups.contains_key(group) && groups.len() >= MAX_GROUPS {
+            return Err(Error::Config("too many groups"));
+        }
+        groups.entry(group.to_owned()).or_default().insert(id);
+        Ok(())
+    }
+
+    /// Removes a connection from a group; returns whether it was a member.
+    pub fn leave_group(&self, id: ConnectionId, group: &str) -> bool {
+        let mut groups = self.shared.groups();
+        let Some(members) = groups.get_mut(group) else {
+            return false;
+        };
+        let was = members.remove(&id);
+        if members.is_empty() {
+            groups.remove(group);
+        }
+        was
+    }
+
+    /// The members of a group.
+    pub fn group_members(&self, group: &str) -> Vec<ConnectionId> {
+        let mut v: Vec<_> = self
+            .shared
+            .groups()
+            .get(group)
+            .map(|m| m.iter().copied().collect())
+            .unwrap_or_default();
+        v.sort();
+        v
+    }
+
+    /// Pushes `data` to every member of a group; returns how many it was queued for.
+    pub fn broadcast_group(&self, group: &str, data: impl Into<Value>) -> usize {
+        let data = data.into();
+        let members = self.group_members(group);
+        members
+            .into_iter()
+            .filter(|id| {
+                let Some(link) = self.shared.registry.link(*id) else {
+                    return false;
+                };
+                self.push(*id, &link, data.clone()).is_ok()
+            })
+            .count()
+    }
+
+    /// Closes one connection (the peer gets `Close` with code `KICKED`).
+    ///
+    /// # Errors
+    /// [`Error::UnknownConnection`].
+    pub fn kick(&self, id: ConnectionId) -> Result<(), Error> {
+        let link = self
+            .shared
+            .registry
+            .link(id)
+            .ok_or(Error::UnknownConnection(id))?;
+        link.stop.send_replace(Some(DisconnectReason::Kicked));
+        self.shared.stats.kicks.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Closes every connection; returns how many.
+    pub fn kick_all(&self) -> usize {
+        let links = self.shared.registry.links();
+        for (_, link) in &links {
+            link.stop.send_replace(Some(DisconnectReason::Kicked));
+        }
+        self.shared
+            .stats
+            .kicks
+            .fetch_add(links.len() as u64, Ordering::Relaxed);
+        links.len()
+    }
+
+    /// Bans the source `ip` belongs to for `length`; its new connections are refused before
+    /// any work. A source is an IPv4 address (`::ffff:192.0.2.7` is `192.0.2.7`) or an IPv6
+    /// network of [`BanPolicy::ipv6_prefix`] bits (a /64 by default).
+    pub fn ban(&self, ip: IpAddr, length: Duration) {
+        let source = self.shared.source(ip);
+        self.shared
+            .limiter()
+            .ban(&source, length, crate::clock::monotonic());
+    }
+
+    /// Lifts the ban on the source `ip` belongs to; returns whether there was one (or any
+    /// record of the source).
+    pub fn unban(&self, ip: IpAddr) -> bool {
+        let source = self.shared.source(ip);
+        self.shared.limiter().unban(&source)
+    }
+
+    /// Sources banned now, each as its address (an IPv4 address, or the first address of an
+    /// IPv6 network), with the time left.
+    pub fn bans(&self) -> Vec<(IpAddr, Duration)> {
+        let now = crate::clock::monotonic();
+        self.shared
+            .limiter()
+            .banned(now)
+            .into_iter()
+            .map(|(source, until)| (source.addr(), until.saturating_duration_since(now)))
+            .collect()
+    }
+
+    /// Server-wide counters.
+    pub fn stats(&self) -> StatsSnapshot {
+        let s = &self.shared.stats;
+        StatsSnapshot {
+            connections: self.count(),
+            handshakes_ok: s.handshakes_ok.load(Ordering::Relaxed),
+            handshakes_failed: s.handshakes_failed.load(Ordering::Relaxed),
+            refused: s.refused.load(Ordering::Relaxed),
+            requests: s.requests.load(Ordering::Relaxed),
+            messages_in: s.messages_in.load(Ordering::Relaxed),
+            pushes: s.pushes.load(Ordering::Relaxed),
+            slow_consumers: s.slow_consumers.load(Ordering::Relaxed),
+            kicks: s.kicks.load(Ordering::Relaxed),
+            sessions: self.shared.sessions.len(),
+            bytes_in: s.bytes_in_closed.load(Ordering::Relaxed)
+                + self.connections().iter().map(|c| c.bytes_in).sum::<u64>(),
+            bytes_out: s.bytes_out_closed.load(Ordering::Relaxed)
+                + self.connections().iter().map(|c| c.bytes_out).sum::<u64>(),
+        }
+    }
+
+    /// Graceful shutdown: stop accepting, let in-flight requests finish (up to
+    /// [`ServerLimits::shutdown_grace`]), send `Close` (`GOING_AWAY`) to every peer, and wait
+    /// for the connections to end. Returns when the server has stopped.
+    pub async fn shutdown(&self) {
+        self.shared.shutdown.send_replace(true);
+        let mut stopped = self.shared.stopped.subscribe();
+        let _ = stopped.wait_for(|s| *s).await;
+    }
+
+    /// Immediate stop: stop accepting and end every connection now, without waiting for
+    /// in-flight requests or saying goodbye (peers see their streams end without a close).
+    /// Returns when the server has stopped.
+    pub async fn shutdown_now(&self) {
+        self.shared.abort.send_replace(true);
+        self.shared.shutdown.send_replace(true);
+        let mut stopped = self.shared.stopped.subscribe();
+        let _ = stopped.wait_for(|s| *s).await;
+    }
+
+    /// Whether the server has stopped.
+    pub fn is_stopped(&self) -> bool {
+        *self.shared.stopped.borrow()
+    }
+}
+/// One connection, from the registry (aesm's connection objects): send to it, close it.
+/// Messages it sends that no handler takes arrive in the server's [`Inbox`](crate::Inbox),
+/// tagged with its id.
+#[derive(Clone)]
+pub struct ConnectionHandle {
+    id: ConnectionId,
+    server: ServerHandle,
+    queue: Option<Arc<tokio::sync::Mutex<tokio::sync::mpsc::Receiver<crate::InboxItem>>>>,
+}
+
+impl std::fmt::Debug for ConnectionHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConnectionHandle")
+            .field("id", &self.id)
+            .field("queue", &self.queue.is_some())
+            .finish()
+    }
+}
+
+impl ConnectionHandle {
+    /// The connection's id.
+    pub fn id(&self) -> ConnectionId {
+        self.id
+    }
+
+    /// The connection's details, while it lives.
+    pub fn info(&self) -> Option<ConnectionInfo> {
+        self.server.connection(self.id)
+    }
+
+    /// Pushes `data` to it. See [`ServerHandle::send_to`].
+    ///
+    /// # Errors
+    /// As [`ServerHandle::send_to`].
+    pub fn send(&self, data: impl Into<Value>) -> Result<(), Error> {
+        self.server.send_to(self.id, data)
+    }
+
+    /// Closes it (the peer gets `Close` with code `KICKED`).
+    ///
+    /// # Errors
+    /// [`Error::UnknownConnection`] if it already ended.
+    pub fn close(&self) -> Result<(), Error> {
+        self.server.kick(self.id)
+    }
+
+    /// The oldest message waiting in this connection's receive queue (enabled with
+    /// [`ServerBuilder::connection_queue`]); `None` once the connection has ended and its
+    /// queue is empty.
+    ///
+    /// # Errors
+    /// [`Error::Config`] if connection queues are not enabled, [`Error::UnknownConnection`] if
+    /// the connection is gone.
+    pub async fn recv(&self) -> Result<Option<crate::InboxItem>, Error> {
+        let queue = self
+            .queue
+            .as_ref()
+            .ok_or(Error::Config("connection queues are not enabled"))?;
+        Ok(queue.lock().await.recv().await)
+    }
+}

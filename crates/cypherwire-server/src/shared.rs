@@ -1,0 +1,116 @@
+//! The state every connection task of one server shares: configuration, the registry,
+//! sessions, bans, counters and the server-wide signals.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use cypherwire_session::{AttemptLimiter, BanPolicy, ServerAuth, SessionConfig, SourceKey};
+use tokio::sync::{broadcast, watch};
+
+use crate::error::Incoming;
+use crate::events::{Event, EventKind};
+use crate::id::ConnectionId;
+use crate::limits::ServerLimits;
+use crate::registry::Registry;
+
+/// Server-wide counters.
+#[derive(Debug, Default)]
+pub(crate) struct Stats {
+    pub(crate) handshakes_ok: AtomicU64,
+    pub(crate) handshakes_failed: AtomicU64,
+    pub(crate) refused: AtomicU64,
+    pub(crate) requests: AtomicU64,
+    pub(crate) messages_in: AtomicU64,
+    pub(crate) pushes: AtomicU64,
+    pub(crate) slow_consumers: AtomicU64,
+    pub(crate) kicks: AtomicU64,
+    /// Bytes of connections that have ended (live ones are summed from the registry).
+    pub(crate) bytes_in_closed: AtomicU64,
+    pub(crate) bytes_out_closed: AtomicU64,
+}
+pub(crate) type AcceptHook = Arc<dyn Fn(Incoming) -> bool + Send + Sync>;
+
+pub(crate) struct Shared {
+    pub(crate) auth: ServerAuth,
+    pub(crate) session: SessionConfig,
+    pub(crate) limits: ServerLimits,
+    pub(crate) registry: Registry,
+    pub(crate) limiter: Mutex<AttemptLimiter<SourceKey>>,
+    pub(crate) stats: Stats,
+    pub(crate) events: broadcast::Sender<Event>,
+    pub(crate) next_id: AtomicU64,
+    pub(crate) shutdown: watch::Sender<bool>,
+    pub(crate) abort: watch::Sender<bool>,
+    pub(crate) stopped: watch::Sender<bool>,
+    pub(crate) local_addr: SocketAddr,
+    pub(crate) hook: Option<AcceptHook>,
+    pub(crate) inbox: Option<tokio::sync::mpsc::Sender<crate::InboxItem>>,
+    pub(crate) inbox_rx: Mutex<Option<tokio::sync::mpsc::Receiver<crate::InboxItem>>>,
+    pub(crate) groups:
+        Mutex<std::collections::HashMap<String, std::collections::HashSet<ConnectionId>>>,
+    pub(crate) sessions: crate::sessions::Sessions,
+    pub(crate) connection_queue: Option<usize>,
+    pub(crate) bans: BanPolicy,
+}
+
+impl Shared {
+    pub(crate) fn groups(
+        &self,
+    ) -> std::sync::MutexGuard<
+        '_,
+        std::collections::HashMap<String, std::collections::HashSet<ConnectionId>>,
+    > {
+        self.groups
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Forgets a connection in every group (it ended).
+    pub(crate) fn leave_all_groups(&self, id: ConnectionId) {
+        let mut groups = self.groups();
+        groups.retain(|_, members| {
+            members.remove(&id);
+            !members.is_empty()
+        });
+    }
+
+    pub(crate) fn emit(&self, kind: EventKind) {
+        // No subscriber is fine: events are for those who listen.
+        let _ = self.events.send(Event {
+            at: crate::clock::wall_clock(),
+            kind,
+        });
+    }
+
+    pub(crate) fn next_id(&self) -> ConnectionId {
+        ConnectionId(self.next_id.fetch_add(1, Ordering::Relaxed) + 1)
+    }
+
+    pub(crate) fn shutdown_rx(&self) -> watch::Receiver<bool> {
+        self.shutdown.subscribe()
+    }
+
+    pub(crate) fn grace(&self) -> Duration {
+        self.limits.shutdown_grace
+    }
+
+    pub(crate) fn limiter(&self) -> std::sync::MutexGuard<'_, AttemptLimiter<SourceKey>> {
+        self.limiter
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The source `ip` counts as for bans, limits and session quotas (IPv4-mapped addresses
+    /// are IPv4; IPv6 by the ban policy's prefix).
+    pub(crate) fn source(&self, ip: IpAddr) -> SourceKey {
+        self.bans.source(ip)
+    }
+
+    pub(crate) fn is_banned(&self, ip: IpAddr) -> bool {
+        self.limiter()
+            .check(&self.source(ip), crate::clock::monotonic())
+            .is_err()
+    }
+}
