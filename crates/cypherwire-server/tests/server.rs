@@ -2,13 +2,14 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "test code")]
 
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, LazyLock, Mutex};
 use std::time::Duration;
 
 use cypherwire_server::{
-    Ctx, DisconnectReason, EventKind, Events, HandlerError, Refusal, Reply, Server, ServerHandle,
-    ServerLimits,
+    ConnectionId, Ctx, DisconnectReason, EventKind, Events, HandlerError, Refusal, Reply, Server,
+    ServerHandle, ServerLimits,
 };
 use cypherwire_session::wire::{
     Action, Cancel, CloseCode, CodecId, Message, Ping, Request, Response, StatusCode, Value,
@@ -27,6 +28,33 @@ async fn client(server: &ServerHandle, cfg: &SessionConfig) -> Stream {
     connect(tcp, &ClientAuth::Psk(PSK.clone()), cfg)
         .await
         .unwrap()
+}
+
+/// A connected client and the address the server sees it at (connection ids are given when
+/// the server finishes a handshake, not in connect order: tests find a client's id by it).
+async fn client_at(server: &ServerHandle) -> (Stream, SocketAddr) {
+    let tcp = TcpStream::connect(server.local_addr()).await.unwrap();
+    let addr = tcp.local_addr().unwrap();
+    let auth = ClientAuth::Psk(PSK.clone());
+    let stream = connect(tcp, &auth, &SessionConfig::default())
+        .await
+        .unwrap();
+    (stream, addr)
+}
+
+/// The ids of the connections from `addrs`, in that order, once all are registered.
+async fn ids_of(server: &ServerHandle, addrs: &[SocketAddr]) -> Vec<ConnectionId> {
+    loop {
+        let conns = server.connections();
+        let ids: Vec<_> = addrs
+            .iter()
+            .filter_map(|a| conns.iter().find(|c| c.peer == *a).map(|c| c.id))
+            .collect();
+        if ids.len() == addrs.len() {
+            return ids;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }
 
 /// The next message other than the session's Welcome.
@@ -391,15 +419,10 @@ async fn a_slow_consumer_is_cut_while_others_keep_receiving() {
         .unwrap();
     let handle = server.handle();
     let mut events = handle.events();
-    let _sleeper = client(&handle, &SessionConfig::default()).await; // never reads
-    let mut reader = client(&handle, &SessionConfig::default()).await;
-    let (sleeper_id, reader_id) = loop {
-        let conns = handle.connections();
-        if conns.len() == 2 {
-            break (conns[0].id, conns[1].id);
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    };
+    let (_sleeper, sleeper_addr) = client_at(&handle).await; // never reads
+    let (mut reader, reader_addr) = client_at(&handle).await;
+    let ids = ids_of(&handle, &[sleeper_addr, reader_addr]).await;
+    let (sleeper_id, reader_id) = (ids[0], ids[1]);
     let blob = Value::bytes(vec![0xab; 60 * 1024]);
     let mut cut = false;
     let mut delivered = 0u64;
@@ -835,19 +858,18 @@ async fn group_broadcast_reaches_members_only() {
     let server = demo_server().bind("127.0.0.1:0").await.unwrap();
     let handle = server.handle();
     let mut cs = Vec::new();
+    let mut addrs = Vec::new();
     for _ in 0..4 {
-        cs.push(client(&handle, &SessionConfig::default()).await);
+        let (c, addr) = client_at(&handle).await;
+        cs.push(c);
+        addrs.push(addr);
     }
-    let ids = loop {
-        let conns = handle.connections();
-        if conns.len() == 4 {
-            break conns.into_iter().map(|c| c.id).collect::<Vec<_>>();
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    };
+    let ids = ids_of(&handle, &addrs).await;
     handle.join_group(ids[0], "red").unwrap();
     handle.join_group(ids[2], "red").unwrap();
-    assert_eq!(handle.group_members("red"), vec![ids[0], ids[2]]);
+    let mut red = vec![ids[0], ids[2]];
+    red.sort();
+    assert_eq!(handle.group_members("red"), red);
     assert_eq!(handle.broadcast_group("red", Value::from("to red")), 2);
     assert_eq!(handle.broadcast(Value::from("to all")), 4);
     // Members see the group push first; the others only the broadcast.
@@ -937,7 +959,7 @@ async fn events_keep_their_order_under_connection_churn() {
         r.unwrap();
     }
     // Per peer: Accepted, then Authenticated, then Disconnected, in that order.
-    let mut stage: HashMap<std::net::SocketAddr, u8> = HashMap::new();
+    let mut stage: HashMap<SocketAddr, u8> = HashMap::new();
     let mut disconnected = 0;
     while disconnected < 60 {
         let e = tokio::time::timeout(Duration::from_secs(10), events.next())
