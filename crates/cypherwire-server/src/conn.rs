@@ -2,19 +2,19 @@
 //! joined by a bounded outbox. Requests and pushes belong to the connection's session, which
 //! may outlive it (resumption, `docs/protocol.md` §3.7).
 
-use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use cypherwire_session::token::SessionToken;
-use cypherwire_session::wire::{Close, CloseCode, Message, Pong, Request, Response, StatusCode};
+use cypherwire_session::wire::{Close, CloseCode, Message, Request, Response, StatusCode};
 use cypherwire_session::{Error as SessionError, SecureReader, SecureWriter, accept_guarded};
 use tokio::io::{AsyncRead, AsyncWrite, ReadHalf, WriteHalf};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
+use tokio::sync::{OwnedSemaphorePermit, mpsc, watch};
 use tokio::task::AbortHandle;
 
+use crate::core::{ServerConnection, Step, Ticket};
 use crate::events::{DisconnectReason, EventKind};
 use crate::handle::ServerHandle;
 use crate::handler::Ctx;
@@ -38,11 +38,11 @@ impl Drop for AbortOnDrop {
     }
 }
 
-/// The handler tasks of a connection. Dropped without [`disarm`](Self::disarm) (the
-/// connection task was aborted), it aborts them; on a normal end they keep running so that a
-/// resumed session still gets their answers.
+/// A connection's core with the abort handles of its handler tasks. Dropped without
+/// [`disarm`](Self::disarm) (the connection task was aborted), it aborts them; on a normal end
+/// they keep running so that a resumed session still gets their answers.
 struct Running {
-    tasks: HashMap<u64, AbortHandle>,
+    core: ServerConnection<AbortHandle>,
     armed: bool,
 }
 
@@ -55,10 +55,28 @@ impl Running {
 impl Drop for Running {
     fn drop(&mut self) {
         if self.armed {
-            for h in self.tasks.values() {
+            for h in self.core.take_running() {
                 h.abort();
             }
         }
+    }
+}
+
+/// Tells the connection's reader that a request is done when dropped, however its work ends
+/// (answered, failed, past its deadline, cancelled, aborted).
+struct Done {
+    tx: mpsc::Sender<(u64, Ticket)>,
+    id: u64,
+    ticket: Ticket,
+}
+
+impl Drop for Done {
+    fn drop(&mut self) {
+        // Never full: a request starts only while fewer than the channel's capacity are in
+        // flight, and each counts until its report is received, so reports queued plus
+        // requests running never exceed it. The reader may be gone (the connection ended
+        // first): nothing is left to count then.
+        let _ = self.tx.try_send((self.id, self.ticket));
     }
 }
 
@@ -304,20 +322,14 @@ async fn read_loop(
     stop: watch::Receiver<Option<DisconnectReason>>,
     provisional: Provisional,
 ) -> DisconnectReason {
-    let in_flight = Arc::new(Semaphore::new(env.shared.limits.max_in_flight));
-    let mut running = Running {
-        tasks: HashMap::new(),
-        armed: true,
-    };
-    let reason = read_messages(
-        env,
-        &mut reader,
-        stop,
-        provisional,
-        &in_flight,
-        &mut running,
-    )
-    .await;
+    let limits = &env.shared.limits;
+    let core = ServerConnection::new(
+        limits.idle_timeout,
+        limits.max_in_flight,
+        crate::clock::monotonic(),
+    );
+    let mut running = Running { core, armed: true };
+    let reason = read_messages(env, &mut reader, stop, provisional, &mut running).await;
     running.disarm();
     reason
 }
@@ -327,7 +339,6 @@ async fn read_messages(
     reader: &mut SecureReader<ReadHalf<impl AsyncRead + Unpin>>,
     stop: watch::Receiver<Option<DisconnectReason>>,
     provisional: Provisional,
-    in_flight: &Arc<Semaphore>,
     running: &mut Running,
 ) -> DisconnectReason {
     let Env {
@@ -337,15 +348,14 @@ async fn read_messages(
         ctx,
         unhandled,
     } = env;
+    let (done_tx, mut done_rx) = mpsc::channel(shared.limits.max_in_flight);
     let mut shutdown = shared.shutdown_rx();
-    let idle = shared.limits.idle_timeout;
     let started = tokio::time::Instant::now();
-    let mut first = true;
     let mut provisional = Some(provisional);
     // One idle timer for the whole connection, moved forward only when it fires early (a
     // timer per message would be registered and removed on every read).
-    let mut last_activity = started;
-    let idle_timer = tokio::time::sleep(idle);
+    let idle_timer =
+        tokio::time::sleep_until(tokio::time::Instant::from_std(running.core.idle_deadline()));
     tokio::pin!(idle_timer);
     // The two signals are waited for by futures made once for the connection's life, not once
     // per message: making one registers a waiter with its channel (a lock and a list insert),
@@ -360,6 +370,9 @@ async fn read_messages(
     };
     tokio::pin!(stop_signal);
     loop {
+        while let Ok((id, ticket)) = done_rx.try_recv() {
+            running.core.finished(id, ticket);
+        }
         let msg = tokio::select! {
             biased;
             () = &mut shutdown_signal => None,
@@ -368,16 +381,16 @@ async fn read_messages(
             }
             r = reader.recv_message() => Some(r),
             () = &mut idle_timer => {
-                let due = last_activity + idle;
-                if tokio::time::Instant::now() >= due {
+                if running.core.is_idle(crate::clock::monotonic()) {
                     return DisconnectReason::IdleTimeout;
                 }
-                idle_timer.as_mut().reset(due);
+                let due = running.core.idle_deadline();
+                idle_timer.as_mut().reset(tokio::time::Instant::from_std(due));
                 continue;
             }
         };
         let Some(msg) = msg else {
-            drain(shared, in_flight).await;
+            drain(shared, &mut running.core, &mut done_rx).await;
             return DisconnectReason::Shutdown;
         };
         let msg = match msg {
@@ -387,25 +400,24 @@ async fn read_messages(
             Err(SessionError::Io(e)) => return DisconnectReason::Io(e.to_string()),
             Err(e) => return DisconnectReason::ProtocolError(e.to_string()),
         };
-        last_activity = tokio::time::Instant::now();
+        let now = tokio::time::Instant::now();
         let c = &link.counters;
         c.messages_in.fetch_add(1, Ordering::Relaxed);
         c.bytes_in.store(reader.bytes_received(), Ordering::Relaxed);
-        let ms = u64::try_from((last_activity - started).as_millis()).unwrap_or(u64::MAX);
+        let ms = u64::try_from((now - started).as_millis()).unwrap_or(u64::MAX);
         c.last_activity_ms.store(ms, Ordering::Relaxed);
         shared.stats.messages_in.fetch_add(1, Ordering::Relaxed);
-        let was_first = std::mem::replace(&mut first, false);
-        match msg {
-            Message::Resume(resume) if was_first => {
+        match running.core.receive(msg, now.into_std()) {
+            Step::Resume(resume) => {
                 if let Some(p) = provisional.take()
                     && !resume_session(shared, link, ctx, &resume, p).await
                 {
                     return DisconnectReason::Io("writer stopped".into());
                 }
             }
-            Message::Request(req) => {
+            Step::Request(req) => {
                 shared.stats.requests.fetch_add(1, Ordering::Relaxed);
-                if let Some(inbox) = &unhandled
+                if let Some(inbox) = unhandled
                     && router.lookup(&req.path, &req.operation).is_none()
                 {
                     // The application answers from the inbox (backpressure when it is full).
@@ -426,24 +438,31 @@ async fn read_messages(
                     Begin::InProgress => continue,
                     Begin::Run => {}
                 }
-                // Bounded work per connection: wait for a slot before reading further.
-                let Ok(permit) = in_flight.clone().acquire_owned().await else {
-                    return DisconnectReason::Shutdown;
-                };
-                if running.tasks.len() >= shared.limits.max_in_flight {
-                    running.tasks.retain(|_, h| !h.is_finished());
+                // Bounded work per connection: wait for a request to finish before reading
+                // further.
+                while running.core.at_capacity() {
+                    let Some((id, ticket)) = done_rx.recv().await else {
+                        return DisconnectReason::Shutdown;
+                    };
+                    running.core.finished(id, ticket);
                 }
                 let id = req.id;
-                if let Some(abort) = dispatch(env, req, session, permit).await {
-                    running.tasks.insert(id, abort);
+                let ticket = running.core.start();
+                let done = Done {
+                    tx: done_tx.clone(),
+                    id,
+                    ticket,
+                };
+                if let Some(abort) = dispatch(env, req, session, done).await {
+                    running.core.track(id, ticket, abort);
                 }
             }
-            Message::Action(action) => match router.action_handler(&action.name) {
+            Step::Action(action) => match router.action_handler(&action.name) {
                 Some(h) => {
                     let fut = h.call(action, ctx.clone());
                     tokio::spawn(fut);
                 }
-                None => match &unhandled {
+                None => match unhandled {
                     Some(inbox) => {
                         if !to_inbox(inbox, ctx, action.into()).await {
                             return DisconnectReason::Shutdown;
@@ -455,30 +474,18 @@ async fn read_messages(
                     }),
                 },
             },
-            Message::Cancel(cancel) => {
-                if let Some(h) = running.tasks.remove(&cancel.id) {
-                    h.abort();
-                    // Cancelled: no answer. A no-op if the request completed meanwhile.
-                    link.session().abandon(cancel.id);
-                }
+            Step::Abort(id, handle) => {
+                handle.abort();
+                // Cancelled: no answer. A no-op if the request completed meanwhile.
+                link.session().abandon(id);
             }
-            Message::Ping(ping) => {
-                if !link
-                    .outbox
-                    .send(Outgoing::Message(Pong::new(ping.nonce).into()))
-                    .await
-                {
+            Step::Reply(reply) => {
+                if !link.outbox.send(Outgoing::Message(reply)).await {
                     return DisconnectReason::Io("writer stopped".into());
                 }
             }
-            Message::Pong(_) => {}
-            Message::Close(_) => return DisconnectReason::Closed,
-            other => {
-                return DisconnectReason::ProtocolError(format!(
-                    "a client may not send kind 0x{:02x} here",
-                    other.kind()
-                ));
-            }
+            Step::Nothing => {}
+            Step::End(reason) => return reason,
         }
     }
 }
@@ -552,11 +559,22 @@ async fn to_inbox(inbox: &mpsc::Sender<crate::InboxItem>, ctx: &Ctx, message: Me
     inbox.send(item).await.is_ok()
 }
 
-/// Lets in-flight requests finish (up to the shutdown grace period) before the connection
-/// closes.
-async fn drain(shared: &Arc<Shared>, in_flight: &Arc<Semaphore>) {
-    let all = u32::try_from(shared.limits.max_in_flight).unwrap_or(u32::MAX);
-    let _ = tokio::time::timeout(shared.grace(), in_flight.acquire_many(all)).await;
+/// Graceful shutdown: lets requests in flight finish (their answers are queued before the
+/// Close), for at most the grace period.
+async fn drain(
+    shared: &Shared,
+    core: &mut ServerConnection<AbortHandle>,
+    done: &mut mpsc::Receiver<(u64, Ticket)>,
+) {
+    let all_done = async {
+        while core.in_flight() > 0 {
+            let Some((id, ticket)) = done.recv().await else {
+                return;
+            };
+            core.finished(id, ticket);
+        }
+    };
+    let _ = tokio::time::timeout(shared.grace(), all_done).await;
 }
 
 /// Records the answer in the session and sends it to whichever connection the session is
@@ -575,21 +593,21 @@ async fn dispatch(
     env: &Env,
     req: Request,
     session: Arc<SessionState>,
-    permit: OwnedSemaphorePermit,
+    done: Done,
 ) -> Option<AbortHandle> {
     let id = req.id;
     let deadline = req.deadline;
     let Some(handler) = env.router.lookup(&req.path, &req.operation) else {
         let text = format!("no handler for {} {}", req.path, req.operation);
         tokio::spawn(async move {
-            let _permit = permit;
+            let _done = done;
             answer(&session, Response::error(id, StatusCode::NOT_FOUND, text)).await;
         });
         return None;
     };
     if deadline.is_some_and(|d| d.is_zero()) {
         tokio::spawn(async move {
-            let _permit = permit;
+            let _done = done;
             let resp = Response::error(id, StatusCode::DEADLINE_EXCEEDED, "deadline exceeded");
             answer(&session, resp).await;
         });
@@ -603,7 +621,7 @@ async fn dispatch(
     let work = tracing::Instrument::instrument(CatchUnwind(handler.call(req, ctx)), span);
     let shared = env.shared.clone();
     let mut task = Box::pin(async move {
-        let _permit = permit;
+        let _done = done;
         let outcome = match deadline {
             // Past the deadline the work is dropped, not left running.
             Some(d) => tokio::time::timeout(d, work).await.ok(),

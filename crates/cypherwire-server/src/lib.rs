@@ -76,6 +76,7 @@ mod accept;
 mod clock;
 mod compat;
 mod conn;
+mod core;
 mod error;
 mod events;
 mod handle;
