@@ -6,13 +6,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cypherwire_session::{Error as SessionError, SecureReader, SecureWriter, connect};
-use cypherwire_wire::{Action, Cancel, Close, CloseCode, Message, Ping, Resume, TokenBytes};
+use cypherwire_wire::{Action, Cancel, Close, CloseCode, Message};
 use tokio::io::{ReadHalf, WriteHalf};
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio::time::Instant;
 
 use crate::backoff::Jitter;
 use crate::connect::{BoxIo, DynConnect};
+use crate::core::{ClientConnection, Received, SessionMemo};
 use crate::error::Error;
 use crate::pending::{Entry, PendingTable};
 use crate::shared::{Command, Config, Incoming, Status};
@@ -48,6 +49,11 @@ impl IncomingSink {
     }
 }
 
+/// The time as the sans-IO types want it: tokio's clock, so paused test time applies.
+fn monotonic() -> std::time::Instant {
+    Instant::now().into_std()
+}
+
 struct State {
     config: Arc<Config>,
     connector: Arc<dyn DynConnect>,
@@ -57,8 +63,7 @@ struct State {
     rtt: Arc<std::sync::atomic::AtomicU64>,
     pending: PendingTable<Reply>,
     actions: VecDeque<Action>,
-    token: Option<TokenBytes>,
-    last_push_seq: u64,
+    session: SessionMemo,
     closing: Option<(Instant, oneshot::Sender<()>)>,
 }
 
@@ -123,7 +128,7 @@ impl State {
     }
 
     fn expire(&mut self, out: &mut Vec<Message>) {
-        let now = Instant::now().into_std();
+        let now = monotonic();
         for id in self.pending.expired(now) {
             if let Some(e) = self.pending.remove(id) {
                 let _ = e.reply.send(Err(Error::DeadlineExceeded));
@@ -158,8 +163,7 @@ pub(crate) async fn run(
         events,
         incoming,
         actions: VecDeque::new(),
-        token: None,
-        last_push_seq: 0,
+        session: SessionMemo::default(),
         closing: None,
     };
     let mut jitter = Jitter::new();
@@ -332,10 +336,10 @@ enum End {
     Lost(String),
 }
 
-/// One connection's life: resume, resend, then serve commands and messages until it ends.
 /// How many queued commands one turn of the connection loop takes before writing.
 const COMMAND_BATCH: usize = 256;
 
+/// One connection's life: resume, resend, then serve commands and messages until it ends.
 async fn online(
     st: &mut State,
     rx: &mut mpsc::Receiver<Command>,
@@ -346,27 +350,13 @@ async fn online(
     let mut out: Vec<Message> = Vec::new();
     // Resume first, then everything unanswered, oldest first: the server answers resends of
     // completed requests from its cache.
-    let resuming = st
-        .token
-        .as_ref()
-        .map(|t| Resume::new(t.0, st.last_push_seq));
-    let sent_resume = resuming.is_some();
-    if let Some(r) = resuming {
+    let (mut conn, resume) = ClientConnection::open(&st.session, st.config.heartbeat_missed);
+    if let Some(r) = resume {
         out.push(r.into());
     }
-    // Welcomes still expected: one for the connection, one more answering a Resume.
-    let mut welcomes_due: u8 = if sent_resume { 2 } else { 1 };
-    // Without a token to resume, nothing is sent until the connection's Welcome brings one:
-    // a request that ran on a session whose token we never learnt could not be resumed, and
-    // would run again after a cut.
-    let mut hold = !sent_resume;
-    let mut provisional_max_seq = 0;
 
     let interval = st.config.heartbeat_interval;
     let mut heartbeat = tokio::time::interval_at(Instant::now() + interval, interval);
-    let mut unanswered: u32 = 0;
-    let mut nonce: u64 = 0;
-    let mut ping_sent: Option<(u64, Instant)> = None;
     // One timer for the connection's life, moved when the earliest deadline changes: a timer
     // made per turn of the loop would be registered and removed on every message.
     let timer = tokio::time::sleep_until(Instant::now());
@@ -375,7 +365,7 @@ async fn online(
         // Control messages first (Resume, Cancel, Ping, Pong), then the unsent requests, oldest
         // first, encoded straight from the pending table, then actions.
         let have_work = !out.is_empty() || st.pending.has_unsent() || !st.actions.is_empty();
-        if have_work && !hold {
+        if have_work && conn.may_send() {
             let mut queued = out.drain(..).try_for_each(|m| writer.queue_message(&m));
             queued = queued.and_then(|()| st.pending.send_unsent(|m| writer.queue_message(m)));
             queued = queued.and_then(|()| {
@@ -409,59 +399,25 @@ async fn online(
                     Ok(None) => return End::Lost("server closed the session".into()),
                     Err(e) => return End::Lost(e.to_string()),
                 };
-                unanswered = 0;
-                match msg {
-                    Message::Response(resp) => {
+                match conn.receive(&mut st.session, msg, monotonic()) {
+                    Received::Response(resp) => {
                         if let Some(e) = st.pending.remove(resp.id) {
                             let _ = e.reply.send(Ok(resp));
                         }
                     }
-                    Message::Push(p) => {
-                        if welcomes_due > 0 {
-                            // Between the connection's Welcome and the Resume answer: the fresh
-                            // session's pushes.
-                            provisional_max_seq = provisional_max_seq.max(p.seq);
-                            st.incoming.deliver(Incoming::Push(p)).await;
-                        } else if p.seq > st.last_push_seq {
-                            st.last_push_seq = p.seq;
-                            st.incoming.deliver(Incoming::Push(p)).await;
-                        }
+                    Received::Push(p) => st.incoming.deliver(Incoming::Push(p)).await,
+                    Received::Action(a) => st.incoming.deliver(Incoming::Action(a)).await,
+                    Received::Online { resumed } => {
+                        *ever_online = true;
+                        st.set_status(Status::Online { resumed });
                     }
-                    Message::Action(a) => {
-                        st.incoming.deliver(Incoming::Action(a)).await;
+                    Received::Reply(m) => out.push(m),
+                    Received::RoundTrip(d) => {
+                        let micros = u64::try_from(d.as_micros()).unwrap_or(u64::MAX - 1);
+                        st.rtt.store(micros, std::sync::atomic::Ordering::Relaxed);
                     }
-                    Message::Welcome(w) => {
-                        welcomes_due = welcomes_due.saturating_sub(1);
-                        hold = false;
-                        // While a Resume is unanswered, keep the token it presented: if this
-                        // connection dies before the answer, the next one must resume the
-                        // same session, not the fresh one this first Welcome announces.
-                        if welcomes_due == 0 {
-                            st.token = Some(w.token.clone());
-                        }
-                        if welcomes_due == 0 {
-                            if !w.resumed {
-                                // A new session: its numbering starts over (pushes it already
-                                // sent us were delivered).
-                                st.last_push_seq = provisional_max_seq;
-                            }
-                            *ever_online = true;
-                            st.set_status(Status::Online { resumed: w.resumed });
-                        }
-                    }
-                    Message::Ping(p) => out.push(cypherwire_wire::Pong::new(p.nonce).into()),
-                    Message::Pong(p) => {
-                        if let Some((n, at)) = ping_sent.take()
-                            && n == p.nonce
-                        {
-                            let micros = u64::try_from(at.elapsed().as_micros()).unwrap_or(u64::MAX - 1);
-                            st.rtt.store(micros, std::sync::atomic::Ordering::Relaxed);
-                        }
-                    }
-                    Message::Close(c) => {
-                        return End::Lost(format!("server closed: {} ({:?})", c.reason, c.code));
-                    }
-                    other => return End::Lost(format!("unexpected message kind 0x{:02x}", other.kind())),
+                    Received::Nothing => {}
+                    Received::Lost(why) => return End::Lost(why),
                 }
             }
             cmd = rx.recv() => match cmd {
@@ -478,15 +434,10 @@ async fn online(
                 }
                 None => return End::Stop,
             },
-            _ = heartbeat.tick() => {
-                if unanswered >= st.config.heartbeat_missed {
-                    return End::Lost(format!("{unanswered} heartbeats unanswered"));
-                }
-                unanswered += 1;
-                nonce += 1;
-                ping_sent = Some((nonce, Instant::now()));
-                out.push(Ping::new(nonce).into());
-            }
+            _ = heartbeat.tick() => match conn.heartbeat_due(monotonic()) {
+                Ok(ping) => out.push(ping.into()),
+                Err(why) => return End::Lost(why),
+            },
             () = &mut timer, if deadline.is_some() => {
                 // Everything due is expired here, so the next deadline (if any) is later.
                 st.expire(&mut out);

@@ -56,6 +56,7 @@ mod backoff;
 mod client;
 pub mod compat;
 mod connect;
+mod core;
 mod driver;
 mod engine;
 mod error;

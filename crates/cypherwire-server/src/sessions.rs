@@ -555,7 +555,7 @@ mod tests {
     }
 
     fn now() -> Instant {
-        tokio::time::Instant::now().into_std()
+        crate::clock::monotonic()
     }
 
     fn small(f: impl FnOnce(&mut ResumePolicy)) -> SessionState {

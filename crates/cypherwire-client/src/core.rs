@@ -1,0 +1,345 @@
+//! One connection's protocol rules, without I/O or a runtime: what a connection sends first
+//! (a `Resume` for the session the client holds), when it may send requests, which Welcome
+//! makes it online and with which token, which pushes are new, and the heartbeat. The driver
+//! (`driver.rs`) owns the stream, the pending table and the timers, and feeds this core the
+//! messages and the time; every rule here is tested in virtual time.
+
+use std::time::{Duration, Instant};
+
+use cypherwire_wire::{Message, Ping, Pong, Push, Response, Resume, TokenBytes};
+
+/// What the client remembers of its session across connections.
+#[derive(Debug, Default)]
+pub(crate) struct SessionMemo {
+    /// The token to resume with, once a Welcome brought one.
+    pub(crate) token: Option<TokenBytes>,
+    /// The highest push sequence number delivered on this session.
+    pub(crate) last_push_seq: u64,
+}
+
+/// What the driver does with a received message.
+#[derive(Debug)]
+pub(crate) enum Received {
+    /// The answer to a request.
+    Response(Response),
+    /// A push to deliver to the application (new on this session).
+    Push(Push),
+    /// An action to deliver to the application.
+    Action(cypherwire_wire::Action),
+    /// The session is established: the connection is online (`resumed`: the earlier session
+    /// continues).
+    Online {
+        /// Whether the server continued the session the client presented.
+        resumed: bool,
+    },
+    /// Send this right away (the `Pong` to a server's `Ping`).
+    Reply(Message),
+    /// The server answered our heartbeat after this long.
+    RoundTrip(Duration),
+    /// Nothing to do (a replayed push already delivered, the first of two Welcomes, a stale
+    /// `Pong`).
+    Nothing,
+    /// The connection is lost for this reason.
+    Lost(String),
+}
+
+/// The sans-IO state of one client connection after its handshake.
+#[derive(Debug)]
+pub(crate) struct ClientConnection {
+    /// Welcomes still expected: one for the connection, one more answering a Resume.
+    welcomes_due: u8,
+    /// Nothing but the Resume may be sent yet (no session token is known).
+    hold: bool,
+    /// The highest push sequence number of the fresh session the connection was welcomed to,
+    /// while a Resume is unanswered.
+    provisional_max_seq: u64,
+    heartbeat: Heartbeat,
+}
+
+/// Heartbeats of one connection: a `Ping` every interval, the connection lost after `missed`
+/// in a row go unanswered (any message from the server counts as an answer).
+#[derive(Debug)]
+struct Heartbeat {
+    missed: u32,
+    unanswered: u32,
+    nonce: u64,
+    sent: Option<(u64, Instant)>,
+}
+
+impl ClientConnection {
+    /// A connection just authenticated for the session in `memo`, and the `Resume` to send
+    /// first if the client holds a session to continue.
+    pub(crate) fn open(memo: &SessionMemo, heartbeat_missed: u32) -> (Self, Option<Resume>) {
+        let resume = memo
+            .token
+            .as_ref()
+            .map(|t| Resume::new(t.0, memo.last_push_seq));
+        let conn = Self {
+            welcomes_due: if resume.is_some() { 2 } else { 1 },
+            // Without a token to resume, nothing is sent until the connection's Welcome brings
+            // one: a request that ran on a session whose token we never learnt could not be
+            // resumed, and would run again after a cut.
+            hold: resume.is_none(),
+            provisional_max_seq: 0,
+            heartbeat: Heartbeat {
+                missed: heartbeat_missed,
+                unanswered: 0,
+                nonce: 0,
+                sent: None,
+            },
+        };
+        (conn, resume)
+    }
+
+    /// True if requests and actions may be sent now (the Resume and control messages always
+    /// may).
+    pub(crate) fn may_send(&self) -> bool {
+        !self.hold
+    }
+
+    /// What `msg`, received at `now`, means; updates the session memo.
+    pub(crate) fn receive(
+        &mut self,
+        memo: &mut SessionMemo,
+        msg: Message,
+        now: Instant,
+    ) -> Received {
+        self.heartbeat.unanswered = 0;
+        match msg {
+            Message::Response(resp) => Received::Response(resp),
+            Message::Push(p) => {
+                if self.welcomes_due > 0 {
+                    // Between the connection's Welcome and the Resume answer: the fresh
+                    // session's pushes.
+                    self.provisional_max_seq = self.provisional_max_seq.max(p.seq);
+                    Received::Push(p)
+                } else if p.seq > memo.last_push_seq {
+                    memo.last_push_seq = p.seq;
+                    Received::Push(p)
+                } else {
+                    Received::Nothing
+                }
+            }
+            Message::Action(a) => Received::Action(a),
+            Message::Welcome(w) => {
+                self.welcomes_due = self.welcomes_due.saturating_sub(1);
+                self.hold = false;
+                if self.welcomes_due > 0 {
+                    // While a Resume is unanswered, keep the token it presented: if this
+                    // connection dies before the answer, the next one must resume the same
+                    // session, not the fresh one this first Welcome announces.
+                    return Received::Nothing;
+                }
+                memo.token = Some(w.token);
+                if !w.resumed {
+                    // A new session: its numbering starts over (pushes it already sent us were
+                    // delivered).
+                    memo.last_push_seq = self.provisional_max_seq;
+                }
+                Received::Online { resumed: w.resumed }
+            }
+            Message::Ping(p) => Received::Reply(Pong::new(p.nonce).into()),
+            Message::Pong(p) => match self.heartbeat.sent.take() {
+                Some((n, at)) if n == p.nonce => {
+                    Received::RoundTrip(now.saturating_duration_since(at))
+                }
+                _ => Received::Nothing,
+            },
+            Message::Close(c) => {
+                Received::Lost(format!("server closed: {} ({:?})", c.reason, c.code))
+            }
+            other => Received::Lost(format!("unexpected message kind 0x{:02x}", other.kind())),
+        }
+    }
+
+    /// A heartbeat interval has passed at `now`: the `Ping` to send, or the connection is lost
+    /// because the server left the last `missed` unanswered.
+    pub(crate) fn heartbeat_due(&mut self, now: Instant) -> Result<Ping, String> {
+        let hb = &mut self.heartbeat;
+        if hb.unanswered >= hb.missed {
+            return Err(format!("{} heartbeats unanswered", hb.unanswered));
+        }
+        hb.unanswered += 1;
+        hb.nonce += 1;
+        hb.sent = Some((hb.nonce, now));
+        Ok(Ping::new(hb.nonce))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use cypherwire_wire::{Close, CloseCode, Welcome};
+
+    use super::*;
+
+    #[expect(clippy::disallowed_methods, reason = "a fixed origin for virtual time")]
+    fn origin() -> Instant {
+        Instant::now()
+    }
+
+    fn welcome(token: u8, resumed: bool) -> Message {
+        Welcome::new([token; 16], 60_000, resumed).into()
+    }
+
+    fn push(seq: u64) -> Message {
+        Push::new(seq, seq).into()
+    }
+
+    /// Feeds `msgs` and returns the sequence numbers of the pushes delivered.
+    fn delivered(c: &mut ClientConnection, memo: &mut SessionMemo, msgs: Vec<Message>) -> Vec<u64> {
+        let t = origin();
+        msgs.into_iter()
+            .filter_map(|m| match c.receive(memo, m, t) {
+                Received::Push(p) => Some(p.seq),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_first_connection_holds_requests_until_its_welcome_brings_a_token() {
+        let mut memo = SessionMemo::default();
+        let (mut c, resume) = ClientConnection::open(&memo, 3);
+        assert!(resume.is_none());
+        assert!(!c.may_send());
+        match c.receive(&mut memo, welcome(1, false), origin()) {
+            Received::Online { resumed: false } => {}
+            other => panic!("expected Online, got {other:?}"),
+        }
+        assert!(c.may_send());
+        assert_eq!(memo.token.as_ref().map(|t| t.0), Some([1; 16]));
+    }
+
+    #[test]
+    fn a_reconnect_resumes_first_and_keeps_the_old_token_until_the_answer() {
+        let mut memo = SessionMemo {
+            token: Some(TokenBytes([1; 16])),
+            last_push_seq: 5,
+        };
+        let (mut c, resume) = ClientConnection::open(&memo, 3);
+        let resume = resume.expect("a held session is resumed");
+        assert_eq!((resume.token.0, resume.last_push_seq), ([1; 16], 5));
+        // Requests go right behind the Resume: the server answers resends from its cache.
+        assert!(c.may_send());
+        // The connection's own Welcome (a fresh session) is not the answer.
+        assert!(matches!(
+            c.receive(&mut memo, welcome(2, false), origin()),
+            Received::Nothing
+        ));
+        assert_eq!(memo.token.as_ref().map(|t| t.0), Some([1; 16]));
+        match c.receive(&mut memo, welcome(3, true), origin()) {
+            Received::Online { resumed: true } => {}
+            other => panic!("expected Online resumed, got {other:?}"),
+        }
+        assert_eq!(memo.token.as_ref().map(|t| t.0), Some([3; 16]));
+        assert_eq!(memo.last_push_seq, 5);
+    }
+
+    #[test]
+    fn replayed_pushes_are_delivered_once() {
+        let mut memo = SessionMemo {
+            token: Some(TokenBytes([1; 16])),
+            last_push_seq: 0,
+        };
+        let (mut c, _) = ClientConnection::open(&memo, 3);
+        let msgs = vec![welcome(2, false), welcome(3, true), push(1), push(2)];
+        assert_eq!(delivered(&mut c, &mut memo, msgs), [1, 2]);
+        // The next connection presents seq 2; the server replays from there, with overlap.
+        let (mut c, resume) = ClientConnection::open(&memo, 3);
+        assert_eq!(resume.map(|r| r.last_push_seq), Some(2));
+        let msgs = vec![
+            welcome(4, false),
+            welcome(5, true),
+            push(2),
+            push(3),
+            push(3),
+            push(4),
+        ];
+        assert_eq!(delivered(&mut c, &mut memo, msgs), [3, 4]);
+        assert_eq!(memo.last_push_seq, 4);
+    }
+
+    #[test]
+    fn a_refused_resume_starts_the_numbering_over_from_the_fresh_sessions_pushes() {
+        let mut memo = SessionMemo {
+            token: Some(TokenBytes([1; 16])),
+            last_push_seq: 40,
+        };
+        let (mut c, _) = ClientConnection::open(&memo, 3);
+        // Pushes of the fresh session arrive between the two Welcomes and are delivered.
+        let msgs = vec![
+            welcome(2, false),
+            push(1),
+            push(2),
+            welcome(2, false),
+            push(3),
+        ];
+        assert_eq!(delivered(&mut c, &mut memo, msgs), [1, 2, 3]);
+        assert_eq!(memo.last_push_seq, 3);
+        assert_eq!(memo.token.as_ref().map(|t| t.0), Some([2; 16]));
+    }
+
+    #[test]
+    fn heartbeats_unanswered_lose_the_connection_and_any_message_answers() {
+        let memo = SessionMemo::default();
+        let (mut c, _) = ClientConnection::open(&memo, 2);
+        let t0 = origin();
+        let second = Duration::from_secs(1);
+        assert_eq!(c.heartbeat_due(t0).map(|p| p.nonce), Ok(1));
+        assert_eq!(c.heartbeat_due(t0 + second).map(|p| p.nonce), Ok(2));
+        assert_eq!(
+            c.heartbeat_due(t0 + second * 2),
+            Err("2 heartbeats unanswered".to_owned())
+        );
+
+        let mut memo = SessionMemo::default();
+        let (mut c, _) = ClientConnection::open(&memo, 2);
+        for i in 0..10 {
+            let now = t0 + second * i;
+            assert!(c.heartbeat_due(now).is_ok(), "beat {i}");
+            // A push (not only the Pong) shows the server is there.
+            c.receive(&mut memo, push(i.into()), now);
+        }
+    }
+
+    #[test]
+    fn the_matching_pong_gives_the_round_trip_and_a_stale_one_nothing() {
+        let mut memo = SessionMemo::default();
+        let (mut c, _) = ClientConnection::open(&memo, 3);
+        let t0 = origin();
+        let ping = c.heartbeat_due(t0).unwrap();
+        let ms = Duration::from_millis(7);
+        assert!(matches!(
+            c.receive(&mut memo, Pong::new(ping.nonce + 1).into(), t0 + ms),
+            Received::Nothing
+        ));
+        let ping = c.heartbeat_due(t0 + ms).unwrap();
+        match c.receive(&mut memo, Pong::new(ping.nonce).into(), t0 + ms * 3) {
+            Received::RoundTrip(d) => assert_eq!(d, ms * 2),
+            other => panic!("expected RoundTrip, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn pings_are_answered_and_close_or_a_request_lose_the_connection() {
+        let mut memo = SessionMemo::default();
+        let (mut c, _) = ClientConnection::open(&memo, 3);
+        match c.receive(&mut memo, Ping::new(9).into(), origin()) {
+            Received::Reply(Message::Pong(p)) => assert_eq!(p.nonce, 9),
+            other => panic!("expected a Pong, got {other:?}"),
+        }
+        match c.receive(
+            &mut memo,
+            Close::new(CloseCode::KICKED, "kicked").into(),
+            origin(),
+        ) {
+            Received::Lost(text) => assert!(text.starts_with("server closed: kicked"), "{text}"),
+            other => panic!("expected Lost, got {other:?}"),
+        }
+        let req = cypherwire_wire::Request::new(1, "/A", "B");
+        match c.receive(&mut memo, req.into(), origin()) {
+            Received::Lost(text) => assert_eq!(text, "unexpected message kind 0x01"),
+            other => panic!("expected Lost, got {other:?}"),
+        }
+    }
+}
