@@ -43,12 +43,60 @@ impl Drop for AbortOnDrop {
 /// they keep running so that a resumed session still gets their answers.
 struct Running {
     core: ServerConnection<AbortHandle>,
+    /// Where the requests' [`Done`] guards report to, made at the first request (an idle
+    /// connection holds no channel); bounded by the in-flight bound.
+    reports: Option<(mpsc::Sender<Report>, mpsc::Receiver<Report>)>,
     armed: bool,
 }
 
 impl Running {
+    fn new(core: ServerConnection<AbortHandle>) -> Self {
+        Self {
+            core,
+            reports: None,
+            armed: true,
+        }
+    }
+
     fn disarm(&mut self) {
         self.armed = false;
+    }
+
+    /// Counts request `id` as in flight until the returned guard is dropped.
+    fn start(&mut self, id: u64, max_in_flight: usize) -> (Ticket, Done) {
+        let ticket = self.core.start();
+        let (tx, _) = self
+            .reports
+            .get_or_insert_with(|| mpsc::channel(max_in_flight));
+        let done = Done {
+            tx: tx.clone(),
+            id,
+            ticket,
+        };
+        (ticket, done)
+    }
+
+    /// Takes in the ends reported so far.
+    fn collect(&mut self) {
+        if let Some((_, rx)) = &mut self.reports {
+            while let Ok((id, ticket)) = rx.try_recv() {
+                self.core.finished(id, ticket);
+            }
+        }
+    }
+
+    /// Waits for the next request to end; false if none is in flight to wait for.
+    async fn wait_one(&mut self) -> bool {
+        let Some((_, rx)) = &mut self.reports else {
+            return false;
+        };
+        match rx.recv().await {
+            Some((id, ticket)) => {
+                self.core.finished(id, ticket);
+                true
+            }
+            None => false,
+        }
     }
 }
 
@@ -62,10 +110,13 @@ impl Drop for Running {
     }
 }
 
+/// A request's end: its id and the ticket it was started with.
+type Report = (u64, Ticket);
+
 /// Tells the connection's reader that a request is done when dropped, however its work ends
 /// (answered, failed, past its deadline, cancelled, aborted).
 struct Done {
-    tx: mpsc::Sender<(u64, Ticket)>,
+    tx: mpsc::Sender<Report>,
     id: u64,
     ticket: Ticket,
 }
@@ -328,7 +379,7 @@ async fn read_loop(
         limits.max_in_flight,
         crate::clock::monotonic(),
     );
-    let mut running = Running { core, armed: true };
+    let mut running = Running::new(core);
     let reason = read_messages(env, &mut reader, stop, provisional, &mut running).await;
     running.disarm();
     reason
@@ -348,7 +399,6 @@ async fn read_messages(
         ctx,
         unhandled,
     } = env;
-    let (done_tx, mut done_rx) = mpsc::channel(shared.limits.max_in_flight);
     let mut shutdown = shared.shutdown_rx();
     let started = tokio::time::Instant::now();
     let mut provisional = Some(provisional);
@@ -370,9 +420,7 @@ async fn read_messages(
     };
     tokio::pin!(stop_signal);
     loop {
-        while let Ok((id, ticket)) = done_rx.try_recv() {
-            running.core.finished(id, ticket);
-        }
+        running.collect();
         let msg = tokio::select! {
             biased;
             () = &mut shutdown_signal => None,
@@ -390,7 +438,7 @@ async fn read_messages(
             }
         };
         let Some(msg) = msg else {
-            drain(shared, &mut running.core, &mut done_rx).await;
+            drain(shared, running).await;
             return DisconnectReason::Shutdown;
         };
         let msg = match msg {
@@ -441,18 +489,12 @@ async fn read_messages(
                 // Bounded work per connection: wait for a request to finish before reading
                 // further.
                 while running.core.at_capacity() {
-                    let Some((id, ticket)) = done_rx.recv().await else {
+                    if !running.wait_one().await {
                         return DisconnectReason::Shutdown;
-                    };
-                    running.core.finished(id, ticket);
+                    }
                 }
                 let id = req.id;
-                let ticket = running.core.start();
-                let done = Done {
-                    tx: done_tx.clone(),
-                    id,
-                    ticket,
-                };
+                let (ticket, done) = running.start(id, shared.limits.max_in_flight);
                 if let Some(abort) = dispatch(env, req, session, done).await {
                     running.core.track(id, ticket, abort);
                 }
@@ -561,17 +603,12 @@ async fn to_inbox(inbox: &mpsc::Sender<crate::InboxItem>, ctx: &Ctx, message: Me
 
 /// Graceful shutdown: lets requests in flight finish (their answers are queued before the
 /// Close), for at most the grace period.
-async fn drain(
-    shared: &Shared,
-    core: &mut ServerConnection<AbortHandle>,
-    done: &mut mpsc::Receiver<(u64, Ticket)>,
-) {
+async fn drain(shared: &Shared, running: &mut Running) {
     let all_done = async {
-        while core.in_flight() > 0 {
-            let Some((id, ticket)) = done.recv().await else {
+        while running.core.in_flight() > 0 {
+            if !running.wait_one().await {
                 return;
-            };
-            core.finished(id, ticket);
+            }
         }
     };
     let _ = tokio::time::timeout(shared.grace(), all_done).await;
