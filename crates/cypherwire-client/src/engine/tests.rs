@@ -53,9 +53,7 @@ fn n(c: &Count) -> usize {
 }
 
 /// An engine polled once (its first poll is due at once), with a counting background waker.
-fn setup(
-    keep: Option<tokio::sync::oneshot::Sender<()>>,
-) -> (Arc<Engine>, Arc<Probe>, Arc<Count>) {
+fn setup(keep: Option<tokio::sync::oneshot::Sender<()>>) -> (Arc<Engine>, Arc<Probe>, Arc<Count>) {
     let probe = Arc::new(Probe::default());
     let engine = Engine::new(toy(probe.clone(), keep));
     let (bg, bg_waker) = counter();
