@@ -18,10 +18,10 @@ use crate::core::{ServerConnection, Step, Ticket};
 use crate::events::{DisconnectReason, EventKind};
 use crate::handle::ServerHandle;
 use crate::handler::Ctx;
-use crate::outgoing::{Outbox, Outgoing};
+use crate::outgoing::{Outbox, Outgoing, Session};
 use crate::registry::{Counters, Entry, Link};
 use crate::router::Router;
-use crate::sessions::{Begin, Origin, SessionState, welcome};
+use crate::sessions::{Begin, Origin, welcome};
 use crate::shared::Shared;
 use crate::unwind::{CatchUnwind, Panicked};
 
@@ -616,7 +616,7 @@ async fn drain(shared: &Shared, running: &mut Running) {
 
 /// Records the answer in the session and sends it to whichever connection the session is
 /// attached to now.
-async fn answer(session: &SessionState, resp: Response) {
+async fn answer(session: &Session, resp: Response) {
     if let (msg, Some(tx)) = session.complete(resp) {
         tx.send(Outgoing::Shared(msg)).await;
     }
@@ -629,7 +629,7 @@ async fn answer(session: &SessionState, resp: Response) {
 async fn dispatch(
     env: &Env,
     req: Request,
-    session: Arc<SessionState>,
+    session: Arc<Session>,
     done: Done,
 ) -> Option<AbortHandle> {
     let id = req.id;

@@ -11,8 +11,9 @@ use cypherwire_session::wire::{Action, Message, Value};
 use crate::error::Error;
 use crate::events::{DisconnectReason, Events};
 use crate::id::ConnectionId;
-use crate::outgoing::{Outgoing, Refused};
+use crate::outgoing::Outgoing;
 use crate::registry::ConnectionInfo;
+use crate::sessions::Refused;
 use crate::shared::Shared;
 
 /// A snapshot of the server's counters.

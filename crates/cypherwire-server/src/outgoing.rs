@@ -5,6 +5,8 @@ use std::sync::Arc;
 use cypherwire_wire::{CloseCode, Message};
 use tokio::sync::mpsc;
 
+use crate::sessions::{Attachment, Refused, SessionState, Sessions};
+
 /// What the writer task sends.
 #[derive(Debug)]
 pub(crate) enum Outgoing {
@@ -14,15 +16,6 @@ pub(crate) enum Outgoing {
     Shared(Arc<Message>),
     /// A `Close` envelope, then the authenticated end of stream.
     Close(CloseCode, &'static str),
-}
-
-/// Why a message could not be queued without waiting.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Refused {
-    /// The outbox is full: the connection does not read fast enough.
-    Full,
-    /// The connection's writer is gone.
-    Closed,
 }
 
 /// The sending side of one connection's bounded outbox.
@@ -50,3 +43,15 @@ impl Outbox {
         self.0.send(out).await.is_ok()
     }
 }
+
+impl Attachment for Outbox {
+    fn offer(&self, msg: Arc<Message>) -> Result<(), Refused> {
+        self.try_send(Outgoing::Shared(msg))
+    }
+}
+
+/// A session whose attached connection is reached through its outbox.
+pub(crate) type Session = SessionState<Outbox>;
+
+/// The server's session table.
+pub(crate) type SessionTable = Sessions<Outbox>;

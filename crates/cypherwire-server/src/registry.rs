@@ -64,11 +64,11 @@ pub(crate) struct Link {
     /// This connection's own receive queue, if enabled (unhandled messages, oldest first).
     pub(crate) queue: Option<std::sync::Arc<tokio::sync::Mutex<mpsc::Receiver<crate::InboxItem>>>>,
     /// The session the connection is attached to (changes when it resumes another).
-    pub(crate) session: std::sync::Arc<Mutex<std::sync::Arc<crate::sessions::SessionState>>>,
+    pub(crate) session: std::sync::Arc<Mutex<std::sync::Arc<crate::outgoing::Session>>>,
 }
 
 impl Link {
-    pub(crate) fn session(&self) -> std::sync::Arc<crate::sessions::SessionState> {
+    pub(crate) fn session(&self) -> std::sync::Arc<crate::outgoing::Session> {
         self.session
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)

@@ -217,7 +217,7 @@ impl ServerBuilder {
             AttemptLimiter::new(self.bans).map_err(|_| Error::Config("invalid ban policy"))?;
         let local_addr = listener.local_addr().map_err(Error::LocalAddr)?;
         let (events, _) = broadcast::channel(DEFAULT_EVENT_CAPACITY);
-        let sessions = crate::sessions::Sessions::new(self.resume).ok_or(Error::Config(
+        let sessions = crate::outgoing::SessionTable::new(self.resume).ok_or(Error::Config(
             "resume ttl, max_sessions and max_sessions_per_source must be non-zero",
         ))?;
         if self.inbox == Some(0) || self.connection_queue == Some(0) {

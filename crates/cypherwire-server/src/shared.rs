@@ -50,7 +50,7 @@ pub(crate) struct Shared {
     pub(crate) inbox_rx: Mutex<Option<tokio::sync::mpsc::Receiver<crate::InboxItem>>>,
     pub(crate) groups:
         Mutex<std::collections::HashMap<String, std::collections::HashSet<ConnectionId>>>,
-    pub(crate) sessions: crate::sessions::Sessions,
+    pub(crate) sessions: crate::outgoing::SessionTable,
     pub(crate) connection_queue: Option<usize>,
     pub(crate) bans: BanPolicy,
 }
