@@ -17,7 +17,8 @@ use crate::events::EventKind;
 use crate::router::Router;
 use crate::shared::Shared;
 
-/// A source of incoming connections for [`ServerBuilder::serve_on`]: TCP (implemented for
+/// A source of incoming connections for
+/// [`ServerBuilder::serve_on`](crate::ServerBuilder::serve_on): TCP (implemented for
 /// [`TcpListener`], with `TCP_NODELAY` set on each connection) or any transport with ordered,
 /// reliable byte streams.
 pub trait Accept: Send + 'static {
@@ -28,7 +29,8 @@ pub trait Accept: Send + 'static {
     /// events). An error is logged and retried after a short pause (as `EMFILE` is for TCP).
     fn accept(&mut self) -> impl Future<Output = std::io::Result<(Self::Io, SocketAddr)>> + Send;
 
-    /// The address this listener serves (reported by [`ServerHandle::local_addr`]).
+    /// The address this listener serves (reported by
+    /// [`ServerHandle::local_addr`](crate::ServerHandle::local_addr)).
     ///
     /// # Errors
     /// When the transport cannot tell.

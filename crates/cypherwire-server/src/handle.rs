@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use cypherwire_session::wire::{Action, Message, Value};
+use cypherwire_wire::{Action, Message, Value};
 
 use crate::error::Error;
 use crate::events::{DisconnectReason, Events};
@@ -97,7 +97,7 @@ impl ServerHandle {
         self.shared.registry.by_peer(peer)
     }
 
-    /// Queues a [`Push`](cypherwire_session::wire::Push) with `data` to one connection
+    /// Queues a [`Push`](cypherwire_wire::Push) with `data` to one connection
     /// (numbered per session, kept for replay after a cut).
     ///
     /// # Errors
@@ -314,7 +314,8 @@ impl ServerHandle {
 
     /// Bans the source `ip` belongs to for `length`; its new connections are refused before
     /// any work. A source is an IPv4 address (`::ffff:192.0.2.7` is `192.0.2.7`) or an IPv6
-    /// network of [`BanPolicy::ipv6_prefix`] bits (a /64 by default).
+    /// network of [`BanPolicy::ipv6_prefix`](cypherwire_session::BanPolicy::ipv6_prefix) bits
+    /// (a /64 by default).
     pub fn ban(&self, ip: IpAddr, length: Duration) {
         let source = self.shared.source(ip);
         self.shared
@@ -363,8 +364,9 @@ impl ServerHandle {
     }
 
     /// Graceful shutdown: stop accepting, let in-flight requests finish (up to
-    /// [`ServerLimits::shutdown_grace`]), send `Close` (`GOING_AWAY`) to every peer, and wait
-    /// for the connections to end. Returns when the server has stopped.
+    /// [`ServerLimits::shutdown_grace`](crate::ServerLimits::shutdown_grace)), send `Close`
+    /// (`GOING_AWAY`) to every peer, and wait for the connections to end. Returns when the
+    /// server has stopped.
     pub async fn shutdown(&self) {
         self.shared.shutdown.send_replace(true);
         let mut stopped = self.shared.stopped.subscribe();
@@ -416,10 +418,10 @@ impl ConnectionHandle {
         self.server.connection(self.id)
     }
 
-    /// Pushes `data` to it. See [`ServerHandle::send_to`].
+    /// Pushes `data` to it. See [`ServerHandle::send_to`](crate::ServerHandle::send_to).
     ///
     /// # Errors
-    /// As [`ServerHandle::send_to`].
+    /// As [`ServerHandle::send_to`](crate::ServerHandle::send_to).
     pub fn send(&self, data: impl Into<Value>) -> Result<(), Error> {
         self.server.send_to(self.id, data)
     }
@@ -433,8 +435,8 @@ impl ConnectionHandle {
     }
 
     /// The oldest message waiting in this connection's receive queue (enabled with
-    /// [`ServerBuilder::connection_queue`]); `None` once the connection has ended and its
-    /// queue is empty.
+    /// [`ServerBuilder::connection_queue`](crate::ServerBuilder::connection_queue)); `None` once
+    /// the connection has ended and its queue is empty.
     ///
     /// # Errors
     /// [`Error::Config`] if connection queues are not enabled, [`Error::UnknownConnection`] if

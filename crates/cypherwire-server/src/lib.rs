@@ -24,7 +24,8 @@
 //!   [`shutdown`](ServerHandle::shutdown) or an immediate
 //!   [`shutdown_now`](ServerHandle::shutdown_now).
 //! - Bounds everywhere: connections in total and per address, a handshake rate per address
-//!   (token bucket), handshakes in progress (beyond: refused before any work), banned sources refused before reading a byte, requests in flight
+//!   (token bucket), handshakes in progress (beyond: refused before any work), banned sources
+//!   refused before reading a byte, requests in flight
 //!   per connection (beyond: the server stops reading), outbox size, idle timeout.
 //!
 //! - A pull-style [`Inbox`] ([`ServerBuilder::inbox`]) for messages no handler takes, or a
@@ -92,8 +93,6 @@ mod server;
 mod sessions;
 mod shared;
 mod unwind;
-
-pub use cypherwire_session as session;
 
 pub use crate::accept::Accept;
 pub use crate::compat::CypherCompat;

@@ -18,7 +18,7 @@ use crate::registry::Registry;
 use crate::router::Router;
 use crate::shared::{AcceptHook, Shared, Stats};
 
-/// Configures a [`Server`]. Start with [`Server::builder`].
+/// Configures a [`Server`]. Start with [`Server::builder`](crate::Server::builder).
 #[must_use = "call `bind()` to start the server"]
 pub struct ServerBuilder {
     auth: ServerAuth,
@@ -118,9 +118,10 @@ impl ServerBuilder {
 
     /// Gives every connection its own bounded receive queue of `capacity` messages
     /// (NetStructer's per-connection receive buffer): requests no route matches and actions
-    /// with no handler wait there, oldest first, for [`ConnectionHandle::recv`]. Takes
-    /// precedence over the server-wide [`inbox`](Self::inbox). A full queue stops reading that
-    /// connection until there is room.
+    /// with no handler wait there, oldest first, for
+    /// [`ConnectionHandle::recv`](crate::ConnectionHandle::recv). Takes precedence over the
+    /// server-wide [`inbox`](Self::inbox). A full queue stops reading that connection until
+    /// there is room.
     pub fn connection_queue(mut self, capacity: usize) -> Self {
         self.connection_queue = Some(capacity);
         self
