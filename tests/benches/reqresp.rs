@@ -46,8 +46,8 @@ use std::pin::Pin;
 use std::time::{Duration, Instant};
 
 use cypherwire::server::{Ctx, HandlerError, Reply, Server, ServerHandle, ServerLimits};
-use cypherwire::session::wire::{Message, Request, Value};
 use cypherwire::session::{ClientAuth, Psk, SecureStream, SessionConfig, connect};
+use cypherwire::wire::{Message, Request, Value};
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 use tokio::net::{TcpListener, TcpStream};

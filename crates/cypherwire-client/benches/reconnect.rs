@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use cypherwire_client::{Backoff, Client};
 use cypherwire_server::{Ctx, HandlerError, Reply, Server, ServerHandle};
 use cypherwire_session::Psk;
-use cypherwire_session::wire::{Request, Value};
+use cypherwire_wire::{Request, Value};
 
 const CLIENTS: usize = 100;
 const ROUNDS: usize = 5;

@@ -13,7 +13,7 @@ use std::time::Duration;
 use cypherwire_session::compat::{
     self, CompatMessage, CypherKeys, DEFAULT_MAX_COMPAT_MESSAGE, NulFramer,
 };
-use cypherwire_session::wire::{StatusCode, Value};
+use cypherwire_wire::{StatusCode, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot, watch};
@@ -254,7 +254,7 @@ async fn exchange(
     stream: &mut TcpStream,
     wire: &[u8],
     cfg: &CompatClientBuilder,
-) -> Result<cypherwire_session::wire::bytes::Bytes, String> {
+) -> Result<cypherwire_wire::bytes::Bytes, String> {
     stream.write_all(wire).await.map_err(|e| e.to_string())?;
     let mut framer = NulFramer::new(cfg.max_message_len);
     let mut buf = vec![0u8; 64 * 1024];

@@ -63,8 +63,6 @@ mod error;
 mod pending;
 mod shared;
 
-pub use cypherwire_session as session;
-
 pub use crate::backoff::Backoff;
 pub use crate::client::{
     Client, ClientBuilder, DEFAULT_CONNECT_TIMEOUT, DEFAULT_HEARTBEAT_INTERVAL,

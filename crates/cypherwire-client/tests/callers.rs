@@ -14,7 +14,7 @@ use std::time::Duration;
 use cypherwire_client::{Client, Incoming, Reply};
 use cypherwire_server::{Ctx, HandlerError, Server, ServerHandle};
 use cypherwire_session::Psk;
-use cypherwire_session::wire::{Request, Value};
+use cypherwire_wire::{Request, Value};
 
 static PSK: LazyLock<Psk> = LazyLock::new(|| Psk::from_bytes([0x47; 32]));
 
@@ -412,7 +412,7 @@ async fn a_full_command_queue_makes_callers_wait_and_loses_nothing() {
         .route("/TICK", "GO", |_req: Request, ctx: Ctx| async move {
             for i in 0..4u64 {
                 ctx.server
-                    .broadcast_action(&cypherwire_session::wire::Action::new("tick", i, 0));
+                    .broadcast_action(&cypherwire_wire::Action::new("tick", i, 0));
             }
             Ok::<_, HandlerError>(Value::from("ticked"))
         })

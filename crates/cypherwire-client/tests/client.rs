@@ -11,9 +11,9 @@ use std::time::Duration;
 
 use cypherwire_client::{Backoff, Client, Error, Incoming, Status};
 use cypherwire_server::{Ctx, HandlerError, Server, ServerHandle};
-use cypherwire_session::wire::{CodecId, Request, StatusCode, Value};
 use cypherwire_session::{Psk, SessionConfig};
 use cypherwire_test_support::proxy::FaultProxy;
+use cypherwire_wire::{CodecId, Request, StatusCode, Value};
 
 static PSK: LazyLock<Psk> = LazyLock::new(|| Psk::from_bytes([0x31; 32]));
 
@@ -580,12 +580,9 @@ async fn status_sequence_and_giving_up() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn actions_go_out_and_come_back() {
     let server = Server::builder(PSK.clone())
-        .action(
-            "chat",
-            |a: cypherwire_session::wire::Action, ctx: Ctx| async move {
-                ctx.server.broadcast_action(&a);
-            },
-        )
+        .action("chat", |a: cypherwire_wire::Action, ctx: Ctx| async move {
+            ctx.server.broadcast_action(&a);
+        })
         .bind("127.0.0.1:0")
         .await
         .unwrap();
@@ -618,7 +615,7 @@ async fn untaken_pushes_do_not_stall_the_client() {
         .route("/FLOOD", "GO", |_req: Request, ctx: Ctx| async move {
             for i in 0..FLOOD {
                 ctx.server
-                    .broadcast_action(&cypherwire_session::wire::Action::new("tick", i, 0));
+                    .broadcast_action(&cypherwire_wire::Action::new("tick", i, 0));
             }
             Ok::<_, HandlerError>(Value::from("sent"))
         })

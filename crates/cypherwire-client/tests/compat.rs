@@ -11,7 +11,7 @@ use std::time::Duration;
 use cypherwire_client::Error;
 use cypherwire_client::compat::CompatClient;
 use cypherwire_session::compat::CypherKeys;
-use cypherwire_session::wire::Value;
+use cypherwire_wire::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 

@@ -20,8 +20,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use cypherwire_mesh::{AuthPeer, Event, JoinPeer, MeshConfig};
-use cypherwire_session::wire::Value;
 use cypherwire_session::{Argon2Cost, ClientAuth, Password, PasswordVerifier, SessionConfig};
+use cypherwire_wire::Value;
 
 const PASSWORD: &str = "correct horse battery staple";
 const ROUNDS: usize = 5;

@@ -8,8 +8,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use cypherwire_server::{ConnectionId, Ctx, EventKind, HandlerError, Reply, Server, ServerHandle};
-use cypherwire_session::wire::{Request, StatusCode, Value};
 use cypherwire_session::{BanPolicy, PasswordVerifier, PublicKey, ServerAuth};
+use cypherwire_wire::{Request, StatusCode, Value};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 

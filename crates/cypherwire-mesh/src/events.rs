@@ -2,7 +2,7 @@
 
 use std::net::IpAddr;
 
-use cypherwire_session::wire::Value;
+use cypherwire_wire::Value;
 use tokio::sync::mpsc;
 
 use crate::peer_list::{LeaveReason, PeerEntry, PeerId};

@@ -5,8 +5,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use cypherwire_client::{Backoff, Client, Incoming, Status};
-use cypherwire_session::wire::Value;
 use cypherwire_session::{ClientAuth, Password, PublicKey};
+use cypherwire_wire::Value;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 

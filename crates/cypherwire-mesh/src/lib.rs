@@ -88,9 +88,3 @@ pub use crate::peer_list::{
 
 /// The default port of an authenticating peer, as in pyile-protocol.
 pub const DEFAULT_AUTH_PORT: u16 = 4702;
-
-/// The layer this one builds on (accepting side).
-pub use cypherwire_server as server;
-
-/// The layer this one builds on (connecting side).
-pub use cypherwire_client as client;

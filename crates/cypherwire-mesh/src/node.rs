@@ -10,10 +10,10 @@ use std::time::Duration;
 
 use cypherwire_client::{Client, Error as ClientError};
 use cypherwire_server::{Ctx, HandlerError, Server, ServerHandle};
-use cypherwire_session::wire::{Request, StatusCode, Value};
 use cypherwire_session::{
     BanPolicy, ClientAuth, IdentityKey, KeyCheck, PeerTrust, PublicKey, ServerAuth,
 };
+use cypherwire_wire::{Request, StatusCode, Value};
 use tokio::sync::mpsc;
 
 use crate::config::MeshConfig;

@@ -14,10 +14,10 @@ use std::time::Duration;
 use cypherwire_mesh::{
     AuthPeer, BanTarget, Error, Event, Events, JoinPeer, LeaveReason, MeshConfig, PeerId,
 };
-use cypherwire_session::wire::Value;
 use cypherwire_session::{
     Argon2Cost, BanPolicy, ClientAuth, IdentityKey, Password, PasswordVerifier, SessionConfig,
 };
+use cypherwire_wire::Value;
 use tokio::net::TcpSocket;
 
 const PASSWORD: &str = "correct horse battery staple";
@@ -430,7 +430,7 @@ async fn a_removed_peer_can_no_longer_reach_the_others() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_direct_messages_are_refused_and_break_nothing() {
     use cypherwire_session::PeerTrust;
-    use cypherwire_session::wire::{Message, Request, StatusCode};
+    use cypherwire_wire::{Message, Request, StatusCode};
     let auth = start_auth(1000, 5).await;
     // The test keeps a's key, so it can speak on a's behalf over a raw session.
     let a_key = IdentityKey::generate().unwrap();

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use cypherwire_client::Client;
 use cypherwire_mesh::{AuthPeer, JoinPeer, MeshConfig, PeerEntry};
-use cypherwire_session::wire::Value;
 use cypherwire_session::{Argon2Cost, ClientAuth, Password, PasswordVerifier};
+use cypherwire_wire::Value;
 
 const PASSWORD: &str = "correct horse battery staple";
 

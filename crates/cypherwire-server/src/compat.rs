@@ -16,7 +16,7 @@ use std::time::Duration;
 use cypherwire_session::compat::{
     self, CompatError, CompatMessage, CypherKeys, DEFAULT_MAX_COMPAT_MESSAGE, NulFramer,
 };
-use cypherwire_session::wire::{Request, StatusCode, Value};
+use cypherwire_wire::{Request, StatusCode, Value};
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};

@@ -8,8 +8,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use cypherwire_session::token::SessionToken;
-use cypherwire_session::wire::{Close, CloseCode, Message, Request, Response, StatusCode};
 use cypherwire_session::{Error as SessionError, SecureReader, SecureWriter, accept_guarded};
+use cypherwire_wire::{Close, CloseCode, Message, Request, Response, StatusCode};
 use tokio::io::{AsyncRead, AsyncWrite, ReadHalf, WriteHalf};
 use tokio::sync::{OwnedSemaphorePermit, mpsc, watch};
 use tokio::task::AbortHandle;
@@ -539,7 +539,7 @@ async fn resume_session(
     shared: &Arc<Shared>,
     link: &Link,
     ctx: &Ctx,
-    resume: &cypherwire_session::wire::Resume,
+    resume: &cypherwire_wire::Resume,
     provisional: Provisional,
 ) -> bool {
     let now = crate::clock::monotonic();

@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 use std::time::SystemTime;
 
-use cypherwire_session::wire::Message;
+use cypherwire_wire::Message;
 use tokio::sync::mpsc;
 
 use crate::id::ConnectionId;
@@ -19,9 +19,9 @@ pub struct InboxItem {
     pub peer: SocketAddr,
     /// When it arrived (server's wall clock).
     pub received_at: SystemTime,
-    /// The message: a [`Request`](cypherwire_session::wire::Request) (answer it with
+    /// The message: a [`Request`](cypherwire_wire::Request) (answer it with
     /// [`ServerHandle::send_message`](crate::ServerHandle::send_message)) or an
-    /// [`Action`](cypherwire_session::wire::Action).
+    /// [`Action`](cypherwire_wire::Action).
     pub message: Message,
 }
 

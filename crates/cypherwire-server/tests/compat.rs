@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use cypherwire_server::{Ctx, CypherCompat, HandlerError, Reply, Server};
 use cypherwire_session::Psk;
 use cypherwire_session::compat::{self, CompatMessage, CypherKeys, NulFramer};
-use cypherwire_session::wire::{Request, Value};
+use cypherwire_wire::{Request, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -68,7 +68,7 @@ async fn a_panicking_handler_is_an_internal_error() {
         .and_then(Value::as_u64);
     assert_eq!(
         code,
-        Some(u64::from(cypherwire_session::wire::StatusCode::INTERNAL.0)),
+        Some(u64::from(cypherwire_wire::StatusCode::INTERNAL.0)),
         "{answer:?}"
     );
     s.write_all(&request()).await.unwrap();

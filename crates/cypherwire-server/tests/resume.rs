@@ -11,8 +11,8 @@ use std::time::Duration;
 use cypherwire_server::{
     Ctx, DisconnectReason, EventKind, HandlerError, ResumePolicy, Server, ServerHandle,
 };
-use cypherwire_session::wire::{CloseCode, Message, Request, Response, Resume, Value, Welcome};
 use cypherwire_session::{ClientAuth, Psk, SecureStream, SessionConfig, connect};
+use cypherwire_wire::{CloseCode, Message, Request, Response, Resume, Value, Welcome};
 use tokio::net::TcpStream;
 
 static PSK: LazyLock<Psk> = LazyLock::new(|| Psk::from_bytes([0x77; 32]));

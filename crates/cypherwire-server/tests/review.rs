@@ -8,10 +8,10 @@ use std::sync::LazyLock;
 use std::time::Duration;
 
 use cypherwire_server::{Ctx, HandlerError, ResumePolicy, Server, ServerHandle};
-use cypherwire_session::wire::{Message, Request, Response, Resume, Value, Welcome};
 use cypherwire_session::{
     ClientAuth, IdentityKey, PeerTrust, Psk, SecureStream, ServerAuth, SessionConfig, connect,
 };
+use cypherwire_wire::{Message, Request, Response, Resume, Value, Welcome};
 use tokio::net::TcpStream;
 
 static PSK: LazyLock<Psk> = LazyLock::new(|| Psk::from_bytes([0x5a; 32]));

@@ -11,10 +11,10 @@ use cypherwire_server::{
     ConnectionId, Ctx, DisconnectReason, EventKind, Events, HandlerError, Refusal, Reply, Server,
     ServerHandle, ServerLimits,
 };
-use cypherwire_session::wire::{
+use cypherwire_session::{CipherSuite, ClientAuth, Psk, SecureStream, SessionConfig, connect};
+use cypherwire_wire::{
     Action, Cancel, CloseCode, CodecId, Message, Ping, Request, Response, StatusCode, Value,
 };
-use cypherwire_session::{CipherSuite, ClientAuth, Psk, SecureStream, SessionConfig, connect};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
@@ -107,7 +107,7 @@ fn demo_server() -> cypherwire_server::ServerBuilder {
         .route("/SEQUENCE", "UPDATE", move |req: Request, _ctx: Ctx| {
             let seq = seq.clone();
             async move {
-                let items: Vec<i64> = cypherwire_session::wire::from_value(req.data)?;
+                let items: Vec<i64> = cypherwire_wire::from_value(req.data)?;
                 seq.lock().unwrap().extend(items);
                 Ok::<_, HandlerError>(Value::from("UPDATED"))
             }

@@ -26,11 +26,11 @@ use aes_gcm::aead::{AeadInPlace, KeyInit};
 use bytes::BytesMut;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use cypherwire_session::record::{Opened, Sealer};
-use cypherwire_session::wire::{FrameCodec, Limits};
 use cypherwire_session::{
     Argon2Cost, Backend, CipherSuite, ClientAuth, Established, IdentityKey, Initiator, Password,
     PasswordVerifier, PeerTrust, Psk, Responder, ServerAuth, SessionConfig, Step,
 };
+use cypherwire_wire::{FrameCodec, Limits};
 use tokio_util::codec::Decoder;
 
 /// A whole handshake in memory; returns the client's end.

@@ -76,6 +76,9 @@ pub mod bans;
 pub mod compat;
 mod config;
 mod error;
+/// Shared with the server and client crates of this workspace; not part of the public API (no
+/// semver promise).
+#[doc(hidden)]
 pub mod fasthash;
 pub mod fernet;
 pub mod handshake;
@@ -88,8 +91,6 @@ mod stream;
 pub mod suite;
 pub mod token;
 mod wipe;
-
-pub use cypherwire_wire as wire;
 
 pub use crate::bans::{AttemptLimiter, BanPolicy, Banned, Denied, Outcome, SourceKey};
 pub use crate::config::{

@@ -11,11 +11,11 @@ use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use cypherwire_session::record::Opened;
-use cypherwire_session::wire::{CodecId, FrameCodec, Limits};
 use cypherwire_session::{
     CipherSuite, ClientAuth, Error, Established, HandshakeFailure, Initiator, Psk, RekeyPolicy,
     Responder, ServerAuth, SessionConfig, Step,
 };
+use cypherwire_wire::{CodecId, FrameCodec, Limits};
 use tokio_util::codec::Decoder;
 
 fn psk() -> Psk {

@@ -6,10 +6,10 @@
 use std::sync::LazyLock;
 use std::time::Duration;
 
-use cypherwire_session::wire::{CodecId, Message, Request, Value};
 use cypherwire_session::{
     CipherSuite, ClientAuth, Error, Psk, SecureStream, ServerAuth, SessionConfig, accept, connect,
 };
+use cypherwire_wire::{CodecId, Message, Request, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -76,7 +76,7 @@ async fn request_response_over_tcp_for_every_suite_and_codec() {
             let server = tokio::spawn(async move {
                 let mut n = 0;
                 while let Some(Message::Request(r)) = s.recv_message().await.unwrap() {
-                    let reply = cypherwire_session::wire::Response::ok(r.id, r.data);
+                    let reply = cypherwire_wire::Response::ok(r.id, r.data);
                     s.send_message(&reply.into()).await.unwrap();
                     n += 1;
                 }
@@ -180,9 +180,10 @@ async fn garbage_instead_of_a_hello_is_rejected() {
     assert!(
         matches!(
             res,
-            Err(Error::Wire(
-                cypherwire_session::wire::Error::FrameTooLarge { max: 65536, .. }
-            ))
+            Err(Error::Wire(cypherwire_wire::Error::FrameTooLarge {
+                max: 65536,
+                ..
+            }))
         ),
         "{res:?}"
     );

@@ -92,11 +92,11 @@ mod session_targets {
 
     use bytes::BytesMut;
     use cypherwire_session::record::Opened;
-    use cypherwire_session::wire::{FrameCodec, Limits};
     use cypherwire_session::{
         Argon2Cost, ClientAuth, Established, IdentityKey, Initiator, Password, PasswordVerifier,
         PeerTrust, Psk, Responder, ServerAuth, SessionConfig, Step,
     };
+    use cypherwire_wire::{FrameCodec, Limits};
     use tokio_util::codec::Decoder;
 
     struct Fixtures {

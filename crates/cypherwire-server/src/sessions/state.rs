@@ -6,7 +6,7 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use cypherwire_session::fasthash::FastState;
-use cypherwire_session::wire::{Message, Push, Response, Value};
+use cypherwire_wire::{Message, Push, Response, Value};
 
 use super::policy::ResumePolicy;
 use crate::id::ConnectionId;

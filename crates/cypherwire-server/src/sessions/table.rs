@@ -5,8 +5,8 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use cypherwire_session::token::SessionToken;
-use cypherwire_session::wire::Message;
 use cypherwire_session::{PublicKey, SourceKey};
+use cypherwire_wire::Message;
 
 use super::policy::ResumePolicy;
 use super::state::{Attachment, SessionId, SessionState};
@@ -325,5 +325,5 @@ impl<A: Attachment> Sessions<A> {
 /// Encodes a token for the wire.
 pub(crate) fn welcome(token: &SessionToken, ttl: Duration, resumed: bool) -> Message {
     let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX);
-    cypherwire_session::wire::Welcome::new(*token.as_bytes(), ttl_ms, resumed).into()
+    cypherwire_wire::Welcome::new(*token.as_bytes(), ttl_ms, resumed).into()
 }

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use cypherwire_session::SourceKey;
 use cypherwire_session::token::SessionToken;
-use cypherwire_session::wire::{Message, Response, Value};
+use cypherwire_wire::{Message, Response, Value};
 
 use super::table::digest;
 use super::*;
