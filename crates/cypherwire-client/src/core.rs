@@ -6,6 +6,7 @@
 
 use std::time::{Duration, Instant};
 
+use cypherwire_session::{HeartbeatPolicy, LinkChange, LinkMonitor};
 use cypherwire_wire::{Message, Ping, Pong, Push, Response, Resume, TokenBytes};
 
 /// What the client remembers of its session across connections.
@@ -53,23 +54,22 @@ pub(crate) struct ClientConnection {
     /// The highest push sequence number of the fresh session the connection was welcomed to,
     /// while a Resume is unanswered.
     provisional_max_seq: u64,
-    heartbeat: Heartbeat,
-}
-
-/// Heartbeats of one connection: a `Ping` every interval, the connection lost after `missed`
-/// in a row go unanswered (any message from the server counts as an answer).
-#[derive(Debug)]
-struct Heartbeat {
-    missed: u32,
-    unanswered: u32,
+    /// Whether the server still answers (any message counts).
+    link: LinkMonitor,
+    heartbeat: HeartbeatPolicy,
+    /// The last heartbeat sent: its nonce and when.
+    ping_sent: Option<(u64, Instant)>,
     nonce: u64,
-    sent: Option<(u64, Instant)>,
 }
 
 impl ClientConnection {
-    /// A connection just authenticated for the session in `memo`, and the `Resume` to send
+    /// A connection authenticated at `now` for the session in `memo`, and the `Resume` to send
     /// first if the client holds a session to continue.
-    pub(crate) fn open(memo: &SessionMemo, heartbeat_missed: u32) -> (Self, Option<Resume>) {
+    pub(crate) fn open(
+        memo: &SessionMemo,
+        heartbeat: HeartbeatPolicy,
+        now: Instant,
+    ) -> (Self, Option<Resume>) {
         let resume = memo
             .token
             .as_ref()
@@ -81,12 +81,10 @@ impl ClientConnection {
             // resumed, and would run again after a cut.
             hold: resume.is_none(),
             provisional_max_seq: 0,
-            heartbeat: Heartbeat {
-                missed: heartbeat_missed,
-                unanswered: 0,
-                nonce: 0,
-                sent: None,
-            },
+            link: LinkMonitor::new(heartbeat, now),
+            heartbeat,
+            ping_sent: None,
+            nonce: 0,
         };
         (conn, resume)
     }
@@ -104,7 +102,7 @@ impl ClientConnection {
         msg: Message,
         now: Instant,
     ) -> Received {
-        self.heartbeat.unanswered = 0;
+        self.link.answered(now);
         match msg {
             Message::Response(resp) => Received::Response(resp),
             Message::Push(p) => {
@@ -139,7 +137,7 @@ impl ClientConnection {
                 Received::Online { resumed: w.resumed }
             }
             Message::Ping(p) => Received::Reply(Pong::new(p.nonce).into()),
-            Message::Pong(p) => match self.heartbeat.sent.take() {
+            Message::Pong(p) => match self.ping_sent.take() {
                 Some((n, at)) if n == p.nonce => {
                     Received::RoundTrip(now.saturating_duration_since(at))
                 }
@@ -153,16 +151,15 @@ impl ClientConnection {
     }
 
     /// A heartbeat interval has passed at `now`: the `Ping` to send, or the connection is lost
-    /// because the server left the last `missed` unanswered.
+    /// because the server sent nothing for the policy's whole timeout (its last `missed`
+    /// heartbeats went unanswered).
     pub(crate) fn heartbeat_due(&mut self, now: Instant) -> Result<Ping, String> {
-        let hb = &mut self.heartbeat;
-        if hb.unanswered >= hb.missed {
-            return Err(format!("{} heartbeats unanswered", hb.unanswered));
+        if self.link.check(now) == Some(LinkChange::Lost) || self.link.is_lost() {
+            return Err(format!("{} heartbeats unanswered", self.heartbeat.missed));
         }
-        hb.unanswered += 1;
-        hb.nonce += 1;
-        hb.sent = Some((hb.nonce, now));
-        Ok(Ping::new(hb.nonce))
+        self.nonce += 1;
+        self.ping_sent = Some((self.nonce, now));
+        Ok(Ping::new(self.nonce))
     }
 }
 
@@ -175,6 +172,19 @@ mod tests {
     #[expect(clippy::disallowed_methods, reason = "a fixed origin for virtual time")]
     fn origin() -> Instant {
         Instant::now()
+    }
+
+    /// A connection opened at `t0`, with heartbeats every second and `missed` allowed.
+    fn open_at(memo: &SessionMemo, missed: u32, t0: Instant) -> (ClientConnection, Option<Resume>) {
+        ClientConnection::open(
+            memo,
+            HeartbeatPolicy::new(Duration::from_secs(1), missed),
+            t0,
+        )
+    }
+
+    fn open(memo: &SessionMemo, missed: u32) -> (ClientConnection, Option<Resume>) {
+        open_at(memo, missed, origin())
     }
 
     fn welcome(token: u8, resumed: bool) -> Message {
@@ -199,7 +209,7 @@ mod tests {
     #[test]
     fn a_first_connection_holds_requests_until_its_welcome_brings_a_token() {
         let mut memo = SessionMemo::default();
-        let (mut c, resume) = ClientConnection::open(&memo, 3);
+        let (mut c, resume) = open(&memo, 3);
         assert!(resume.is_none());
         assert!(!c.may_send());
         match c.receive(&mut memo, welcome(1, false), origin()) {
@@ -216,7 +226,7 @@ mod tests {
             token: Some(TokenBytes([1; 16])),
             last_push_seq: 5,
         };
-        let (mut c, resume) = ClientConnection::open(&memo, 3);
+        let (mut c, resume) = open(&memo, 3);
         let resume = resume.expect("a held session is resumed");
         assert_eq!((resume.token.0, resume.last_push_seq), ([1; 16], 5));
         // Requests go right behind the Resume: the server answers resends from its cache.
@@ -241,11 +251,11 @@ mod tests {
             token: Some(TokenBytes([1; 16])),
             last_push_seq: 0,
         };
-        let (mut c, _) = ClientConnection::open(&memo, 3);
+        let (mut c, _) = open(&memo, 3);
         let msgs = vec![welcome(2, false), welcome(3, true), push(1), push(2)];
         assert_eq!(delivered(&mut c, &mut memo, msgs), [1, 2]);
         // The next connection presents seq 2; the server replays from there, with overlap.
-        let (mut c, resume) = ClientConnection::open(&memo, 3);
+        let (mut c, resume) = open(&memo, 3);
         assert_eq!(resume.map(|r| r.last_push_seq), Some(2));
         let msgs = vec![
             welcome(4, false),
@@ -265,7 +275,7 @@ mod tests {
             token: Some(TokenBytes([1; 16])),
             last_push_seq: 40,
         };
-        let (mut c, _) = ClientConnection::open(&memo, 3);
+        let (mut c, _) = open(&memo, 3);
         // Pushes of the fresh session arrive between the two Welcomes and are delivered.
         let msgs = vec![
             welcome(2, false),
@@ -281,20 +291,21 @@ mod tests {
 
     #[test]
     fn heartbeats_unanswered_lose_the_connection_and_any_message_answers() {
+        // The driver's ticks come every interval after the connection opened.
         let memo = SessionMemo::default();
-        let (mut c, _) = ClientConnection::open(&memo, 2);
         let t0 = origin();
         let second = Duration::from_secs(1);
-        assert_eq!(c.heartbeat_due(t0).map(|p| p.nonce), Ok(1));
-        assert_eq!(c.heartbeat_due(t0 + second).map(|p| p.nonce), Ok(2));
+        let (mut c, _) = open_at(&memo, 2, t0);
+        assert_eq!(c.heartbeat_due(t0 + second).map(|p| p.nonce), Ok(1));
+        assert_eq!(c.heartbeat_due(t0 + second * 2).map(|p| p.nonce), Ok(2));
         assert_eq!(
-            c.heartbeat_due(t0 + second * 2),
+            c.heartbeat_due(t0 + second * 3),
             Err("2 heartbeats unanswered".to_owned())
         );
 
         let mut memo = SessionMemo::default();
-        let (mut c, _) = ClientConnection::open(&memo, 2);
-        for i in 0..10 {
+        let (mut c, _) = open_at(&memo, 2, t0);
+        for i in 1..10 {
             let now = t0 + second * i;
             assert!(c.heartbeat_due(now).is_ok(), "beat {i}");
             // A push (not only the Pong) shows the server is there.
@@ -305,8 +316,8 @@ mod tests {
     #[test]
     fn the_matching_pong_gives_the_round_trip_and_a_stale_one_nothing() {
         let mut memo = SessionMemo::default();
-        let (mut c, _) = ClientConnection::open(&memo, 3);
         let t0 = origin();
+        let (mut c, _) = open_at(&memo, 3, t0);
         let ping = c.heartbeat_due(t0).unwrap();
         let ms = Duration::from_millis(7);
         assert!(matches!(
@@ -323,7 +334,7 @@ mod tests {
     #[test]
     fn pings_are_answered_and_close_or_a_request_lose_the_connection() {
         let mut memo = SessionMemo::default();
-        let (mut c, _) = ClientConnection::open(&memo, 3);
+        let (mut c, _) = open(&memo, 3);
         match c.receive(&mut memo, Ping::new(9).into(), origin()) {
             Received::Reply(Message::Pong(p)) => assert_eq!(p.nonce, 9),
             other => panic!("expected a Pong, got {other:?}"),

@@ -5,7 +5,9 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
-use cypherwire_session::{Error as SessionError, SecureReader, SecureWriter, connect};
+use cypherwire_session::{
+    Error as SessionError, HeartbeatPolicy, SecureReader, SecureWriter, connect,
+};
 use cypherwire_wire::{Action, Cancel, Close, CloseCode, Message};
 use tokio::io::{ReadHalf, WriteHalf};
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
@@ -350,7 +352,8 @@ async fn online(
     let mut out: Vec<Message> = Vec::new();
     // Resume first, then everything unanswered, oldest first: the server answers resends of
     // completed requests from its cache.
-    let (mut conn, resume) = ClientConnection::open(&st.session, st.config.heartbeat_missed);
+    let heartbeat = HeartbeatPolicy::new(st.config.heartbeat_interval, st.config.heartbeat_missed);
+    let (mut conn, resume) = ClientConnection::open(&st.session, heartbeat, monotonic());
     if let Some(r) = resume {
         out.push(r.into());
     }

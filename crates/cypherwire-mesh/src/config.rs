@@ -2,9 +2,9 @@
 
 use std::time::Duration;
 
-use cypherwire_session::{IdentityKey, SessionConfig};
+use cypherwire_session::{HeartbeatPolicy, IdentityKey, SessionConfig};
 
-use crate::core::{DEFAULT_DEDUP_WINDOW, HeartbeatPolicy};
+use crate::core::DEFAULT_DEDUP_WINDOW;
 use crate::error::Error;
 use crate::peer_list::ListLimits;
 

@@ -1,49 +1,18 @@
 //! The mesh's logic without I/O: membership and heartbeats at the authenticating peer
-//! ([`Membership`]), the member's view of the list ([`MemberView`]) and of its link to the
-//! authenticating peer ([`LinkMonitor`]), and duplicate suppression for messages ([`Dedup`]).
+//! ([`Membership`]), the member's view of the list ([`MemberView`]), and duplicate suppression
+//! for messages ([`Dedup`]). The member's view of its link to the authenticating peer is the
+//! session layer's [`LinkMonitor`](cypherwire_session::LinkMonitor), which the client's
+//! heartbeat uses too.
 //!
 //! Everything takes `now` as an argument, so the drivers read `tokio::time` and tests run
 //! whole meshes in virtual time (`tests/sim.rs` runs 25 nodes with loss and partitions).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::time::{Duration, Instant};
+use std::time::Instant;
+
+use cypherwire_session::HeartbeatPolicy;
 
 use crate::peer_list::{LeaveReason, ListError, PeerEntry, PeerId, PeerList};
-
-/// How often members prove they are alive, and how many proofs may be missed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct HeartbeatPolicy {
-    /// Time between heartbeats (default 2 s).
-    pub interval: Duration,
-    /// Heartbeats missed in a row before the other side is declared gone (default 3).
-    pub missed: u32,
-}
-
-impl HeartbeatPolicy {
-    /// A policy with this interval and missed count.
-    pub fn new(interval: Duration, missed: u32) -> Self {
-        Self { interval, missed }
-    }
-
-    /// Silence longer than this ends membership (or the link): `interval × missed`.
-    pub fn timeout(&self) -> Duration {
-        self.interval.saturating_mul(self.missed)
-    }
-
-    pub(crate) fn is_valid(&self) -> bool {
-        !self.interval.is_zero() && self.missed > 0
-    }
-}
-
-impl Default for HeartbeatPolicy {
-    fn default() -> Self {
-        Self {
-            interval: Duration::from_secs(2),
-            missed: 3,
-        }
-    }
-}
 
 /// Why a join was refused by the membership itself.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -296,54 +265,6 @@ impl MemberView {
     }
 }
 
-/// A change of the member's link to the authenticating peer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LinkChange {
-    /// Heartbeats stopped being answered for the whole timeout.
-    Lost,
-    /// A heartbeat was answered again after [`LinkChange::Lost`].
-    Regained,
-}
-
-/// The member's side of the heartbeat: is the authenticating peer still answering?
-#[derive(Debug)]
-pub struct LinkMonitor {
-    policy: HeartbeatPolicy,
-    last_ok: Instant,
-    lost: bool,
-}
-
-impl LinkMonitor {
-    /// A monitor that counts from `now`.
-    pub fn new(policy: HeartbeatPolicy, now: Instant) -> Self {
-        Self {
-            policy,
-            last_ok: now,
-            lost: false,
-        }
-    }
-
-    /// A heartbeat was answered.
-    pub fn answered(&mut self, now: Instant) -> Option<LinkChange> {
-        self.last_ok = now;
-        std::mem::take(&mut self.lost).then_some(LinkChange::Regained)
-    }
-
-    /// Checks for silence; reports the loss once.
-    pub fn check(&mut self, now: Instant) -> Option<LinkChange> {
-        if !self.lost && now.saturating_duration_since(self.last_ok) > self.policy.timeout() {
-            self.lost = true;
-            return Some(LinkChange::Lost);
-        }
-        None
-    }
-
-    /// Whether the link is considered lost.
-    pub fn is_lost(&self) -> bool {
-        self.lost
-    }
-}
-
 /// Default number of recent sequence numbers remembered per sender.
 pub const DEFAULT_DEDUP_WINDOW: usize = 4096;
 
@@ -431,7 +352,7 @@ mod tests {
         )
     }
 
-    const S: Duration = Duration::from_secs(1);
+    const S: std::time::Duration = std::time::Duration::from_secs(1);
 
     #[test]
     fn join_heartbeat_expire_publish() {
@@ -520,18 +441,6 @@ mod tests {
         let d = v.accept(list(3, 1, &[0, 2], vec![]), true).unwrap();
         assert_eq!(d, Diff::default());
         assert_eq!(v.clear().len(), 2);
-    }
-
-    #[test]
-    fn link_monitor_reports_loss_once_and_regain() {
-        let t0 = Instant::now();
-        let mut l = LinkMonitor::new(HeartbeatPolicy::new(S, 2), t0);
-        assert_eq!(l.check(t0 + 2 * S), None);
-        assert_eq!(l.check(t0 + 3 * S), Some(LinkChange::Lost));
-        assert_eq!(l.check(t0 + 4 * S), None);
-        assert!(l.is_lost());
-        assert_eq!(l.answered(t0 + 5 * S), Some(LinkChange::Regained));
-        assert_eq!(l.answered(t0 + 6 * S), None);
     }
 
     #[test]

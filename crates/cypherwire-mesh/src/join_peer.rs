@@ -5,13 +5,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use cypherwire_client::{Backoff, Client, Incoming, Status};
-use cypherwire_session::{ClientAuth, Password, PublicKey};
+use cypherwire_session::{ClientAuth, LinkChange, LinkMonitor, Password, PublicKey};
 use cypherwire_wire::Value;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::config::MeshConfig;
-use crate::core::{LinkChange, LinkMonitor};
 use crate::error::Error;
 use crate::events::Event;
 use crate::node::{Member, Node, lock, monotonic};

@@ -76,7 +76,6 @@ mod protocol;
 pub use crate::auth_peer::{AuthPeer, AuthPeerBuilder};
 pub use crate::banfile::{BanEntry, BanTarget};
 pub use crate::config::MeshConfig;
-pub use crate::core::HeartbeatPolicy;
 pub use crate::error::Error;
 pub use crate::events::{Event, Events};
 pub use crate::join_peer::JoinPeer;

@@ -20,8 +20,9 @@ use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashMap};
 use std::time::{Duration, Instant};
 
-use cypherwire_mesh::core::{Dedup, HeartbeatPolicy, MemberView, Membership};
+use cypherwire_mesh::core::{Dedup, MemberView, Membership};
 use cypherwire_mesh::{PeerEntry, PeerId, PeerList};
+use cypherwire_session::HeartbeatPolicy;
 use cypherwire_session::PublicKey;
 use cypherwire_test_support::rng::SeededRng;
 

@@ -82,6 +82,7 @@ mod error;
 pub mod fasthash;
 pub mod fernet;
 pub mod handshake;
+mod heartbeat;
 mod identity;
 mod noise;
 mod psk;
@@ -101,6 +102,7 @@ pub use crate::error::{Error, HandshakeFailure, Result};
 pub use crate::handshake::{
     ClientAuth, Established, Initiator, KeyCheck, PeerTrust, Responder, Role, ServerAuth, Step,
 };
+pub use crate::heartbeat::{HeartbeatPolicy, LinkChange, LinkMonitor};
 pub use crate::identity::{
     Argon2Cost, IdentityKey, MAX_CLIENT_ARGON2_KIB, PRIVATE_KEY_PREFIX, PUBLIC_KEY_PREFIX,
     Password, PasswordVerifier, PublicKey,
