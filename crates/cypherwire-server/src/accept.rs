@@ -69,7 +69,7 @@ pub(crate) async fn accept_loop<L: Accept>(
         let accepted = tokio::select! {
             _ = shutdown.wait_for(|down| *down) => break,
             _ = purge.tick() => {
-                shared.sessions.purge(crate::clock::monotonic());
+                shared.state.purge(crate::clock::monotonic());
                 continue;
             }
             r = listener.accept() => r,

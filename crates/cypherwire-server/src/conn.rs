@@ -163,7 +163,7 @@ pub(crate) async fn run<IO>(
         stream,
         &shared.auth,
         &shared.session,
-        &shared.limiter,
+        shared.state.attempts(),
         &source,
     )
     .await;
@@ -207,14 +207,14 @@ pub(crate) async fn run<IO>(
         source: shared.source(ip),
         identity: info.peer_identity,
     };
-    let Some((sid, state, token)) = shared.sessions.create(&origin) else {
+    let Some((sid, state, token)) = shared.state.create_session(&origin) else {
         shared.emit(EventKind::Refused {
             peer,
             reason: crate::Refusal::TooManyConnections,
         });
         return;
     };
-    shared.sessions.attach(&state, id, tx.clone());
+    shared.state.attach(&state, id, tx.clone());
     let (queue_tx, queue) = match shared.connection_queue {
         Some(cap) => {
             let (qtx, qrx) = mpsc::channel(cap);
@@ -229,7 +229,7 @@ pub(crate) async fn run<IO>(
         queue,
         session: Arc::new(Mutex::new(state)),
     };
-    let ttl = shared.sessions.policy().ttl;
+    let ttl = shared.state.resume_policy().ttl;
     // The first thing the peer reads is its session token. The outbox is empty: this cannot
     // block.
     let _ = tx.try_send(Outgoing::Message(welcome(&token, ttl, false)));
@@ -277,9 +277,9 @@ pub(crate) async fn run<IO>(
         .stats
         .bytes_in_closed
         .fetch_add(counters.bytes_in.load(Ordering::Relaxed), Ordering::Relaxed);
-    shared.leave_all_groups(id);
+    shared.state.leave_all(id);
     shared
-        .sessions
+        .state
         .detach(&link.session(), id, crate::clock::monotonic());
     let close = match &reason {
         DisconnectReason::Closed | DisconnectReason::Truncated => None,
@@ -543,11 +543,11 @@ async fn resume_session(
     provisional: Provisional,
 ) -> bool {
     let now = crate::clock::monotonic();
-    let ttl = shared.sessions.policy().ttl;
+    let ttl = shared.state.resume_policy().ttl;
     let token = SessionToken::from_bytes(resume.token.0);
     let resumed = shared
-        .sessions
-        .resume(&token, &provisional.origin, now)
+        .state
+        .resume_session(&token, &provisional.origin, now)
         .and_then(|(_, old, fresh)| {
             old.replay_after(resume.last_push_seq)
                 .map(|p| (old, fresh, p))
@@ -561,7 +561,7 @@ async fn resume_session(
             .await;
     };
     if let Some(previous) = shared
-        .sessions
+        .state
         .attach(&old, ctx.connection, link.outbox.clone())
         && let Some(prev) = shared.registry.link(previous)
     {
@@ -569,7 +569,7 @@ async fn resume_session(
         prev.stop.send_replace(Some(DisconnectReason::Replaced));
     }
     let fresh_session = link.session();
-    shared.sessions.discard(provisional.sid);
+    shared.state.discard(provisional.sid);
     drop(fresh_session);
     *link
         .session

@@ -15,6 +15,7 @@ use crate::outgoing::Outgoing;
 use crate::registry::ConnectionInfo;
 use crate::sessions::Refused;
 use crate::shared::Shared;
+use crate::state::TooManyGroups;
 
 /// A snapshot of the server's counters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -45,8 +46,6 @@ pub struct StatsSnapshot {
     /// Plaintext bytes sent, all connections, since start.
     pub bytes_out: u64,
 }
-/// Most named broadcast groups a server keeps (names come from the application).
-pub const MAX_GROUPS: usize = 65_536;
 /// Controls a running server: registry, events, push, broadcast, kicks, bans, shutdown.
 #[derive(Clone)]
 pub struct ServerHandle {
@@ -231,42 +230,25 @@ impl ServerHandle {
     /// Adds a connection to a named group (created on first use).
     ///
     /// # Errors
-    /// [`Error::UnknownConnection`]; [`Error::Config`] beyond [`MAX_GROUPS`] groups.
+    /// [`Error::UnknownConnection`]; [`Error::Config`] beyond [`MAX_GROUPS`](crate::MAX_GROUPS) groups.
     pub fn join_group(&self, id: ConnectionId, group: &str) -> Result<(), Error> {
         if self.shared.registry.link(id).is_none() {
             return Err(Error::UnknownConnection(id));
         }
-        let mut groups = self.shared.groups();
-        if !groups.contains_key(group) && groups.len() >= MAX_GROUPS {
-            return Err(Error::Config("too many groups"));
-        }
-        groups.entry(group.to_owned()).or_default().insert(id);
-        Ok(())
+        self.shared
+            .state
+            .join(group, id)
+            .map_err(|TooManyGroups| Error::Config("too many groups"))
     }
 
     /// Removes a connection from a group; returns whether it was a member.
     pub fn leave_group(&self, id: ConnectionId, group: &str) -> bool {
-        let mut groups = self.shared.groups();
-        let Some(members) = groups.get_mut(group) else {
-            return false;
-        };
-        let was = members.remove(&id);
-        if members.is_empty() {
-            groups.remove(group);
-        }
-        was
+        self.shared.state.leave(group, id)
     }
 
     /// The members of a group.
     pub fn group_members(&self, group: &str) -> Vec<ConnectionId> {
-        let mut v: Vec<_> = self
-            .shared
-            .groups()
-            .get(group)
-            .map(|m| m.iter().copied().collect())
-            .unwrap_or_default();
-        v.sort();
-        v
+        self.shared.state.members(group)
     }
 
     /// Pushes `data` to every member of a group; returns how many it was queued for.
@@ -319,7 +301,7 @@ impl ServerHandle {
     pub fn ban(&self, ip: IpAddr, length: Duration) {
         let source = self.shared.source(ip);
         self.shared
-            .limiter()
+            .state
             .ban(&source, length, crate::clock::monotonic());
     }
 
@@ -327,7 +309,7 @@ impl ServerHandle {
     /// record of the source).
     pub fn unban(&self, ip: IpAddr) -> bool {
         let source = self.shared.source(ip);
-        self.shared.limiter().unban(&source)
+        self.shared.state.unban(&source)
     }
 
     /// Sources banned now, each as its address (an IPv4 address, or the first address of an
@@ -335,7 +317,7 @@ impl ServerHandle {
     pub fn bans(&self) -> Vec<(IpAddr, Duration)> {
         let now = crate::clock::monotonic();
         self.shared
-            .limiter()
+            .state
             .banned(now)
             .into_iter()
             .map(|(source, until)| (source.addr(), until.saturating_duration_since(now)))
@@ -355,7 +337,7 @@ impl ServerHandle {
             pushes: s.pushes.load(Ordering::Relaxed),
             slow_consumers: s.slow_consumers.load(Ordering::Relaxed),
             kicks: s.kicks.load(Ordering::Relaxed),
-            sessions: self.shared.sessions.len(),
+            sessions: self.shared.state.session_count(),
             bytes_in: s.bytes_in_closed.load(Ordering::Relaxed)
                 + self.connections().iter().map(|c| c.bytes_in).sum::<u64>(),
             bytes_out: s.bytes_out_closed.load(Ordering::Relaxed)

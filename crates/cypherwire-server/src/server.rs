@@ -17,6 +17,7 @@ use crate::limits::ServerLimits;
 use crate::registry::Registry;
 use crate::router::Router;
 use crate::shared::{AcceptHook, Shared, Stats};
+use crate::state::LocalState;
 
 /// Configures a [`Server`]. Start with [`Server::builder`](crate::Server::builder).
 #[must_use = "call `bind()` to start the server"]
@@ -237,7 +238,6 @@ impl ServerBuilder {
             session: self.session,
             limits: self.limits,
             registry: Registry::default(),
-            limiter: Mutex::new(limiter),
             bans: self.bans,
             stats: Stats::default(),
             events,
@@ -249,8 +249,7 @@ impl ServerBuilder {
             hook: self.hook,
             inbox,
             inbox_rx: Mutex::new(inbox_rx),
-            groups: Mutex::default(),
-            sessions,
+            state: Box::new(LocalState::new(limiter, sessions)),
             connection_queue: self.connection_queue,
         });
         let compat_addr = match self.compat {

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use cypherwire_session::{AttemptLimiter, BanPolicy, ServerAuth, SessionConfig, SourceKey};
+use cypherwire_session::{BanPolicy, ServerAuth, SessionConfig, SourceKey};
 use tokio::sync::{broadcast, watch};
 
 use crate::error::Incoming;
@@ -14,6 +14,7 @@ use crate::events::{Event, EventKind};
 use crate::id::ConnectionId;
 use crate::limits::ServerLimits;
 use crate::registry::Registry;
+use crate::state::ServerState;
 
 /// Server-wide counters.
 #[derive(Debug, Default)]
@@ -37,7 +38,6 @@ pub(crate) struct Shared {
     pub(crate) session: SessionConfig,
     pub(crate) limits: ServerLimits,
     pub(crate) registry: Registry,
-    pub(crate) limiter: Mutex<AttemptLimiter<SourceKey>>,
     pub(crate) stats: Stats,
     pub(crate) events: broadcast::Sender<Event>,
     pub(crate) next_id: AtomicU64,
@@ -48,34 +48,13 @@ pub(crate) struct Shared {
     pub(crate) hook: Option<AcceptHook>,
     pub(crate) inbox: Option<tokio::sync::mpsc::Sender<crate::InboxItem>>,
     pub(crate) inbox_rx: Mutex<Option<tokio::sync::mpsc::Receiver<crate::InboxItem>>>,
-    pub(crate) groups:
-        Mutex<std::collections::HashMap<String, std::collections::HashSet<ConnectionId>>>,
-    pub(crate) sessions: crate::outgoing::SessionTable,
+    /// Bans, groups and sessions: what a cluster of instances would share.
+    pub(crate) state: Box<dyn ServerState>,
     pub(crate) connection_queue: Option<usize>,
     pub(crate) bans: BanPolicy,
 }
 
 impl Shared {
-    pub(crate) fn groups(
-        &self,
-    ) -> std::sync::MutexGuard<
-        '_,
-        std::collections::HashMap<String, std::collections::HashSet<ConnectionId>>,
-    > {
-        self.groups
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
-    /// Forgets a connection in every group (it ended).
-    pub(crate) fn leave_all_groups(&self, id: ConnectionId) {
-        let mut groups = self.groups();
-        groups.retain(|_, members| {
-            members.remove(&id);
-            !members.is_empty()
-        });
-    }
-
     pub(crate) fn emit(&self, kind: EventKind) {
         // No subscriber is fine: events are for those who listen.
         let _ = self.events.send(Event {
@@ -96,12 +75,6 @@ impl Shared {
         self.limits.shutdown_grace
     }
 
-    pub(crate) fn limiter(&self) -> std::sync::MutexGuard<'_, AttemptLimiter<SourceKey>> {
-        self.limiter
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
     /// The source `ip` counts as for bans, limits and session quotas (IPv4-mapped addresses
     /// are IPv4; IPv6 by the ban policy's prefix).
     pub(crate) fn source(&self, ip: IpAddr) -> SourceKey {
@@ -109,8 +82,7 @@ impl Shared {
     }
 
     pub(crate) fn is_banned(&self, ip: IpAddr) -> bool {
-        self.limiter()
-            .check(&self.source(ip), crate::clock::monotonic())
-            .is_err()
+        self.state
+            .is_banned(&self.source(ip), crate::clock::monotonic())
     }
 }
