@@ -9,7 +9,10 @@
    `#[cfg(test)] mod tests { ... }`) is left out, as it may reach anywhere.
 2. One public path per type: only the facade crate (`crates/cypherwire`) re-exports another
    workspace crate (`pub use cypherwire_...`); every other crate's users import a type from
-   the crate that defines it.
+   the crate that defines it. A crate's root re-exports the main types of its public modules
+   (the modules keep their detail types); code in the workspace names a type the root
+   re-exports by its root path (`cypherwire_session::ClientAuth`, not
+   `cypherwire_session::handshake::ClientAuth`).
 
 Exits non-zero, naming each circle (its files) and each second path, if a rule is broken.
 """
@@ -205,6 +208,30 @@ for crate in crates:
                 problems.append(
                     f"{rel}:{n}: re-exports another workspace crate (a second public path; "
                     "only the facade re-exports layers)"
+                )
+
+# Root re-exports of each crate: (crate, module) -> names the root re-exports from it.
+root_names = {}
+for crate in crates:
+    lib = crate / "src" / "lib.rs"
+    if not lib.exists():
+        continue
+    code = strip_code(lib.read_text())
+    for m in re.finditer(r"\bpub\s+use\s+([^;]+);", code):
+        for leaf, alias in expand(m.group(1)):
+            if len(leaf) == 3 and leaf[0] == "crate" and alias == leaf[-1]:
+                root_names.setdefault((crate.name.replace("-", "_"), leaf[1]), set()).add(alias)
+# Every use of a module path for a type the root re-exports, anywhere in the workspace.
+for path in sorted(p for d in ("crates", "tests", "examples", "fuzz") for p in (ROOT / d).rglob("*.rs")):
+    if "target" in path.parts:
+        continue
+    code = strip_code(path.read_text())
+    for m in re.finditer(r"\buse\s+([^;]+);", code):
+        for leaf, _ in expand(m.group(1)):
+            if len(leaf) == 3 and leaf[2] in root_names.get((leaf[0], leaf[1]), ()):
+                rel = path.relative_to(ROOT)
+                problems.append(
+                    f"{rel}: {'::'.join(leaf)} is re-exported as {leaf[0]}::{leaf[2]}; use that path"
                 )
 
 if problems:

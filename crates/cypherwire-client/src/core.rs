@@ -95,14 +95,15 @@ impl ClientConnection {
         !self.hold
     }
 
-    /// What `msg`, received at `now`, means; updates the session memo.
+    /// What `msg` means; updates the session memo. `clock` is read only for what needs the
+    /// time (a heartbeat's answer).
     pub(crate) fn receive(
         &mut self,
         memo: &mut SessionMemo,
         msg: Message,
-        now: Instant,
+        clock: impl FnOnce() -> Instant,
     ) -> Received {
-        self.link.answered(now);
+        self.link.heard();
         match msg {
             Message::Response(resp) => Received::Response(resp),
             Message::Push(p) => {
@@ -139,7 +140,7 @@ impl ClientConnection {
             Message::Ping(p) => Received::Reply(Pong::new(p.nonce).into()),
             Message::Pong(p) => match self.ping_sent.take() {
                 Some((n, at)) if n == p.nonce => {
-                    Received::RoundTrip(now.saturating_duration_since(at))
+                    Received::RoundTrip(clock().saturating_duration_since(at))
                 }
                 _ => Received::Nothing,
             },
@@ -199,7 +200,7 @@ mod tests {
     fn delivered(c: &mut ClientConnection, memo: &mut SessionMemo, msgs: Vec<Message>) -> Vec<u64> {
         let t = origin();
         msgs.into_iter()
-            .filter_map(|m| match c.receive(memo, m, t) {
+            .filter_map(|m| match c.receive(memo, m, || t) {
                 Received::Push(p) => Some(p.seq),
                 _ => None,
             })
@@ -212,7 +213,7 @@ mod tests {
         let (mut c, resume) = open(&memo, 3);
         assert!(resume.is_none());
         assert!(!c.may_send());
-        match c.receive(&mut memo, welcome(1, false), origin()) {
+        match c.receive(&mut memo, welcome(1, false), origin) {
             Received::Online { resumed: false } => {}
             other => panic!("expected Online, got {other:?}"),
         }
@@ -233,11 +234,11 @@ mod tests {
         assert!(c.may_send());
         // The connection's own Welcome (a fresh session) is not the answer.
         assert!(matches!(
-            c.receive(&mut memo, welcome(2, false), origin()),
+            c.receive(&mut memo, welcome(2, false), origin),
             Received::Nothing
         ));
         assert_eq!(memo.token.as_ref().map(|t| t.0), Some([1; 16]));
-        match c.receive(&mut memo, welcome(3, true), origin()) {
+        match c.receive(&mut memo, welcome(3, true), origin) {
             Received::Online { resumed: true } => {}
             other => panic!("expected Online resumed, got {other:?}"),
         }
@@ -309,7 +310,7 @@ mod tests {
             let now = t0 + second * i;
             assert!(c.heartbeat_due(now).is_ok(), "beat {i}");
             // A push (not only the Pong) shows the server is there.
-            c.receive(&mut memo, push(i.into()), now);
+            c.receive(&mut memo, push(i.into()), || now);
         }
     }
 
@@ -321,11 +322,11 @@ mod tests {
         let ping = c.heartbeat_due(t0).unwrap();
         let ms = Duration::from_millis(7);
         assert!(matches!(
-            c.receive(&mut memo, Pong::new(ping.nonce + 1).into(), t0 + ms),
+            c.receive(&mut memo, Pong::new(ping.nonce + 1).into(), || t0 + ms),
             Received::Nothing
         ));
         let ping = c.heartbeat_due(t0 + ms).unwrap();
-        match c.receive(&mut memo, Pong::new(ping.nonce).into(), t0 + ms * 3) {
+        match c.receive(&mut memo, Pong::new(ping.nonce).into(), || t0 + ms * 3) {
             Received::RoundTrip(d) => assert_eq!(d, ms * 2),
             other => panic!("expected RoundTrip, got {other:?}"),
         }
@@ -335,20 +336,20 @@ mod tests {
     fn pings_are_answered_and_close_or_a_request_lose_the_connection() {
         let mut memo = SessionMemo::default();
         let (mut c, _) = open(&memo, 3);
-        match c.receive(&mut memo, Ping::new(9).into(), origin()) {
+        match c.receive(&mut memo, Ping::new(9).into(), origin) {
             Received::Reply(Message::Pong(p)) => assert_eq!(p.nonce, 9),
             other => panic!("expected a Pong, got {other:?}"),
         }
         match c.receive(
             &mut memo,
             Close::new(CloseCode::KICKED, "kicked").into(),
-            origin(),
+            origin,
         ) {
             Received::Lost(text) => assert!(text.starts_with("server closed: kicked"), "{text}"),
             other => panic!("expected Lost, got {other:?}"),
         }
         let req = cypherwire_wire::Request::new(1, "/A", "B");
-        match c.receive(&mut memo, req.into(), origin()) {
+        match c.receive(&mut memo, req.into(), origin) {
             Received::Lost(text) => assert_eq!(text, "unexpected message kind 0x01"),
             other => panic!("expected Lost, got {other:?}"),
         }

@@ -402,7 +402,7 @@ async fn online(
                     Ok(None) => return End::Lost("server closed the session".into()),
                     Err(e) => return End::Lost(e.to_string()),
                 };
-                match conn.receive(&mut st.session, msg, monotonic()) {
+                match conn.receive(&mut st.session, msg, monotonic) {
                     Received::Response(resp) => {
                         if let Some(e) = st.pending.remove(resp.id) {
                             let _ = e.reply.send(Ok(resp));

@@ -7,8 +7,9 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use cypherwire_session::token::SessionToken;
-use cypherwire_session::{Error as SessionError, SecureReader, SecureWriter, accept_guarded};
+use cypherwire_session::{
+    Error as SessionError, SecureReader, SecureWriter, SessionToken, accept_guarded,
+};
 use cypherwire_wire::{Close, CloseCode, Message, Request, Response, StatusCode};
 use tokio::io::{AsyncRead, AsyncWrite, ReadHalf, WriteHalf};
 use tokio::sync::{OwnedSemaphorePermit, mpsc, watch};
@@ -69,7 +70,7 @@ impl Running {
             .reports
             .get_or_insert_with(|| mpsc::channel(max_in_flight));
         let done = Done {
-            tx: tx.clone(),
+            tx: Some(tx.clone()),
             id,
             ticket,
         };
@@ -116,9 +117,19 @@ type Report = (u64, Ticket);
 /// Tells the connection's reader that a request is done when dropped, however its work ends
 /// (answered, failed, past its deadline, cancelled, aborted).
 struct Done {
-    tx: mpsc::Sender<Report>,
+    /// `None` once the reader was told directly (the work finished in its first poll).
+    tx: Option<mpsc::Sender<Report>>,
     id: u64,
     ticket: Ticket,
+}
+
+impl Done {
+    /// The work ended where the reader can see it: the reader counts it itself, nothing is
+    /// sent. Returns what to count.
+    fn settle(mut self) -> (u64, Ticket) {
+        self.tx = None;
+        (self.id, self.ticket)
+    }
 }
 
 impl Drop for Done {
@@ -127,8 +138,20 @@ impl Drop for Done {
         // flight, and each counts until its report is received, so reports queued plus
         // requests running never exceed it. The reader may be gone (the connection ended
         // first): nothing is left to count then.
-        let _ = self.tx.try_send((self.id, self.ticket));
+        if let Some(tx) = self.tx.take() {
+            let _ = tx.try_send((self.id, self.ticket));
+        }
     }
+}
+
+/// Where a dispatched request's work is.
+enum Dispatched {
+    /// It finished in its first poll; its guard is handed back to be settled.
+    Finished(Done),
+    /// It runs on a task of its own that a `Cancel` may abort.
+    Running(AbortHandle),
+    /// It runs on a task that only answers (no route, deadline already passed).
+    Answering,
 }
 
 /// Releases the per-address slot when the connection ends, however it ends.
@@ -495,8 +518,13 @@ async fn read_messages(
                 }
                 let id = req.id;
                 let (ticket, done) = running.start(id, shared.limits.max_in_flight);
-                if let Some(abort) = dispatch(env, req, session, done).await {
-                    running.core.track(id, ticket, abort);
+                match dispatch(env, req, session, done).await {
+                    Dispatched::Finished(done) => {
+                        let (id, ticket) = done.settle();
+                        running.core.finished(id, ticket);
+                    }
+                    Dispatched::Running(abort) => running.core.track(id, ticket, abort),
+                    Dispatched::Answering => {}
                 }
             }
             Step::Action(action) => match router.action_handler(&action.name) {
@@ -626,12 +654,7 @@ async fn answer(session: &Session, resp: Response) {
 /// exactly one response. The work is polled once right here: a handler that finishes without
 /// waiting (the common case: no I/O) is answered without a task of its own; otherwise the rest
 /// runs in its own task, which `Cancel` aborts through the returned handle.
-async fn dispatch(
-    env: &Env,
-    req: Request,
-    session: Arc<Session>,
-    done: Done,
-) -> Option<AbortHandle> {
+async fn dispatch(env: &Env, req: Request, session: Arc<Session>, done: Done) -> Dispatched {
     let id = req.id;
     let deadline = req.deadline;
     let Some(handler) = env.router.lookup(&req.path, &req.operation) else {
@@ -640,7 +663,7 @@ async fn dispatch(
             let _done = done;
             answer(&session, Response::error(id, StatusCode::NOT_FOUND, text)).await;
         });
-        return None;
+        return Dispatched::Answering;
     };
     if deadline.is_some_and(|d| d.is_zero()) {
         tokio::spawn(async move {
@@ -648,7 +671,7 @@ async fn dispatch(
             let resp = Response::error(id, StatusCode::DEADLINE_EXCEEDED, "deadline exceeded");
             answer(&session, resp).await;
         });
-        return None;
+        return Dispatched::Answering;
     }
     let mut ctx = env.ctx.clone();
     ctx.request_id = Some(id);
@@ -658,7 +681,6 @@ async fn dispatch(
     let work = tracing::Instrument::instrument(CatchUnwind(handler.call(req, ctx)), span);
     let shared = env.shared.clone();
     let mut task = Box::pin(async move {
-        let _done = done;
         let outcome = match deadline {
             // Past the deadline the work is dropped, not left running.
             Some(d) => tokio::time::timeout(d, work).await.ok(),
@@ -685,7 +707,11 @@ async fn dispatch(
     });
     let first = std::future::poll_fn(|cx| std::task::Poll::Ready(task.as_mut().poll(cx))).await;
     if first.is_ready() {
-        return None;
+        return Dispatched::Finished(done);
     }
-    Some(tokio::spawn(task).abort_handle())
+    let task = async move {
+        let _done = done;
+        task.await;
+    };
+    Dispatched::Running(tokio::spawn(task).abort_handle())
 }

@@ -6,6 +6,7 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
+use cypherwire_session::fasthash::FastState;
 use cypherwire_wire::{Action, Message, Pong, Request, Resume};
 
 use crate::events::DisconnectReason;
@@ -48,7 +49,7 @@ pub(crate) struct ServerConnection<T> {
     in_flight: usize,
     next_ticket: u64,
     /// Requests whose work runs on its own and can be stopped by a `Cancel`.
-    running: HashMap<u64, (Ticket, T)>,
+    running: HashMap<u64, (Ticket, T), FastState>,
 }
 
 impl<T> ServerConnection<T> {
@@ -62,7 +63,7 @@ impl<T> ServerConnection<T> {
             max_in_flight,
             in_flight: 0,
             next_ticket: 0,
-            running: HashMap::new(),
+            running: HashMap::default(),
         }
     }
 
@@ -119,7 +120,8 @@ impl<T> ServerConnection<T> {
     /// Request `id`, started with `ticket`, is done (answered, failed, cancelled or stopped).
     pub(crate) fn finished(&mut self, id: u64, ticket: Ticket) {
         self.in_flight = self.in_flight.saturating_sub(1);
-        if self.running.get(&id).is_some_and(|(t, _)| *t == ticket) {
+        // Most requests finish without a task of their own and were never tracked.
+        if !self.running.is_empty() && self.running.get(&id).is_some_and(|(t, _)| *t == ticket) {
             self.running.remove(&id);
         }
     }

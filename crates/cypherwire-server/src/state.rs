@@ -16,8 +16,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
-use cypherwire_session::token::SessionToken;
-use cypherwire_session::{AttemptLimiter, SourceKey};
+use cypherwire_session::{AttemptLimiter, SessionToken, SourceKey};
 
 use crate::id::ConnectionId;
 use crate::outgoing::{Outbox, Session, SessionTable};

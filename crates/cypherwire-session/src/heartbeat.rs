@@ -56,6 +56,10 @@ pub enum LinkChange {
 pub struct LinkMonitor {
     policy: HeartbeatPolicy,
     last_ok: Instant,
+    /// When [`check`](Self::check) last ran (or the monitor was made).
+    last_check: Instant,
+    /// Something was [`heard`](Self::heard) since the last check.
+    heard: bool,
     lost: bool,
 }
 
@@ -65,8 +69,18 @@ impl LinkMonitor {
         Self {
             policy,
             last_ok: now,
+            last_check: now,
+            heard: false,
             lost: false,
         }
+    }
+
+    /// The other side sent something, noted without reading the clock (for a busy link,
+    /// where every message counts): the next [`check`](Self::check) takes it as heard at the
+    /// check before, the latest time it is sure of. With checks every interval, the link is then
+    /// lost at the (`missed` + 1)-th check after the last message.
+    pub fn heard(&mut self) {
+        self.heard = true;
     }
 
     /// The other side answered (a heartbeat's answer, or any message that proves it is there).
@@ -75,8 +89,16 @@ impl LinkMonitor {
         std::mem::take(&mut self.lost).then_some(LinkChange::Regained)
     }
 
-    /// Checks for silence; reports the loss once.
+    /// Checks for silence; reports the loss once, and a regain once after it if something
+    /// was [`heard`](Self::heard).
     pub fn check(&mut self, now: Instant) -> Option<LinkChange> {
+        let previous = std::mem::replace(&mut self.last_check, now);
+        if std::mem::take(&mut self.heard) {
+            self.last_ok = self.last_ok.max(previous);
+            if std::mem::take(&mut self.lost) {
+                return Some(LinkChange::Regained);
+            }
+        }
         if !self.lost && now.saturating_duration_since(self.last_ok) > self.policy.timeout() {
             self.lost = true;
             return Some(LinkChange::Lost);
@@ -111,5 +133,23 @@ mod tests {
         assert!(l.is_lost());
         assert_eq!(l.answered(t0 + 5 * S), Some(LinkChange::Regained));
         assert_eq!(l.answered(t0 + 6 * S), None);
+    }
+
+    #[test]
+    fn what_is_heard_between_checks_counts_as_of_the_check_before() {
+        let t0 = origin();
+        let mut l = LinkMonitor::new(HeartbeatPolicy::new(S, 2), t0);
+        assert_eq!(l.check(t0 + S), None);
+        // A message between the checks at 1 s and 2 s: heard as of 1 s.
+        l.heard();
+        assert_eq!(l.check(t0 + 2 * S), None);
+        assert_eq!(l.check(t0 + 3 * S), None);
+        assert_eq!(l.check(t0 + 4 * S), Some(LinkChange::Lost));
+        // Heard while lost: regained at the next check, and lost again after the timeout.
+        l.heard();
+        assert_eq!(l.check(t0 + 5 * S), Some(LinkChange::Regained));
+        assert!(!l.is_lost());
+        assert_eq!(l.check(t0 + 6 * S), None);
+        assert_eq!(l.check(t0 + 7 * S), Some(LinkChange::Lost));
     }
 }

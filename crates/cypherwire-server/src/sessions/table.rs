@@ -4,8 +4,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
-use cypherwire_session::token::SessionToken;
-use cypherwire_session::{PublicKey, SourceKey};
+use cypherwire_session::{PublicKey, SessionToken, SourceKey};
 use cypherwire_wire::Message;
 
 use super::policy::ResumePolicy;

@@ -4,8 +4,7 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use cypherwire_session::SourceKey;
-use cypherwire_session::token::SessionToken;
+use cypherwire_session::{SessionToken, SourceKey};
 use cypherwire_wire::{Message, Response, Value};
 
 use super::table::digest;
