@@ -10,21 +10,21 @@ use std::time::Duration;
 use cypherwire_session::{
     Error as SessionError, SecureReader, SecureWriter, SessionToken, accept_guarded,
 };
-use cypherwire_wire::{Close, CloseCode, Message, Request, Response, StatusCode};
+use cypherwire_wire::{Close, CloseCode, Message};
 use tokio::io::{AsyncRead, AsyncWrite, ReadHalf, WriteHalf};
 use tokio::sync::{OwnedSemaphorePermit, mpsc, watch};
 use tokio::task::AbortHandle;
 
 use crate::core::{ServerConnection, Step, Ticket};
+use crate::dispatch::{Dispatched, Done, Report, dispatch};
 use crate::events::{DisconnectReason, EventKind};
 use crate::handle::ServerHandle;
 use crate::handler::Ctx;
-use crate::outgoing::{Outbox, Outgoing, Session};
+use crate::outgoing::{Outbox, Outgoing};
 use crate::registry::{Counters, Entry, Link};
 use crate::router::Router;
 use crate::sessions::{Begin, Origin, welcome};
 use crate::shared::Shared;
-use crate::unwind::{CatchUnwind, Panicked};
 
 /// Most outgoing messages sealed into one write.
 const WRITE_BATCH: usize = 64;
@@ -69,11 +69,7 @@ impl Running {
         let (tx, _) = self
             .reports
             .get_or_insert_with(|| mpsc::channel(max_in_flight));
-        let done = Done {
-            tx: Some(tx.clone()),
-            id,
-            ticket,
-        };
+        let done = Done::new(tx.clone(), id, ticket);
         (ticket, done)
     }
 
@@ -109,49 +105,6 @@ impl Drop for Running {
             }
         }
     }
-}
-
-/// A request's end: its id and the ticket it was started with.
-type Report = (u64, Ticket);
-
-/// Tells the connection's reader that a request is done when dropped, however its work ends
-/// (answered, failed, past its deadline, cancelled, aborted).
-struct Done {
-    /// `None` once the reader was told directly (the work finished in its first poll).
-    tx: Option<mpsc::Sender<Report>>,
-    id: u64,
-    ticket: Ticket,
-}
-
-impl Done {
-    /// The work ended where the reader can see it: the reader counts it itself, nothing is
-    /// sent. Returns what to count.
-    fn settle(mut self) -> (u64, Ticket) {
-        self.tx = None;
-        (self.id, self.ticket)
-    }
-}
-
-impl Drop for Done {
-    fn drop(&mut self) {
-        // Never full: a request starts only while fewer than the channel's capacity are in
-        // flight, and each counts until its report is received, so reports queued plus
-        // requests running never exceed it. The reader may be gone (the connection ended
-        // first): nothing is left to count then.
-        if let Some(tx) = self.tx.take() {
-            let _ = tx.try_send((self.id, self.ticket));
-        }
-    }
-}
-
-/// Where a dispatched request's work is.
-enum Dispatched {
-    /// It finished in its first poll; its guard is handed back to be settled.
-    Finished(Done),
-    /// It runs on a task of its own that a `Cancel` may abort.
-    Running(AbortHandle),
-    /// It runs on a task that only answers (no route, deadline already passed).
-    Answering,
 }
 
 /// Releases the per-address slot when the connection ends, however it ends.
@@ -518,7 +471,7 @@ async fn read_messages(
                 }
                 let id = req.id;
                 let (ticket, done) = running.start(id, shared.limits.max_in_flight);
-                match dispatch(env, req, session, done).await {
+                match dispatch(shared, router, ctx, req, session, done).await {
                     Dispatched::Finished(done) => {
                         let (id, ticket) = done.settle();
                         running.core.finished(id, ticket);
@@ -640,78 +593,4 @@ async fn drain(shared: &Shared, running: &mut Running) {
         }
     };
     let _ = tokio::time::timeout(shared.grace(), all_done).await;
-}
-
-/// Records the answer in the session and sends it to whichever connection the session is
-/// attached to now.
-async fn answer(session: &Session, resp: Response) {
-    if let (msg, Some(tx)) = session.complete(resp) {
-        tx.send(Outgoing::Shared(msg)).await;
-    }
-}
-
-/// Runs one request: the handler (with panics contained and the deadline enforced), then
-/// exactly one response. The work is polled once right here: a handler that finishes without
-/// waiting (the common case: no I/O) is answered without a task of its own; otherwise the rest
-/// runs in its own task, which `Cancel` aborts through the returned handle.
-async fn dispatch(env: &Env, req: Request, session: Arc<Session>, done: Done) -> Dispatched {
-    let id = req.id;
-    let deadline = req.deadline;
-    let Some(handler) = env.router.lookup(&req.path, &req.operation) else {
-        let text = format!("no handler for {} {}", req.path, req.operation);
-        tokio::spawn(async move {
-            let _done = done;
-            answer(&session, Response::error(id, StatusCode::NOT_FOUND, text)).await;
-        });
-        return Dispatched::Answering;
-    };
-    if deadline.is_some_and(|d| d.is_zero()) {
-        tokio::spawn(async move {
-            let _done = done;
-            let resp = Response::error(id, StatusCode::DEADLINE_EXCEEDED, "deadline exceeded");
-            answer(&session, resp).await;
-        });
-        return Dispatched::Answering;
-    }
-    let mut ctx = env.ctx.clone();
-    ctx.request_id = Some(id);
-    ctx.deadline = deadline;
-    let connection = ctx.connection;
-    let span = tracing::debug_span!("request", id, path = %req.path, operation = %req.operation);
-    let work = tracing::Instrument::instrument(CatchUnwind(handler.call(req, ctx)), span);
-    let shared = env.shared.clone();
-    let mut task = Box::pin(async move {
-        let outcome = match deadline {
-            // Past the deadline the work is dropped, not left running.
-            Some(d) => tokio::time::timeout(d, work).await.ok(),
-            None => Some(work.await),
-        };
-        let mut close_after = false;
-        let resp = match outcome {
-            None => Response::error(id, StatusCode::DEADLINE_EXCEEDED, "deadline exceeded"),
-            Some(Ok(Ok(reply))) => {
-                close_after = reply.close_after;
-                Response::ok(id, reply.data).with_metadata(reply.metadata)
-            }
-            Some(Ok(Err(e))) => Response::error(id, e.code, e.message),
-            Some(Err(Panicked)) => {
-                tracing::error!(request = id, "handler panicked");
-                Response::error(id, StatusCode::INTERNAL, "internal error")
-            }
-        };
-        answer(&session, resp).await;
-        if close_after {
-            // The answer is queued ahead of the Close that kicking sends.
-            let _ = ServerHandle::from_shared(shared).kick(connection);
-        }
-    });
-    let first = std::future::poll_fn(|cx| std::task::Poll::Ready(task.as_mut().poll(cx))).await;
-    if first.is_ready() {
-        return Dispatched::Finished(done);
-    }
-    let task = async move {
-        let _done = done;
-        task.await;
-    };
-    Dispatched::Running(tokio::spawn(task).abort_handle())
 }

@@ -78,6 +78,7 @@ mod clock;
 mod compat;
 mod conn;
 mod core;
+mod dispatch;
 mod error;
 mod events;
 mod handle;
