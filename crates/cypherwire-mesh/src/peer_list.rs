@@ -286,10 +286,16 @@ impl PeerList {
             if len > MAX_ADDR_TEXT {
                 return Err(ListError::Malformed("address text too long"));
             }
-            let addr = std::str::from_utf8(r.take(len)?)
-                .ok()
-                .and_then(|t| t.parse::<SocketAddr>().ok())
-                .ok_or(ListError::Malformed("invalid address"))?;
+            let text = std::str::from_utf8(r.take(len)?)
+                .map_err(|_| ListError::Malformed("invalid address"))?;
+            let addr = text
+                .parse::<SocketAddr>()
+                .map_err(|_| ListError::Malformed("invalid address"))?;
+            // spec: §7.3: a receiver MUST refuse "an address not in its canonical text form"
+            // One list, one body: `[::0]:40001` and `[::]:40001` must not both decode to it.
+            if addr.to_string() != text {
+                return Err(ListError::Malformed("address not in canonical text form"));
+            }
             if PeerId::of(&key) != id {
                 return Err(ListError::Malformed("peer id does not match its key"));
             }
@@ -602,5 +608,60 @@ mod tests {
         assert_eq!(PeerId::parse(&id.to_string()).unwrap(), id);
         assert!(PeerId::parse("xyz").is_err());
         assert!(PeerId::parse("0123456789abcdeg").is_err());
+    }
+
+    /// A one-entry body whose address is `addr`, laid out by hand as `docs/protocol.md` §7.3
+    /// gives it (the encoder only writes canonical text).
+    fn body_with_addr(addr: &str) -> Vec<u8> {
+        let key = PublicKey::from_bytes([0x22; 32]);
+        let mut b = b"CWPL".to_vec();
+        b.extend_from_slice(&0u64.to_be_bytes());
+        b.extend_from_slice(&1u64.to_be_bytes());
+        b.extend_from_slice(&1u16.to_be_bytes());
+        b.extend_from_slice(PeerId::of(&key).as_bytes());
+        b.extend_from_slice(key.as_bytes());
+        b.push(u8::try_from(addr.len()).unwrap());
+        b.extend_from_slice(addr.as_bytes());
+        b.extend_from_slice(&0u16.to_be_bytes());
+        b
+    }
+
+    #[test]
+    fn an_address_in_non_canonical_text_is_refused() {
+        // The fuzzer's minimal input: `[::0]:40001`, which would re-encode as `[::]:40001`.
+        let found = "4357504c0000000000000000000000000000000100019f72ea0cf49536e3\
+                     2222222222222222222222222222222222222222222222222222222222222222\
+                     0b5b3a3a305d3a34303030310000";
+        let found: Vec<u8> = (0..found.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&found[i..i + 2], 16).unwrap())
+            .collect();
+        assert_eq!(found, body_with_addr("[::0]:40001"));
+        for text in [
+            "[::0]:40001",
+            "[0::]:40001",
+            "[::A]:40001",
+            "[0000::1]:40001",
+            "[0:0:0:0:0:0:0:1]:40001",
+            "127.0.0.1:01",
+            "[::1]:040001",
+        ] {
+            assert_eq!(
+                PeerList::decode(&body_with_addr(text), ListLimits::default()),
+                Err(ListError::Malformed("address not in canonical text form")),
+                "{text}"
+            );
+        }
+        for text in [
+            "[::]:40001",
+            "[::a]:40001",
+            "[::1]:40001",
+            "127.0.0.1:1",
+            "[::ffff:1.2.3.4]:9",
+        ] {
+            let list = PeerList::decode(&body_with_addr(text), ListLimits::default()).unwrap();
+            assert_eq!(list.entries[0].addr.to_string(), text);
+            assert_eq!(list.encode().unwrap(), body_with_addr(text));
+        }
     }
 }
