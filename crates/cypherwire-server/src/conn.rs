@@ -64,16 +64,16 @@ impl Running {
     }
 
     /// Counts request `id` as in flight until the returned guard is dropped.
-    fn start(&mut self, id: u64, max_in_flight: usize) -> (Ticket, Done) {
+    fn start(&mut self, id: u64) -> (Ticket, Done) {
         let ticket = self.core.start();
-        let (tx, _) = self
-            .reports
-            .get_or_insert_with(|| mpsc::channel(max_in_flight));
+        let capacity = self.core.max_in_flight();
+        let (tx, _) = self.reports.get_or_insert_with(|| mpsc::channel(capacity));
         let done = Done::new(tx.clone(), id, ticket);
         (ticket, done)
     }
 
-    /// Takes in the ends reported so far.
+    /// Takes in the ends reported so far (a `Cancel` meanwhile of a request that has ended
+    /// only aborts a finished task and abandons an answered request: both no-ops).
     fn collect(&mut self) {
         if let Some((_, rx)) = &mut self.reports {
             while let Ok((id, ticket)) = rx.try_recv() {
@@ -396,7 +396,6 @@ async fn read_messages(
     };
     tokio::pin!(stop_signal);
     loop {
-        running.collect();
         let msg = tokio::select! {
             biased;
             () = &mut shutdown_signal => None,
@@ -463,14 +462,16 @@ async fn read_messages(
                     Begin::Run => {}
                 }
                 // Bounded work per connection: wait for a request to finish before reading
-                // further.
+                // further. Ends reported since the last request are taken in here, where the
+                // count matters, not on every message.
+                running.collect();
                 while running.core.at_capacity() {
                     if !running.wait_one().await {
                         return DisconnectReason::Shutdown;
                     }
                 }
                 let id = req.id;
-                let (ticket, done) = running.start(id, shared.limits.max_in_flight);
+                let (ticket, done) = running.start(id);
                 match dispatch(shared, router, ctx, req, session, done).await {
                     Dispatched::Finished(done) => {
                         let (id, ticket) = done.settle();

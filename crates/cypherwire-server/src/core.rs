@@ -95,6 +95,11 @@ impl<T> ServerConnection<T> {
         self.in_flight >= self.max_in_flight
     }
 
+    /// The most requests in flight at once.
+    pub(crate) fn max_in_flight(&self) -> usize {
+        self.max_in_flight
+    }
+
     /// Requests started and not yet finished.
     pub(crate) fn in_flight(&self) -> usize {
         self.in_flight

@@ -152,4 +152,18 @@ mod tests {
         assert_eq!(l.check(t0 + 6 * S), None);
         assert_eq!(l.check(t0 + 7 * S), Some(LinkChange::Lost));
     }
+
+    #[test]
+    fn the_timeout_is_interval_times_missed_and_zero_parts_are_invalid() {
+        let p = HeartbeatPolicy::default();
+        assert_eq!((p.interval, p.missed), (2 * S, 3));
+        assert_eq!(p.timeout(), 6 * S);
+        assert!(p.is_valid());
+        assert_eq!(
+            HeartbeatPolicy::new(Duration::MAX, 2).timeout(),
+            Duration::MAX
+        );
+        assert!(!HeartbeatPolicy::new(Duration::ZERO, 3).is_valid());
+        assert!(!HeartbeatPolicy::new(S, 0).is_valid());
+    }
 }

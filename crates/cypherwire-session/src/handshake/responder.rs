@@ -131,94 +131,88 @@ impl Responder {
     /// Answers a ClientHello without changing `self` (the next state is built from copies).
     fn on_hello(&self, msg: &[u8], now: Instant) -> Result<Step<Self>> {
         let (auth, config, opts) = (self.auth.clone(), self.config.clone(), self.opts.clone());
-        {
-            {
-                let hello = parse_client_hello(msg)?;
-                let suite = config
-                    .suites
-                    .iter()
-                    .copied()
-                    .find(|s| hello.suites.contains(&s.id()))
-                    .ok_or(HandshakeFailure::NoCommonSuite)?;
-                let codec = config
-                    .codecs
-                    .iter()
-                    .copied()
-                    .find(|c| hello.codecs.contains(&c.to_u8()))
-                    .ok_or(HandshakeFailure::NoCommonCodec)?;
-                let choice = [suite.id(), codec.to_u8()];
-                match (&auth, hello.mode) {
-                    (ServerAuth::Psk(psk), MODE_PSK) => {
-                        expect_len(hello.noise, 48)?;
-                        check_ephemeral(hello.noise)?;
-                        let mut noise = noise_state(
-                            NOISE_PSK,
-                            Some(psk.as_bytes()),
-                            None,
-                            &prologue(&[hello.header]),
-                            opts.ephemeral(),
-                            false,
-                        )?;
-                        noise_read(&mut noise, hello.noise)?;
-                        let send = noise_write(&mut noise, &choice)?;
-                        let est =
-                            establish(noise, Role::Responder, suite, codec, None, &config, now)?;
-                        Ok(Step::Done {
-                            established: Box::new(est),
-                            send: Some(send),
-                        })
-                    }
-                    (ServerAuth::Identity(key, _), MODE_IDENTITY) => {
-                        expect_len(hello.noise, 32)?;
-                        check_ephemeral(hello.noise)?;
-                        let mut noise = noise_state(
-                            NOISE_IDENTITY,
-                            None,
-                            Some(key),
-                            &prologue(&[hello.header]),
-                            opts.ephemeral(),
-                            false,
-                        )?;
-                        noise_read(&mut noise, hello.noise)?;
-                        let send = noise_write(&mut noise, &choice)?;
-                        Ok(Step::Continue {
-                            state: Self {
-                                state: RState::IdentityFinish {
-                                    noise,
-                                    suite,
-                                    codec,
-                                },
-                                auth,
-                                config,
-                                opts,
-                            },
-                            send,
-                        })
-                    }
-                    (ServerAuth::Password(verifier), MODE_PASSWORD) => {
-                        expect_len(hello.noise, 0)?;
-                        let (spake, spake_msg) =
-                            spake_start(&verifier.hash[..], Role::Responder, &opts)?;
-                        let challenge = encode_challenge(verifier, &spake_msg);
-                        Ok(Step::Continue {
-                            state: Self {
-                                state: RState::PasswordResponse {
-                                    spake: Box::new(spake),
-                                    header: hello.header.to_vec(),
-                                    challenge: challenge.clone(),
-                                    suite,
-                                    codec,
-                                },
-                                auth,
-                                config,
-                                opts,
-                            },
-                            send: challenge,
-                        })
-                    }
-                    (_, mode) => Err(HandshakeFailure::UnsupportedMode(mode).into()),
-                }
+        let hello = parse_client_hello(msg)?;
+        let suite = config
+            .suites
+            .iter()
+            .copied()
+            .find(|s| hello.suites.contains(&s.id()))
+            .ok_or(HandshakeFailure::NoCommonSuite)?;
+        let codec = config
+            .codecs
+            .iter()
+            .copied()
+            .find(|c| hello.codecs.contains(&c.to_u8()))
+            .ok_or(HandshakeFailure::NoCommonCodec)?;
+        let choice = [suite.id(), codec.to_u8()];
+        match (&auth, hello.mode) {
+            (ServerAuth::Psk(psk), MODE_PSK) => {
+                expect_len(hello.noise, 48)?;
+                check_ephemeral(hello.noise)?;
+                let mut noise = noise_state(
+                    NOISE_PSK,
+                    Some(psk.as_bytes()),
+                    None,
+                    &prologue(&[hello.header]),
+                    opts.ephemeral(),
+                    false,
+                )?;
+                noise_read(&mut noise, hello.noise)?;
+                let send = noise_write(&mut noise, &choice)?;
+                let est = establish(noise, Role::Responder, suite, codec, None, &config, now)?;
+                Ok(Step::Done {
+                    established: Box::new(est),
+                    send: Some(send),
+                })
             }
+            (ServerAuth::Identity(key, _), MODE_IDENTITY) => {
+                expect_len(hello.noise, 32)?;
+                check_ephemeral(hello.noise)?;
+                let mut noise = noise_state(
+                    NOISE_IDENTITY,
+                    None,
+                    Some(key),
+                    &prologue(&[hello.header]),
+                    opts.ephemeral(),
+                    false,
+                )?;
+                noise_read(&mut noise, hello.noise)?;
+                let send = noise_write(&mut noise, &choice)?;
+                Ok(Step::Continue {
+                    state: Self {
+                        state: RState::IdentityFinish {
+                            noise,
+                            suite,
+                            codec,
+                        },
+                        auth,
+                        config,
+                        opts,
+                    },
+                    send,
+                })
+            }
+            (ServerAuth::Password(verifier), MODE_PASSWORD) => {
+                expect_len(hello.noise, 0)?;
+                let (spake, spake_msg) = spake_start(&verifier.hash[..], Role::Responder, &opts)?;
+                let challenge = encode_challenge(verifier, &spake_msg);
+                Ok(Step::Continue {
+                    state: Self {
+                        state: RState::PasswordResponse {
+                            spake: Box::new(spake),
+                            header: hello.header.to_vec(),
+                            challenge: challenge.clone(),
+                            suite,
+                            codec,
+                        },
+                        auth,
+                        config,
+                        opts,
+                    },
+                    send: challenge,
+                })
+            }
+            (_, mode) => Err(HandshakeFailure::UnsupportedMode(mode).into()),
         }
     }
 
