@@ -36,7 +36,7 @@ pub(crate) const TYPE_KEY_UPDATE: u8 = 0x03;
 
 /// The most content this side puts in one record, whatever the frame limit allows: a large
 /// message goes out as 64 KiB chunks, so the peer opens the first while the rest is still
-/// being sealed and sent (1 MiB echoes: +32 % over one record per MiB, docs/performance.md).
+/// being sealed and sent (`docs/performance.md`, "What explains the figures").
 /// Messages of up to 64 KiB stay one record.
 pub const MAX_CHUNK: usize = 64 * 1024;
 
