@@ -163,6 +163,14 @@ pub(crate) async fn run<IO>(
                 peer,
                 reason: e.to_string(),
             });
+            if let Some(cluster) = &shared.cluster
+                && matches!(
+                    e,
+                    SessionError::AuthenticationFailed | SessionError::Handshake(_)
+                )
+            {
+                cluster.failure(source);
+            }
             if shared.is_banned(ip) {
                 shared.emit(EventKind::Banned { peer });
             }
@@ -253,14 +261,23 @@ pub(crate) async fn run<IO>(
         .stats
         .bytes_in_closed
         .fetch_add(counters.bytes_in.load(Ordering::Relaxed), Ordering::Relaxed);
-    shared.state.leave_all(id);
-    shared
-        .state
-        .detach(&link.session(), id, crate::clock::monotonic());
+    if shared.state.leave_all(id)
+        && let Some(cluster) = &shared.cluster
+    {
+        cluster.interest_changed();
+    }
+    if reason == DisconnectReason::PushesLost {
+        shared.state.discard(link.session().id());
+    } else {
+        shared
+            .state
+            .detach(&link.session(), id, crate::clock::monotonic());
+    }
     let close = match &reason {
         DisconnectReason::Closed | DisconnectReason::Truncated => None,
         DisconnectReason::Kicked => Some((CloseCode::KICKED, "kicked")),
         DisconnectReason::Replaced => Some((CloseCode::GOING_AWAY, "session resumed elsewhere")),
+        DisconnectReason::PushesLost => Some((CloseCode::PUSHES_LOST, "pushes were lost")),
         DisconnectReason::SlowConsumer => Some((CloseCode::SLOW_CONSUMER, "slow consumer")),
         DisconnectReason::IdleTimeout => Some((CloseCode::TIMEOUT, "idle timeout")),
         DisconnectReason::Shutdown => Some((CloseCode::GOING_AWAY, "server shutting down")),

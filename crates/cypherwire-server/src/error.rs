@@ -33,6 +33,13 @@ pub enum Error {
     /// The local address could not be read.
     #[error("cannot read the local address: {0}")]
     LocalAddr(io::Error),
+    /// Joining the cluster failed.
+    #[error("cannot join the cluster: {0}")]
+    Cluster(#[from] crate::cluster::BackplaneError),
+    /// The connection is held by another node of the cluster: reach it through
+    /// [`ServerHandle::cluster`](crate::ServerHandle::cluster).
+    #[error("connection {0} is held by another node")]
+    Remote(ConnectionId),
 }
 
 /// Why a connection was refused before its handshake.

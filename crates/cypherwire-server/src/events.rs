@@ -100,6 +100,9 @@ pub enum DisconnectReason {
     Shutdown,
     /// A newer connection resumed this connection's session.
     Replaced,
+    /// Pushes to it were lost on the way from another node of the cluster; its session
+    /// was dropped so that it cannot resume past the hole.
+    PushesLost,
     /// The peer broke the protocol or a record failed authentication.
     ProtocolError(String),
     /// The transport failed.

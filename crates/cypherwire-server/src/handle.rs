@@ -8,12 +8,13 @@ use std::time::Duration;
 
 use cypherwire_wire::{Action, Message, Value};
 
+use crate::cluster::protocol::Frame;
+use crate::cluster::{Cluster, Topic};
 use crate::error::Error;
 use crate::events::{DisconnectReason, Events};
 use crate::id::ConnectionId;
 use crate::outgoing::Outgoing;
 use crate::registry::ConnectionInfo;
-use crate::sessions::Refused;
 use crate::shared::Shared;
 use crate::state::TooManyGroups;
 
@@ -101,39 +102,11 @@ impl ServerHandle {
     ///
     /// # Errors
     /// [`Error::UnknownConnection`], or [`Error::SlowConsumer`] if its outbox is full (the
-    /// connection is then closed; other connections are not affected).
+    /// connection is then closed; other connections are not affected); [`Error::Remote`] for a
+    /// connection another node of the cluster holds (use [`cluster`](Self::cluster)).
     pub fn send_to(&self, id: ConnectionId, data: impl Into<Value>) -> Result<(), Error> {
-        let link = self
-            .shared
-            .registry
-            .link(id)
-            .ok_or(Error::UnknownConnection(id))?;
-        self.push(id, &link, data.into())
-    }
-
-    /// Pushes through the connection's session (numbered, kept for replay after a cut).
-    fn push(
-        &self,
-        id: ConnectionId,
-        link: &crate::registry::Link,
-        data: Value,
-    ) -> Result<(), Error> {
-        match link.session().push(data) {
-            Ok(()) => {
-                self.shared.stats.pushes.fetch_add(1, Ordering::Relaxed);
-                Ok(())
-            }
-            Err(crate::sessions::PushFailure::SlowConsumer(conn)) => {
-                self.shared
-                    .stats
-                    .slow_consumers
-                    .fetch_add(1, Ordering::Relaxed);
-                if let Some(l) = self.shared.registry.link(conn) {
-                    l.stop.send_replace(Some(DisconnectReason::SlowConsumer));
-                }
-                Err(Error::SlowConsumer(id))
-            }
-        }
+        self.shared.check_local(id)?;
+        crate::delivery::push_to(&self.shared, id, data.into())
     }
 
     /// Queues any envelope to one connection.
@@ -141,63 +114,54 @@ impl ServerHandle {
     /// # Errors
     /// As [`send_to`](Self::send_to).
     pub fn send_message(&self, id: ConnectionId, msg: Message) -> Result<(), Error> {
-        let link = self
-            .shared
-            .registry
-            .link(id)
-            .ok_or(Error::UnknownConnection(id))?;
-        self.deliver(id, &link, Outgoing::Message(msg))
+        self.shared.check_local(id)?;
+        crate::delivery::deliver_to(&self.shared, id, Outgoing::Message(msg))
     }
 
-    fn deliver(
-        &self,
-        id: ConnectionId,
-        link: &crate::registry::Link,
-        msg: Outgoing,
-    ) -> Result<(), Error> {
-        match link.outbox.try_send(msg) {
-            Ok(()) => {
-                self.shared.stats.pushes.fetch_add(1, Ordering::Relaxed);
-                Ok(())
-            }
-            Err(Refused::Full) => {
-                // Declared policy: never block, never grow; cut the slow consumer.
-                self.shared
-                    .stats
-                    .slow_consumers
-                    .fetch_add(1, Ordering::Relaxed);
-                link.stop.send_replace(Some(DisconnectReason::SlowConsumer));
-                Err(Error::SlowConsumer(id))
-            }
-            Err(Refused::Closed) => Err(Error::UnknownConnection(id)),
-        }
-    }
-
-    /// Pushes `data` to every authenticated connection; returns how many it was queued for
-    /// (slow consumers are disconnected and not counted).
+    /// Pushes `data` to every authenticated connection; returns how many of this server's
+    /// connections it was queued for (slow consumers are disconnected and not counted). In a
+    /// cluster, every other node delivers it to its own connections too.
     pub fn broadcast(&self, data: impl Into<Value>) -> usize {
         let data = data.into();
-        self.shared
+        let n = self
+            .shared
             .registry
             .links()
             .into_iter()
-            .filter(|(id, link)| self.push(*id, link, data.clone()).is_ok())
-            .count()
+            .filter(|(id, _)| crate::delivery::push_to(&self.shared, *id, data.clone()).is_ok())
+            .count();
+        if let Some(cluster) = &self.shared.cluster {
+            cluster.publish(Topic::All, &Frame::Push(data));
+        }
+        n
     }
 
     /// Sends an action to every authenticated connection (e.g. a chat message); returns how
-    /// many it was queued for. One copy of the action is shared by every connection's queue.
+    /// many of this server's connections it was queued for (in a cluster, every other node
+    /// delivers it too). One copy of the action is shared by every connection's queue.
     pub fn broadcast_action(&self, action: &Action) -> usize {
         let msg = Arc::new(Message::from(action.clone()));
-        self.shared
+        let n = self
+            .shared
             .registry
             .links()
             .into_iter()
-            .filter(|(id, link)| {
-                self.deliver(*id, link, Outgoing::Shared(msg.clone()))
+            .filter(|(id, _)| {
+                crate::delivery::deliver_to(&self.shared, *id, Outgoing::Shared(msg.clone()))
                     .is_ok()
             })
-            .count()
+            .count();
+        if let Some(cluster) = &self.shared.cluster {
+            cluster.publish(Topic::All, &Frame::Action(action.clone()));
+        }
+        n
+    }
+
+    /// What only a cluster can answer (connections on other nodes, cluster-wide counts);
+    /// `None` for a server without a backplane.
+    pub fn cluster(&self) -> Option<Cluster> {
+        let link = self.shared.cluster.clone()?;
+        Some(Cluster::new(self.shared.clone(), link))
     }
 
     /// A handle on one connection: send to it, close it, read its details.
@@ -232,45 +196,55 @@ impl ServerHandle {
     /// # Errors
     /// [`Error::UnknownConnection`]; [`Error::Config`] beyond [`MAX_GROUPS`](crate::MAX_GROUPS) groups.
     pub fn join_group(&self, id: ConnectionId, group: &str) -> Result<(), Error> {
+        self.shared.check_local(id)?;
         if self.shared.registry.link(id).is_none() {
             return Err(Error::UnknownConnection(id));
         }
         self.shared
             .state
             .join(group, id)
-            .map_err(|TooManyGroups| Error::Config("too many groups"))
+            .map_err(|TooManyGroups| Error::Config("too many groups"))?;
+        if let Some(cluster) = &self.shared.cluster {
+            cluster.interest_changed();
+        }
+        Ok(())
     }
 
     /// Removes a connection from a group; returns whether it was a member.
     pub fn leave_group(&self, id: ConnectionId, group: &str) -> bool {
-        self.shared.state.leave(group, id)
+        let was = self.shared.state.leave(group, id);
+        if was && let Some(cluster) = &self.shared.cluster {
+            cluster.interest_changed();
+        }
+        was
     }
 
-    /// The members of a group.
+    /// The members of a group on this server.
     pub fn group_members(&self, group: &str) -> Vec<ConnectionId> {
         self.shared.state.members(group)
     }
 
-    /// Pushes `data` to every member of a group; returns how many it was queued for.
+    /// Pushes `data` to every member of a group; returns how many of this server's members
+    /// it was queued for (in a cluster, the nodes with members deliver it to theirs).
     pub fn broadcast_group(&self, group: &str, data: impl Into<Value>) -> usize {
         let data = data.into();
-        let members = self.group_members(group);
-        members
+        let n = self
+            .group_members(group)
             .into_iter()
-            .filter(|id| {
-                let Some(link) = self.shared.registry.link(*id) else {
-                    return false;
-                };
-                self.push(*id, &link, data.clone()).is_ok()
-            })
-            .count()
+            .filter(|id| crate::delivery::push_to(&self.shared, *id, data.clone()).is_ok())
+            .count();
+        if let Some(cluster) = &self.shared.cluster {
+            cluster.publish(Topic::Group(group.to_owned()), &Frame::Push(data));
+        }
+        n
     }
 
     /// Closes one connection (the peer gets `Close` with code `KICKED`).
     ///
     /// # Errors
-    /// [`Error::UnknownConnection`].
+    /// [`Error::UnknownConnection`]; [`Error::Remote`] for a connection another node holds.
     pub fn kick(&self, id: ConnectionId) -> Result<(), Error> {
+        self.shared.check_local(id)?;
         let link = self
             .shared
             .registry
@@ -298,18 +272,27 @@ impl ServerHandle {
     /// any work. A source is an IPv4 address (`::ffff:192.0.2.7` is `192.0.2.7`) or an IPv6
     /// network of [`BanPolicy::ipv6_prefix`](cypherwire_session::BanPolicy::ipv6_prefix) bits
     /// (a /64 by default).
+    ///
+    /// In a cluster the ban is stored in the backplane and holds on every node.
     pub fn ban(&self, ip: IpAddr, length: Duration) {
         let source = self.shared.source(ip);
         self.shared
             .state
             .ban(&source, length, crate::clock::monotonic());
+        if let Some(cluster) = &self.shared.cluster {
+            cluster.ban(source, length);
+        }
     }
 
     /// Lifts the ban on the source `ip` belongs to; returns whether there was one (or any
     /// record of the source).
     pub fn unban(&self, ip: IpAddr) -> bool {
         let source = self.shared.source(ip);
-        self.shared.state.unban(&source)
+        let was = self.shared.state.unban(&source);
+        if let Some(cluster) = &self.shared.cluster {
+            cluster.unban(source);
+        }
+        was
     }
 
     /// Sources banned now, each as its address (an IPv4 address, or the first address of an

@@ -2,17 +2,14 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::time::Duration;
 
 use cypherwire_session::PublicKey;
 use cypherwire_wire::{Action, Request, StatusCode, Value};
 
+use crate::future::BoxFuture;
 use crate::handle::ServerHandle;
 use crate::id::ConnectionId;
-
-/// A boxed, sendable future.
-pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
 
 /// What a request handler answers: data and metadata.
 #[derive(Debug, Clone, PartialEq, Default)]

@@ -75,12 +75,15 @@
 
 mod accept;
 mod clock;
+mod cluster;
 mod compat;
 mod conn;
 mod core;
+mod delivery;
 mod dispatch;
 mod error;
 mod events;
+mod future;
 mod handle;
 mod handler;
 mod id;
@@ -97,12 +100,18 @@ mod state;
 mod unwind;
 
 pub use crate::accept::Accept;
+pub use crate::cluster::{
+    Backplane, BackplaneError, BackplaneEvent, Cluster, ClusterError, ClusterStats,
+    DEFAULT_QUERY_DEADLINE, History, Partial, Position, Publication, Published, RemoteConnection,
+    Topic,
+};
 pub use crate::compat::CypherCompat;
 pub use crate::error::{Error, Incoming, Refusal};
 pub use crate::events::{DEFAULT_EVENT_CAPACITY, DisconnectReason, Event, EventKind, Events};
+pub use crate::future::BoxFuture;
 pub use crate::handle::{ConnectionHandle, ServerHandle, StatsSnapshot};
-pub use crate::handler::{ActionHandler, BoxFuture, Ctx, HandlerError, Reply, RequestHandler};
-pub use crate::id::ConnectionId;
+pub use crate::handler::{ActionHandler, Ctx, HandlerError, Reply, RequestHandler};
+pub use crate::id::{ConnectionId, NodeId, ParseConnectionIdError};
 pub use crate::inbox::{Inbox, InboxItem};
 pub use crate::limits::ServerLimits;
 pub use crate::rate::{DEFAULT_HANDSHAKE_RATE, RateLimit};

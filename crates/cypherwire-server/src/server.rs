@@ -9,6 +9,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{broadcast, watch};
 
 use crate::accept::{Accept, accept_loop};
+use crate::cluster::Backplane;
 use crate::error::{Error, Incoming};
 use crate::events::DEFAULT_EVENT_CAPACITY;
 use crate::handle::ServerHandle;
@@ -32,6 +33,7 @@ pub struct ServerBuilder {
     connection_queue: Option<usize>,
     resume: crate::ResumePolicy,
     compat: Option<crate::CypherCompat>,
+    cluster: Option<Arc<dyn Backplane>>,
 }
 
 impl std::fmt::Debug for ServerBuilder {
@@ -137,6 +139,14 @@ impl ServerBuilder {
 
     /// Binds a TCP listener and starts serving.
     ///
+    /// Joins a cluster: this server shares broadcasts, groups, bans and its registry with the
+    /// other servers on the same backplane (the crate docs' "Cluster" section; without it,
+    /// everything stays in this process).
+    pub fn cluster(mut self, backplane: impl Backplane) -> Self {
+        self.cluster = Some(Arc::new(backplane));
+        self
+    }
+
     /// # Errors
     /// [`Error::Bind`], [`Error::Config`] for invalid limits or ban policy.
     pub async fn bind(self, addr: &str) -> Result<Server, Error> {
@@ -233,6 +243,12 @@ impl ServerBuilder {
             None => (None, None),
         };
         let router = Arc::new(self.router);
+        let cluster = match self.cluster {
+            Some(backplane) => Some(crate::cluster::start(backplane).await?),
+            None => None,
+        };
+        let node = cluster.as_ref().map_or(0, |(link, _)| link.node().get());
+        let (link, starter) = cluster.unzip();
         let shared = Arc::new(Shared {
             auth: self.auth,
             session: self.session,
@@ -251,7 +267,12 @@ impl ServerBuilder {
             inbox_rx: Mutex::new(inbox_rx),
             state: Box::new(LocalState::new(limiter, sessions)),
             connection_queue: self.connection_queue,
+            node,
+            cluster: link.clone(),
         });
+        if let (Some(link), Some(starter)) = (&link, starter) {
+            starter.run(&shared, link);
+        }
         let compat_addr = match self.compat {
             Some(cfg) => {
                 let l = crate::compat::bind(&cfg).await?;
@@ -295,6 +316,7 @@ impl Server {
             connection_queue: None,
             resume: crate::ResumePolicy::default(),
             compat: None,
+            cluster: None,
         }
     }
 

@@ -9,6 +9,7 @@ use std::time::Duration;
 use cypherwire_session::{BanPolicy, ServerAuth, SessionConfig, SourceKey};
 use tokio::sync::{broadcast, watch};
 
+use crate::cluster::link::ClusterLink;
 use crate::error::Incoming;
 use crate::events::{Event, EventKind};
 use crate::id::ConnectionId;
@@ -52,6 +53,10 @@ pub(crate) struct Shared {
     pub(crate) state: Box<dyn ServerState>,
     pub(crate) connection_queue: Option<usize>,
     pub(crate) bans: BanPolicy,
+    /// This server's node id in its cluster (0 outside a cluster).
+    pub(crate) node: u32,
+    /// The backplane, for a server in a cluster.
+    pub(crate) cluster: Option<Arc<ClusterLink>>,
 }
 
 impl Shared {
@@ -64,7 +69,15 @@ impl Shared {
     }
 
     pub(crate) fn next_id(&self) -> ConnectionId {
-        ConnectionId(self.next_id.fetch_add(1, Ordering::Relaxed) + 1)
+        ConnectionId::on(self.node, self.next_id.fetch_add(1, Ordering::Relaxed) + 1)
+    }
+
+    /// Refuses an id another node of the cluster holds.
+    pub(crate) fn check_local(&self, id: ConnectionId) -> Result<(), crate::Error> {
+        match id.node() {
+            Some(node) if node.get() != self.node => Err(crate::Error::Remote(id)),
+            _ => Ok(()),
+        }
     }
 
     pub(crate) fn shutdown_rx(&self) -> watch::Receiver<bool> {

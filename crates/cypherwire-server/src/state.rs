@@ -56,8 +56,12 @@ pub(crate) trait ServerState: Send + Sync + 'static {
     /// Removes `conn` from `group`; whether it was a member.
     fn leave(&self, group: &str, conn: ConnectionId) -> bool;
 
-    /// Removes `conn` from every group (its connection ended).
-    fn leave_all(&self, conn: ConnectionId);
+    /// Removes `conn` from every group (its connection ended); whether a group went away
+    /// with it.
+    fn leave_all(&self, conn: ConnectionId) -> bool;
+
+    /// The groups that have a member.
+    fn groups(&self) -> Vec<String>;
 
     /// The members of `group`, in id order.
     fn members(&self, group: &str) -> Vec<ConnectionId>;
@@ -116,7 +120,7 @@ impl LocalState {
         self.attempts.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn groups(&self) -> MutexGuard<'_, HashMap<String, HashSet<ConnectionId>>> {
+    fn group_table(&self) -> MutexGuard<'_, HashMap<String, HashSet<ConnectionId>>> {
         self.groups.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
@@ -143,7 +147,7 @@ impl ServerState for LocalState {
     }
 
     fn join(&self, group: &str, conn: ConnectionId) -> Result<(), TooManyGroups> {
-        let mut groups = self.groups();
+        let mut groups = self.group_table();
         if !groups.contains_key(group) && groups.len() >= MAX_GROUPS {
             return Err(TooManyGroups);
         }
@@ -152,7 +156,7 @@ impl ServerState for LocalState {
     }
 
     fn leave(&self, group: &str, conn: ConnectionId) -> bool {
-        let mut groups = self.groups();
+        let mut groups = self.group_table();
         let Some(members) = groups.get_mut(group) else {
             return false;
         };
@@ -163,16 +167,25 @@ impl ServerState for LocalState {
         was
     }
 
-    fn leave_all(&self, conn: ConnectionId) {
-        self.groups().retain(|_, members| {
+    fn leave_all(&self, conn: ConnectionId) -> bool {
+        let mut groups = self.group_table();
+        let before = groups.len();
+        groups.retain(|_, members| {
             members.remove(&conn);
             !members.is_empty()
         });
+        groups.len() != before
+    }
+
+    fn groups(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.group_table().keys().cloned().collect();
+        names.sort();
+        names
     }
 
     fn members(&self, group: &str) -> Vec<ConnectionId> {
         let mut v: Vec<_> = self
-            .groups()
+            .group_table()
             .get(group)
             .map(|m| m.iter().copied().collect())
             .unwrap_or_default();
@@ -271,14 +284,14 @@ mod tests {
         s.leave_all(b);
         assert!(s.members("red").is_empty());
         assert_eq!(s.members("blue"), [a]);
-        assert_eq!(s.groups().len(), 1);
+        assert_eq!(s.group_table().len(), 1);
     }
 
     #[test]
     fn a_new_group_past_the_bound_is_refused_but_existing_ones_take_members() {
         let s = state();
         {
-            let mut groups = s.groups();
+            let mut groups = s.group_table();
             for i in 0..MAX_GROUPS {
                 groups
                     .entry(format!("g{i}"))

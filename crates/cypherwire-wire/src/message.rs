@@ -318,6 +318,9 @@ impl CloseCode {
     pub const INTERNAL_ERROR: Self = Self(10);
     /// A server-side limit (connections, per-IP) refused the connection.
     pub const OVERLOADED: Self = Self(11);
+    /// Pushes to this connection were lost on their way between server instances; its
+    /// session is gone, so a resume starts afresh.
+    pub const PUSHES_LOST: Self = Self(12);
 }
 
 /// Ends a connection, with a code and a short reason for humans.

@@ -93,6 +93,11 @@ impl<A: Attachment> SessionState<A> {
         self.inner.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// The session's id.
+    pub(crate) fn id(&self) -> SessionId {
+        self.id
+    }
+
     pub(crate) fn attach(&self, conn: ConnectionId, outbox: A) -> Option<ConnectionId> {
         let mut s = self.lock();
         s.attached

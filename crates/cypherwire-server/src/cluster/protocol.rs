@@ -1,0 +1,110 @@
+//! What nodes say to one another over the backplane: the payload of a publication and the
+//! requests one node sends another, with their replies (MessagePack, `docs/protocol.md` §8).
+
+use std::net::SocketAddr;
+
+use cypherwire_wire::{Action, Value};
+use serde::{Deserialize, Serialize};
+
+use super::seam::ClusterError;
+use crate::id::ConnectionId;
+
+/// What a publication asks every receiving node to deliver.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) enum Frame {
+    /// A push to each connection (numbered per session).
+    Push(Value),
+    /// An action to each connection.
+    Action(Action),
+}
+
+/// A request to one node.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) enum NodeRequest {
+    /// Push `data` to the node's connection `local`.
+    SendTo { local: u64, data: Value },
+    /// Kick the node's connection `local`.
+    Kick { local: u64 },
+    /// How many connections the node has.
+    Count,
+    /// The node's connections.
+    List,
+}
+
+/// A node's answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) enum NodeReply {
+    Done,
+    UnknownConnection,
+    SlowConsumer,
+    Count(u64),
+    List(Vec<(u64, SocketAddr)>),
+    /// The request could not be read.
+    BadRequest,
+}
+
+impl NodeReply {
+    pub(crate) fn into_result(self, id: ConnectionId) -> Result<(), ClusterError> {
+        match self {
+            Self::Done => Ok(()),
+            Self::SlowConsumer => Err(ClusterError::SlowConsumer(id)),
+            _ => Err(ClusterError::UnknownConnection(id)),
+        }
+    }
+}
+
+pub(crate) fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+    // Every type here is plain data (enums, numbers, strings, `Value`), which MessagePack can
+    // always express.
+    rmp_serde::to_vec(value).unwrap_or_default()
+}
+
+pub(crate) fn decode<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Option<T> {
+    rmp_serde::from_slice(bytes).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_and_frames_survive_their_encoding() {
+        let requests = [
+            NodeRequest::SendTo {
+                local: 7,
+                data: Value::from("hi"),
+            },
+            NodeRequest::Kick { local: 9 },
+            NodeRequest::Count,
+            NodeRequest::List,
+        ];
+        for r in requests {
+            assert_eq!(decode::<NodeRequest>(&encode(&r)), Some(r));
+        }
+        let f = Frame::Action(Action::new("chat", Value::from(3), 0));
+        assert_eq!(decode::<Frame>(&encode(&f)), Some(f));
+        let reply = NodeReply::List(vec![(1, "127.0.0.1:9".parse().unwrap())]);
+        assert_eq!(decode::<NodeReply>(&encode(&reply)), Some(reply));
+    }
+
+    #[test]
+    fn the_encoding_is_the_one_the_spec_writes() {
+        // docs/protocol.md §8.4: a unit variant is its name; others a one-entry map from the
+        // name to the fields as an array.
+        assert_eq!(encode(&NodeRequest::Count), b"\xa5Count");
+        assert_eq!(
+            encode(&NodeRequest::SendTo {
+                local: 7,
+                data: Value::from("hi")
+            }),
+            b"\x81\xa6SendTo\x92\x07\xa2hi"
+        );
+        assert_eq!(encode(&NodeReply::Count(3)), b"\x81\xa5Count\x03");
+        assert_eq!(encode(&Frame::Push(Value::from(1))), b"\x81\xa4Push\x01");
+    }
+
+    #[test]
+    fn garbage_is_not_a_request() {
+        assert_eq!(decode::<NodeRequest>(&[0xc1, 0, 1]), None);
+    }
+}
