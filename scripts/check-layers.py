@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Checks cypherwire's layer rule with `cargo metadata`.
 
-wire <- session <- {server, client} <- mesh. Each library crate may depend (normal or build
+wire <- session <- {server, client} <- mesh, and server <- cluster. Each library crate may depend (normal or build
 dependencies) only on the workspace crates listed for it below; nothing but binaries, examples
 and tests may depend on the facade; and the facade's `full` feature must enable every layer.
 Exits non-zero, naming each violation, if the rule is broken.
@@ -16,13 +16,14 @@ ALLOWED = {
     "cypherwire-server": {"cypherwire-wire", "cypherwire-session"},
     "cypherwire-client": {"cypherwire-wire", "cypherwire-session"},
     "cypherwire-mesh": {"cypherwire-wire", "cypherwire-session", "cypherwire-server", "cypherwire-client"},
-    "cypherwire": {"cypherwire-wire", "cypherwire-session", "cypherwire-server", "cypherwire-client", "cypherwire-mesh"},
+    "cypherwire-cluster": {"cypherwire-session", "cypherwire-server"},
+    "cypherwire": {"cypherwire-wire", "cypherwire-session", "cypherwire-server", "cypherwire-client", "cypherwire-mesh", "cypherwire-cluster"},
     "cypherwire-freed-scan": set(),
     "cypherwire-test-support": {"cypherwire-wire", "cypherwire-session", "cypherwire-server", "cypherwire-client", "cypherwire-mesh"},
 }
 # May depend on the facade (leaf binaries, examples, tests).
 LEAVES = {"cypherwire-cli", "cypherwire-examples", "cypherwire-tests"}
-LAYER_FEATURES = {"wire", "session", "server", "client", "mesh", "msgpack", "json", "ring"}
+LAYER_FEATURES = {"wire", "session", "server", "client", "mesh", "cluster", "msgpack", "json", "ring"}
 
 meta = json.loads(subprocess.check_output(
     ["cargo", "metadata", "--format-version", "1", "--no-deps", "--offline"]

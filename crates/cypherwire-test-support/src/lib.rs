@@ -8,6 +8,7 @@
 //! - [`mitm`]: an in-process man in the middle that tampers with framed streams.
 //! - [`proxy`]: a TCP fault proxy (cut every connection, stall forwarding).
 //! - [`handshake`]: runs a whole handshake in memory and records its messages.
+//! - [`redis`]: a real `redis-server` child process for the cluster tests.
 //! - [`rng`]: the seeded generator behind every fault schedule.
 //! - [`simnet`]: a simulated network (latency, cuts, partitions) for the real server and client
 //!   in virtual time.
@@ -21,6 +22,7 @@ pub mod handshake;
 pub mod mitm;
 pub mod proxy;
 pub mod python;
+pub mod redis;
 pub mod rng;
 pub mod simnet;
 

@@ -10,11 +10,12 @@
 //! | `server` | `server` | `cypherwire-server` | router, actions, registry, events, push, broadcast, inbox, resumption | done |
 //! | `client` | `client` | `cypherwire-client` | reconnecting client that loses no request | done |
 //! | `mesh` | `mesh` | `cypherwire-mesh` | password-admitted P2P mesh: auth peer, signed peer lists, heartbeats, broadcast and direct messages | done |
+//! | `cluster` | `cluster` | `cypherwire-cluster` | several server instances as one service over Redis 7: fan-out with gap recovery, routed sends, shared bans, sealed backplane | in progress |
 //!
 //! `full` enables every layer; `msgpack` (default) and `json` choose the payload codecs; `ring`
 //! selects the faster crypto backend for records.
 //! Users who need only one layer can depend on its crate directly: the crates form a strict
-//! stack (`wire ← session ← {server, client} ← mesh`) and none depends on this facade.
+//! stack (`wire ← session ← {server, client} ← mesh`, and `server ← cluster`) and none depends on this facade.
 //!
 //! ```
 //! use cypherwire::prelude::*;
@@ -72,6 +73,9 @@ pub use cypherwire_client as client;
 
 #[cfg(feature = "mesh")]
 pub use cypherwire_mesh as mesh;
+
+#[cfg(feature = "cluster")]
+pub use cypherwire_cluster as cluster;
 
 /// The items most programs need, for `use cypherwire::prelude::*`.
 pub mod prelude {

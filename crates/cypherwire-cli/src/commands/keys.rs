@@ -12,9 +12,16 @@ pub(crate) struct KeygenArgs {
     /// Also print a static identity key pair (for identity mode).
     #[arg(long)]
     identity: bool,
+    /// Print a fresh cluster key instead (for `serve --cluster-key-file`).
+    #[arg(long, conflicts_with = "identity")]
+    cluster: bool,
 }
 
 pub(crate) fn keygen(args: &KeygenArgs) -> anyhow::Result<()> {
+    if args.cluster {
+        println!("{}", cypherwire::cluster::ClusterKey::generate()?.to_hex());
+        return Ok(());
+    }
     println!("{}", Psk::generate()?.to_text());
     if args.identity {
         let id = IdentityKey::generate()?;

@@ -37,6 +37,19 @@ pub(crate) struct ServeArgs {
     /// The key Python clients encrypt requests with, if it differs from --cypher-key.
     #[arg(long)]
     cypher_client_key: Option<String>,
+    /// Join a cluster through this Redis (`redis://HOST:PORT`, `redis+unix:///PATH`): every
+    /// `serve` on the same Redis and cluster key shares broadcasts, groups, bans and the
+    /// registry (docs/cluster.md). Needs --cluster-key-file.
+    #[arg(long, requires = "cluster_key_file")]
+    cluster: Option<String>,
+    /// File with the cluster key(s) (`cypherwire keygen --cluster`): one per line, the first
+    /// sealing, all accepted.
+    #[arg(long)]
+    cluster_key_file: Option<PathBuf>,
+    /// Prefix of every Redis key and channel of this cluster (clusters sharing one Redis use
+    /// different ones).
+    #[arg(long, default_value = "cw:")]
+    cluster_prefix: String,
 }
 
 pub(crate) async fn serve(args: &ServeArgs) -> anyhow::Result<()> {
@@ -47,6 +60,20 @@ pub(crate) async fn serve(args: &ServeArgs) -> anyhow::Result<()> {
         let keys = cypherwire::session::compat::CypherKeys::new(key, client_key)
             .context("CYPHER_PROTOCOL keys are 32 characters")?;
         builder = builder.cypher_compat(cypherwire::server::CypherCompat::new(addr.clone(), keys));
+    }
+    if let (Some(url), Some(key_file)) = (&args.cluster, &args.cluster_key_file) {
+        let keys = cypherwire::cluster::ClusterKey::read_file(key_file)?;
+        let mut options = cypherwire::cluster::RedisOptions::default();
+        options.prefix.clone_from(&args.cluster_prefix);
+        let backplane = cypherwire::cluster::RedisBackplane::connect_with(url, &keys, options)
+            .await
+            .with_context(|| format!("cannot join the cluster at {url}"))?;
+        println!(
+            "cluster node {} (key {:08x})",
+            cypherwire::server::Backplane::node(&backplane).get(),
+            backplane.key_id()
+        );
+        builder = builder.cluster(backplane);
     }
     let server = builder.bind(&args.listen).await?;
     let handle = server.handle();
@@ -85,6 +112,19 @@ pub(crate) async fn serve(args: &ServeArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Kicks a connection of this instance, or (in a cluster) of the instance that holds it.
+async fn kick(
+    handle: &cypherwire::server::ServerHandle,
+    id: cypherwire::server::ConnectionId,
+) -> anyhow::Result<()> {
+    match (handle.kick(id), handle.cluster()) {
+        (Err(cypherwire::server::Error::Remote(_)), Some(cluster)) => cluster.kick(id).await?,
+        (r, _) => r?,
+    }
+    println!("kicked {id}");
+    Ok(())
+}
+
 const CONSOLE_HELP: &str =
     "commands: help, list, kick ID, broadcast TEXT, bans, ban IP MINUTES, unban IP, quit";
 
@@ -112,17 +152,15 @@ async fn console(handle: &cypherwire::server::ServerHandle) -> anyhow::Result<()
                 }
                 Ok(())
             }
-            "kick" => words
+            "kick" => match words
                 .next()
                 .unwrap_or_default()
-                .trim_start_matches('#')
-                .parse::<u64>()
+                .parse::<cypherwire::server::ConnectionId>()
                 .context("usage: kick ID (as shown by list)")
-                .and_then(|id| {
-                    handle.kick(cypherwire::server::ConnectionId(id))?;
-                    println!("kicked #{id}");
-                    Ok(())
-                }),
+            {
+                Ok(id) => kick(handle, id).await,
+                Err(e) => Err(e),
+            },
             "broadcast" => {
                 let text = line.trim().trim_start_matches("broadcast").trim();
                 let n = handle.broadcast(Value::from(text));

@@ -1,0 +1,833 @@
+//! [`RedisBackplane`]: the [`Backplane`] over Redis 7.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use cypherwire_server::{
+    Backplane, BackplaneError, BackplaneEvent, BoxFuture, History, NodeId, Position, Published,
+    Topic,
+};
+use cypherwire_session::SourceKey;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{AsyncCommands, ProtocolVersion, PushInfo, Script, Value};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::body::{BanBody, BanRecord, NodeBody, NodeKind, PubBody};
+use crate::error::Error;
+use crate::inbound::{self, Counters, Inbound, ReplayGuard, now_ms, parse_source};
+use crate::key::ClusterKey;
+use crate::names::Names;
+use crate::seal::Sealer;
+
+/// One Lua call per batch of publications: for each, take the topic's next number (starting a
+/// new epoch, and an empty history, if the topic has no data), append it to the history and
+/// publish it; then refresh the TTLs. (`docs/protocol.md` §8.5.)
+const PUBLISH: &str = r"
+local epoch = redis.call('HGET', KEYS[1], 'e')
+if not epoch then
+  epoch = ARGV[3]
+  redis.call('DEL', KEYS[2])
+  redis.call('HSET', KEYS[1], 'e', epoch, 's', 0)
+end
+local seq, n = 0, 0
+for i = 5, #ARGV do
+  seq = redis.call('HINCRBY', KEYS[1], 's', 1)
+  redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], seq .. '-0', 'p', ARGV[i])
+  n = redis.call('PUBLISH', ARGV[1], epoch .. ':' .. seq .. ':' .. ARGV[i])
+end
+redis.call('PEXPIRE', KEYS[1], ARGV[4])
+redis.call('PEXPIRE', KEYS[2], ARGV[4])
+return {epoch, seq, n}
+";
+
+/// Settings of a [`RedisBackplane`].
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct RedisOptions {
+    /// What every key and channel name starts with (default `cw:`); clusters sharing one
+    /// Redis use different prefixes.
+    pub prefix: String,
+    /// Publications kept per topic to fill gaps (default 1,024, approximately: Redis trims
+    /// streams in whole nodes).
+    pub history: usize,
+    /// How long a topic's data lives after its last publication, and the oldest publication
+    /// a node accepts (default 10 min).
+    pub history_ttl: Duration,
+    /// How long a command may take before its outcome counts as unknown (default 2 s).
+    pub command_timeout: Duration,
+    /// How often a node renews its entry and probes its own subscription (default 3 s).
+    pub heartbeat: Duration,
+    /// How long a node's entry lives without renewal (default 10 s).
+    pub node_ttl: Duration,
+    /// A node id to claim instead of a random one (it must be free).
+    pub node: Option<NodeId>,
+}
+
+impl Default for RedisOptions {
+    fn default() -> Self {
+        Self {
+            prefix: "cw:".to_owned(),
+            history: 1024,
+            history_ttl: Duration::from_secs(600),
+            command_timeout: Duration::from_secs(2),
+            heartbeat: Duration::from_secs(3),
+            node_ttl: Duration::from_secs(10),
+            node: None,
+        }
+    }
+}
+
+/// What a [`RedisBackplane`] refused or missed, since it connected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct SealStats {
+    /// Values that failed authentication (altered, forged, moved, or under an unknown key).
+    pub forged: u64,
+    /// Authentic values heard a second time, or in another place.
+    pub replayed: u64,
+    /// Authentic values older than allowed.
+    pub stale: u64,
+    /// Values that are not this format.
+    pub malformed: u64,
+    /// Messages dropped because this node did not keep up (each starts a check for gaps).
+    pub overflow: u64,
+    /// Heartbeats after which the subscription had delivered nothing for three periods.
+    pub probes_missed: u64,
+    /// Times the subscription connection dropped.
+    pub link_downs: u64,
+}
+
+/// A [`Backplane`] over Redis 7: several `cypherwire` servers sharing one Redis act as one
+/// service (`docs/cluster.md`). Everything written to Redis is sealed with the
+/// [`ClusterKey`]; key names hold digests of topic and source names, never the names.
+///
+/// Two connections, each a `redis` `ConnectionManager` that reconnects by itself: one for
+/// commands, one (RESP3) for the subscriptions, which it renews after a reconnect.
+#[derive(Clone)]
+pub struct RedisBackplane {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for RedisBackplane {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisBackplane")
+            .field("node", &self.inner.node)
+            .field("prefix", &self.inner.options.prefix)
+            .finish_non_exhaustive()
+    }
+}
+
+struct Inner {
+    node: NodeId,
+    options: RedisOptions,
+    names: Names,
+    sealer: Arc<Sealer>,
+    commands: ConnectionManager,
+    subscriber: ConnectionManager,
+    topics: Arc<Mutex<HashMap<String, Topic>>>,
+    pending: Arc<Mutex<HashMap<u64, oneshot::Sender<Vec<u8>>>>>,
+    events: Mutex<Option<mpsc::Receiver<BackplaneEvent>>>,
+    events_tx: mpsc::Sender<BackplaneEvent>,
+    counters: Arc<Counters>,
+    last_heard: Arc<AtomicU64>,
+    /// Counts this node's publications (sealed into each, for the replay guard).
+    published: AtomicU64,
+    script: Script,
+    /// Checks history entries as the subscription checks live ones.
+    history_guard: Mutex<Inbound>,
+    tasks: Mutex<Vec<tokio::task::AbortHandle>>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        for t in self
+            .tasks
+            .get_mut()
+            .unwrap_or_else(PoisonError::into_inner)
+            .drain(..)
+        {
+            t.abort();
+        }
+    }
+}
+
+/// What a failed command means: refused before it was sent (nothing happened), or lost on the
+/// way or unanswered in time (it may have happened).
+fn unavailable(e: &redis::RedisError) -> BackplaneError {
+    if e.is_connection_refusal() {
+        BackplaneError::Unavailable(e.to_string())
+    } else if e.is_timeout() || e.is_connection_dropped() || e.is_io_error() {
+        BackplaneError::Indeterminate(Duration::ZERO)
+    } else {
+        BackplaneError::Unavailable(e.to_string())
+    }
+}
+
+fn random_u64() -> u64 {
+    let mut b = [0u8; 8];
+    // Without a random source there is nothing unique to give; 0 is still a valid id.
+    let _ = getrandom::fill(&mut b);
+    u64::from_be_bytes(b)
+}
+
+/// Pushes the subscription connection hands over, waiting for the decoder (bounded).
+const PUSH_QUEUE: usize = 65_536;
+/// Events waiting for the server (bounded).
+const EVENT_QUEUE: usize = 65_536;
+
+impl RedisBackplane {
+    /// Connects to Redis at `url` (`redis://`, `redis+unix://`, or `rediss://` with the `tls`
+    /// feature; user and password in the URL for `AUTH`/ACL) with the default
+    /// [`RedisOptions`], and claims a node id.
+    ///
+    /// # Errors
+    /// [`Error::Redis`] if Redis cannot be reached; [`Error::Key`] without a key.
+    pub async fn connect(url: &str, key: ClusterKey) -> Result<Self, Error> {
+        Self::connect_with(url, &[key], RedisOptions::default()).await
+    }
+
+    /// Connects with several keys (the first seals, all open: key rotation) and `options`.
+    ///
+    /// # Errors
+    /// As [`connect`](Self::connect); [`Error::NodeTaken`] if `options.node` is held by a
+    /// live node.
+    pub async fn connect_with(
+        url: &str,
+        keys: &[ClusterKey],
+        options: RedisOptions,
+    ) -> Result<Self, Error> {
+        let sealer =
+            Arc::new(Sealer::new(keys).ok_or_else(|| Error::Key("no cluster key".into()))?);
+        let client = redis::Client::open(url).map_err(|e| Error::Redis(e.to_string()))?;
+        let info = client.get_connection_info().clone();
+        let redis_info = info
+            .redis_settings()
+            .clone()
+            .set_protocol(ProtocolVersion::RESP3);
+        let client = redis::Client::open(info.set_redis_settings(redis_info))
+            .map_err(|e| Error::Redis(e.to_string()))?;
+        let base = ConnectionManagerConfig::new()
+            .set_response_timeout(Some(options.command_timeout))
+            .set_connection_timeout(Some(options.command_timeout))
+            .set_max_delay(Duration::from_secs(1));
+        let mut commands = client
+            .get_connection_manager_with_config(base.clone())
+            .await
+            .map_err(|e| Error::Redis(e.to_string()))?;
+        let names = Names::new(&options.prefix);
+        let node = claim(&mut commands, &names, &options).await?;
+
+        let (push_tx, push_rx) = mpsc::channel::<PushInfo>(PUSH_QUEUE);
+        let counters = Arc::new(Counters::default());
+        let overflow = counters.clone();
+        let sink = move |info: PushInfo| -> Result<(), redis::aio::SendError> {
+            if push_tx.try_send(info).is_err() {
+                overflow.overflow.fetch_add(1, Ordering::Relaxed);
+            }
+            Ok(())
+        };
+        let mut subscriber = client
+            .get_connection_manager_with_config(
+                base.set_push_sender(sink).set_automatic_resubscription(),
+            )
+            .await
+            .map_err(|e| Error::Redis(e.to_string()))?;
+
+        let (events_tx, events_rx) = mpsc::channel(EVENT_QUEUE);
+        let topics = Arc::new(Mutex::new(HashMap::new()));
+        let pending = Arc::new(Mutex::new(HashMap::new()));
+        let last_heard = Arc::new(AtomicU64::new(now_ms()));
+        let guard = Arc::new(Mutex::new(ReplayGuard::default()));
+        let inbound = |events: mpsc::Sender<BackplaneEvent>| {
+            Inbound::new(
+                node,
+                sealer.clone(),
+                names.node_channel(node),
+                names.bans_channel(),
+                topics.clone(),
+                pending.clone(),
+                events,
+                counters.clone(),
+                last_heard.clone(),
+                options.history_ttl,
+                guard.clone(),
+            )
+        };
+        let decoder = tokio::spawn(inbound(events_tx.clone()).run(push_rx));
+        // History entries are checked by a guard of their own, that sends no events.
+        let history_guard = Mutex::new(inbound(mpsc::channel(1).0));
+        for channel in [names.node_channel(node), names.bans_channel()] {
+            subscriber
+                .subscribe(&channel)
+                .await
+                .map_err(|e| Error::Redis(e.to_string()))?;
+        }
+        let inner = Arc::new(Inner {
+            node,
+            names,
+            sealer,
+            commands,
+            subscriber,
+            topics,
+            pending,
+            events: Mutex::new(Some(events_rx)),
+            events_tx,
+            counters,
+            last_heard,
+            published: AtomicU64::new(0),
+            script: Script::new(PUBLISH),
+            history_guard,
+            tasks: Mutex::new(vec![decoder.abort_handle()]),
+            options,
+        });
+        let heartbeat = tokio::spawn(heartbeat(Arc::downgrade(&inner)));
+        inner
+            .tasks
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(heartbeat.abort_handle());
+        Ok(Self { inner })
+    }
+
+    /// What this backplane refused or missed so far.
+    pub fn seal_stats(&self) -> SealStats {
+        let c = &self.inner.counters;
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        SealStats {
+            forged: get(&c.forged),
+            replayed: get(&c.replayed),
+            stale: get(&c.stale),
+            malformed: get(&c.malformed),
+            overflow: get(&c.overflow),
+            probes_missed: get(&c.probes_missed),
+            link_downs: get(&c.link_downs),
+        }
+    }
+
+    /// The id of the key this backplane seals with.
+    pub fn key_id(&self) -> u32 {
+        self.inner.sealer.key_id()
+    }
+}
+
+/// Claims a node id: `SET node:<id> NX` with the node TTL.
+async fn claim(
+    commands: &mut ConnectionManager,
+    names: &Names,
+    options: &RedisOptions,
+) -> Result<NodeId, Error> {
+    let ttl = u64::try_from(options.node_ttl.as_millis()).unwrap_or(u64::MAX);
+    for _ in 0..64 {
+        let node = match options.node {
+            Some(n) => n,
+            None => {
+                let Some(n) = NodeId::new(
+                    u32::try_from(random_u64() % u64::from(NodeId::MAX)).unwrap_or(1) + 1,
+                ) else {
+                    continue;
+                };
+                n
+            }
+        };
+        let set: Option<String> = redis::cmd("SET")
+            .arg(names.node_key(node))
+            .arg(now_ms())
+            .arg("NX")
+            .arg("PX")
+            .arg(ttl)
+            .query_async(commands)
+            .await
+            .map_err(|e| Error::Redis(e.to_string()))?;
+        if set.is_some() {
+            let _: () = redis::pipe()
+                .zadd(names.nodes(), node.get(), now_ms() + ttl)
+                .ignore()
+                .query_async(commands)
+                .await
+                .map_err(|e| Error::Redis(e.to_string()))?;
+            return Ok(node);
+        }
+        if options.node.is_some() {
+            return Err(Error::NodeTaken(node));
+        }
+    }
+    Err(Error::Redis("no free node id after 64 tries".into()))
+}
+
+/// Renews this node's entry, prunes dead ones, and probes the subscription: a node that
+/// heard nothing (not even its own probes) for three periods renews its subscriptions and
+/// reports a link-up, so the server checks every topic for gaps.
+async fn heartbeat(inner: std::sync::Weak<Inner>) {
+    let period = match inner.upgrade() {
+        Some(i) => i.options.heartbeat,
+        None => return,
+    };
+    let mut tick = tokio::time::interval(period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let Some(inner) = inner.upgrade() else { return };
+        let mut con = inner.commands.clone();
+        let names = &inner.names;
+        let ttl = u64::try_from(inner.options.node_ttl.as_millis()).unwrap_or(u64::MAX);
+        let now = now_ms();
+        let probe =
+            inner.sealed_node_message(inner.node, NodeKind::Probe, random_u64(), Vec::new());
+        let renewed: Result<(Option<String>, (), (), ()), _> = redis::pipe()
+            .cmd("SET")
+            .arg(names.node_key(inner.node))
+            .arg(now)
+            .arg("PX")
+            .arg(ttl)
+            .zadd(names.nodes(), inner.node.get(), now + ttl)
+            .zrembyscore(names.nodes(), "-inf", now)
+            .publish(names.node_channel(inner.node), probe)
+            .query_async(&mut con)
+            .await;
+        if let Err(e) = renewed {
+            tracing::warn!(error = %e, "cluster heartbeat failed");
+        }
+        let silent = now.saturating_sub(inner.last_heard.load(Ordering::Relaxed));
+        if u128::from(silent) > 3 * period.as_millis() {
+            inner.counters.probes_missed.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(silent_ms = silent, "subscription silent: renewing it");
+            let mut sub = inner.subscriber.clone();
+            let mut channels = vec![names.node_channel(inner.node), names.bans_channel()];
+            channels.extend(inner.topics().keys().cloned());
+            for c in channels {
+                let _ = sub.subscribe(&c).await;
+            }
+            inner.last_heard.store(now_ms(), Ordering::Relaxed);
+            let _ = inner.events_tx.try_send(BackplaneEvent::LinkUp);
+        }
+    }
+}
+
+impl Inner {
+    fn topics(&self) -> std::sync::MutexGuard<'_, HashMap<String, Topic>> {
+        self.topics.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn ttl_ms(&self) -> u64 {
+        u64::try_from(self.options.history_ttl.as_millis()).unwrap_or(u64::MAX)
+    }
+
+    fn sealed_node_message(&self, to: NodeId, kind: NodeKind, id: u64, body: Vec<u8>) -> Vec<u8> {
+        let msg = NodeBody {
+            kind,
+            from: self.node.get(),
+            to: to.get(),
+            id,
+            sent_ms: now_ms(),
+            body,
+        };
+        self.sealer
+            .seal(self.names.node_channel(to).as_bytes(), &msg.encode())
+    }
+
+    async fn send_node(
+        &self,
+        to: NodeId,
+        kind: NodeKind,
+        id: u64,
+        body: Vec<u8>,
+    ) -> Result<u32, BackplaneError> {
+        let sealed = self.sealed_node_message(to, kind, id, body);
+        let mut con = self.commands.clone();
+        con.publish(self.names.node_channel(to), sealed)
+            .await
+            .map_err(|e| unavailable(&e))
+    }
+
+    async fn publish(
+        &self,
+        topic: &Topic,
+        payloads: Vec<Vec<u8>>,
+    ) -> Result<Published, BackplaneError> {
+        let channel = self.names.topic_channel(topic);
+        let name = topic.name();
+        let sealed: Vec<Vec<u8>> = payloads
+            .into_iter()
+            .map(|payload| {
+                let body = PubBody {
+                    origin: self.node.get(),
+                    counter: self.published.fetch_add(1, Ordering::Relaxed) + 1,
+                    sent_ms: now_ms(),
+                    topic: name.clone(),
+                    payload,
+                };
+                self.sealer.seal(channel.as_bytes(), &body.encode())
+            })
+            .collect();
+        // A new epoch: 52 random bits, so that Lua's doubles hold it exactly.
+        let epoch = (random_u64() >> 12).max(1);
+        let mut con = self.commands.clone();
+        let (epoch, seq, receivers): (String, u64, u32) = self
+            .script
+            .key(self.names.topic_meta(topic))
+            .key(self.names.topic_log(topic))
+            .arg(&channel)
+            .arg(self.options.history)
+            .arg(epoch)
+            .arg(self.ttl_ms())
+            .arg(sealed)
+            .invoke_async(&mut con)
+            .await
+            .map_err(|e| match unavailable(&e) {
+                BackplaneError::Indeterminate(_) => {
+                    BackplaneError::Indeterminate(self.options.command_timeout)
+                }
+                other => other,
+            })?;
+        let epoch = epoch
+            .parse()
+            .map_err(|_| BackplaneError::Malformed("topic epoch".into()))?;
+        Ok(Published::new(Position::new(epoch, seq), Some(receivers)))
+    }
+
+    async fn position(&self, topic: &Topic) -> Result<Position, BackplaneError> {
+        let mut con = self.commands.clone();
+        let (e, s): (Option<u64>, Option<u64>) = redis::cmd("HMGET")
+            .arg(self.names.topic_meta(topic))
+            .arg("e")
+            .arg("s")
+            .query_async(&mut con)
+            .await
+            .map_err(|e| unavailable(&e))?;
+        Ok(Position::new(e.unwrap_or(0), s.unwrap_or(0)))
+    }
+
+    async fn history(
+        &self,
+        topic: &Topic,
+        after: u64,
+        max: usize,
+    ) -> Result<History, BackplaneError> {
+        let mut con = self.commands.clone();
+        let ((e, s), entries): ((Option<u64>, Option<u64>), Value) = redis::pipe()
+            .atomic()
+            .cmd("HMGET")
+            .arg(self.names.topic_meta(topic))
+            .arg("e")
+            .arg("s")
+            .cmd("XRANGE")
+            .arg(self.names.topic_log(topic))
+            .arg(format!("({after}-0"))
+            .arg("+")
+            .arg("COUNT")
+            .arg(max)
+            .query_async(&mut con)
+            .await
+            .map_err(|e| unavailable(&e))?;
+        let epoch = e.unwrap_or(0);
+        let channel = self.names.topic_channel(topic);
+        let mut out = Vec::new();
+        let mut guard = self
+            .history_guard
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        for (seq, sealed) in stream_entries(entries) {
+            if let Some(p) = guard.admit(&channel, topic, Position::new(epoch, seq), &sealed) {
+                out.push(p);
+            }
+        }
+        Ok(History::new(epoch, s.unwrap_or(0), out))
+    }
+
+    async fn ban(&self, source: &SourceKey, length: Duration) -> Result<(), BackplaneError> {
+        let text = source.to_string();
+        let digest = self.names.source_digest(&text);
+        let key = self.names.ban(&digest);
+        let length_ms = u64::try_from(length.as_millis()).unwrap_or(u64::MAX).max(1);
+        let until = now_ms().saturating_add(length_ms);
+        let record = BanRecord {
+            until_ms: until,
+            source: text.clone(),
+        };
+        let announce = BanBody {
+            from: self.node.get(),
+            id: random_u64(),
+            sent_ms: now_ms(),
+            length_ms,
+            source: text,
+        };
+        let bans = self.names.bans_channel();
+        let mut con = self.commands.clone();
+        let _: () = redis::pipe()
+            .cmd("SET")
+            .arg(&key)
+            .arg(self.sealer.seal(key.as_bytes(), &record.encode()))
+            .arg("PX")
+            .arg(length_ms)
+            .ignore()
+            .zadd(self.names.bans(), &digest, until)
+            .ignore()
+            .publish(&bans, self.sealer.seal(bans.as_bytes(), &announce.encode()))
+            .ignore()
+            .query_async(&mut con)
+            .await
+            .map_err(|e| unavailable(&e))?;
+        Ok(())
+    }
+
+    async fn unban(&self, source: &SourceKey) -> Result<bool, BackplaneError> {
+        let text = source.to_string();
+        let digest = self.names.source_digest(&text);
+        let announce = BanBody {
+            from: self.node.get(),
+            id: random_u64(),
+            sent_ms: now_ms(),
+            length_ms: 0,
+            source: text,
+        };
+        let bans = self.names.bans_channel();
+        let mut con = self.commands.clone();
+        let (deleted,): (u32,) = redis::pipe()
+            .del(self.names.ban(&digest))
+            .zrem(self.names.bans(), &digest)
+            .ignore()
+            .publish(&bans, self.sealer.seal(bans.as_bytes(), &announce.encode()))
+            .ignore()
+            .query_async(&mut con)
+            .await
+            .map_err(|e| unavailable(&e))?;
+        Ok(deleted > 0)
+    }
+
+    async fn bans(&self) -> Result<Vec<(SourceKey, Duration)>, BackplaneError> {
+        let now = now_ms();
+        let mut con = self.commands.clone();
+        let (digests,): (Vec<String>,) = redis::pipe()
+            .zrembyscore(self.names.bans(), "-inf", now)
+            .ignore()
+            .zrangebyscore(self.names.bans(), now, "+inf")
+            .query_async(&mut con)
+            .await
+            .map_err(|e| unavailable(&e))?;
+        if digests.is_empty() {
+            return Ok(Vec::new());
+        }
+        let keys: Vec<String> = digests.iter().map(|d| self.names.ban(d)).collect();
+        let values: Vec<Option<Vec<u8>>> = con.mget(&keys).await.map_err(|e| unavailable(&e))?;
+        let mut out = Vec::new();
+        for (key, value) in keys.iter().zip(values) {
+            let Some(sealed) = value else { continue };
+            let Ok(plain) = self.sealer.open(key.as_bytes(), &sealed) else {
+                self.counters.forged.fetch_add(1, Ordering::Relaxed);
+                continue;
+            };
+            let Some(record) = BanRecord::decode(&plain) else {
+                continue;
+            };
+            let Some(source) = parse_source(&record.source) else {
+                continue;
+            };
+            if record.until_ms > now {
+                out.push((source, Duration::from_millis(record.until_ms - now)));
+            }
+        }
+        Ok(out)
+    }
+
+    async fn record_failure(
+        &self,
+        source: &SourceKey,
+        window: Duration,
+    ) -> Result<u64, BackplaneError> {
+        let key = self.names.failures(&source.to_string());
+        let window_ms = u64::try_from(window.as_millis()).unwrap_or(u64::MAX).max(1);
+        let mut con = self.commands.clone();
+        let (n,): (u64,) = redis::pipe()
+            .incr(&key, 1)
+            .cmd("PEXPIRE")
+            .arg(&key)
+            .arg(window_ms)
+            .arg("NX")
+            .ignore()
+            .query_async(&mut con)
+            .await
+            .map_err(|e| unavailable(&e))?;
+        Ok(n)
+    }
+
+    async fn nodes(&self) -> Result<Vec<NodeId>, BackplaneError> {
+        let mut con = self.commands.clone();
+        let ids: Vec<u32> = con
+            .zrangebyscore(self.names.nodes(), now_ms(), "+inf")
+            .await
+            .map_err(|e| unavailable(&e))?;
+        Ok(ids.into_iter().filter_map(NodeId::new).collect())
+    }
+
+    async fn request(
+        &self,
+        to: NodeId,
+        body: Vec<u8>,
+        deadline: Duration,
+    ) -> Result<Vec<u8>, BackplaneError> {
+        let id = random_u64();
+        let (tx, rx) = oneshot::channel();
+        self.pending
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(id, tx);
+        let forget = || {
+            self.pending
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .remove(&id);
+        };
+        match self.send_node(to, NodeKind::Request, id, body).await {
+            Ok(0) => {
+                forget();
+                return Err(BackplaneError::NoSuchNode(to));
+            }
+            Ok(_) => {}
+            Err(e) => {
+                forget();
+                return Err(e);
+            }
+        }
+        match tokio::time::timeout(deadline, rx).await {
+            Ok(Ok(reply)) => Ok(reply),
+            _ => {
+                forget();
+                Err(BackplaneError::Indeterminate(deadline))
+            }
+        }
+    }
+}
+
+/// `(seq, sealed)` of each `XRANGE` entry (ids `<seq>-0`, one field `p`).
+fn stream_entries(v: Value) -> Vec<(u64, Vec<u8>)> {
+    let Value::Array(entries) = v else {
+        return Vec::new();
+    };
+    entries
+        .into_iter()
+        .filter_map(|e| {
+            let Value::Array(mut parts) = e else {
+                return None;
+            };
+            if parts.len() != 2 {
+                return None;
+            }
+            let fields = parts.pop()?;
+            let id = inbound::text(parts.pop()?)?;
+            let seq = id.split_once('-')?.0.parse().ok()?;
+            let Value::Array(mut fields) = fields else {
+                return None;
+            };
+            if fields.len() != 2 {
+                return None;
+            }
+            let sealed = inbound::bytes(fields.pop()?)?;
+            Some((seq, sealed))
+        })
+        .collect()
+}
+
+impl Backplane for RedisBackplane {
+    fn node(&self) -> NodeId {
+        self.inner.node
+    }
+
+    fn take_events(&self) -> Option<mpsc::Receiver<BackplaneEvent>> {
+        self.inner
+            .events
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+    }
+
+    fn publish(
+        &self,
+        topic: &Topic,
+        payloads: Vec<Vec<u8>>,
+    ) -> BoxFuture<Result<Published, BackplaneError>> {
+        let (inner, topic) = (self.inner.clone(), topic.clone());
+        Box::pin(async move { inner.publish(&topic, payloads).await })
+    }
+
+    fn subscribe(&self, topic: &Topic) -> BoxFuture<Result<Position, BackplaneError>> {
+        let (inner, topic) = (self.inner.clone(), topic.clone());
+        Box::pin(async move {
+            let channel = inner.names.topic_channel(&topic);
+            inner.topics().insert(channel.clone(), topic.clone());
+            let mut sub = inner.subscriber.clone();
+            sub.subscribe(&channel).await.map_err(|e| unavailable(&e))?;
+            inner.position(&topic).await
+        })
+    }
+
+    fn unsubscribe(&self, topic: &Topic) -> BoxFuture<Result<(), BackplaneError>> {
+        let (inner, topic) = (self.inner.clone(), topic.clone());
+        Box::pin(async move {
+            let channel = inner.names.topic_channel(&topic);
+            inner.topics().remove(&channel);
+            let mut sub = inner.subscriber.clone();
+            sub.unsubscribe(&channel).await.map_err(|e| unavailable(&e))
+        })
+    }
+
+    fn history(
+        &self,
+        topic: &Topic,
+        after: u64,
+        max: usize,
+    ) -> BoxFuture<Result<History, BackplaneError>> {
+        let (inner, topic) = (self.inner.clone(), topic.clone());
+        Box::pin(async move { inner.history(&topic, after, max).await })
+    }
+
+    fn request(
+        &self,
+        to: NodeId,
+        body: Vec<u8>,
+        deadline: Duration,
+    ) -> BoxFuture<Result<Vec<u8>, BackplaneError>> {
+        let inner = self.inner.clone();
+        Box::pin(async move { inner.request(to, body, deadline).await })
+    }
+
+    fn reply(&self, to: NodeId, id: u64, body: Vec<u8>) -> BoxFuture<Result<(), BackplaneError>> {
+        let inner = self.inner.clone();
+        Box::pin(async move {
+            inner
+                .send_node(to, NodeKind::Reply, id, body)
+                .await
+                .map(drop)
+        })
+    }
+
+    fn nodes(&self) -> BoxFuture<Result<Vec<NodeId>, BackplaneError>> {
+        let inner = self.inner.clone();
+        Box::pin(async move { inner.nodes().await })
+    }
+
+    fn ban(&self, source: &SourceKey, length: Duration) -> BoxFuture<Result<(), BackplaneError>> {
+        let (inner, source) = (self.inner.clone(), *source);
+        Box::pin(async move { inner.ban(&source, length).await })
+    }
+
+    fn unban(&self, source: &SourceKey) -> BoxFuture<Result<bool, BackplaneError>> {
+        let (inner, source) = (self.inner.clone(), *source);
+        Box::pin(async move { inner.unban(&source).await })
+    }
+
+    fn bans(&self) -> BoxFuture<Result<Vec<(SourceKey, Duration)>, BackplaneError>> {
+        let inner = self.inner.clone();
+        Box::pin(async move { inner.bans().await })
+    }
+
+    fn record_failure(
+        &self,
+        source: &SourceKey,
+        window: Duration,
+    ) -> BoxFuture<Result<u64, BackplaneError>> {
+        let (inner, source) = (self.inner.clone(), *source);
+        Box::pin(async move { inner.record_failure(&source, window).await })
+    }
+}
