@@ -28,8 +28,10 @@ use cypherwire_wire::Value;
 use tokio::sync::mpsc;
 
 const ROUNDS: usize = 5;
-/// Broadcasts per throughput burst.
-const BURST: usize = 20_000;
+/// Broadcasts per throughput run.
+const BURST: usize = 20_480;
+/// Broadcasts in flight at most (half a connection's default outbox).
+const WINDOW: usize = 512;
 /// Paced broadcasts per latency run, one every 500 µs.
 const PACED: usize = 2_000;
 /// Clients per setup (one per instance in the cluster).
@@ -75,9 +77,10 @@ async fn setup(redis: Option<&RedisServer>, instances: usize) -> Setup {
     for _ in 0..instances {
         let mut b = Server::builder(psk());
         if let Some(r) = redis {
-            let bp = RedisBackplane::connect_with(&r.url(), std::slice::from_ref(&key), options.clone())
-                .await
-                .unwrap();
+            let bp =
+                RedisBackplane::connect_with(&r.url(), std::slice::from_ref(&key), options.clone())
+                    .await
+                    .unwrap();
             b = b.cluster(bp);
         }
         servers.push(b.bind("127.0.0.1:0").await.unwrap());
@@ -126,20 +129,22 @@ fn payload(start: Instant) -> Value {
     Value::from(vec![Value::from(ns), Value::from(vec![0u8; PAYLOAD])])
 }
 
-/// Broadcasts a burst from the first server; seconds until every client has every push.
+/// Broadcasts from the first server in windows of [`WINDOW`] (each waits until every client
+/// has every push of the window: outboxes are bounded, so an unbounded burst would only
+/// measure slow-consumer disconnects); seconds for [`BURST`] broadcasts.
 async fn burst(s: &mut Setup, start: Instant) -> f64 {
     let h: ServerHandle = s.servers[0].handle();
     let t0 = Instant::now();
-    for _ in 0..BURST {
-        h.broadcast(payload(start));
-    }
-    let mut got = 0;
-    while got < BURST * CLIENTS {
-        tokio::time::timeout(Duration::from_secs(60), s.pushes.recv())
-            .await
-            .expect("every push arrives")
-            .unwrap();
-        got += 1;
+    for _ in 0..BURST / WINDOW {
+        for _ in 0..WINDOW {
+            h.broadcast(payload(start));
+        }
+        for _ in 0..WINDOW * CLIENTS {
+            tokio::time::timeout(Duration::from_secs(30), s.pushes.recv())
+                .await
+                .expect("every push arrives")
+                .unwrap();
+        }
     }
     t0.elapsed().as_secs_f64()
 }
@@ -161,31 +166,36 @@ async fn paced(s: &mut Setup, start: Instant) -> (Vec<Duration>, Vec<Duration>) 
             .expect("every push arrives")
             .unwrap();
         let lat = start.elapsed().saturating_sub(Duration::from_nanos(sent));
-        if s.on[client] == 0 { &mut local } else { &mut remote }.push(lat);
+        if s.on[client] == 0 {
+            &mut local
+        } else {
+            &mut remote
+        }
+        .push(lat);
     }
     sender.await.unwrap();
     (remote, local)
 }
 
-/// Raw Redis pub/sub: one publisher pipelining PUBLISH in batches of 256, 3 subscribers;
-/// seconds until each subscriber has every message.
+/// Raw Redis pub/sub: one publisher pipelining PUBLISH in windows of [`WINDOW`] (each waits
+/// until every subscriber has it), 3 subscribers; seconds for [`BURST`] messages.
 async fn raw_redis(redis: &RedisServer) -> f64 {
+    use futures::StreamExt as _;
     let client = redis::Client::open(redis.url()).unwrap();
     let channel = format!("raw:{:x}", rand_suffix());
-    let (done_tx, mut done) = mpsc::channel(CLIENTS);
-    let mut ready = Vec::new();
+    let (tx, mut got) = mpsc::channel(2 * BURST * CLIENTS);
+    let mut readers = Vec::new();
     for _ in 0..CLIENTS {
         let mut sub = client.get_async_pubsub().await.unwrap();
         sub.subscribe(&channel).await.unwrap();
-        let done_tx = done_tx.clone();
-        ready.push(tokio::spawn(async move {
+        let tx = tx.clone();
+        readers.push(tokio::spawn(async move {
             let mut stream = sub.on_message();
             let mut n = 0;
-            use futures::StreamExt as _;
             while stream.next().await.is_some() {
+                let _ = tx.send(()).await;
                 n += 1;
                 if n == BURST {
-                    let _ = done_tx.send(()).await;
                     break;
                 }
             }
@@ -194,18 +204,18 @@ async fn raw_redis(redis: &RedisServer) -> f64 {
     let mut con = client.get_multiplexed_async_connection().await.unwrap();
     let body = vec![7u8; PAYLOAD + 90]; // about the size of a sealed publication
     let t0 = Instant::now();
-    for chunk in 0..BURST.div_ceil(256) {
+    for _ in 0..BURST / WINDOW {
         let mut pipe = redis::pipe();
-        for _ in 0..256.min(BURST - chunk * 256) {
+        for _ in 0..WINDOW {
             pipe.publish(&channel, &body).ignore();
         }
         let () = pipe.query_async(&mut con).await.unwrap();
-    }
-    for _ in 0..CLIENTS {
-        done.recv().await.unwrap();
+        for _ in 0..WINDOW * CLIENTS {
+            got.recv().await.unwrap();
+        }
     }
     let t = t0.elapsed().as_secs_f64();
-    for r in ready {
+    for r in readers {
         let _ = r.await;
     }
     t
@@ -219,7 +229,8 @@ async fn main() {
     };
     let start = Instant::now();
     let (mut three, mut one, mut raw) = (Vec::new(), Vec::new(), Vec::new());
-    let (mut remote_p50, mut remote_p99, mut local_p50, mut local_p99) = (vec![], vec![], vec![], vec![]);
+    let (mut remote_p50, mut remote_p99, mut local_p50, mut local_p99) =
+        (vec![], vec![], vec![], vec![]);
     for round in 0..ROUNDS {
         // Interleaved: each round measures every setup once.
         let mut c = setup(Some(&redis), 3).await;
@@ -242,13 +253,41 @@ async fn main() {
     }
     println!("| figure | median | min–max |");
     println!("| --- | --- | --- |");
-    let t3 = row("3 instances: deliveries to clients /s (thousands)", "k/s", three.clone());
-    let t1 = row("1 instance: deliveries to clients /s (thousands)", "k/s", one.clone());
-    let tr = row("raw Redis pub/sub, 3 subscribers: deliveries /s (thousands)", "k/s", raw.clone());
-    row("3 instances: broadcast → push at another instance, p50", "ms", remote_p50);
-    row("3 instances: broadcast → push at another instance, p99", "ms", remote_p99);
-    row("3 instances: broadcast → push on the same instance, p50", "ms", local_p50);
-    row("3 instances: broadcast → push on the same instance, p99", "ms", local_p99);
+    let t3 = row(
+        "3 instances: deliveries to clients /s (thousands)",
+        "k/s",
+        three.clone(),
+    );
+    let t1 = row(
+        "1 instance: deliveries to clients /s (thousands)",
+        "k/s",
+        one.clone(),
+    );
+    let tr = row(
+        "raw Redis pub/sub, 3 subscribers: deliveries /s (thousands)",
+        "k/s",
+        raw.clone(),
+    );
+    row(
+        "3 instances: broadcast → push at another instance, p50",
+        "ms",
+        remote_p50,
+    );
+    row(
+        "3 instances: broadcast → push at another instance, p99",
+        "ms",
+        remote_p99,
+    );
+    row(
+        "3 instances: broadcast → push on the same instance, p50",
+        "ms",
+        local_p50,
+    );
+    row(
+        "3 instances: broadcast → push on the same instance, p99",
+        "ms",
+        local_p99,
+    );
     let ratio = |a: &[f64], b: &[f64]| {
         let mut r: Vec<f64> = a.iter().zip(b).map(|(x, y)| x / y).collect();
         median(&mut r)
