@@ -2,7 +2,6 @@
 //! fresh, not replayed), requests and replies for this node, ban announcements, probes.
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
-use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -120,12 +119,7 @@ impl SeenIds {
 
 /// Parses a source as [`SourceKey`]'s `Display` writes it.
 pub(crate) fn parse_source(text: &str) -> Option<SourceKey> {
-    let (addr, prefix) = match text.split_once('/') {
-        Some((a, p)) => (a, p.parse().ok()?),
-        None => (text, 128),
-    };
-    let ip: IpAddr = addr.parse().ok()?;
-    Some(SourceKey::new(ip, prefix))
+    text.parse().ok()
 }
 
 /// Opens and checks what the subscription connection hears.

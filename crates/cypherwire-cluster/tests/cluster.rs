@@ -532,6 +532,23 @@ async fn numbers_text(incoming: &mut IncomingStream) -> String {
     }
 }
 
+/// Whether the session resumed, at the first `Online` after the connection dropped (an
+/// `Online` of the connection before may still be in the queue).
+async fn online_after_a_drop(status: &mut tokio::sync::broadcast::Receiver<Status>) -> bool {
+    tokio::time::timeout(Duration::from_secs(10), async {
+        let mut dropped = false;
+        loop {
+            match status.recv().await {
+                Ok(Status::Offline { .. } | Status::Reconnecting { .. }) => dropped = true,
+                Ok(Status::Online { resumed }) if dropped => return resumed,
+                _ => {}
+            }
+        }
+    })
+    .await
+    .unwrap()
+}
+
 /// Broadcasts 0, 1, … n−1 from `h`, one every 2 ms.
 fn paced_broadcasts(h: ServerHandle, n: i64) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
@@ -681,15 +698,12 @@ async fn a_dead_instance_leaves_its_clients_told_and_its_requests_answered_elsew
     a.handle().shutdown_now().await;
     drop(a);
     drop(bp_a);
-    let resumed = tokio::time::timeout(Duration::from_secs(10), async {
-        loop {
-            if let Ok(Status::Online { resumed }) = status.recv().await {
-                return resumed;
-            }
-        }
-    })
-    .await
-    .unwrap();
+    let resumed = online_after_a_drop(&mut status).await;
+    assert_eq!(
+        b.handle().count(),
+        1,
+        "the client landed on the other instance"
+    );
     assert!(
         !resumed,
         "the session died with its instance, and the client is told so"
@@ -799,4 +813,90 @@ async fn a_paused_redis_delays_but_loses_nothing() {
     // is shorter than the 2 s command timeout): every publication arrives, once, in order.
     assert_eq!(stats.publish_failed, 0);
     assert_eq!(got, (0..N).collect::<Vec<_>>());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_moved_to_another_instance_resumes_there_losing_nothing_and_running_nothing_twice()
+{
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU32, Ordering};
+    let Some(fx) = Fixture::new() else { return };
+    let runs = Arc::new(AtomicU32::new(0));
+    let node = |runs: Arc<AtomicU32>| {
+        let fx = &fx;
+        async move {
+            Server::builder(psk())
+                .route(
+                    "/SLOW",
+                    "GET",
+                    move |req: cypherwire_wire::Request, _ctx: cypherwire_server::Ctx| {
+                        let runs = runs.clone();
+                        async move {
+                            runs.fetch_add(1, Ordering::SeqCst);
+                            tokio::time::sleep(Duration::from_millis(400)).await;
+                            Ok::<_, cypherwire_server::HandlerError>(req.data)
+                        }
+                    },
+                )
+                .cluster(fx.backplane().await)
+                .bind("127.0.0.1:0")
+                .await
+                .unwrap()
+        }
+    };
+    let a = node(runs.clone()).await;
+    let b = node(runs.clone()).await;
+    // The load balancer: a proxy that sends new connections where it is told.
+    let lb = cypherwire_test_support::proxy::FaultProxy::start(a.local_addr())
+        .await
+        .unwrap();
+    let c = Client::builder(psk())
+        .connect(lb.addr().to_string())
+        .unwrap();
+    let mut incoming = c.take_incoming().unwrap();
+    c.wait_online().await.unwrap();
+    let mut status = c.status_events();
+    let on_a = a.handle().connections()[0].id;
+    // Pushes queued on A (some may still be in flight when the connection is cut) and a
+    // request still running on A.
+    for i in 0..20 {
+        a.handle().send_to(on_a, i).unwrap();
+    }
+    let slow = tokio::spawn(c.request("/SLOW", "GET").data(7).send());
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(runs.load(Ordering::SeqCst), 1, "running on A");
+    lb.set_target(b.local_addr());
+    lb.cut_all();
+    let resumed = online_after_a_drop(&mut status).await;
+    assert!(resumed, "the session continued on B");
+    assert_eq!(b.handle().count(), 1);
+    // The request that was running on A is answered (through B), and ran once.
+    let reply = tokio::time::timeout(Duration::from_secs(5), slow)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(reply.data, Value::from(7));
+    assert_eq!(runs.load(Ordering::SeqCst), 1, "not run again on B");
+    // Every push once, in order; then B pushes on the same session.
+    assert_eq!(
+        numbers(&mut incoming, 20, Duration::from_secs(3)).await,
+        (0..20).collect::<Vec<_>>()
+    );
+    let on_b = b.handle().connections()[0].id;
+    b.handle().send_to(on_b, 99).unwrap();
+    assert_eq!(
+        numbers(&mut incoming, 2, Duration::from_millis(500)).await,
+        [99]
+    );
+    // A no longer keeps the session once its request was answered.
+    let mut gone = false;
+    for _ in 0..100 {
+        if a.handle().stats().sessions == 0 {
+            gone = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(gone, "the old instance dropped the handed-over session");
 }

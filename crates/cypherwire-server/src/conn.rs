@@ -544,13 +544,27 @@ async fn resume_session(
     let now = crate::clock::monotonic();
     let ttl = shared.state.resume_policy().ttl;
     let token = SessionToken::from_bytes(resume.token.0);
-    let resumed = shared
+    let mut resumed = shared
         .state
         .resume_session(&token, &provisional.origin, now)
-        .and_then(|(_, old, fresh)| {
-            old.replay_after(resume.last_push_seq)
-                .map(|p| (old, fresh, p))
-        });
+        .map(|(_, old, fresh)| (old, fresh));
+    if resumed.is_none()
+        && let Some(cluster) = &shared.cluster
+    {
+        // A session another instance holds: it hands it over.
+        resumed = crate::cluster::handoff::take_over(
+            shared,
+            cluster,
+            &token,
+            resume.last_push_seq,
+            &provisional.origin,
+        )
+        .await;
+    }
+    let resumed = resumed.and_then(|(old, fresh)| {
+        old.replay_after(resume.last_push_seq)
+            .map(|p| (old, fresh, p))
+    });
     let Some((old, fresh, pushes)) = resumed else {
         // Unknown, used or expired token, or lost pushes: the peer continues on the fresh
         // session it was welcomed to (and resends what it must, per the delivery contract).

@@ -265,7 +265,7 @@ impl ServerBuilder {
             hook: self.hook,
             inbox,
             inbox_rx: Mutex::new(inbox_rx),
-            state: Box::new(LocalState::new(limiter, sessions)),
+            state: Box::new(LocalState::new(limiter, sessions.with_node(node))),
             connection_queue: self.connection_queue,
             node,
             cluster: link.clone(),

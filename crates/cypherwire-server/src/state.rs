@@ -20,7 +20,7 @@ use cypherwire_session::{AttemptLimiter, SessionToken, SourceKey};
 
 use crate::id::ConnectionId;
 use crate::outgoing::{Outbox, Session, SessionTable};
-use crate::sessions::{Origin, ResumePolicy, SessionId};
+use crate::sessions::{Origin, ResumePolicy, SessionId, Snapshot};
 
 /// Most named broadcast groups a server keeps (names come from the application).
 pub const MAX_GROUPS: usize = 65_536;
@@ -78,6 +78,26 @@ pub(crate) trait ServerState: Send + Sync + 'static {
         token: &SessionToken,
         origin: &Origin,
         now: Instant,
+    ) -> Option<(SessionId, Arc<Session>, SessionToken)>;
+
+    /// Redeems a token for another instance: the session, its snapshot for a peer that saw
+    /// pushes up to `after`, and (in the same step) `conn` reached through `outbox` attached in
+    /// place of the connection returned.
+    fn hand_over(
+        &self,
+        token: &SessionToken,
+        origin: &Origin,
+        now: Instant,
+        after: u64,
+        conn: ConnectionId,
+        outbox: Outbox,
+    ) -> Option<(SessionId, Arc<Session>, Snapshot, Option<ConnectionId>)>;
+
+    /// Installs a session another instance handed over; its id and fresh token.
+    fn import_session(
+        &self,
+        origin: &Origin,
+        snapshot: Snapshot,
     ) -> Option<(SessionId, Arc<Session>, SessionToken)>;
 
     /// Attaches connection `conn` (reached through `outbox`) to a session; the connection it
@@ -208,6 +228,28 @@ impl ServerState for LocalState {
         now: Instant,
     ) -> Option<(SessionId, Arc<Session>, SessionToken)> {
         self.sessions.resume(token, origin, now)
+    }
+
+    fn hand_over(
+        &self,
+        token: &SessionToken,
+        origin: &Origin,
+        now: Instant,
+        after: u64,
+        conn: ConnectionId,
+        outbox: Outbox,
+    ) -> Option<(SessionId, Arc<Session>, Snapshot, Option<ConnectionId>)> {
+        let (id, session, _) = self.sessions.resume(token, origin, now)?;
+        let (snapshot, previous) = self.sessions.hand_over(&session, after, conn, outbox)?;
+        Some((id, session, snapshot, previous))
+    }
+
+    fn import_session(
+        &self,
+        origin: &Origin,
+        snapshot: Snapshot,
+    ) -> Option<(SessionId, Arc<Session>, SessionToken)> {
+        self.sessions.import(origin, snapshot)
     }
 
     fn attach(

@@ -120,6 +120,40 @@ impl fmt::Display for SourceKey {
     }
 }
 
+/// Text that is not a source as [`SourceKey`]'s `Display` writes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParseSourceKeyError(String);
+
+impl fmt::Display for ParseSourceKeyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "not a source (an address, or ADDRESS/PREFIX): {:?}",
+            self.0
+        )
+    }
+}
+
+impl std::error::Error for ParseSourceKeyError {}
+
+impl std::str::FromStr for SourceKey {
+    type Err = ParseSourceKeyError;
+
+    /// Reads what `Display` writes: `192.0.2.7`, `2001:db8::/64`, `2001:db8::1` (a /128).
+    fn from_str(s: &str) -> std::result::Result<Self, Self::Err> {
+        let bad = || ParseSourceKeyError(s.to_owned());
+        let (addr, prefix) = match s.split_once('/') {
+            Some((a, p)) => (a, p.parse::<u8>().map_err(|_| bad())?),
+            None => (s, 128),
+        };
+        let ip: IpAddr = addr.parse().map_err(|_| bad())?;
+        if ip.is_ipv6() && !(1..=128).contains(&prefix) {
+            return Err(bad());
+        }
+        Ok(Self::new(ip, prefix))
+    }
+}
+
 impl fmt::Debug for SourceKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "SourceKey({self})")
@@ -445,6 +479,17 @@ impl<K: Hash + Eq + Clone> AttemptLimiter<K> {
 #[cfg(test)]
 #[allow(clippy::disallowed_methods, reason = "test epoch")]
 mod tests {
+    #[test]
+    fn a_source_reads_back_from_its_display() {
+        for text in ["192.0.2.7", "2001:db8::/64", "2001:db8::1"] {
+            let key: SourceKey = text.parse().unwrap();
+            assert_eq!(key.to_string(), text);
+        }
+        assert!("not an address".parse::<SourceKey>().is_err());
+        assert!("2001:db8::/0".parse::<SourceKey>().is_err());
+        assert!("2001:db8::/x".parse::<SourceKey>().is_err());
+    }
+
     use super::*;
 
     fn policy() -> BanPolicy {

@@ -93,7 +93,9 @@ pub mod suite;
 pub mod token;
 mod wipe;
 
-pub use crate::bans::{AttemptLimiter, BanPolicy, Banned, Denied, Outcome, SourceKey};
+pub use crate::bans::{
+    AttemptLimiter, BanPolicy, Banned, Denied, Outcome, ParseSourceKeyError, SourceKey,
+};
 pub use crate::config::{
     DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_MAX_ARGON2_KIB, DEFAULT_MAX_MESSAGE_LEN, SessionConfig,
     SessionConfigBuilder,

@@ -11,7 +11,8 @@ use std::time::Duration;
 use cypherwire_session::SourceKey;
 use tokio::sync::{Notify, mpsc};
 
-use super::link::{ClusterLink, Command, Counters, PUBLISH_QUEUE, bump};
+use super::handoff;
+use super::link::{Adopted, ClusterLink, Command, Counters, PUBLISH_QUEUE, bump};
 use super::position::{Cursor, Filled, Seen};
 use super::protocol::{self, Frame, NodeReply, NodeRequest};
 use super::seam::{Backplane, BackplaneError, BackplaneEvent, Partial, Publication, Topic};
@@ -80,6 +81,8 @@ pub(crate) fn serve(shared: &Shared, request: &NodeRequest) -> NodeReply {
                 .map(|c| (c.id.0, c.peer))
                 .collect(),
         ),
+        // Answered by the receiver, which holds the link.
+        NodeRequest::Handoff { .. } | NodeRequest::Completed { .. } => NodeReply::BadRequest,
     }
 }
 
@@ -99,6 +102,7 @@ pub(crate) async fn start(
         commands,
         interest: Notify::new(),
         counters: Counters::default(),
+        adopted: Adopted::default(),
     });
     let mut cursors = HashMap::new();
     cursors.insert(Topic::All, Cursor::new(all));
@@ -264,6 +268,12 @@ impl Receiver {
             BackplaneEvent::Request { from, id, body } => {
                 bump(&self.link.counters.requests_served, 1);
                 let reply = match protocol::decode::<NodeRequest>(&body) {
+                    Some(request @ NodeRequest::Handoff { .. }) => {
+                        handoff::hand_over(&self.shared, &self.link, from, &request)
+                    }
+                    Some(NodeRequest::Completed { forward, response }) => {
+                        handoff::completed(&self.link, forward, response)
+                    }
                     Some(request) => serve(&self.shared, &request),
                     None => NodeReply::BadRequest,
                 };

@@ -1,8 +1,9 @@
 //! A server's link to its backplane: what the handles queue for the publisher task (in order,
 //! bounded) and the counters both tasks keep.
 
-use std::sync::Arc;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::Duration;
 
 use cypherwire_session::SourceKey;
@@ -11,6 +12,7 @@ use tokio::sync::{Notify, mpsc};
 use super::protocol::{self, Frame, NodeReply, NodeRequest};
 use super::seam::{Backplane, BackplaneError, Topic};
 use crate::id::NodeId;
+use crate::outgoing::Session;
 
 /// Publications, bans and failures waiting for the backplane, at most.
 pub(crate) const PUBLISH_QUEUE: usize = 65_536;
@@ -40,6 +42,19 @@ pub(crate) enum Command {
     Failure(SourceKey),
 }
 
+/// Sessions this node took over while their old owner still runs some of their requests, by
+/// the handoff's id.
+#[derive(Default)]
+pub(crate) struct Adopted {
+    sessions: Mutex<HashMap<u64, Weak<Session>>>,
+}
+
+impl Adopted {
+    pub(crate) fn table(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Weak<Session>>> {
+        self.sessions.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
 /// A server's link to its backplane, shared by the handles and the two tasks.
 pub(crate) struct ClusterLink {
     pub(crate) backplane: Arc<dyn Backplane>,
@@ -47,6 +62,8 @@ pub(crate) struct ClusterLink {
     /// The set of groups with a local member changed: the receiver re-reads it.
     pub(crate) interest: Notify,
     pub(crate) counters: Counters,
+    /// Sessions taken over from other nodes that still wait for answers from them.
+    pub(crate) adopted: Adopted,
 }
 
 impl ClusterLink {
@@ -56,6 +73,10 @@ impl ClusterLink {
 
     pub(crate) fn backplane(&self) -> &dyn Backplane {
         &*self.backplane
+    }
+
+    pub(crate) fn adopted(&self) -> &Adopted {
+        &self.adopted
     }
 
     pub(crate) fn counters(&self) -> &Counters {

@@ -27,6 +27,7 @@
 //!   name, in a [`Partial`], the nodes that did not answer before the deadline.
 
 mod driver;
+pub(crate) mod handoff;
 pub(crate) mod link;
 mod position;
 pub(crate) mod protocol;

@@ -3,7 +3,7 @@
 
 use std::net::SocketAddr;
 
-use cypherwire_wire::{Action, Value};
+use cypherwire_wire::{Action, Message, Value};
 use serde::{Deserialize, Serialize};
 
 use super::seam::ClusterError;
@@ -29,6 +29,18 @@ pub(crate) enum NodeRequest {
     Count,
     /// The node's connections.
     List,
+    /// Hand over the session `token` redeems (a resume that landed on the asking node).
+    Handoff {
+        token: [u8; 16],
+        last_push_seq: u64,
+        /// The resuming connection's source (as `SourceKey` displays it) and identity.
+        source: String,
+        identity: Option<[u8; 32]>,
+        /// What the asking node calls this handoff in `Completed`.
+        forward: u64,
+    },
+    /// A request that was running when its session was handed over finished.
+    Completed { forward: u64, response: Message },
 }
 
 /// A node's answer.
@@ -41,6 +53,15 @@ pub(crate) enum NodeReply {
     List(Vec<(u64, SocketAddr)>),
     /// The request could not be read.
     BadRequest,
+    /// The session, for the resuming node to continue.
+    HandedOver {
+        push_seq: u64,
+        replay: Vec<(u64, Message)>,
+        responses: Vec<(u64, Message)>,
+        running: Vec<u64>,
+    },
+    /// No session for that token and origin here (unknown, used, expired, or pushes lost).
+    Refused,
 }
 
 impl NodeReply {
@@ -101,6 +122,24 @@ mod tests {
         );
         assert_eq!(encode(&NodeReply::Count(3)), b"\x81\xa5Count\x03");
         assert_eq!(encode(&Frame::Push(Value::from(1))), b"\x81\xa4Push\x01");
+    }
+
+    #[test]
+    fn a_handed_over_session_survives_its_encoding() {
+        let push = Message::from(cypherwire_wire::Push::new(3, Value::from(5)));
+        let answer = Message::from(cypherwire_wire::Response::ok(9, Value::from("x")));
+        let reply = NodeReply::HandedOver {
+            push_seq: 3,
+            replay: vec![(3, push)],
+            responses: vec![(9, answer.clone())],
+            running: vec![1],
+        };
+        assert_eq!(decode::<NodeReply>(&encode(&reply)), Some(reply));
+        let done = NodeRequest::Completed {
+            forward: 4,
+            response: answer,
+        };
+        assert_eq!(decode::<NodeRequest>(&encode(&done)), Some(done));
     }
 
     #[test]

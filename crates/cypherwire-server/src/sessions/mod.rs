@@ -8,5 +8,7 @@ mod table;
 mod tests;
 
 pub use self::policy::ResumePolicy;
-pub(crate) use self::state::{Attachment, Begin, PushFailure, Refused, SessionId, SessionState};
+pub(crate) use self::state::{
+    Attachment, Begin, PushFailure, Refused, SessionId, SessionState, Snapshot,
+};
 pub(crate) use self::table::{Origin, Sessions, welcome};

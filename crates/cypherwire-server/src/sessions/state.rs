@@ -64,6 +64,19 @@ pub(super) struct Inner<A> {
     pub(super) running: HashSet<u64, FastState>,
 }
 
+/// What a session hands to another instance (a resume that landed there): its push numbering,
+/// the pushes a peer that saw `after` still needs, the response cache and the requests still
+/// running here.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Snapshot {
+    pub(crate) push_seq: u64,
+    /// (sequence number, the push), oldest first.
+    pub(crate) replay: Vec<(u64, Arc<Message>)>,
+    /// (request id, the response), oldest first.
+    pub(crate) responses: Vec<(u64, Arc<Message>)>,
+    pub(crate) running: Vec<u64>,
+}
+
 /// One session's state.
 pub(crate) struct SessionState<A> {
     pub(super) id: SessionId,
@@ -87,6 +100,71 @@ impl<A: Attachment> SessionState<A> {
             }),
             policy,
         }
+    }
+
+    /// A session continuing `snapshot` (taken on another instance).
+    pub(super) fn restore(id: SessionId, policy: ResumePolicy, snapshot: Snapshot) -> Self {
+        let state = Self::new(id, policy);
+        {
+            let mut s = state.lock();
+            s.push_seq = snapshot.push_seq;
+            for (seq, msg) in snapshot.replay {
+                let size = msg.approx_size();
+                s.replay_bytes += size;
+                s.replay.push_back((seq, msg, size));
+            }
+            for (rid, msg) in snapshot.responses {
+                let size = msg.approx_size();
+                s.response_bytes += size;
+                if s.responses.insert(rid, (msg, size)).is_none() {
+                    s.response_order.push_back(rid);
+                }
+            }
+            s.running.extend(snapshot.running);
+        }
+        state
+    }
+
+    /// Hands the session over: its snapshot for a peer that saw pushes up to `after` (`None`
+    /// if some it needs are gone), and, in the same step, `conn` (reached through `outbox`)
+    /// takes the place of the attached connection, which is returned.
+    pub(crate) fn hand_over(
+        &self,
+        after: u64,
+        conn: ConnectionId,
+        outbox: A,
+    ) -> Option<(Snapshot, Option<ConnectionId>)> {
+        let mut s = self.lock();
+        let first_kept = s.replay.front().map_or(s.push_seq + 1, |(seq, _, _)| *seq);
+        if after > s.push_seq || after + 1 < first_kept {
+            return None;
+        }
+        let snapshot = Snapshot {
+            push_seq: s.push_seq,
+            replay: s
+                .replay
+                .iter()
+                .filter(|(seq, _, _)| *seq > after)
+                .map(|(seq, m, _)| (*seq, m.clone()))
+                .collect(),
+            responses: s
+                .response_order
+                .iter()
+                .filter_map(|id| s.responses.get(id).map(|(m, _)| (*id, m.clone())))
+                .collect(),
+            running: s.running.iter().copied().collect(),
+        };
+        let previous = s
+            .attached
+            .replace((conn, outbox))
+            .map(|(old, _)| old)
+            .filter(|old| *old != conn);
+        Some((snapshot, previous))
+    }
+
+    /// Whether requests of this session are still running.
+    pub(crate) fn has_running(&self) -> bool {
+        !self.lock().running.is_empty()
     }
 
     pub(super) fn lock(&self) -> MutexGuard<'_, Inner<A>> {
@@ -197,6 +275,12 @@ impl<A: Attachment> SessionState<A> {
         }
         let tx = s.attached.as_ref().map(|(_, tx)| tx.clone());
         (msg, tx)
+    }
+
+    /// Forgets every running request (they will never be answered here: their old instance
+    /// is gone, so a resend runs them again).
+    pub(crate) fn abandon_all(&self) {
+        self.lock().running.clear();
     }
 
     /// Forgets a request that will never be answered (cancelled).

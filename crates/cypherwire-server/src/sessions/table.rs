@@ -8,7 +8,7 @@ use cypherwire_session::{PublicKey, SessionToken, SourceKey};
 use cypherwire_wire::Message;
 
 use super::policy::ResumePolicy;
-use super::state::{Attachment, SessionId, SessionState};
+use super::state::{Attachment, SessionId, SessionState, Snapshot};
 use crate::id::ConnectionId;
 
 /// Who opened a session: a resume must come from the same principal, and quotas are per
@@ -117,6 +117,24 @@ impl<A> Table<A> {
         true
     }
 
+    /// Keeps a new session (attached) under its first token.
+    fn insert(&mut self, state: &Arc<SessionState<A>>, origin: &Origin, token: &SessionToken) {
+        let id = state.id;
+        let d = digest(token);
+        self.tokens.insert(d, TokenRef::Current(id));
+        self.slots.insert(
+            id,
+            Slot {
+                state: state.clone(),
+                origin: *origin,
+                current: d,
+                predecessor: None,
+                detached_at: None,
+            },
+        );
+        self.sources.entry(origin.source).or_default().0 += 1;
+    }
+
     fn set_detached(&mut self, id: SessionId, at: Option<Instant>) {
         let Some(slot) = self.slots.get_mut(&id) else {
             return;
@@ -141,6 +159,9 @@ impl<A> Table<A> {
 pub(crate) struct Sessions<A> {
     policy: ResumePolicy,
     table: Mutex<Table<A>>,
+    /// The node id the first three bytes of every token carry (0: a server outside a cluster,
+    /// whose tokens are random throughout).
+    node: u32,
 }
 
 impl<A: Attachment> Sessions<A> {
@@ -151,7 +172,53 @@ impl<A: Attachment> Sessions<A> {
         Some(Self {
             policy,
             table: Mutex::new(Table::default()),
+            node: 0,
         })
+    }
+
+    /// Tokens name `node` (in a cluster: a resume that lands on another instance finds the
+    /// session's owner from the token alone).
+    pub(crate) fn with_node(mut self, node: u32) -> Self {
+        self.node = node;
+        self
+    }
+
+    /// A fresh token: 16 random bytes, the first three replaced by the node id in a cluster
+    /// (104 random bits remain).
+    fn mint(&self) -> Option<SessionToken> {
+        let token = SessionToken::generate().ok()?;
+        if self.node == 0 {
+            return Some(token);
+        }
+        let mut bytes = *token.as_bytes();
+        bytes[..3].copy_from_slice(&self.node.to_be_bytes()[1..]);
+        Some(SessionToken::from_bytes(bytes))
+    }
+
+    /// The node a token names (0 for a token of a server outside a cluster, or of another
+    /// kind).
+    pub(crate) fn token_node(token: &SessionToken) -> u32 {
+        let b = token.as_bytes();
+        u32::from_be_bytes([0, b[0], b[1], b[2]])
+    }
+
+    /// Installs a session handed over by another instance, for a connection from `origin`;
+    /// its id and fresh token.
+    pub(crate) fn import(
+        &self,
+        origin: &Origin,
+        snapshot: Snapshot,
+    ) -> Option<(SessionId, Arc<SessionState<A>>, SessionToken)> {
+        let token = self.mint()?;
+        let mut t = self.table();
+        if !t.make_room(origin.source, &self.policy) {
+            return None;
+        }
+        t.next += 1;
+        let id = SessionId(t.next);
+        let state = Arc::new(SessionState::restore(id, self.policy, snapshot));
+        t.insert(&state, origin, &token);
+        Some((id, state, token))
     }
 
     pub(crate) fn policy(&self) -> ResumePolicy {
@@ -169,25 +236,13 @@ impl<A: Attachment> Sessions<A> {
         &self,
         origin: &Origin,
     ) -> Option<(SessionId, Arc<SessionState<A>>, SessionToken)> {
-        let token = SessionToken::generate().ok()?;
+        let token = self.mint()?;
         let mut t = self.table();
         t.next += 1;
         let id = SessionId(t.next);
         let state = Arc::new(SessionState::new(id, self.policy));
         if t.make_room(origin.source, &self.policy) {
-            let d = digest(&token);
-            t.tokens.insert(d, TokenRef::Current(id));
-            t.slots.insert(
-                id,
-                Slot {
-                    state: state.clone(),
-                    origin: *origin,
-                    current: d,
-                    predecessor: None,
-                    detached_at: None,
-                },
-            );
-            t.sources.entry(origin.source).or_default().0 += 1;
+            t.insert(&state, origin, &token);
         }
         Some((id, state, token))
     }
@@ -224,7 +279,7 @@ impl<A: Attachment> Sessions<A> {
         if slot.origin.identity != origin.identity {
             return None;
         }
-        let fresh = SessionToken::generate().ok()?;
+        let fresh = self.mint()?;
         let fd = digest(&fresh);
         let slot = t.slots.get_mut(&id)?;
         let replaced = std::mem::replace(&mut slot.current, fd);
@@ -261,6 +316,20 @@ impl<A: Attachment> Sessions<A> {
 
     /// Detaches `conn` from a session if it is attached there; the session's time to live
     /// starts now.
+    /// [`SessionState::hand_over`], with the table's note that the session is attached.
+    pub(crate) fn hand_over(
+        &self,
+        state: &SessionState<A>,
+        after: u64,
+        conn: ConnectionId,
+        outbox: A,
+    ) -> Option<(Snapshot, Option<ConnectionId>)> {
+        let mut t = self.table();
+        let handed = state.hand_over(after, conn, outbox)?;
+        t.set_detached(state.id, None);
+        Some(handed)
+    }
+
     pub(crate) fn detach(&self, state: &SessionState<A>, conn: ConnectionId, now: Instant) {
         let id = state.id;
         let mut t = self.table();

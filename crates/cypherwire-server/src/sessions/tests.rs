@@ -457,3 +457,91 @@ fn a_policy_with_a_zero_bound_is_refused() {
     }
     assert!(Sessions::<Queue>::new(ResumePolicy::default()).is_some());
 }
+
+#[test]
+fn tokens_of_a_cluster_node_name_it_and_outside_a_cluster_they_do_not() {
+    let node = 0x00AB_CDEF;
+    let clustered: Sessions<Queue> = Sessions::new(ResumePolicy::default())
+        .unwrap()
+        .with_node(node);
+    let (_, _, t) = clustered.create(&origin()).unwrap();
+    assert_eq!(Sessions::<Queue>::token_node(&t), node);
+    let (_, _, fresh) = clustered.resume(&t, &origin(), now()).unwrap();
+    assert_eq!(
+        Sessions::<Queue>::token_node(&fresh),
+        node,
+        "rotated tokens too"
+    );
+    // Outside a cluster the three bytes are random: over 32 tokens they are not all one node.
+    let alone: Sessions<Queue> = Sessions::new(ResumePolicy::default()).unwrap();
+    let nodes: std::collections::HashSet<u32> = (0..32)
+        .map(|_| Sessions::<Queue>::token_node(&alone.create(&origin()).unwrap().2))
+        .collect();
+    assert!(nodes.len() > 1);
+}
+
+#[test]
+fn a_handed_over_session_continues_elsewhere_with_its_pushes_answers_and_running_requests() {
+    let policy = ResumePolicy::default();
+    let here: Sessions<Queue> = Sessions::new(policy).unwrap().with_node(1);
+    let there: Sessions<Queue> = Sessions::new(policy).unwrap().with_node(2);
+    let (_, s, token) = here.create(&origin()).unwrap();
+    let attached = Queue::bounded(64);
+    here.attach(&s, ConnectionId(5), attached.clone());
+    for i in 0..5 {
+        s.push(Value::from(i)).unwrap();
+    }
+    assert!(matches!(s.begin(1), Begin::Run));
+    s.complete(Response::ok(1, "one"));
+    assert!(
+        matches!(s.begin(2), Begin::Run),
+        "still running at the handover"
+    );
+    // The peer saw pushes up to 3; a forwarder takes the place of connection 5.
+    let (_, old, _) = here.resume(&token, &origin(), now()).unwrap();
+    let forwarder = Queue::bounded(8);
+    let (snapshot, previous) = here
+        .hand_over(&old, 3, ConnectionId(0), forwarder.clone())
+        .unwrap();
+    assert_eq!(previous, Some(ConnectionId(5)));
+    assert_eq!(snapshot.push_seq, 5);
+    assert_eq!(
+        snapshot.replay.iter().map(|(s, _)| *s).collect::<Vec<_>>(),
+        [4, 5]
+    );
+    assert_eq!(snapshot.running, [2]);
+    let (_, moved, _) = there.import(&origin(), snapshot).unwrap();
+    assert_eq!(seqs(&moved.replay_after(3).unwrap()), [4, 5]);
+    assert!(
+        matches!(moved.begin(1), Begin::Cached(_)),
+        "answered once, not run again"
+    );
+    assert!(
+        matches!(moved.begin(2), Begin::InProgress),
+        "running at the old owner"
+    );
+    moved.push(Value::from(6)).unwrap();
+    assert_eq!(
+        seqs(&moved.replay_after(5).unwrap()),
+        [6],
+        "numbering continues"
+    );
+    // The old owner's answer goes to the forwarder, not to the replaced connection.
+    let before = attached.items.lock().unwrap().len();
+    let (_, to) = old.complete(Response::ok(2, "two"));
+    to.unwrap()
+        .offer(Arc::new(Message::from(Response::ok(2, "two"))))
+        .unwrap();
+    assert!(forwarder.take().is_some());
+    assert_eq!(attached.items.lock().unwrap().len(), before);
+    // A peer that needs pushes no longer kept is refused.
+    let (_, s2, t2) = here.create(&origin()).unwrap();
+    for i in 0..(policy.push_buffer + 2) {
+        s2.push(Value::from(i as i64)).unwrap();
+    }
+    let (_, s2, _) = here.resume(&t2, &origin(), now()).unwrap();
+    assert!(
+        here.hand_over(&s2, 0, ConnectionId(0), Queue::bounded(1))
+            .is_none()
+    );
+}
