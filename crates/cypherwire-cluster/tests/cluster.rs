@@ -320,6 +320,26 @@ async fn a_node_that_does_not_answer_is_an_unknown_outcome_and_a_named_gap_in_co
     assert_eq!((all.value, all.is_complete()), (3, true));
     let list = cluster.connections(Duration::from_secs(1)).await.unwrap();
     assert_eq!(list.value.len(), 3);
+    let on_b = b.handle().connections().remove(0);
+    let found = cluster
+        .connection_by_peer(on_b.peer, Duration::from_secs(1))
+        .await
+        .unwrap();
+    assert_eq!(
+        found.value.map(|c| c.id),
+        Some(on_b.id),
+        "found on the other node"
+    );
+    let from = cluster
+        .connections_from("127.0.0.1".parse().unwrap(), Duration::from_secs(1))
+        .await
+        .unwrap();
+    assert_eq!(from.value.len(), 3);
+    let none = cluster
+        .connections_from("127.0.0.2".parse().unwrap(), Duration::from_secs(1))
+        .await
+        .unwrap();
+    assert!(none.value.is_empty());
     // A live node (its backplane connected and subscribed) that never reads its events.
     let stuck = fx.backplane().await;
     let count = cluster.count(Duration::from_millis(300)).await.unwrap();
@@ -899,4 +919,121 @@ async fn a_client_moved_to_another_instance_resumes_there_losing_nothing_and_run
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert!(gone, "the old instance dropped the handed-over session");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_that_requires_a_password_takes_the_right_one_only() {
+    let Some(redis) = RedisServer::start_with(&["--requirepass", "s3cret-pass"]) else {
+        return;
+    };
+    let key = ClusterKey::generate().unwrap();
+    let wrong =
+        RedisBackplane::connect(&redis.url_with_auth("default", "wrong"), key.clone()).await;
+    let e = wrong.unwrap_err().to_string();
+    assert!(e.contains("redis"), "{e}");
+    let none = RedisBackplane::connect(&redis.url(), key.clone()).await;
+    assert!(none.is_err(), "no password, no cluster");
+    let ok = RedisBackplane::connect(&redis.url_with_auth("default", "s3cret-pass"), key).await;
+    assert!(ok.is_ok(), "{:?}", ok.err());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_rotate_without_a_split_and_a_node_without_the_key_closes_rather_than_skips() {
+    let Some(fx) = Fixture::new() else { return };
+    let (old, new) = (
+        ClusterKey::generate().unwrap(),
+        ClusterKey::generate().unwrap(),
+    );
+    let connect = |keys: Vec<ClusterKey>| {
+        let (url, options) = (fx.redis.url(), fx.options());
+        async move {
+            let bp = RedisBackplane::connect_with(&url, &keys, options)
+                .await
+                .unwrap();
+            let server = Server::builder(psk())
+                .cluster(bp.clone())
+                .bind("127.0.0.1:0")
+                .await
+                .unwrap();
+            (server, bp)
+        }
+    };
+    // Mid-rotation: one node seals with the old key, one with the new; both open both.
+    let (a, _) = connect(vec![old.clone(), new.clone()]).await;
+    let (b, _) = connect(vec![new.clone(), old.clone()]).await;
+    // A node that never got the new key.
+    let (c, bp_c) = connect(vec![old.clone()]).await;
+    let (_ca, mut in_a) = client(&a).await;
+    let (_cb, mut in_b) = client(&b).await;
+    let (cc, mut in_c) = client(&c).await;
+    settle(&[a.handle(), b.handle(), c.handle()], 3).await;
+    let mut status_c = cc.status_events();
+    a.handle().broadcast(1);
+    for incoming in [&mut in_a, &mut in_b, &mut in_c] {
+        assert_eq!(numbers(incoming, 1, Duration::from_secs(2)).await, [1]);
+    }
+    b.handle().broadcast(2);
+    assert_eq!(numbers(&mut in_a, 1, Duration::from_secs(2)).await, [2]);
+    assert_eq!(numbers(&mut in_b, 1, Duration::from_secs(2)).await, [2]);
+    // c cannot open b's publication (sealed with the new key): refused and counted.
+    assert!(
+        numbers(&mut in_c, 1, Duration::from_millis(300))
+            .await
+            .is_empty()
+    );
+    assert!(bp_c.seal_stats().forged >= 1);
+    // The next publication shows c the hole it cannot fill: it closes its connection rather
+    // than skip, and its client is told.
+    a.handle().broadcast(3);
+    assert_eq!(numbers(&mut in_b, 1, Duration::from_secs(2)).await, [3]);
+    let told = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            if let Ok(Status::Offline { reason }) = status_c.recv().await {
+                return reason;
+            }
+        }
+    })
+    .await
+    .unwrap();
+    assert!(told.contains("lost"), "{told}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_redis_gone_each_instance_still_bans_by_itself() {
+    let Some(mut fx) = Fixture::new() else { return };
+    let mut policy = BanPolicy::default();
+    policy.max_attempts = 2;
+    let (a, _) = fx.node_with(policy).await;
+    fx.redis.kill();
+    let wrong = Psk::from_passphrase("a wrong passphrase, long enough 123").unwrap();
+    for _ in 0..2 {
+        let stream = tokio::net::TcpStream::connect(a.local_addr())
+            .await
+            .unwrap();
+        let r = cypherwire_session::connect(
+            stream,
+            &cypherwire_session::ClientAuth::Psk(wrong.clone()),
+            &cypherwire_session::SessionConfig::default(),
+        )
+        .await;
+        assert!(r.is_err());
+    }
+    assert!(
+        a.handle()
+            .bans()
+            .iter()
+            .any(|(ip, _)| ip.to_string() == "127.0.0.1"),
+        "the local limiter banned the source"
+    );
+    // What the banned client sees: refused, even with the right key.
+    let c = Client::builder(psk())
+        .backoff({
+            let mut b = cypherwire_client::Backoff::default();
+            b.give_up_after_attempts = Some(1);
+            b
+        })
+        .connect(a.local_addr().to_string())
+        .unwrap();
+    let online = tokio::time::timeout(Duration::from_secs(3), c.wait_online()).await;
+    assert!(!matches!(online, Ok(Ok(()))));
 }

@@ -11,6 +11,8 @@ use std::time::Duration;
 pub struct RedisServer {
     dir: PathBuf,
     child: Option<Child>,
+    /// Extra `redis-server` arguments (e.g. `--requirepass`).
+    args: Vec<String>,
 }
 
 /// Whether tests must have their components (`CI=true`).
@@ -30,6 +32,19 @@ impl RedisServer {
         reason = "test helper: failing loudly is the point"
     )]
     pub fn start() -> Option<Self> {
+        Self::start_with(&[])
+    }
+
+    /// Starts one with extra `redis-server` arguments, as [`start`](Self::start) does.
+    ///
+    /// # Panics
+    /// As [`start`](Self::start).
+    #[allow(
+        clippy::expect_used,
+        clippy::panic,
+        reason = "test helper: failing loudly is the point"
+    )]
+    pub fn start_with(args: &[&str]) -> Option<Self> {
         let installed = Command::new("redis-server")
             .arg("--version")
             .stdout(Stdio::null())
@@ -46,7 +61,11 @@ impl RedisServer {
         let n: u64 = rand_suffix();
         let dir = std::env::temp_dir().join(format!("cw-redis-{}-{n:x}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("temp dir");
-        let mut server = Self { dir, child: None };
+        let mut server = Self {
+            dir,
+            child: None,
+            args: args.iter().map(|a| (*a).to_owned()).collect(),
+        };
         server.spawn();
         Some(server)
     }
@@ -71,6 +90,7 @@ impl RedisServer {
             .arg(self.socket())
             .arg("--dir")
             .arg(&self.dir)
+            .args(&self.args)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -95,6 +115,11 @@ impl RedisServer {
     /// The URL to connect to.
     pub fn url(&self) -> String {
         format!("redis+unix://{}", self.socket().display())
+    }
+
+    /// The URL with a user and password (`AUTH`).
+    pub fn url_with_auth(&self, user: &str, password: &str) -> String {
+        format!("{}?user={user}&pass={password}", self.url())
     }
 
     /// Kills it with SIGKILL (its data is gone: it keeps nothing on disk).

@@ -191,6 +191,36 @@ impl Cluster {
         })
     }
 
+    /// The connection from `peer` (an address and port as its node saw it), wherever it is.
+    ///
+    /// # Errors
+    /// As [`count`](Self::count).
+    pub async fn connection_by_peer(
+        &self,
+        peer: std::net::SocketAddr,
+        deadline: Duration,
+    ) -> Result<Partial<Option<RemoteConnection>>, ClusterError> {
+        let all = self.connections(deadline).await?;
+        Ok(Partial {
+            value: all.value.into_iter().find(|c| c.peer == peer),
+            missing: all.missing,
+        })
+    }
+
+    /// The connections from `ip` over the whole cluster, by id.
+    ///
+    /// # Errors
+    /// As [`count`](Self::count).
+    pub async fn connections_from(
+        &self,
+        ip: std::net::IpAddr,
+        deadline: Duration,
+    ) -> Result<Partial<Vec<RemoteConnection>>, ClusterError> {
+        let mut all = self.connections(deadline).await?;
+        all.value.retain(|c| c.peer.ip() == ip);
+        Ok(all)
+    }
+
     /// This node's backplane counters.
     pub fn stats(&self) -> ClusterStats {
         let c = self.link.counters();
