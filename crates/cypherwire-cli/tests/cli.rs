@@ -411,3 +411,141 @@ fn serve_answers_cypher_protocol_clients_on_the_compat_port() {
     server.kill().unwrap();
     let _ = server.wait();
 }
+
+/// One `serve --cluster --console` process: its stdin, its stdout lines, its node and address.
+struct Instance {
+    child: std::process::Child,
+    input: std::process::ChildStdin,
+    out: std::sync::mpsc::Receiver<String>,
+    node: String,
+    addr: String,
+}
+
+fn clustered_serve(redis_url: &str, key: &std::path::Path, prefix: &str) -> Instance {
+    let psk = temp_file("psk-cluster", "2ZpK1CdQfm0s1EZ1SIhYfV7MHdJf8X3U\n");
+    let mut child = Command::new(BIN)
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--console",
+            "--psk-file",
+        ])
+        .arg(&psk)
+        .args([
+            "--cluster",
+            redis_url,
+            "--cluster-prefix",
+            prefix,
+            "--cluster-key-file",
+        ])
+        .arg(key)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let out = line_reader(child.stdout.take().unwrap());
+    let node = expect_line(&out, |l| l.starts_with("cluster node "));
+    let node = node.split(' ').nth(2).unwrap().to_owned();
+    let addr = expect_line(&out, |l| l.starts_with("listening on "))
+        .trim_start_matches("listening on ")
+        .to_owned();
+    expect_line(&out, |l| l.starts_with("commands: help"));
+    let input = child.stdin.take().unwrap();
+    Instance {
+        child,
+        input,
+        out,
+        node,
+        addr,
+    }
+}
+
+#[test]
+fn serve_instances_on_one_redis_act_as_one_and_survive_one_being_killed() {
+    use cypherwire::client::{Client, Incoming, Status};
+    let Some(redis) = cypherwire_test_support::redis::RedisServer::start() else {
+        return;
+    };
+    let key = run(&["keygen", "--cluster"]);
+    assert!(key.status.success());
+    assert_eq!(stdout(&key).len(), 64, "a cluster key is 64 hex digits");
+    let key = temp_file("cluster.key", &stdout(&key));
+    let prefix = format!("cw:cli{:x}:", cypherwire_test_support::redis::rand_suffix());
+    let mut a = clustered_serve(&redis.url(), &key, &prefix);
+    let mut b = clustered_serve(&redis.url(), &key, &prefix);
+    assert_ne!(a.node, b.node);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let psk =
+            cypherwire::session::Psk::from_passphrase("2ZpK1CdQfm0s1EZ1SIhYfV7MHdJf8X3U").unwrap();
+        // The client lands on b (and, once b is gone, on a).
+        let client = Client::builder(psk)
+            .connect_with(cypherwire_test_support::balance::FirstAlive(vec![
+                b.addr.parse().unwrap(),
+                a.addr.parse().unwrap(),
+            ]))
+            .unwrap();
+        let mut incoming = client.take_incoming().unwrap();
+        client.wait_online().await.unwrap();
+        let mut status = client.status_events();
+        // a's console reaches b's client: a broadcast, then a kick by b's connection id.
+        writeln!(a.input, "broadcast hello from a").unwrap();
+        expect_line(&a.out, |l| l.starts_with("sent to 0 connections"));
+        let pushed = tokio::time::timeout(std::time::Duration::from_secs(5), incoming.next())
+            .await
+            .unwrap();
+        assert!(
+            matches!(&pushed, Some(Incoming::Push(p)) if p.data.as_str() == Some("hello from a")),
+            "{pushed:?}"
+        );
+        writeln!(b.input, "list").unwrap();
+        expect_line(&b.out, |l| l == "1 connected");
+        let line = expect_line(&b.out, |l| l.starts_with('#'));
+        let id = line.split(' ').next().unwrap().to_owned();
+        assert!(id.starts_with(&format!("#{}.", b.node)), "{id}");
+        writeln!(a.input, "kick {id}").unwrap();
+        expect_line(&a.out, |l| l == format!("kicked {id}"));
+        let reason = tokio::time::timeout(std::time::Duration::from_secs(5), async {
+            loop {
+                if let Ok(Status::Offline { reason }) = status.recv().await {
+                    return reason;
+                }
+            }
+        })
+        .await
+        .unwrap();
+        assert!(reason.contains("kick"), "{reason}");
+        client.wait_online().await.unwrap();
+        // b is killed (SIGKILL): the client lands on a, is told its session is new, and its
+        // requests are answered there.
+        let mut status = client.status_events();
+        b.child.kill().unwrap();
+        b.child.wait().unwrap();
+        let resumed = tokio::time::timeout(std::time::Duration::from_secs(20), async {
+            let mut dropped = false;
+            loop {
+                match status.recv().await {
+                    Ok(Status::Offline { .. } | Status::Reconnecting { .. }) => dropped = true,
+                    Ok(Status::Online { resumed }) if dropped => return resumed,
+                    _ => {}
+                }
+            }
+        })
+        .await
+        .unwrap();
+        assert!(!resumed, "b's sessions died with it");
+        let reply = client
+            .request("/NUMBER", "UPDATE")
+            .data(3)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(reply.data.as_str(), Some("UPDATED"));
+        writeln!(a.input, "list").unwrap();
+        expect_line(&a.out, |l| l == "1 connected");
+    });
+    writeln!(a.input, "quit").unwrap();
+    assert!(a.child.wait().unwrap().success());
+}

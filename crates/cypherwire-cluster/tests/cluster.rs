@@ -412,19 +412,9 @@ async fn failed_handshakes_count_over_the_whole_cluster() {
     policy.max_attempts = 4;
     let (a, _) = fx.node_with(policy).await;
     let (b, _) = fx.node_with(policy).await;
-    let wrong = Psk::from_passphrase("a wrong passphrase, long enough 123").unwrap();
     // Two failures on each node: under the local limit of either, at the cluster's.
     for server in [&a, &b, &a, &b] {
-        let stream = tokio::net::TcpStream::connect(server.local_addr())
-            .await
-            .unwrap();
-        let r = cypherwire_session::connect(
-            stream,
-            &cypherwire_session::ClientAuth::Psk(wrong.clone()),
-            &cypherwire_session::SessionConfig::default(),
-        )
-        .await;
-        assert!(r.is_err());
+        fail_handshake(server).await;
     }
     let mut banned = false;
     for _ in 0..300 {
@@ -552,6 +542,21 @@ async fn numbers_text(incoming: &mut IncomingStream) -> String {
     }
 }
 
+/// One handshake with the wrong key.
+async fn fail_handshake(server: &Server) {
+    let wrong = Psk::from_passphrase("a wrong passphrase, long enough 123").unwrap();
+    let stream = tokio::net::TcpStream::connect(server.local_addr())
+        .await
+        .unwrap();
+    let r = cypherwire_session::connect(
+        stream,
+        &cypherwire_session::ClientAuth::Psk(wrong),
+        &cypherwire_session::SessionConfig::default(),
+    )
+    .await;
+    assert!(r.is_err());
+}
+
 /// Whether the session resumed, at the first `Online` after the connection dropped (an
 /// `Online` of the connection before may still be in the queue).
 async fn online_after_a_drop(status: &mut tokio::sync::broadcast::Receiver<Status>) -> bool {
@@ -662,29 +667,6 @@ async fn lost_backplane_data_closes_the_affected_sessions_instead_of_skipping() 
     assert_eq!((stats.lossy_gaps, stats.closed_for_loss), (1, 1));
 }
 
-/// Connects to the first address that answers, trying them in order (a load balancer that
-/// sends a client elsewhere when its instance is gone).
-struct FirstAlive(Vec<std::net::SocketAddr>);
-
-impl cypherwire_client::Connect for FirstAlive {
-    type Io = tokio::net::TcpStream;
-
-    async fn connect(&self) -> std::io::Result<tokio::net::TcpStream> {
-        let mut last = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
-        for a in &self.0 {
-            match tokio::net::TcpStream::connect(a).await {
-                Ok(s) => return Ok(s),
-                Err(e) => last = e,
-            }
-        }
-        Err(last)
-    }
-
-    fn describe(&self) -> String {
-        format!("{:?}", self.0)
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_instance_leaves_its_clients_told_and_its_requests_answered_elsewhere() {
     let Some(fx) = Fixture::new() else { return };
@@ -708,7 +690,10 @@ async fn a_dead_instance_leaves_its_clients_told_and_its_requests_answered_elsew
         .await
         .unwrap();
     let client = Client::builder(psk())
-        .connect_with(FirstAlive(vec![a.local_addr(), b.local_addr()]))
+        .connect_with(cypherwire_test_support::balance::FirstAlive(vec![
+            a.local_addr(),
+            b.local_addr(),
+        ]))
         .unwrap();
     client.wait_online().await.unwrap();
     assert_eq!(a.handle().count(), 1);
@@ -1005,18 +990,8 @@ async fn with_redis_gone_each_instance_still_bans_by_itself() {
     policy.max_attempts = 2;
     let (a, _) = fx.node_with(policy).await;
     fx.redis.kill();
-    let wrong = Psk::from_passphrase("a wrong passphrase, long enough 123").unwrap();
     for _ in 0..2 {
-        let stream = tokio::net::TcpStream::connect(a.local_addr())
-            .await
-            .unwrap();
-        let r = cypherwire_session::connect(
-            stream,
-            &cypherwire_session::ClientAuth::Psk(wrong.clone()),
-            &cypherwire_session::SessionConfig::default(),
-        )
-        .await;
-        assert!(r.is_err());
+        fail_handshake(&a).await;
     }
     assert!(
         a.handle()
