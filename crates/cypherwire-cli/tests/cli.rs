@@ -464,7 +464,7 @@ fn clustered_serve(redis_url: &str, key: &std::path::Path, prefix: &str) -> Inst
 
 #[test]
 fn serve_instances_on_one_redis_act_as_one_and_survive_one_being_killed() {
-    use cypherwire::client::{Client, Incoming, Status};
+    use cypherwire::client::{Client, Incoming};
     let Some(redis) = cypherwire_test_support::redis::RedisServer::start() else {
         return;
     };
@@ -507,15 +507,7 @@ fn serve_instances_on_one_redis_act_as_one_and_survive_one_being_killed() {
         assert!(id.starts_with(&format!("#{}.", b.node)), "{id}");
         writeln!(a.input, "kick {id}").unwrap();
         expect_line(&a.out, |l| l == format!("kicked {id}"));
-        let reason = tokio::time::timeout(std::time::Duration::from_secs(5), async {
-            loop {
-                if let Ok(Status::Offline { reason }) = status.recv().await {
-                    return reason;
-                }
-            }
-        })
-        .await
-        .unwrap();
+        let reason = cypherwire_test_support::cluster::offline_reason(&mut status).await;
         assert!(reason.contains("kick"), "{reason}");
         client.wait_online().await.unwrap();
         // b is killed (SIGKILL): the client lands on a, is told its session is new, and its
@@ -523,18 +515,7 @@ fn serve_instances_on_one_redis_act_as_one_and_survive_one_being_killed() {
         let mut status = client.status_events();
         b.child.kill().unwrap();
         b.child.wait().unwrap();
-        let resumed = tokio::time::timeout(std::time::Duration::from_secs(20), async {
-            let mut dropped = false;
-            loop {
-                match status.recv().await {
-                    Ok(Status::Offline { .. } | Status::Reconnecting { .. }) => dropped = true,
-                    Ok(Status::Online { resumed }) if dropped => return resumed,
-                    _ => {}
-                }
-            }
-        })
-        .await
-        .unwrap();
+        let resumed = cypherwire_test_support::cluster::online_after_a_drop(&mut status).await;
         assert!(!resumed, "b's sessions died with it");
         let reply = client
             .request("/NUMBER", "UPDATE")

@@ -10,6 +10,7 @@ use cypherwire_client::{Client, Incoming, IncomingStream, Status};
 use cypherwire_cluster::{ClusterKey, RedisBackplane, RedisOptions};
 use cypherwire_server::{Backplane, ClusterError, ConnectionId, NodeId, Server, ServerHandle};
 use cypherwire_session::{BanPolicy, Psk};
+use cypherwire_test_support::cluster::{numbers, online_after_a_drop, settle};
 use cypherwire_test_support::redis::{RedisServer, rand_suffix};
 use cypherwire_wire::Value;
 
@@ -85,31 +86,6 @@ async fn client(server: &Server) -> (Client, IncomingStream) {
         .unwrap()
         .unwrap();
     (c, incoming)
-}
-
-/// Pushes' data as numbers, until `n` arrived or nothing came for `quiet`.
-async fn numbers(incoming: &mut IncomingStream, n: usize, quiet: Duration) -> Vec<i64> {
-    let mut got = Vec::new();
-    while got.len() < n {
-        match tokio::time::timeout(quiet, incoming.next()).await {
-            Ok(Some(Incoming::Push(p))) => got.push(p.data.as_i64().unwrap()),
-            Ok(Some(Incoming::Action(a))) => got.push(a.data.as_i64().unwrap()),
-            Ok(Some(_)) => {}
-            Ok(None) | Err(_) => break,
-        }
-    }
-    got
-}
-
-/// Waits until every server sees `n` connections.
-async fn settle(handles: &[ServerHandle], n: usize) {
-    for _ in 0..500 {
-        if handles.iter().map(ServerHandle::count).sum::<usize>() == n {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    panic!("connections did not settle at {n}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -294,15 +270,7 @@ async fn send_to_and_kick_reach_a_connection_on_another_node() {
     // The kick reaches the client: it goes offline, told why.
     let mut status = cb.status_events();
     cluster.kick(id).await.unwrap();
-    let offline = tokio::time::timeout(Duration::from_secs(5), async {
-        loop {
-            if let Ok(Status::Offline { reason }) = status.recv().await {
-                return reason;
-            }
-        }
-    })
-    .await
-    .unwrap();
+    let offline = cypherwire_test_support::cluster::offline_reason(&mut status).await;
     assert!(offline.contains("kick"), "{offline}");
 }
 
@@ -555,23 +523,6 @@ async fn fail_handshake(server: &Server) {
     )
     .await;
     assert!(r.is_err());
-}
-
-/// Whether the session resumed, at the first `Online` after the connection dropped (an
-/// `Online` of the connection before may still be in the queue).
-async fn online_after_a_drop(status: &mut tokio::sync::broadcast::Receiver<Status>) -> bool {
-    tokio::time::timeout(Duration::from_secs(10), async {
-        let mut dropped = false;
-        loop {
-            match status.recv().await {
-                Ok(Status::Offline { .. } | Status::Reconnecting { .. }) => dropped = true,
-                Ok(Status::Online { resumed }) if dropped => return resumed,
-                _ => {}
-            }
-        }
-    })
-    .await
-    .unwrap()
 }
 
 /// Broadcasts 0, 1, … n−1 from `h`, one every 2 ms.
@@ -971,15 +922,7 @@ async fn keys_rotate_without_a_split_and_a_node_without_the_key_closes_rather_th
     // than skip, and its client is told.
     a.handle().broadcast(3);
     assert_eq!(numbers(&mut in_b, 1, Duration::from_secs(2)).await, [3]);
-    let told = tokio::time::timeout(Duration::from_secs(5), async {
-        loop {
-            if let Ok(Status::Offline { reason }) = status_c.recv().await {
-                return reason;
-            }
-        }
-    })
-    .await
-    .unwrap();
+    let told = cypherwire_test_support::cluster::offline_reason(&mut status_c).await;
     assert!(told.contains("lost"), "{told}");
 }
 

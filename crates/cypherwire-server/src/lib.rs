@@ -39,6 +39,18 @@
 //!   a bounded response cache instead of running twice, and pushes it missed are replayed in
 //!   order. `docs/protocol.md` §3.7 and the delivery contract in the README.
 //!
+//! - **Cluster**: several servers acting as one ([`ServerBuilder::cluster`] with a
+//!   [`Backplane`]: `cypherwire-cluster`'s Redis backplane across processes and machines, or a
+//!   [`LocalHub`] within one process). Broadcasts and groups reach every connection of every
+//!   instance once and in order, or the connection is closed with `PUSHES_LOST` and told
+//!   `resumed: false`, never left with a silent hole; [`Cluster::send_to`] and
+//!   [`Cluster::kick`] reach connections of other instances ([`ConnectionId::node`]), with
+//!   [`ClusterError::NoSuchNode`] and [`ClusterError::Indeterminate`] kept apart; bans and
+//!   failed handshakes count on every instance; [`Cluster::count`] and
+//!   [`Cluster::connections`] name the nodes that did not answer; a client that reconnects to
+//!   another instance resumes its session there while the old instance lives.
+//!   `docs/cluster.md` has the failure semantics.
+//!
 //! - `tracing` spans per connection (`connection`, with the peer) and per request (`request`,
 //!   with id, path and operation).
 
@@ -102,8 +114,8 @@ mod unwind;
 pub use crate::accept::Accept;
 pub use crate::cluster::{
     Backplane, BackplaneError, BackplaneEvent, Cluster, ClusterError, ClusterStats,
-    DEFAULT_QUERY_DEADLINE, History, Partial, Position, Publication, Published, RemoteConnection,
-    Topic,
+    DEFAULT_QUERY_DEADLINE, History, LOCAL_HISTORY, LocalBackplane, LocalHub, Partial, Position,
+    Publication, Published, RemoteConnection, Topic,
 };
 pub use crate::compat::CypherCompat;
 pub use crate::error::{Error, Incoming, Refusal};

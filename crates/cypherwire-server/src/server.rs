@@ -139,9 +139,27 @@ impl ServerBuilder {
 
     /// Binds a TCP listener and starts serving.
     ///
-    /// Joins a cluster: this server shares broadcasts, groups, bans and its registry with the
-    /// other servers on the same backplane (the crate docs' "Cluster" section; without it,
-    /// everything stays in this process).
+    /// Joins a cluster: this server shares broadcasts, groups, bans, its registry and its
+    /// sessions with the other servers on the same backplane (the crate docs' "Cluster" item;
+    /// without a backplane, everything stays in this server).
+    ///
+    /// ```
+    /// use cypherwire_server::{LocalHub, Server};
+    /// use cypherwire_session::Psk;
+    ///
+    /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+    /// let psk = Psk::from_passphrase("2ZpK1CdQfm0s1EZ1SIhYfV7MHdJf8X3U")?;
+    /// let hub = LocalHub::new();
+    /// let a = Server::builder(psk.clone()).cluster(hub.join()).bind("127.0.0.1:0").await?;
+    /// let b = Server::builder(psk).cluster(hub.join()).bind("127.0.0.1:0").await?;
+    /// // Reaches the connections of both.
+    /// a.handle().broadcast("hello");
+    /// let nodes = b.handle().cluster().expect("clustered").nodes().await?;
+    /// assert_eq!(nodes.len(), 2);
+    /// # Ok(()) }
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build()?.block_on(run())?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn cluster(mut self, backplane: impl Backplane) -> Self {
         self.cluster = Some(Arc::new(backplane));
         self

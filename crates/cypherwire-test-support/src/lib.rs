@@ -3,6 +3,7 @@
 //! Helpers shared by cypherwire's tests, benchmarks and fuzz targets (`publish = false`).
 //!
 //! - [`balance`]: a client connector that stands in for a load balancer.
+//! - [`cluster`]: what the cluster tests watch of their clients.
 //! - [`fuzz`]: the bodies of the fuzz targets, as plain functions, so that `fuzz/` (nightly,
 //!   cargo-fuzz) and stable `#[test]`s replaying the committed corpus run the same code.
 //! - [`corpus`]: reads a committed fuzz corpus directory.
@@ -18,6 +19,7 @@
 use std::path::PathBuf;
 
 pub mod balance;
+pub mod cluster;
 pub mod corpus;
 pub mod fuzz;
 pub mod handshake;

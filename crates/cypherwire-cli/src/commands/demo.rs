@@ -3,8 +3,9 @@
 //! A server and clients on 127.0.0.1: CYPHER_PROTOCOL's request/response example, an action
 //! broadcast (pnetwork), a server restart the clients ride through without losing a request,
 //! a P2P mesh (pyile-protocol: password admission with a ban after wrong passwords, a signed
-//! peer list, broadcasts counted, a dead member removed by heartbeats), and the wire layer
-//! refusing hostile input. Prints what happens and a summary with figures measured in
+//! peer list, broadcasts counted, a dead member removed by heartbeats), the wire layer
+//! refusing hostile input, and two server instances acting as one (a local backplane; across
+//! processes the same runs over Redis). Prints what happens and a summary with figures measured in
 //! the run.
 
 use std::sync::{Arc, Mutex};
@@ -187,6 +188,20 @@ pub(crate) async fn run(args: &Args) -> anyhow::Result<()> {
     .context("length bomb accepted")?;
     println!("   100,000-deep nesting -> {e1}\n   \"4 GiB\" string in 9 bytes -> {e2}");
 
+    // 6. Two instances as one: a local backplane (across processes and machines, Redis).
+    println!(
+        "\n6. two server instances as one cluster (a local backplane; `serve --cluster` uses Redis)"
+    );
+    let cluster = cluster_demo(&psk).await?;
+    println!(
+        "   {} broadcasts from instance 1: {}/{} delivered at a client of instance 2, in order: {}",
+        cluster.broadcasts, cluster.delivered, cluster.broadcasts, cluster.in_order
+    );
+    println!(
+        "   instance 1 pushed to a connection of instance 2 (#{}); connections over the cluster: {}",
+        cluster.remote_id, cluster.counted
+    );
+
     println!("\nsummary");
     println!(
         "  request/response: ok ({:.0} µs per round trip, {rate:.0} req/s pipelined)",
@@ -204,6 +219,10 @@ pub(crate) async fn run(args: &Args) -> anyhow::Result<()> {
         "  mesh: {}/{} broadcast deliveries, {} duplicates; ban enforced before any work: {}; dead member removed in {:.1} s",
         mesh.delivered, mesh.expected, mesh.duplicates, mesh.banned, mesh.gone_after_s
     );
+    println!(
+        "  cluster of 2: {}/{} broadcasts crossed instances in order; a push routed to the other instance: {}",
+        cluster.delivered, cluster.broadcasts, cluster.routed
+    );
     println!("  total time: {:.1} s", started.elapsed().as_secs_f64());
     ensure!(restart_stats.lost == 0, "requests were lost");
     ensure!(heard == others.len(), "an action did not arrive");
@@ -211,7 +230,74 @@ pub(crate) async fn run(args: &Args) -> anyhow::Result<()> {
         mesh.delivered == mesh.expected && mesh.duplicates == 0 && mesh.banned,
         "the mesh did not behave"
     );
+    ensure!(
+        cluster.delivered == cluster.broadcasts && cluster.in_order && cluster.routed,
+        "the cluster did not behave"
+    );
     Ok(())
+}
+
+struct ClusterStats {
+    broadcasts: usize,
+    delivered: usize,
+    in_order: bool,
+    remote_id: String,
+    routed: bool,
+    counted: usize,
+}
+
+/// Two servers on one [`LocalHub`](cypherwire::server::LocalHub), a client on each.
+async fn cluster_demo(psk: &Psk) -> anyhow::Result<ClusterStats> {
+    use cypherwire::server::{LocalHub, Server};
+    const BROADCASTS: usize = 100;
+    let hub = LocalHub::new();
+    let one = Server::builder(psk.clone())
+        .cluster(hub.join())
+        .bind("127.0.0.1:0")
+        .await?;
+    let two = Server::builder(psk.clone())
+        .cluster(hub.join())
+        .bind("127.0.0.1:0")
+        .await?;
+    let client = Client::builder(psk.clone()).connect(two.local_addr().to_string())?;
+    let mut incoming = client.take_incoming().context("incoming taken")?;
+    client.wait_online().await?;
+    let cluster = one.handle().cluster().context("clustered")?;
+    for i in 0..BROADCASTS {
+        one.handle().broadcast(i as i64);
+    }
+    let mut got = Vec::new();
+    while got.len() < BROADCASTS {
+        match tokio::time::timeout(Duration::from_secs(5), incoming.next()).await {
+            Ok(Some(Incoming::Push(p))) => got.push(p.data.as_i64().unwrap_or(-1)),
+            Ok(Some(_)) => {}
+            Ok(None) | Err(_) => break,
+        }
+    }
+    let in_order = got.iter().enumerate().all(|(i, n)| *n == i as i64);
+    let remote = two
+        .handle()
+        .connections()
+        .first()
+        .map(|c| c.id)
+        .context("a connection on instance 2")?;
+    cluster.send_to(remote, "routed").await?;
+    let routed = matches!(
+        tokio::time::timeout(Duration::from_secs(5), incoming.next()).await,
+        Ok(Some(Incoming::Push(p))) if p.data.as_str() == Some("routed")
+    );
+    let counted = cluster.count(Duration::from_secs(1)).await?.value;
+    client.close(Duration::from_millis(100)).await;
+    one.handle().shutdown().await;
+    two.handle().shutdown().await;
+    Ok(ClusterStats {
+        broadcasts: BROADCASTS,
+        delivered: got.len(),
+        in_order,
+        remote_id: remote.to_string().trim_start_matches('#').to_owned(),
+        routed,
+        counted,
+    })
 }
 
 struct RestartStats {

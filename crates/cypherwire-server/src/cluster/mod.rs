@@ -29,6 +29,7 @@
 mod driver;
 pub(crate) mod handoff;
 pub(crate) mod link;
+mod local;
 mod position;
 pub(crate) mod protocol;
 mod seam;
@@ -45,6 +46,7 @@ use crate::id::{ConnectionId, NodeId};
 use crate::shared::Shared;
 
 pub(crate) use self::driver::start;
+pub use self::local::{LOCAL_HISTORY, LocalBackplane, LocalHub};
 pub use self::seam::{
     Backplane, BackplaneError, BackplaneEvent, ClusterError, ClusterStats, DEFAULT_QUERY_DEADLINE,
     History, Partial, Position, Publication, Published, RemoteConnection, Topic,

@@ -1,0 +1,87 @@
+//! What the cluster tests watch of their clients: pushed numbers, connection counts, and the
+//! status after a dropped connection.
+
+use std::time::Duration;
+
+use cypherwire_client::{Incoming, IncomingStream, Status};
+use cypherwire_server::ServerHandle;
+
+/// The data of pushes and actions as numbers, until `n` arrived or nothing came for `quiet`.
+///
+/// # Panics
+/// If a push or action carries something else than an integer.
+#[allow(
+    clippy::expect_used,
+    reason = "test helper: failing loudly is the point"
+)]
+pub async fn numbers(incoming: &mut IncomingStream, n: usize, quiet: Duration) -> Vec<i64> {
+    let mut got = Vec::new();
+    while got.len() < n {
+        match tokio::time::timeout(quiet, incoming.next()).await {
+            Ok(Some(Incoming::Push(p))) => got.push(p.data.as_i64().expect("a number")),
+            Ok(Some(Incoming::Action(a))) => got.push(a.data.as_i64().expect("a number")),
+            Ok(Some(_)) => {}
+            Ok(None) | Err(_) => break,
+        }
+    }
+    got
+}
+
+/// Waits (up to 5 s) until the servers hold `n` connections between them.
+///
+/// # Panics
+/// If they do not.
+#[allow(clippy::panic, reason = "test helper: failing loudly is the point")]
+pub async fn settle(handles: &[ServerHandle], n: usize) {
+    for _ in 0..500 {
+        if handles.iter().map(ServerHandle::count).sum::<usize>() == n {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("connections did not settle at {n}");
+}
+
+/// Whether the session resumed, at the first `Online` after the connection dropped (an
+/// `Online` of the connection before may still be in the queue).
+///
+/// # Panics
+/// If the client is not online again within 20 s.
+#[allow(
+    clippy::expect_used,
+    reason = "test helper: failing loudly is the point"
+)]
+pub async fn online_after_a_drop(status: &mut tokio::sync::broadcast::Receiver<Status>) -> bool {
+    tokio::time::timeout(Duration::from_secs(20), async {
+        let mut dropped = false;
+        loop {
+            match status.recv().await {
+                Ok(Status::Offline { .. } | Status::Reconnecting { .. }) => dropped = true,
+                Ok(Status::Online { resumed }) if dropped => return resumed,
+                _ => {}
+            }
+        }
+    })
+    .await
+    .expect("online again")
+}
+
+/// The reason of the next `Offline` status.
+///
+/// # Panics
+/// If none comes within 5 s.
+#[allow(
+    clippy::expect_used,
+    reason = "test helper: failing loudly is the point"
+)]
+pub async fn offline_reason(status: &mut tokio::sync::broadcast::Receiver<Status>) -> String {
+    tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            if let Ok(Status::Offline { reason }) = status.recv().await {
+                return reason;
+            }
+        }
+    })
+    .await
+    .expect("offline within 5 s")
+}
