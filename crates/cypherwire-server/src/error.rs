@@ -35,7 +35,7 @@ pub enum Error {
     LocalAddr(io::Error),
     /// Joining the cluster failed.
     #[error("cannot join the cluster: {0}")]
-    Cluster(#[from] crate::cluster::BackplaneError),
+    Cluster(#[from] crate::cluster::seam::BackplaneError),
     /// The connection is held by another node of the cluster: reach it through
     /// [`ServerHandle::cluster`](crate::ServerHandle::cluster).
     #[error("connection {0} is held by another node")]

@@ -8,8 +8,9 @@ use std::time::Duration;
 
 use cypherwire_wire::{Action, Message, Value};
 
+use crate::cluster::Cluster;
 use crate::cluster::protocol::Frame;
-use crate::cluster::{Cluster, Topic};
+use crate::cluster::seam::Topic;
 use crate::error::Error;
 use crate::events::{DisconnectReason, Events};
 use crate::id::ConnectionId;

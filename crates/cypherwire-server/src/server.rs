@@ -9,7 +9,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{broadcast, watch};
 
 use crate::accept::{Accept, accept_loop};
-use crate::cluster::Backplane;
+use crate::cluster::seam::Backplane;
 use crate::error::{Error, Incoming};
 use crate::events::DEFAULT_EVENT_CAPACITY;
 use crate::handle::ServerHandle;

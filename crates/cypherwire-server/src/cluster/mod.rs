@@ -32,7 +32,7 @@ pub(crate) mod link;
 mod local;
 mod position;
 pub(crate) mod protocol;
-mod seam;
+pub(crate) mod seam;
 
 use std::fmt;
 use std::sync::Arc;
