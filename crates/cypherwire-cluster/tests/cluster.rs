@@ -151,62 +151,38 @@ async fn a_group_message_reaches_members_on_other_nodes_and_only_member_nodes_li
         h.join_group(id, "room").unwrap();
     }
     // Joining is followed by a subscription: wait until both member nodes listen.
-    let channel_listeners = |r: &mut redis::Connection| -> usize {
+    let listeners = |r: &mut redis::Connection| -> Vec<usize> {
         let channels: Vec<String> = redis::cmd("PUBSUB")
             .arg("CHANNELS")
             .arg(format!("{}t:*", fx.prefix))
             .query(r)
             .unwrap();
-        channels
+        let mut v: Vec<usize> = channels
             .iter()
             .map(|ch| {
                 let (_, n): (String, usize) =
                     redis::cmd("PUBSUB").arg("NUMSUB").arg(ch).query(r).unwrap();
                 n
             })
-            .max()
-            .unwrap_or(0)
+            .collect();
+        v.sort_unstable();
+        v
     };
     let mut r = fx.redis();
-    let mut listening = 0;
+    let mut counts = Vec::new();
     for _ in 0..200 {
-        // The all-connections topic has 3 listeners; the room's topic is the one with 2.
-        let channels: Vec<String> = redis::cmd("PUBSUB")
-            .arg("CHANNELS")
-            .arg(format!("{}t:*", fx.prefix))
-            .query(&mut r)
-            .unwrap();
-        listening = channels.len();
-        if listening == 3 {
+        counts = listeners(&mut r);
+        if counts == [2, 3, 3] {
             break;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     assert_eq!(
-        listening, 3,
+        counts.len(),
+        3,
         "the all topic, the bans topic and the room topic"
     );
-    assert_eq!(channel_listeners(&mut r), 3);
-    let counts: Vec<usize> = {
-        let channels: Vec<String> = redis::cmd("PUBSUB")
-            .arg("CHANNELS")
-            .arg(format!("{}t:*", fx.prefix))
-            .query(&mut r)
-            .unwrap();
-        let mut v: Vec<usize> = channels
-            .iter()
-            .map(|ch| {
-                let (_, n): (String, usize) = redis::cmd("PUBSUB")
-                    .arg("NUMSUB")
-                    .arg(ch)
-                    .query(&mut r)
-                    .unwrap();
-                n
-            })
-            .collect();
-        v.sort_unstable();
-        v
-    };
+    assert_eq!(counts.iter().max(), Some(&3));
     assert_eq!(
         counts,
         [2, 3, 3],
