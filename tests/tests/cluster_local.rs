@@ -167,3 +167,53 @@ async fn a_client_moved_between_instances_of_one_hub_resumes_and_runs_nothing_tw
     }
     assert_eq!((before, after), (2, 1));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_left_running_on_an_instance_that_dies_after_a_move_runs_again_on_the_new_one() {
+    let hub = LocalHub::new();
+    let runs = Arc::new(AtomicU32::new(0));
+    // a's handler takes long enough for a to die first.
+    let a = Server::builder(psk())
+        .route("/SLOW", "GET", {
+            let runs = runs.clone();
+            move |req: Request, _ctx: Ctx| {
+                let runs = runs.clone();
+                async move {
+                    runs.fetch_add(1, Ordering::SeqCst);
+                    tokio::time::sleep(Duration::from_secs(30)).await;
+                    Ok::<_, HandlerError>(req.data)
+                }
+            }
+        })
+        .cluster(hub.join())
+        .bind("127.0.0.1:0")
+        .await
+        .unwrap();
+    let b = node(&hub, runs.clone()).await;
+    let lb = FaultProxy::start(a.local_addr()).await.unwrap();
+    let (c, _incoming) = client(lb.addr().to_string()).await;
+    let slow = tokio::spawn(c.request("/SLOW", "GET").data(5).send());
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let mut status = c.status_events();
+    lb.set_target(b.local_addr());
+    lb.cut_all();
+    assert!(
+        online_after_a_drop(&mut status).await,
+        "moved to b with its session"
+    );
+    // a dies with the request still running there.
+    a.handle().shutdown_now().await;
+    drop(a);
+    // b gives it up, closes the connection, the client resumes and resends, b runs it.
+    let reply = tokio::time::timeout(Duration::from_secs(10), slow)
+        .await
+        .expect("answered, not left waiting")
+        .unwrap()
+        .unwrap();
+    assert_eq!(reply.data, Value::from(5));
+    assert_eq!(
+        runs.load(Ordering::SeqCst),
+        2,
+        "once on a (lost with it), once on b"
+    );
+}

@@ -145,5 +145,8 @@ pub(crate) async fn accept_loop<L: Accept>(
     }
     // Aborted connections never reached their own cleanup.
     shared.registry.clear();
+    if let Some(cluster) = &shared.cluster {
+        cluster.backplane().leave().await;
+    }
     shared.stopped.send_replace(true);
 }

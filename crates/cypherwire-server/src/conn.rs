@@ -278,6 +278,7 @@ pub(crate) async fn run<IO>(
         DisconnectReason::Kicked => Some((CloseCode::KICKED, "kicked")),
         DisconnectReason::Replaced => Some((CloseCode::GOING_AWAY, "session resumed elsewhere")),
         DisconnectReason::PushesLost => Some((CloseCode::PUSHES_LOST, "pushes were lost")),
+        DisconnectReason::InstanceLost => Some((CloseCode::GOING_AWAY, "an instance went away")),
         DisconnectReason::SlowConsumer => Some((CloseCode::SLOW_CONSUMER, "slow consumer")),
         DisconnectReason::IdleTimeout => Some((CloseCode::TIMEOUT, "idle timeout")),
         DisconnectReason::Shutdown => Some((CloseCode::GOING_AWAY, "server shutting down")),

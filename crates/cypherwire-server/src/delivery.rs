@@ -9,6 +9,7 @@ use crate::error::Error;
 use crate::events::DisconnectReason;
 use crate::id::ConnectionId;
 use crate::outgoing::Outgoing;
+use crate::registry::Link;
 use crate::sessions::Refused;
 use crate::shared::Shared;
 
@@ -18,6 +19,16 @@ pub(crate) fn push_to(shared: &Shared, id: ConnectionId, data: Value) -> Result<
         .registry
         .link(id)
         .ok_or(Error::UnknownConnection(id))?;
+    push_via(shared, id, &link, data)
+}
+
+/// [`push_to`] for a connection whose link the caller holds (no second registry lookup).
+pub(crate) fn push_via(
+    shared: &Shared,
+    id: ConnectionId,
+    link: &Link,
+    data: Value,
+) -> Result<(), Error> {
     match link.session().push(data) {
         Ok(()) => {
             shared.stats.pushes.fetch_add(1, Ordering::Relaxed);
@@ -39,6 +50,16 @@ pub(crate) fn deliver_to(shared: &Shared, id: ConnectionId, msg: Outgoing) -> Re
         .registry
         .link(id)
         .ok_or(Error::UnknownConnection(id))?;
+    deliver_via(shared, id, &link, msg)
+}
+
+/// [`deliver_to`] for a connection whose link the caller holds.
+pub(crate) fn deliver_via(
+    shared: &Shared,
+    id: ConnectionId,
+    link: &Link,
+    msg: Outgoing,
+) -> Result<(), Error> {
     match link.outbox.try_send(msg) {
         Ok(()) => {
             shared.stats.pushes.fetch_add(1, Ordering::Relaxed);

@@ -100,6 +100,9 @@ pub enum DisconnectReason {
     Shutdown,
     /// A newer connection resumed this connection's session.
     Replaced,
+    /// The instance its session came from left the cluster while requests of the session were
+    /// still running there: the connection is closed so that the client resends them here.
+    InstanceLost,
     /// Pushes to it were lost on the way from another node of the cluster; its session
     /// was dropped so that it cannot resume past the hole.
     PushesLost,

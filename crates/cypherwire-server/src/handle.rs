@@ -129,7 +129,9 @@ impl ServerHandle {
             .registry
             .links()
             .into_iter()
-            .filter(|(id, _)| crate::delivery::push_to(&self.shared, *id, data.clone()).is_ok())
+            .filter(|(id, link)| {
+                crate::delivery::push_via(&self.shared, *id, link, data.clone()).is_ok()
+            })
             .count();
         if let Some(cluster) = &self.shared.cluster {
             cluster.publish(Topic::All, &Frame::Push(data));
@@ -147,8 +149,8 @@ impl ServerHandle {
             .registry
             .links()
             .into_iter()
-            .filter(|(id, _)| {
-                crate::delivery::deliver_to(&self.shared, *id, Outgoing::Shared(msg.clone()))
+            .filter(|(id, link)| {
+                crate::delivery::deliver_via(&self.shared, *id, link, Outgoing::Shared(msg.clone()))
                     .is_ok()
             })
             .count();

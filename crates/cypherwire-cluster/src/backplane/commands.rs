@@ -313,6 +313,32 @@ impl Inner {
         Ok(n)
     }
 
+    /// Leaves the directory and every channel (the node's key and entry go at once, not
+    /// after the node TTL).
+    pub(super) async fn leave(&self) {
+        self.left.store(true, Ordering::Relaxed);
+        let mut con = self.commands.clone();
+        let gone: Result<(), _> = redis::pipe()
+            .del(self.names.node_key(self.node))
+            .ignore()
+            .zrem(self.names.nodes(), self.node.get())
+            .ignore()
+            .query_async(&mut con)
+            .await;
+        if let Err(e) = gone {
+            tracing::debug!(error = %e, "leaving the node directory failed (it expires)");
+        }
+        let mut sub = self.subscriber.clone();
+        let mut channels = vec![
+            self.names.node_channel(self.node),
+            self.names.bans_channel(),
+        ];
+        channels.extend(self.topics().keys().cloned());
+        for c in channels {
+            let _ = sub.unsubscribe(&c).await;
+        }
+    }
+
     pub(super) async fn nodes(&self) -> Result<Vec<NodeId>, BackplaneError> {
         let mut con = self.commands.clone();
         let ids: Vec<u32> = con

@@ -120,6 +120,8 @@ struct Inner {
     /// Checks history entries as the subscription checks live ones.
     history_guard: Mutex<Inbound>,
     tasks: Mutex<Vec<tokio::task::AbortHandle>>,
+    /// Set by `leave`: the heartbeat stops renewing the node's entry.
+    left: std::sync::atomic::AtomicBool,
 }
 
 impl Drop for Inner {
@@ -243,6 +245,7 @@ impl RedisBackplane {
             script: Script::new(PUBLISH),
             history_guard,
             tasks: Mutex::new(vec![decoder.abort_handle()]),
+            left: std::sync::atomic::AtomicBool::new(false),
             options,
         });
         let heartbeat = tokio::spawn(heartbeat(Arc::downgrade(&inner)));
@@ -332,6 +335,9 @@ async fn heartbeat(inner: std::sync::Weak<Inner>) {
     loop {
         tick.tick().await;
         let Some(inner) = inner.upgrade() else { return };
+        if inner.left.load(Ordering::Relaxed) {
+            return;
+        }
         let mut con = inner.commands.clone();
         let names = &inner.names;
         let ttl = u64::try_from(inner.options.node_ttl.as_millis()).unwrap_or(u64::MAX);
@@ -459,6 +465,11 @@ impl Backplane for RedisBackplane {
     fn bans(&self) -> BoxFuture<Result<Vec<(SourceKey, Duration)>, BackplaneError>> {
         let inner = self.inner.clone();
         Box::pin(async move { inner.bans().await })
+    }
+
+    fn leave(&self) -> BoxFuture<()> {
+        let inner = self.inner.clone();
+        Box::pin(async move { inner.leave().await })
     }
 
     fn record_failure(

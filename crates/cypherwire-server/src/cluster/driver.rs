@@ -18,6 +18,7 @@ use super::protocol::{self, Frame, NodeReply, NodeRequest};
 use super::seam::{Backplane, BackplaneError, BackplaneEvent, Partial, Publication, Topic};
 use crate::events::DisconnectReason;
 use crate::id::ConnectionId;
+use crate::registry::Link;
 use crate::shared::Shared;
 
 /// Most publications asked of a topic's history to fill one gap.
@@ -297,6 +298,8 @@ impl Receiver {
             }
             BackplaneEvent::LinkDown => tracing::warn!("backplane link down"),
             BackplaneEvent::LinkUp => {
+                // A subscription that failed while the link was down is tried again.
+                self.follow_groups().await;
                 let topics: Vec<Topic> = self.cursors.keys().cloned().collect();
                 for topic in topics {
                     self.check(&topic).await;
@@ -373,28 +376,33 @@ impl Receiver {
         if recovered {
             bump(&self.link.counters.recovered, 1);
         }
-        for id in self.audience(topic) {
-            let _ = match &frame {
-                Frame::Push(data) => crate::delivery::push_to(&self.shared, id, data.clone()),
-                Frame::Action(action) => crate::delivery::deliver_to(
-                    &self.shared,
-                    id,
-                    crate::outgoing::Outgoing::Shared(Arc::new(action.clone().into())),
-                ),
-            };
+        // An action is built once and shared by every connection's queue.
+        let shared_action = match frame {
+            Frame::Push(data) => {
+                for (id, link) in self.audience(topic) {
+                    let _ = crate::delivery::push_via(&self.shared, id, &link, data.clone());
+                }
+                return;
+            }
+            Frame::Action(action) => Arc::new(cypherwire_wire::Message::from(action)),
+        };
+        for (id, link) in self.audience(topic) {
+            let out = crate::outgoing::Outgoing::Shared(shared_action.clone());
+            let _ = crate::delivery::deliver_via(&self.shared, id, &link, out);
         }
     }
 
-    fn audience(&self, topic: &Topic) -> Vec<ConnectionId> {
+    /// The connections of this node a topic reaches, with their links.
+    fn audience(&self, topic: &Topic) -> Vec<(ConnectionId, Link)> {
         match topic {
-            Topic::All => self
+            Topic::All => self.shared.registry.links(),
+            Topic::Group(g) => self
                 .shared
-                .registry
-                .links()
+                .state
+                .members(g)
                 .into_iter()
-                .map(|(id, _)| id)
+                .filter_map(|id| self.shared.registry.link(id).map(|l| (id, l)))
                 .collect(),
-            Topic::Group(g) => self.shared.state.members(g),
         }
     }
 
@@ -404,11 +412,9 @@ impl Receiver {
         bump(&self.link.counters.lossy_gaps, 1);
         let audience = self.audience(topic);
         tracing::warn!(topic = %topic.name(), connections = audience.len(), "publications lost: closing their connections");
-        for id in audience {
-            if let Some(link) = self.shared.registry.link(id) {
-                link.stop.send_replace(Some(DisconnectReason::PushesLost));
-                bump(&self.link.counters.closed_for_loss, 1);
-            }
+        for (_, link) in audience {
+            link.stop.send_replace(Some(DisconnectReason::PushesLost));
+            bump(&self.link.counters.closed_for_loss, 1);
         }
     }
 

@@ -68,6 +68,7 @@ pub(crate) async fn take_over(
             .table()
             .insert(forward, Arc::downgrade(&session));
         tokio::spawn(watch_owner(
+            shared.clone(),
             link.clone(),
             forward,
             owner,
@@ -78,9 +79,16 @@ pub(crate) async fn take_over(
 }
 
 /// Until the adopted session's last request from its old owner is answered: if the owner
-/// leaves the cluster first, its requests are given up here (their resends run here, as after
-/// a restart).
-async fn watch_owner(link: Arc<ClusterLink>, forward: u64, owner: NodeId, session: Weak<Session>) {
+/// leaves the cluster first, its requests are given up here and the session's connection is
+/// closed (`GOING_AWAY`), so that the client resumes and resends them, and they run here, as
+/// after a restart.
+async fn watch_owner(
+    shared: Arc<Shared>,
+    link: Arc<ClusterLink>,
+    forward: u64,
+    owner: NodeId,
+    session: Weak<Session>,
+) {
     loop {
         tokio::time::sleep(OWNER_CHECK).await;
         let Some(s) = session.upgrade() else { break };
@@ -91,6 +99,10 @@ async fn watch_owner(link: Arc<ClusterLink>, forward: u64, owner: NodeId, sessio
             && !nodes.contains(&owner)
         {
             s.abandon_all();
+            if let Some(conn) = s.attached().and_then(|c| shared.registry.link(c)) {
+                conn.stop
+                    .send_replace(Some(crate::events::DisconnectReason::InstanceLost));
+            }
             break;
         }
     }
@@ -193,12 +205,17 @@ async fn forward_answers(
     sid: crate::sessions::SessionId,
     mut answers: tokio::sync::mpsc::Receiver<Outgoing>,
 ) {
-    while session.has_running() {
-        // A request given up here (cancelled) sends nothing: look again every second.
-        let out = match tokio::time::timeout(Duration::from_secs(1), answers.recv()).await {
-            Ok(Some(out)) => out,
-            Ok(None) => break,
-            Err(_) => continue,
+    let mut shutdown = shared.shutdown_rx();
+    while session.has_running() && !*shutdown.borrow() {
+        // A request given up here (cancelled) sends nothing: look again every second. A
+        // shutdown ends the forwarding (the new node then gives those requests up).
+        let out = tokio::select! {
+            r = tokio::time::timeout(Duration::from_secs(1), answers.recv()) => match r {
+                Ok(Some(out)) => out,
+                Ok(None) => break,
+                Err(_) => continue,
+            },
+            _ = shutdown.changed() => break,
         };
         let msg = match out {
             Outgoing::Message(m) => m,

@@ -109,13 +109,19 @@ pub struct LocalBackplane {
     events: Mutex<Option<mpsc::Receiver<BackplaneEvent>>>,
 }
 
-impl Drop for LocalBackplane {
-    fn drop(&mut self) {
+impl LocalBackplane {
+    fn depart(&self) {
         let mut hub = self.hub.lock();
         hub.nodes.remove(&self.node);
         for subs in hub.subscribers.values_mut() {
             subs.remove(&self.node);
         }
+    }
+}
+
+impl Drop for LocalBackplane {
+    fn drop(&mut self) {
+        self.depart();
     }
 }
 
@@ -311,6 +317,11 @@ impl Backplane for LocalBackplane {
             .map(|(s, until)| (*s, until.saturating_duration_since(now)))
             .collect();
         ready(Ok(list))
+    }
+
+    fn leave(&self) -> BoxFuture<()> {
+        self.depart();
+        ready(())
     }
 
     fn record_failure(

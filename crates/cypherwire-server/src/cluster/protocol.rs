@@ -122,6 +122,10 @@ mod tests {
         );
         assert_eq!(encode(&NodeReply::Count(3)), b"\x81\xa5Count\x03");
         assert_eq!(encode(&Frame::Push(Value::from(1))), b"\x81\xa4Push\x01");
+        assert_eq!(
+            encode(&Frame::Action(Action::new("n", 2, 3))),
+            b"\x81\xa6Action\x93\xa1n\x02\x03"
+        );
     }
 
     #[test]

@@ -238,6 +238,10 @@ pub trait Backplane: Send + Sync + 'static {
     /// The bans in force, with the time left on each.
     fn bans(&self) -> BoxFuture<Result<Vec<(SourceKey, Duration)>, BackplaneError>>;
 
+    /// This node stops (its server shut down): it leaves the node directory, so that other
+    /// nodes see it gone, and hears nothing more.
+    fn leave(&self) -> BoxFuture<()>;
+
     /// Counts one failed handshake from `source` in a window of `window` (started by the
     /// first failure); the failures counted in the window so far, over all nodes.
     fn record_failure(

@@ -162,6 +162,11 @@ impl<A: Attachment> SessionState<A> {
         Some((snapshot, previous))
     }
 
+    /// The connection attached now, if any.
+    pub(crate) fn attached(&self) -> Option<ConnectionId> {
+        self.lock().attached.as_ref().map(|(c, _)| *c)
+    }
+
     /// Whether requests of this session are still running.
     pub(crate) fn has_running(&self) -> bool {
         !self.lock().running.is_empty()
