@@ -103,7 +103,7 @@ async fn servers_on_one_hub_act_as_one() {
     assert_eq!((count.value, count.missing.len()), (3, 0));
     let mut status = clients[2].status_events();
     cluster.kick(on_c).await.unwrap();
-    let reason = cypherwire_test_support::cluster::offline_reason(&mut status).await;
+    let reason = cypherwire_test_support::cluster::kicked_reason(&mut status).await;
     assert!(reason.contains("kick"), "{reason}");
     // A ban on a holds on b: a new client there is refused.
     hs[0].ban("127.0.0.1".parse().unwrap(), Duration::from_secs(60));

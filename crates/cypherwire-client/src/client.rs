@@ -13,7 +13,7 @@ use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use crate::backoff::Backoff;
 use crate::engine::{Answer, Engine};
 use crate::error::Error;
-use crate::shared::{Command, Config, Incoming, Status};
+use crate::shared::{Command, Config, Incoming, Observed, Status};
 
 /// Default bound on queued plus in-flight requests.
 pub const DEFAULT_MAX_PENDING: usize = 1024;
@@ -64,6 +64,26 @@ impl ClientBuilder {
     pub fn heartbeat(mut self, interval: Duration, missed: u32) -> Self {
         self.config.heartbeat_interval = interval;
         self.config.heartbeat_missed = missed;
+        self
+    }
+
+    /// Whether a rejection — the server says the key or password is wrong, or this address is
+    /// banned — is retried like a network fault (default `false`: the client reports it at
+    /// once, with [`Status::Offline`] naming it, then [`Status::GaveUp`]; requests fail with
+    /// [`Error::AuthenticationFailed`] or [`Error::Banned`]). So a mistyped key costs one
+    /// attempt against the server's ban budget, not one per retry.
+    ///
+    /// A failed authentication after the client was online once is always retried: the key
+    /// worked, so the server changed or the handshake was damaged on the way.
+    pub fn retry_rejected(mut self, retry: bool) -> Self {
+        self.config.retry_rejected = retry;
+        self
+    }
+
+    /// Whether a kicked client reconnects, to a new session (default `false`: it stops with
+    /// [`Status::Kicked`]; requests fail with [`Error::Kicked`]).
+    pub fn reconnect_after_kick(mut self, reconnect: bool) -> Self {
+        self.config.reconnect_after_kick = reconnect;
         self
     }
 
@@ -170,7 +190,7 @@ impl ClientBuilder {
         let (events, _) = broadcast::channel(256);
         let (incoming_tx, incoming_rx) = mpsc::channel(c.push_capacity);
         let incoming_taken = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let rtt = Arc::new(AtomicU64::new(u64::MAX));
+        let observed = Arc::new(Observed::new());
         let engine = Engine::new(Box::pin(crate::driver::run(
             Arc::new(c),
             crate::connect::boxed(connector),
@@ -178,11 +198,11 @@ impl ClientBuilder {
             status_tx,
             events.clone(),
             crate::driver::IncomingSink::new(incoming_tx, incoming_taken.clone()),
-            rtt.clone(),
+            observed.clone(),
         )));
         tokio::spawn(crate::engine::background(engine.clone()));
         Ok(Client {
-            rtt,
+            observed,
             tx,
             engine,
             status: status_rx,
@@ -197,7 +217,7 @@ impl ClientBuilder {
 /// A cheap, clonable handle on a reconnecting client. See the [crate docs](crate).
 #[derive(Debug, Clone)]
 pub struct Client {
-    rtt: Arc<AtomicU64>,
+    observed: Arc<Observed>,
     tx: mpsc::Sender<Command>,
     /// The driver, polled by its background task or by callers waiting for answers.
     engine: Arc<Engine>,
@@ -223,6 +243,8 @@ impl Client {
                 heartbeat_interval: DEFAULT_HEARTBEAT_INTERVAL,
                 heartbeat_missed: 3,
                 push_capacity: 1024,
+                retry_rejected: false,
+                reconnect_after_kick: false,
             },
         }
     }
@@ -254,7 +276,7 @@ impl Client {
 
     /// The round-trip time of the last answered heartbeat, if one was answered yet.
     pub fn rtt(&self) -> Option<Duration> {
-        match self.rtt.load(Ordering::Relaxed) {
+        match self.observed.rtt.load(Ordering::Relaxed) {
             u64::MAX => None,
             micros => Some(Duration::from_micros(micros)),
         }
@@ -282,21 +304,22 @@ impl Client {
         });
     }
 
-    /// Waits until the client is online (or has given up / closed).
+    /// Waits until the client is online (or has stopped for good).
     ///
     /// # Errors
-    /// [`Error::GaveUp`]-like [`Error::Closed`] if it will never be online.
+    /// If it will never be online: [`Error::AuthenticationFailed`] or [`Error::Banned`] (the
+    /// server rejected it), [`Error::Kicked`], [`Error::GaveUp`], or [`Error::Closed`].
     pub async fn wait_online(&self) -> Result<(), Error> {
         let mut rx = self.status.clone();
         let s = rx
-            .wait_for(|s| s.is_online() || matches!(s, Status::GaveUp | Status::Closed))
+            .wait_for(|s| s.is_online() || s.is_final())
             .await
             .map_err(|_| Error::Closed)?
             .clone();
         if s.is_online() {
             Ok(())
         } else {
-            Err(Error::Closed)
+            Err(self.observed.stopped().unwrap_or(Error::Closed))
         }
     }
 

@@ -20,7 +20,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::backoff::{Backoff, Jitter};
 use crate::error::Error;
-use crate::shared::Status;
+use crate::shared::{OfflineReason, Status};
 
 /// An answer from a compat server.
 #[derive(Debug, Clone, PartialEq)]
@@ -198,7 +198,9 @@ async fn drive(
                 Ok(token) => break open(&token, &cfg),
                 Err(why) => {
                     conn = None;
-                    status.send_replace(Status::Offline { reason: why });
+                    status.send_replace(Status::Offline {
+                        reason: OfflineReason::ConnectionLost(why),
+                    });
                     if attempts >= cfg.max_attempts {
                         break Err(Error::GaveUp { attempts });
                     }
@@ -234,10 +236,10 @@ async fn connect(
                 return Ok(s);
             }
             Ok(Err(e)) => status.send_replace(Status::Offline {
-                reason: format!("connection attempt failed: {e}"),
+                reason: OfflineReason::Unreachable(e.to_string()),
             }),
             Err(_) => status.send_replace(Status::Offline {
-                reason: "connection attempt failed: timed out".into(),
+                reason: OfflineReason::TimedOut,
             }),
         };
         failed += 1;

@@ -7,7 +7,9 @@
 use std::time::{Duration, Instant};
 
 use cypherwire_session::{HeartbeatPolicy, LinkChange, LinkMonitor};
-use cypherwire_wire::{Message, Ping, Pong, Push, Response, Resume, TokenBytes};
+use cypherwire_wire::{CloseCode, Message, Ping, Pong, Push, Response, Resume, TokenBytes};
+
+use crate::shared::OfflineReason;
 
 /// What the client remembers of its session across connections.
 #[derive(Debug, Default)]
@@ -41,7 +43,9 @@ pub(crate) enum Received {
     /// `Pong`).
     Nothing,
     /// The connection is lost for this reason.
-    Lost(String),
+    Lost(OfflineReason),
+    /// An operator kicked the client (the server's words): its session is gone.
+    Kicked(String),
 }
 
 /// The sans-IO state of one client connection after its handshake.
@@ -144,19 +148,30 @@ impl ClientConnection {
                 }
                 _ => Received::Nothing,
             },
-            Message::Close(c) => {
-                Received::Lost(format!("server closed: {} ({:?})", c.reason, c.code))
-            }
-            other => Received::Lost(format!("unexpected message kind 0x{:02x}", other.kind())),
+            Message::Close(c) => match c.code {
+                CloseCode::KICKED => Received::Kicked(c.reason),
+                CloseCode::BANNED => Received::Lost(OfflineReason::Banned { retry_after: None }),
+                code => Received::Lost(OfflineReason::ServerClosed {
+                    code,
+                    reason: c.reason,
+                }),
+            },
+            other => Received::Lost(OfflineReason::ConnectionLost(format!(
+                "unexpected message kind 0x{:02x}",
+                other.kind()
+            ))),
         }
     }
 
     /// A heartbeat interval has passed at `now`: the `Ping` to send, or the connection is lost
     /// because the server sent nothing for the policy's whole timeout (its last `missed`
     /// heartbeats went unanswered).
-    pub(crate) fn heartbeat_due(&mut self, now: Instant) -> Result<Ping, String> {
+    pub(crate) fn heartbeat_due(&mut self, now: Instant) -> Result<Ping, OfflineReason> {
         if self.link.check(now) == Some(LinkChange::Lost) || self.link.is_lost() {
-            return Err(format!("{} heartbeats unanswered", self.heartbeat.missed));
+            return Err(OfflineReason::ConnectionLost(format!(
+                "{} heartbeats unanswered",
+                self.heartbeat.missed
+            )));
         }
         self.nonce += 1;
         self.ping_sent = Some((self.nonce, now));
@@ -166,7 +181,7 @@ impl ClientConnection {
 
 #[cfg(test)]
 mod tests {
-    use cypherwire_wire::{Close, CloseCode, Welcome};
+    use cypherwire_wire::{Close, Welcome};
 
     use super::*;
 
@@ -301,7 +316,9 @@ mod tests {
         assert_eq!(c.heartbeat_due(t0 + second * 2).map(|p| p.nonce), Ok(2));
         assert_eq!(
             c.heartbeat_due(t0 + second * 3),
-            Err("2 heartbeats unanswered".to_owned())
+            Err(OfflineReason::ConnectionLost(
+                "2 heartbeats unanswered".to_owned()
+            ))
         );
 
         let mut memo = SessionMemo::default();
@@ -333,7 +350,7 @@ mod tests {
     }
 
     #[test]
-    fn pings_are_answered_and_close_or_a_request_lose_the_connection() {
+    fn pings_are_answered_and_close_kick_ban_or_a_request_end_the_connection() {
         let mut memo = SessionMemo::default();
         let (mut c, _) = open(&memo, 3);
         match c.receive(&mut memo, Ping::new(9).into(), origin) {
@@ -342,15 +359,38 @@ mod tests {
         }
         match c.receive(
             &mut memo,
-            Close::new(CloseCode::KICKED, "kicked").into(),
+            Close::new(CloseCode::KICKED, "kicked by the operator").into(),
             origin,
         ) {
-            Received::Lost(text) => assert!(text.starts_with("server closed: kicked"), "{text}"),
-            other => panic!("expected Lost, got {other:?}"),
+            Received::Kicked(text) => assert_eq!(text, "kicked by the operator"),
+            other => panic!("expected Kicked, got {other:?}"),
+        }
+        match c.receive(
+            &mut memo,
+            Close::new(CloseCode::BANNED, "banned").into(),
+            origin,
+        ) {
+            Received::Lost(OfflineReason::Banned { retry_after: None }) => {}
+            other => panic!("expected Banned, got {other:?}"),
+        }
+        match c.receive(
+            &mut memo,
+            Close::new(CloseCode::GOING_AWAY, "server shutting down").into(),
+            origin,
+        ) {
+            Received::Lost(OfflineReason::ServerClosed { code, reason }) => {
+                assert_eq!(
+                    (code, reason.as_str()),
+                    (CloseCode::GOING_AWAY, "server shutting down")
+                );
+            }
+            other => panic!("expected ServerClosed, got {other:?}"),
         }
         let req = cypherwire_wire::Request::new(1, "/A", "B");
         match c.receive(&mut memo, req.into(), origin) {
-            Received::Lost(text) => assert_eq!(text, "unexpected message kind 0x01"),
+            Received::Lost(OfflineReason::ConnectionLost(text)) => {
+                assert_eq!(text, "unexpected message kind 0x01");
+            }
             other => panic!("expected Lost, got {other:?}"),
         }
     }

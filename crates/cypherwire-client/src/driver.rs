@@ -18,7 +18,7 @@ use crate::connect::{BoxIo, DynConnect};
 use crate::core::{ClientConnection, Received, SessionMemo};
 use crate::error::Error;
 use crate::pending::{Entry, PendingTable};
-use crate::shared::{Command, Config, Incoming, Status};
+use crate::shared::{Command, Config, Incoming, Observed, OfflineReason, Status};
 
 type Reply = oneshot::Sender<Result<cypherwire_wire::Response, Error>>;
 
@@ -62,7 +62,7 @@ struct State {
     status: watch::Sender<Status>,
     events: broadcast::Sender<Status>,
     incoming: IncomingSink,
-    rtt: Arc<std::sync::atomic::AtomicU64>,
+    observed: Arc<Observed>,
     pending: PendingTable<Reply>,
     actions: VecDeque<Action>,
     session: SessionMemo,
@@ -87,6 +87,16 @@ impl State {
                     return;
                 }
                 let bytes = request.approx_size();
+                // One that could never be sent fails now, before it waits in the table.
+                let max = self
+                    .config
+                    .session
+                    .max_message_len()
+                    .min(self.config.max_pending_bytes);
+                if bytes > max {
+                    let _ = reply.send(Err(Error::MessageTooLarge { len: bytes, max }));
+                    return;
+                }
                 let expires = request.deadline.map(|d| Instant::now() + d);
                 let entry = Entry::new(request, bytes, expires.map(Instant::into_std), reply);
                 if let Err((full, entry)) = self.pending.insert(entry) {
@@ -154,10 +164,10 @@ pub(crate) async fn run(
     status: watch::Sender<Status>,
     events: broadcast::Sender<Status>,
     incoming: IncomingSink,
-    rtt: Arc<std::sync::atomic::AtomicU64>,
+    observed: Arc<Observed>,
 ) {
     let mut st = State {
-        rtt,
+        observed,
         pending: PendingTable::new(config.max_pending, config.max_pending_bytes),
         config,
         connector,
@@ -169,16 +179,19 @@ pub(crate) async fn run(
         closing: None,
     };
     let mut jitter = Jitter::new();
+    // Attempts that failed in this outage, and when it began.
     let mut failed: u32 = 0;
     let mut offline_since = Instant::now();
+    // Whether this outage's Offline was reported (once per outage).
+    let mut told_offline = false;
     let mut ever_online = false;
     loop {
         if closing_done(&mut st) {
             return;
         }
-        st.set_status(if ever_online {
+        st.set_status(if ever_online || failed > 0 {
             Status::Reconnecting {
-                attempt: failed + 1,
+                attempt: if ever_online { failed + 1 } else { failed },
             }
         } else {
             Status::Connecting
@@ -193,23 +206,47 @@ pub(crate) async fn run(
         };
         let conn = match conn {
             Ok(Ok(halves)) => Ok(halves),
-            Ok(Err(e)) => Err(e.to_string()),
-            Err(_) => Err("timed out".to_owned()),
+            Ok(Err(e)) => Err(OfflineReason::from_attempt(&e)),
+            Err(_) => Err(OfflineReason::TimedOut),
         };
         let (reader, writer) = match conn {
             Ok(halves) => halves,
             Err(why) => {
                 failed += 1;
-                if st.config.backoff.gives_up(failed, offline_since.elapsed()) {
+                tracing::debug!(peer = %st.connector.describe(), reason = %why, "connection attempt failed");
+                // A key that worked before and fails now is a server change or a damaged
+                // handshake, not a typo: that one is retried like a network fault.
+                let proven = ever_online && why == OfflineReason::AuthenticationFailed;
+                if let Some(err) = why.rejection_error()
+                    && !st.config.retry_rejected
+                    && !proven
+                {
+                    // Retrying would cost the server (and the ban budget) an attempt each time
+                    // for the same answer: report it at once.
+                    st.observed.set_stopped(&err);
+                    st.set_status(Status::Offline { reason: why });
                     st.set_status(Status::GaveUp);
-                    st.fail_all(&Error::GaveUp { attempts: failed });
-                    give_up(&mut st, rx, failed).await;
+                    st.fail_all(&err);
+                    give_up(&mut st, rx, err).await;
+                    return;
+                }
+                if st.config.backoff.gives_up(failed, offline_since.elapsed()) {
+                    if !told_offline {
+                        st.set_status(Status::Offline { reason: why });
+                    }
+                    let err = Error::GaveUp { attempts: failed };
+                    st.observed.set_stopped(&err);
+                    st.set_status(Status::GaveUp);
+                    st.fail_all(&err);
+                    give_up(&mut st, rx, err).await;
                     return;
                 }
                 let delay = st.config.backoff.delay(failed - 1, jitter.next());
-                st.set_status(Status::Offline {
-                    reason: format!("connection attempt failed: {why}"),
-                });
+                let delay = why.retry_after().map_or(delay, |asked| delay.max(asked));
+                if !told_offline {
+                    told_offline = true;
+                    st.set_status(Status::Offline { reason: why });
+                }
                 if !wait(&mut st, &mut rx, delay).await {
                     return;
                 }
@@ -220,9 +257,45 @@ pub(crate) async fn run(
         let reason = online(&mut st, &mut rx, reader, writer, &mut ever_online).await;
         match reason {
             End::Stop => return,
+            End::Kicked(reason) if !st.config.reconnect_after_kick => {
+                let err = Error::Kicked {
+                    reason: reason.clone(),
+                };
+                st.observed.set_stopped(&err);
+                st.set_status(Status::Kicked { reason });
+                st.fail_all(&err);
+                give_up(&mut st, rx, err).await;
+                return;
+            }
+            End::Kicked(reason) => {
+                // The session is gone at the server: the next connection starts a new one.
+                st.session = SessionMemo::default();
+                offline_since = Instant::now();
+                st.pending.mark_all_unsent();
+                told_offline = true;
+                st.set_status(Status::Offline {
+                    reason: OfflineReason::ServerClosed {
+                        code: CloseCode::KICKED,
+                        reason,
+                    },
+                });
+            }
+            End::Lost(reason)
+                if !st.config.retry_rejected
+                    && let Some(err) = reason.rejection_error() =>
+            {
+                // Banned while connected: reconnecting would only be refused.
+                st.observed.set_stopped(&err);
+                st.set_status(Status::Offline { reason });
+                st.set_status(Status::GaveUp);
+                st.fail_all(&err);
+                give_up(&mut st, rx, err).await;
+                return;
+            }
             End::Lost(reason) => {
                 offline_since = Instant::now();
                 st.pending.mark_all_unsent();
+                told_offline = true;
                 st.set_status(Status::Offline { reason });
                 // Reconnect at once the first time, then back off.
             }
@@ -313,12 +386,13 @@ fn aim(timer: std::pin::Pin<&mut tokio::time::Sleep>, deadline: Option<Instant>)
     }
 }
 
-/// After giving up: answer every new request with the error until the handles are gone.
-async fn give_up(st: &mut State, mut rx: mpsc::Receiver<Command>, attempts: u32) {
+/// After stopping for good: answer every new request with `err` until the handles are gone.
+async fn give_up(st: &mut State, mut rx: mpsc::Receiver<Command>, err: Error) {
+    st.observed.set_stopped(&err);
     while let Some(cmd) = rx.recv().await {
         match cmd {
             Command::Request { reply, .. } => {
-                let _ = reply.send(Err(Error::GaveUp { attempts }));
+                let _ = reply.send(Err(err.clone()));
             }
             Command::Close { done, .. } => {
                 st.set_status(Status::Closed);
@@ -326,7 +400,7 @@ async fn give_up(st: &mut State, mut rx: mpsc::Receiver<Command>, attempts: u32)
                 return;
             }
             Command::Emit { reply, .. } => {
-                let _ = reply.send(Err(Error::GaveUp { attempts }));
+                let _ = reply.send(Err(err.clone()));
             }
             Command::Cancel(_) => {}
         }
@@ -335,7 +409,8 @@ async fn give_up(st: &mut State, mut rx: mpsc::Receiver<Command>, attempts: u32)
 
 enum End {
     Stop,
-    Lost(String),
+    Lost(OfflineReason),
+    Kicked(String),
 }
 
 /// How many queued commands one turn of the connection loop takes before writing.
@@ -377,10 +452,12 @@ async fn online(
                     .try_for_each(|a| writer.queue_message(&Message::from(a)))
             });
             if queued.is_err() {
-                return End::Lost("cannot encode".into());
+                return End::Lost(OfflineReason::ConnectionLost(
+                    "cannot encode a message".into(),
+                ));
             }
             if let Err(e) = writer.flush().await {
-                return End::Lost(format!("write failed: {e}"));
+                return End::Lost(OfflineReason::ConnectionLost(format!("write failed: {e}")));
             }
         }
         if st.closing.is_some() && closing_now(st) {
@@ -399,8 +476,12 @@ async fn online(
             msg = reader.recv_message() => {
                 let msg = match msg {
                     Ok(Some(m)) => m,
-                    Ok(None) => return End::Lost("server closed the session".into()),
-                    Err(e) => return End::Lost(e.to_string()),
+                    Ok(None) => {
+                        return End::Lost(OfflineReason::ConnectionLost(
+                            "the server closed the session".into(),
+                        ));
+                    }
+                    Err(e) => return End::Lost(OfflineReason::ConnectionLost(e.to_string())),
                 };
                 match conn.receive(&mut st.session, msg, monotonic) {
                     Received::Response(resp) => {
@@ -417,10 +498,11 @@ async fn online(
                     Received::Reply(m) => out.push(m),
                     Received::RoundTrip(d) => {
                         let micros = u64::try_from(d.as_micros()).unwrap_or(u64::MAX - 1);
-                        st.rtt.store(micros, std::sync::atomic::Ordering::Relaxed);
+                        st.observed.rtt.store(micros, std::sync::atomic::Ordering::Relaxed);
                     }
                     Received::Nothing => {}
                     Received::Lost(why) => return End::Lost(why),
+                    Received::Kicked(why) => return End::Kicked(why),
                 }
             }
             cmd = rx.recv() => match cmd {

@@ -1,13 +1,26 @@
 //! The client's error type.
 
+use std::time::Duration;
+
 use cypherwire_wire::StatusCode;
+
+/// A duration for humans: `45 s`, `14 min 50 s`, `2 h 5 min`.
+pub(crate) fn human(d: Duration) -> String {
+    let s = d.as_secs() + u64::from(d.subsec_nanos() > 0);
+    match s {
+        0..60 => format!("{s} s"),
+        60..3600 if s.is_multiple_of(60) => format!("{} min", s / 60),
+        60..3600 => format!("{} min {} s", s / 60, s % 60),
+        _ => format!("{} h {} min", s / 3600, (s % 3600) / 60),
+    }
+}
 
 /// Why a request (or another client operation) failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
     /// The server answered with an error status.
-    #[error("server error {code:?}: {message}")]
+    #[error("server answered {code}: {message}")]
     Status {
         /// The status code.
         code: StatusCode,
@@ -34,6 +47,32 @@ pub enum Error {
         /// Connection attempts made.
         attempts: u32,
     },
+    /// The server did not accept the key or password (no detail is given). Not retried
+    /// unless [`ClientBuilder::retry_rejected`](crate::ClientBuilder::retry_rejected).
+    #[error("authentication failed (wrong key or password?)")]
+    AuthenticationFailed,
+    /// The server refused this client's address: it is banned.
+    #[error("banned by the server{}", retry_after.map(|d| format!(" for another {}", human(d))).unwrap_or_default())]
+    Banned {
+        /// When the ban ends, if the server said.
+        retry_after: Option<Duration>,
+    },
+    /// An operator kicked this client; it does not reconnect unless
+    /// [`ClientBuilder::reconnect_after_kick`](crate::ClientBuilder::reconnect_after_kick).
+    #[error("kicked by the server: {reason}")]
+    Kicked {
+        /// The server's words.
+        reason: String,
+    },
+    /// The request is larger than the server accepts: nothing was sent.
+    #[error("message too large: {len} bytes, the maximum is {max}")]
+    MessageTooLarge {
+        /// The request's encoded size (at least).
+        len: usize,
+        /// The largest message the session carries
+        /// ([`SessionConfig::max_message_len`](cypherwire_session::SessionConfig)).
+        max: usize,
+    },
     /// The response data does not have the expected shape.
     #[error("unexpected response data: {0}")]
     Data(String),
@@ -58,8 +97,15 @@ impl Error {
             || matches!(self, Self::Status { code, .. } if *code == StatusCode::DEADLINE_EXCEEDED)
     }
 
-    /// Whether the client is closed or gave up for good.
+    /// Whether the client is closed or stopped for good (gave up, rejected, kicked).
     pub fn is_closed(&self) -> bool {
-        matches!(self, Self::Closed | Self::GaveUp { .. })
+        matches!(
+            self,
+            Self::Closed
+                | Self::GaveUp { .. }
+                | Self::AuthenticationFailed
+                | Self::Banned { .. }
+                | Self::Kicked { .. }
+        )
     }
 }

@@ -70,7 +70,7 @@ pub use crate::client::{
 };
 pub use crate::connect::Connect;
 pub use crate::error::Error;
-pub use crate::shared::{Incoming, Status};
+pub use crate::shared::{Incoming, OfflineReason, Status};
 
 /// Milliseconds since the Unix epoch on this machine's clock (action timestamps).
 #[expect(

@@ -77,7 +77,7 @@ async fn refuses_an_oversized_answer() {
     let mut status = c.status();
     let s = status.borrow_and_update().clone();
     assert!(
-        matches!(&s, cypherwire_client::Status::Offline { reason } if reason.contains("exceeds the maximum")),
+        matches!(&s, cypherwire_client::Status::Offline { reason } if reason.to_string().contains("exceeds the maximum")),
         "{s:?}"
     );
 }

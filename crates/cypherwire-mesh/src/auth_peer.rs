@@ -142,7 +142,9 @@ impl AuthPeerBuilder {
                 continue;
             };
             match b.target {
-                BanTarget::Addr(ip) => server.ban(ip, left),
+                BanTarget::Addr(ip) => {
+                    server.ban(ip, left);
+                }
                 BanTarget::Peer(id) => {
                     key_bans.insert(id, b.until);
                 }
@@ -232,8 +234,13 @@ impl AuthInner {
         if let Some(conn) = conn
             && reason != LeaveReason::Left
         {
-            // Its session ends: it must authenticate again (pyile's rule).
-            let _ = self.server.kick(conn);
+            // Its session ends: it must authenticate again (pyile's rule). The member is told
+            // which: a kicked or banned member does not come back by itself.
+            let _ = if reason == LeaveReason::Banned {
+                self.server.close_banned(conn)
+            } else {
+                self.server.kick(conn)
+            };
         }
         if removed {
             let _ = self.distribute(false);

@@ -9,19 +9,25 @@ use crate::peer_list::{ListError, PeerId};
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    /// The authenticating peer did not admit us: wrong password, a banned address (refused
-    /// before the handshake), or it could not be reached. The handshake deliberately does not
-    /// say which, so a password guesser learns nothing. (pyile's `AuthenticationException`.)
+    /// The authenticating peer did not admit us: the password is wrong, or it could not be
+    /// reached (the reason says which). (pyile's `AuthenticationException`.)
     #[error("not admitted by the authenticating peer: {reason}")]
     Authentication {
         /// What the connection attempt reported.
-        reason: String,
+        reason: cypherwire_client::OfflineReason,
     },
-    /// Admitted by password, but this member's key is banned. (pyile's `StatusException`.)
-    #[error("banned by the authenticating peer for another {remaining:?}")]
+    /// This member's address or key is banned by the authenticating peer. (pyile's
+    /// `StatusException`.)
+    #[error("banned by the authenticating peer{}", remaining.map(|d| format!(" for another {} s", d.as_secs().max(1))).unwrap_or_default())]
     Banned {
-        /// How long the ban still runs.
-        remaining: Duration,
+        /// How long the ban still runs, if the peer said.
+        remaining: Option<Duration>,
+    },
+    /// The authenticating peer kicked this member: it does not rejoin by itself.
+    #[error("kicked by the authenticating peer: {reason}")]
+    Kicked {
+        /// The peer's words.
+        reason: String,
     },
     /// The peer is not in the current peer list.
     #[error("peer {0} is not a member")]

@@ -46,6 +46,18 @@ pub enum Event {
         /// The member, for a ban by peer id.
         peer: Option<PeerId>,
     },
+    /// (Member) the authenticating peer kicked us: the link is closed and we do not rejoin.
+    /// Direct channels to members already known stay open until the node leaves.
+    Kicked {
+        /// The peer's words.
+        reason: String,
+    },
+    /// (Member) the authenticating peer banned us (our address, or our key on a rejoin): the
+    /// link is closed and we do not try again.
+    BannedByAuthPeer {
+        /// How long the ban still runs, if the peer said.
+        remaining: Option<std::time::Duration>,
+    },
     /// (Member) heartbeats to the authenticating peer went unanswered for the whole timeout;
     /// the link reconnects with backoff.
     AuthPeerLost,

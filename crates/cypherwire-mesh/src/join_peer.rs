@@ -4,7 +4,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use cypherwire_client::{Backoff, Client, Incoming, Status};
+use cypherwire_client::{Backoff, Client, Incoming, OfflineReason, Status};
 use cypherwire_session::{ClientAuth, LinkChange, LinkMonitor, Password, PublicKey};
 use cypherwire_wire::Value;
 use tokio::sync::watch;
@@ -77,7 +77,7 @@ impl JoinInner {
                     .and_then(Value::as_u64)
                     .unwrap_or(0);
                 return Err(Error::Banned {
-                    remaining: Duration::from_millis(ms),
+                    remaining: (ms > 0).then(|| Duration::from_millis(ms)),
                 });
             }
             _ => return Err(Error::Receive("malformed join answer".into())),
@@ -111,9 +111,7 @@ impl JoinInner {
             .deadline(self.node.config.send_timeout)
             .send()
             .await
-            .map_err(|e| Error::Authentication {
-                reason: e.to_string(),
-            })?;
+            .map_err(link_error)?;
         Ok(reply.data)
     }
 
@@ -187,6 +185,16 @@ async fn link_loop(inner: Arc<JoinInner>, mut stop: watch::Receiver<bool>) {
             s = status.recv(), if status_open => match s {
                 // Every new connection is a new password handshake; make sure we are listed.
                 Ok(Status::Online { .. }) => rejoin = true,
+                Ok(Status::Kicked { reason }) => {
+                    // The peer removed us on purpose: coming back by ourselves would undo it.
+                    inner.node.emit(Event::Kicked { reason });
+                    return;
+                }
+                Ok(Status::Offline { reason: OfflineReason::Banned { retry_after } }) => {
+                    inner.node.emit(Event::BannedByAuthPeer { remaining: retry_after });
+                    return;
+                }
+                Ok(Status::GaveUp) => return,
                 Err(tokio::sync::broadcast::error::RecvError::Closed) => status_open = false,
                 _ => {}
             },
@@ -197,9 +205,14 @@ async fn link_loop(inner: Arc<JoinInner>, mut stop: watch::Receiver<bool>) {
                             rejoin = false;
                             true
                         }
-                        Err(Error::Banned { .. }) => {
-                            inner.node.emit(Event::Banned { addr: None, peer: Some(inner.node.me.id) });
-                            false
+                        Err(Error::Banned { remaining }) => {
+                            // Said once; trying again would only be refused again.
+                            inner.node.emit(Event::BannedByAuthPeer { remaining });
+                            return;
+                        }
+                        Err(Error::Kicked { reason }) => {
+                            inner.node.emit(Event::Kicked { reason });
+                            return;
                         }
                         Err(_) => false,
                     }
@@ -282,9 +295,11 @@ impl JoinPeer {
             .map(|s| s.clone());
         let failure = match first {
             Ok(Status::Online { .. }) => None,
-            Ok(Status::Offline { reason }) => Some(reason),
-            Ok(other) => Some(format!("{other:?}")),
-            Err(_) => Some("the link closed".into()),
+            Ok(Status::Offline { reason }) => Some(first_failure(reason)),
+            Ok(other) => Some(Error::Authentication {
+                reason: OfflineReason::ConnectionLost(format!("{other:?}")),
+            }),
+            Err(_) => Some(Error::Left),
         };
         let (stop, _) = watch::channel(false);
         let inner = Arc::new(JoinInner {
@@ -295,7 +310,7 @@ impl JoinPeer {
             task: Mutex::new(None),
         });
         let admitted = match failure {
-            Some(reason) => Err(Error::Authentication { reason }),
+            Some(e) => Err(e),
             None => inner.register().await,
         };
         if let Err(e) = admitted {
@@ -349,6 +364,33 @@ impl JoinPeer {
             }
             let _ = t.await;
         }
+    }
+}
+
+/// What a failed request on the link to the authenticating peer means for the member.
+fn link_error(e: cypherwire_client::Error) -> Error {
+    use cypherwire_client::Error as E;
+    match e {
+        E::AuthenticationFailed => Error::Authentication {
+            reason: OfflineReason::AuthenticationFailed,
+        },
+        E::Banned { retry_after } => Error::Banned {
+            remaining: retry_after,
+        },
+        E::Kicked { reason } => Error::Kicked { reason },
+        other => Error::Authentication {
+            reason: OfflineReason::ConnectionLost(other.to_string()),
+        },
+    }
+}
+
+/// What the link's first failure means for a join.
+fn first_failure(reason: OfflineReason) -> Error {
+    match reason {
+        OfflineReason::Banned { retry_after } => Error::Banned {
+            remaining: retry_after,
+        },
+        other => Error::Authentication { reason: other },
     }
 }
 

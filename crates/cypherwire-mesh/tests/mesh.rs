@@ -508,3 +508,50 @@ async fn malformed_direct_messages_are_refused_and_break_nothing() {
     b.leave().await;
     auth.leave().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kicked_member_is_told_and_stays_out_and_a_banned_one_is_told_once() {
+    let auth = start_auth(200, 5).await;
+    let a = join(&auth, config(200)).await.unwrap();
+    let a_log = collect(a.take_events().unwrap());
+    let b = join(&auth, config(200)).await.unwrap();
+    let b_log = collect(b.take_events().unwrap());
+    assert!(eventually(Duration::from_secs(5), || auth.peers().len() == 3).await);
+    let listed = |id| auth.peers().iter().any(|p| p.id == id);
+
+    auth.kick(a.id()).unwrap();
+    let kicked = |log: &Arc<Mutex<Vec<Event>>>| {
+        log.lock()
+            .unwrap()
+            .iter()
+            .filter(|e| matches!(e, Event::Kicked { .. }))
+            .count()
+    };
+    assert!(eventually(Duration::from_secs(5), || kicked(&a_log) == 1).await);
+    // Five heartbeats later it has not come back by itself.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(!listed(a.id()), "a kicked member rejoined");
+    let rejoined = a_log
+        .lock()
+        .unwrap()
+        .iter()
+        .skip_while(|e| !matches!(e, Event::Kicked { .. }))
+        .any(|e| matches!(e, Event::Joined { .. }));
+    assert!(!rejoined);
+
+    auth.ban_peer(b.id(), Duration::from_secs(3600)).unwrap();
+    let banned = |log: &Arc<Mutex<Vec<Event>>>| {
+        log.lock()
+            .unwrap()
+            .iter()
+            .filter(|e| matches!(e, Event::BannedByAuthPeer { .. }))
+            .count()
+    };
+    assert!(eventually(Duration::from_secs(5), || banned(&b_log) == 1).await);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(banned(&b_log), 1, "told once, not on every heartbeat");
+    assert!(!listed(b.id()));
+    a.abort().await;
+    b.abort().await;
+    auth.leave().await;
+}

@@ -83,9 +83,15 @@ pub(crate) async fn accept_loop<L: Accept>(
                 continue;
             }
         };
-        let refuse = |reason| {
+        let refuse = |stream: L::Io, reason| {
             shared.stats.refused.fetch_add(1, Ordering::Relaxed);
+            shared
+                .refusals
+                .record(peer, reason, crate::clock::monotonic());
             shared.emit(EventKind::Refused { peer, reason });
+            shared
+                .refusals
+                .tell(stream, crate::refusals::wire_refusal(reason, None));
         };
         // Under load (half the handshake slots busy), each address gets a bounded rate of new
         // handshakes, so one source cannot take the rest.
@@ -93,29 +99,29 @@ pub(crate) async fn accept_loop<L: Accept>(
         if busy >= (shared.limits.max_handshakes / 2).max(1)
             && !rate.allow(&peer.ip(), crate::clock::monotonic())
         {
-            refuse(Refusal::RateLimited);
+            refuse(stream, Refusal::RateLimited);
             continue;
         }
         if conns.len() >= shared.limits.max_connections {
-            refuse(Refusal::TooManyConnections);
+            refuse(stream, Refusal::TooManyConnections);
             continue;
         }
         if let Some(hook) = &shared.hook
             && !hook(Incoming { peer })
         {
-            refuse(Refusal::Hook);
+            refuse(stream, Refusal::Hook);
             continue;
         }
         if !shared
             .registry
             .admit_ip(peer.ip(), shared.limits.max_connections_per_ip)
         {
-            refuse(Refusal::TooManyFromAddress);
+            refuse(stream, Refusal::TooManyFromAddress);
             continue;
         }
         let Ok(permit) = handshakes.clone().try_acquire_owned() else {
             shared.registry.release_ip(peer.ip());
-            refuse(Refusal::TooManyHandshakes);
+            refuse(stream, Refusal::TooManyHandshakes);
             continue;
         };
         let span = tracing::info_span!("connection", %peer);

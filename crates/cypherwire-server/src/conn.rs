@@ -147,7 +147,11 @@ pub(crate) async fn run<IO>(
     let session = match result {
         Ok(s) => s,
         Err(SessionError::Banned) => {
+            // The session layer told the peer until when.
             shared.stats.refused.fetch_add(1, Ordering::Relaxed);
+            shared
+                .refusals
+                .record(peer, crate::Refusal::Banned, crate::clock::monotonic());
             shared.emit(EventKind::Refused {
                 peer,
                 reason: crate::Refusal::Banned,
@@ -266,7 +270,11 @@ pub(crate) async fn run<IO>(
     {
         cluster.interest_changed();
     }
-    if reason == DisconnectReason::PushesLost {
+    if matches!(
+        reason,
+        DisconnectReason::PushesLost | DisconnectReason::Kicked | DisconnectReason::Banned
+    ) {
+        // Its token must not bring it back: a kick or ban that a resume undid would not stick.
         shared.state.discard(link.session().id());
     } else {
         shared
@@ -275,7 +283,8 @@ pub(crate) async fn run<IO>(
     }
     let close = match &reason {
         DisconnectReason::Closed | DisconnectReason::Truncated => None,
-        DisconnectReason::Kicked => Some((CloseCode::KICKED, "kicked")),
+        DisconnectReason::Kicked => Some((CloseCode::KICKED, "kicked by the operator")),
+        DisconnectReason::Banned => Some((CloseCode::BANNED, "banned by the operator")),
         DisconnectReason::Replaced => Some((CloseCode::GOING_AWAY, "session resumed elsewhere")),
         DisconnectReason::PushesLost => Some((CloseCode::PUSHES_LOST, "pushes were lost")),
         DisconnectReason::InstanceLost => Some((CloseCode::GOING_AWAY, "an instance went away")),

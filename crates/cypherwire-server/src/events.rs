@@ -90,8 +90,10 @@ pub enum DisconnectReason {
     Closed,
     /// The stream ended without an authenticated close.
     Truncated,
-    /// An operator kicked it.
+    /// An operator kicked it: its session is discarded, so the peer cannot resume it.
     Kicked,
+    /// Its source was banned: it is closed with `BANNED` and its session discarded.
+    Banned,
     /// Its outbox filled up: it did not read fast enough.
     SlowConsumer,
     /// Nothing arrived within the idle timeout.

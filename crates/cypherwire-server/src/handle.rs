@@ -29,8 +29,10 @@ pub struct StatsSnapshot {
     pub handshakes_ok: u64,
     /// Handshakes that failed.
     pub handshakes_failed: u64,
-    /// Connections refused before their handshake.
+    /// Connections refused before their handshake (each peer was told why).
     pub refused: u64,
+    /// The same refusals by reason.
+    pub refused_by: crate::refusals::RefusalCounts,
     /// Requests received.
     pub requests: u64,
     /// Messages received.
@@ -242,7 +244,8 @@ impl ServerHandle {
         n
     }
 
-    /// Closes one connection (the peer gets `Close` with code `KICKED`).
+    /// Closes one connection: the peer gets `Close` with code `KICKED`, and its session is
+    /// discarded, so its token cannot resume it (the client reports it was kicked).
     ///
     /// # Errors
     /// [`Error::UnknownConnection`]; [`Error::Remote`] for a connection another node holds.
@@ -255,6 +258,23 @@ impl ServerHandle {
             .ok_or(Error::UnknownConnection(id))?;
         link.stop.send_replace(Some(DisconnectReason::Kicked));
         self.shared.stats.kicks.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Closes one connection with code `BANNED` and discards its session, without banning its
+    /// address: for bans the application keeps itself (the mesh bans member keys). The client
+    /// reports it was banned and does not reconnect.
+    ///
+    /// # Errors
+    /// [`Error::UnknownConnection`]; [`Error::Remote`] for a connection another node holds.
+    pub fn close_banned(&self, id: ConnectionId) -> Result<(), Error> {
+        self.shared.check_local(id)?;
+        let link = self
+            .shared
+            .registry
+            .link(id)
+            .ok_or(Error::UnknownConnection(id))?;
+        link.stop.send_replace(Some(DisconnectReason::Banned));
         Ok(())
     }
 
@@ -271,20 +291,24 @@ impl ServerHandle {
         links.len()
     }
 
-    /// Bans the source `ip` belongs to for `length`; its new connections are refused before
-    /// any work. A source is an IPv4 address (`::ffff:192.0.2.7` is `192.0.2.7`) or an IPv6
+    /// Bans the source `ip` belongs to for `length`: its new connections are refused before
+    /// any work (with a refusal saying until when), and its open connections are closed with
+    /// `BANNED`, their sessions discarded. Returns how many connections of this instance were
+    /// closed. A source is an IPv4 address (`::ffff:192.0.2.7` is `192.0.2.7`) or an IPv6
     /// network of [`BanPolicy::ipv6_prefix`](cypherwire_session::BanPolicy::ipv6_prefix) bits
     /// (a /64 by default).
     ///
     /// In a cluster the ban is stored in the backplane and holds on every node.
-    pub fn ban(&self, ip: IpAddr, length: Duration) {
+    pub fn ban(&self, ip: IpAddr, length: Duration) -> usize {
         let source = self.shared.source(ip);
         self.shared
             .state
             .ban(&source, length, crate::clock::monotonic());
+        let closed = self.shared.close_banned(&source);
         if let Some(cluster) = &self.shared.cluster {
             cluster.ban(source, length);
         }
+        closed
     }
 
     /// Lifts the ban on the source `ip` belongs to; returns whether there was one (or any
@@ -318,6 +342,7 @@ impl ServerHandle {
             handshakes_ok: s.handshakes_ok.load(Ordering::Relaxed),
             handshakes_failed: s.handshakes_failed.load(Ordering::Relaxed),
             refused: s.refused.load(Ordering::Relaxed),
+            refused_by: self.shared.refusals.counts(),
             requests: s.requests.load(Ordering::Relaxed),
             messages_in: s.messages_in.load(Ordering::Relaxed),
             pushes: s.pushes.load(Ordering::Relaxed),

@@ -157,6 +157,18 @@ impl Registry {
             .collect()
     }
 
+    /// The connections whose peer address satisfies `from`.
+    pub(crate) fn links_from(
+        &self,
+        from: impl Fn(SocketAddr) -> bool,
+    ) -> Vec<(ConnectionId, Link)> {
+        self.entries()
+            .iter()
+            .filter(|(_, e)| from(e.peer))
+            .map(|(id, e)| (*id, e.link.clone()))
+            .collect()
+    }
+
     /// Counts a connection from `ip`; returns false (and counts nothing) at the limit.
     pub(crate) fn admit_ip(&self, ip: IpAddr, limit: usize) -> bool {
         let mut map = self

@@ -274,6 +274,7 @@ impl ServerBuilder {
             registry: Registry::default(),
             bans: self.bans,
             stats: Stats::default(),
+            refusals: crate::refusals::Refusals::default(),
             events,
             next_id: AtomicU64::new(0),
             shutdown: watch::channel(false).0,

@@ -40,6 +40,8 @@ pub(crate) struct Shared {
     pub(crate) limits: ServerLimits,
     pub(crate) registry: Registry,
     pub(crate) stats: Stats,
+    /// Refusals before the handshake: counts, log throttles, the writers telling peers why.
+    pub(crate) refusals: crate::refusals::Refusals,
     pub(crate) events: broadcast::Sender<Event>,
     pub(crate) next_id: AtomicU64,
     pub(crate) shutdown: watch::Sender<bool>,
@@ -92,6 +94,19 @@ impl Shared {
     /// are IPv4; IPv6 by the ban policy's prefix).
     pub(crate) fn source(&self, ip: IpAddr) -> SourceKey {
         self.bans.source(ip)
+    }
+
+    /// Closes every connection of `source` with `BANNED` (their sessions are discarded);
+    /// returns how many.
+    pub(crate) fn close_banned(&self, source: &SourceKey) -> usize {
+        let links = self
+            .registry
+            .links_from(|peer| self.source(peer.ip()) == *source);
+        for (_, link) in &links {
+            link.stop
+                .send_replace(Some(crate::DisconnectReason::Banned));
+        }
+        links.len()
     }
 
     pub(crate) fn is_banned(&self, ip: IpAddr) -> bool {

@@ -30,6 +30,11 @@ pub enum Error {
     /// cryptographic work was done.
     #[error("source is banned")]
     Banned,
+    /// The responder refused the handshake and said why (an unauthenticated, advisory
+    /// [`Refusal`](crate::handshake::Refusal): banned, over capacity, unsupported offer). A
+    /// refusal saying `AUTH_FAILED` is reported as [`Error::AuthenticationFailed`] instead.
+    #[error("refused by the server: {0}")]
+    Refused(crate::handshake::refusal::Refusal),
     /// The handshake did not complete within its deadline.
     #[error("handshake timed out")]
     HandshakeTimeout,
@@ -120,6 +125,7 @@ impl Error {
             Self::Handshake(_) => CloseCode::PROTOCOL_ERROR,
             Self::HandshakeTimeout => CloseCode::TIMEOUT,
             Self::Banned => CloseCode::BANNED,
+            Self::Refused(r) => r.code,
             Self::MessageTooLarge { .. } => CloseCode::FRAME_TOO_LARGE,
             Self::Closed => CloseCode::NORMAL,
             Self::InvalidKey(_) | Self::Config(_) | Self::Random | Self::Io(_) => {

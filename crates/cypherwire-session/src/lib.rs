@@ -102,7 +102,8 @@ pub use crate::config::{
 };
 pub use crate::error::{Error, HandshakeFailure, Result};
 pub use crate::handshake::{
-    ClientAuth, Established, Initiator, KeyCheck, PeerTrust, Responder, Role, ServerAuth, Step,
+    ClientAuth, Established, Initiator, KeyCheck, PeerTrust, Refusal, Responder, Role, ServerAuth,
+    Step,
 };
 pub use crate::heartbeat::{HeartbeatPolicy, LinkChange, LinkMonitor};
 pub use crate::identity::{
@@ -113,7 +114,7 @@ pub use crate::psk::{MIN_PASSPHRASE_LEN, PSK_LEN, PSK_TEXT_PREFIX, Psk};
 pub use crate::record::RekeyPolicy;
 pub use crate::stream::{
     MAX_CONCURRENT_ARGON2, SecureReader, SecureStream, SecureWriter, SessionInfo, accept,
-    accept_guarded, connect,
+    accept_guarded, connect, refuse,
 };
 pub use crate::suite::{Backend, CipherSuite};
 pub use crate::token::{SessionToken, TokenStore};

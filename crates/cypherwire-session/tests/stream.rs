@@ -7,7 +7,8 @@ use std::sync::LazyLock;
 use std::time::Duration;
 
 use cypherwire_session::{
-    CipherSuite, ClientAuth, Error, Psk, SecureStream, ServerAuth, SessionConfig, accept, connect,
+    CipherSuite, ClientAuth, Error, Psk, SecureStream, ServerAuth, SessionConfig, accept,
+    accept_guarded, connect,
 };
 use cypherwire_wire::{CodecId, Message, Request, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -139,13 +140,53 @@ async fn wrong_psk_is_refused() {
     let cfg = SessionConfig::default();
     let (a, b) = tcp_pair().await;
     let other = ClientAuth::Psk(Psk::from_bytes([1; 32]));
-    let (c, s) = tokio::join!(connect(a, &other, &cfg), async {
-        let r = accept(b, server_auth(), &cfg).await;
-        // The server drops the connection without answering: no oracle.
-        r
-    });
+    let (c, s) = tokio::join!(connect(a, &other, &cfg), accept(b, server_auth(), &cfg));
     assert!(matches!(s, Err(Error::AuthenticationFailed)));
-    assert!(matches!(c, Err(Error::Truncated)), "{c:?}");
+    // The server's refusal says only what its closing the connection would say: the
+    // credentials failed. The client reports that, not a dead connection.
+    assert!(matches!(c, Err(Error::AuthenticationFailed)), "{c:?}");
+}
+
+#[tokio::test]
+async fn a_banned_client_is_told_until_when_and_the_server_does_no_work() {
+    use cypherwire_session::{AttemptLimiter, BanPolicy};
+    let cfg = SessionConfig::default();
+    let limiter = std::sync::Mutex::new(AttemptLimiter::new(BanPolicy::default()).unwrap());
+    let t0 = tokio::time::Instant::now().into_std();
+    limiter
+        .lock()
+        .unwrap()
+        .ban(&"10.0.0.9", Duration::from_secs(60), t0);
+    let (a, b) = tcp_pair().await;
+    let (c, s) = tokio::join!(
+        connect(a, client_auth(), &cfg),
+        accept_guarded(b, server_auth(), &cfg, &limiter, &"10.0.0.9")
+    );
+    assert!(matches!(s, Err(Error::Banned)), "{s:?}");
+    match c {
+        Err(Error::Refused(r)) => {
+            assert_eq!(r.code, cypherwire_wire::CloseCode::BANNED);
+            let wait = r.retry_after.expect("a ban says when it ends");
+            assert!(
+                wait > Duration::from_secs(55) && wait <= Duration::from_secs(60),
+                "{wait:?}"
+            );
+        }
+        other => panic!("expected a ban refusal, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_mode_the_server_does_not_take_is_refused_as_unsupported() {
+    let cfg = SessionConfig::default();
+    let (a, b) = tcp_pair().await;
+    let password = ClientAuth::Password(cypherwire_session::Password::new("pw"));
+    let (c, s) = tokio::join!(connect(a, &password, &cfg), accept(b, server_auth(), &cfg));
+    assert!(s.is_err());
+    match c {
+        Err(Error::Refused(r)) => assert_eq!(r.code, cypherwire_wire::CloseCode::UNSUPPORTED),
+        other => panic!("expected an UNSUPPORTED refusal, got {other:?}"),
+    }
 }
 
 #[tokio::test(start_paused = true)]

@@ -66,22 +66,48 @@ pub async fn online_after_a_drop(status: &mut tokio::sync::broadcast::Receiver<S
     .expect("online again")
 }
 
-/// The reason of the next `Offline` status.
-///
-/// # Panics
-/// If none comes within 5 s.
+/// The first status on `status` that `pick` turns into a text, within 5 s (`what` names it
+/// in the panic).
 #[allow(
     clippy::expect_used,
     reason = "test helper: failing loudly is the point"
 )]
-pub async fn offline_reason(status: &mut tokio::sync::broadcast::Receiver<Status>) -> String {
+async fn next_text(
+    status: &mut tokio::sync::broadcast::Receiver<Status>,
+    what: &str,
+    pick: impl Fn(Status) -> Option<String>,
+) -> String {
     tokio::time::timeout(Duration::from_secs(5), async {
         loop {
-            if let Ok(Status::Offline { reason }) = status.recv().await {
-                return reason;
+            if let Some(text) = status.recv().await.ok().and_then(&pick) {
+                return text;
             }
         }
     })
     .await
-    .expect("offline within 5 s")
+    .unwrap_or_else(|_| panic!("no {what} status within 5 s"))
+}
+
+/// The reason of the next `Offline` status, as users read it.
+///
+/// # Panics
+/// If none comes within 5 s.
+pub async fn offline_reason(status: &mut tokio::sync::broadcast::Receiver<Status>) -> String {
+    next_text(status, "Offline", |s| match s {
+        Status::Offline { reason } => Some(reason.to_string()),
+        _ => None,
+    })
+    .await
+}
+
+/// The reason of the next [`Status::Kicked`] on `status` (other statuses are skipped).
+///
+/// # Panics
+/// If none comes within 5 s.
+pub async fn kicked_reason(status: &mut tokio::sync::broadcast::Receiver<Status>) -> String {
+    next_text(status, "Kicked", |s| match s {
+        Status::Kicked { reason } => Some(reason),
+        _ => None,
+    })
+    .await
 }

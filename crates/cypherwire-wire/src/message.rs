@@ -123,6 +123,35 @@ impl StatusCode {
     pub fn is_ok(self) -> bool {
         self == Self::OK
     }
+
+    /// The code's name as `docs/protocol.md` §4.6 spells it (`NOT_FOUND`), or `None` for a code
+    /// this version does not define (application codes).
+    pub fn name(self) -> Option<&'static str> {
+        Some(match self {
+            Self::OK => "OK",
+            Self::BAD_REQUEST => "BAD_REQUEST",
+            Self::NOT_FOUND => "NOT_FOUND",
+            Self::INTERNAL => "INTERNAL",
+            Self::DEADLINE_EXCEEDED => "DEADLINE_EXCEEDED",
+            Self::UNAUTHORIZED => "UNAUTHORIZED",
+            Self::UNAVAILABLE => "UNAVAILABLE",
+            Self::TOO_LARGE => "TOO_LARGE",
+            Self::CANCELLED => "CANCELLED",
+            _ => return None,
+        })
+    }
+}
+
+/// The name (`NOT_FOUND (2)`), or the number with its range for other codes
+/// (`application status 1001`).
+impl std::fmt::Display for StatusCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.name() {
+            Some(name) => write!(f, "{name} ({})", self.0),
+            None if *self >= Self::APPLICATION_MIN => write!(f, "application status {}", self.0),
+            None => write!(f, "status {}", self.0),
+        }
+    }
 }
 
 /// A response status: a code and a human-readable message (empty on success).
@@ -321,6 +350,37 @@ impl CloseCode {
     /// Pushes to this connection were lost on their way between server instances; its
     /// session is gone, so a resume starts afresh.
     pub const PUSHES_LOST: Self = Self(12);
+
+    /// The code's name as `docs/protocol.md` §6 spells it (`KICKED`), or `None` for a code
+    /// this version does not define.
+    pub fn name(self) -> Option<&'static str> {
+        Some(match self {
+            Self::NORMAL => "NORMAL",
+            Self::GOING_AWAY => "GOING_AWAY",
+            Self::PROTOCOL_ERROR => "PROTOCOL_ERROR",
+            Self::FRAME_TOO_LARGE => "FRAME_TOO_LARGE",
+            Self::UNSUPPORTED => "UNSUPPORTED",
+            Self::AUTH_FAILED => "AUTH_FAILED",
+            Self::TIMEOUT => "TIMEOUT",
+            Self::SLOW_CONSUMER => "SLOW_CONSUMER",
+            Self::KICKED => "KICKED",
+            Self::BANNED => "BANNED",
+            Self::INTERNAL_ERROR => "INTERNAL_ERROR",
+            Self::OVERLOADED => "OVERLOADED",
+            Self::PUSHES_LOST => "PUSHES_LOST",
+            _ => return None,
+        })
+    }
+}
+
+/// The name (`KICKED (8)`), or `close code N` for a code this version does not define.
+impl std::fmt::Display for CloseCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.name() {
+            Some(name) => write!(f, "{name} ({})", self.0),
+            None => write!(f, "close code {}", self.0),
+        }
+    }
 }
 
 /// Ends a connection, with a code and a short reason for humans.

@@ -292,6 +292,7 @@ impl Receiver {
                 self.shared
                     .state
                     .ban(&source, length, crate::clock::monotonic());
+                self.shared.close_banned(&source);
             }
             BackplaneEvent::Unbanned { source } => {
                 self.shared.state.unban(&source);

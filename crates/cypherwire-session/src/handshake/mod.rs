@@ -23,6 +23,7 @@ mod keys;
 mod options;
 mod outcome;
 mod password;
+pub(crate) mod refusal;
 mod responder;
 
 pub use self::auth::{ClientAuth, KeyCheck, PeerTrust, Role, ServerAuth};
@@ -34,4 +35,5 @@ pub use self::initiator::Initiator;
 pub use self::keys::is_low_order;
 pub use self::options::HandshakeOptions;
 pub use self::outcome::{Established, Rejected, Step, handshake_limits};
+pub use self::refusal::{REFUSAL_LEN, REFUSAL_MAGIC, Refusal};
 pub use self::responder::Responder;

@@ -30,5 +30,5 @@ mod state;
 #[allow(clippy::unwrap_used, reason = "test code")]
 mod tests;
 
-pub use self::drive::{MAX_CONCURRENT_ARGON2, accept, accept_guarded, connect};
+pub use self::drive::{MAX_CONCURRENT_ARGON2, accept, accept_guarded, connect, refuse};
 pub use self::secure::{SecureReader, SecureStream, SecureWriter, SessionInfo};
