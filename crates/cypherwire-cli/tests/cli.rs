@@ -3,8 +3,11 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "test code")]
 
 use std::io::{BufRead, BufReader, Write};
-use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
+
+mod common;
+
+use common::{expect_line, line_reader, temp_file};
 
 const BIN: &str = env!("CARGO_BIN_EXE_cypherwire");
 
@@ -14,14 +17,6 @@ fn run(args: &[&str]) -> Output {
 
 fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).trim().to_owned()
-}
-
-fn temp_file(name: &str, contents: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("cypherwire-cli-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join(name);
-    std::fs::write(&path, contents).unwrap();
-    path
 }
 
 #[test]
@@ -236,33 +231,6 @@ fn bench_prints_figures() {
     );
     // --connect without a key file is a usage error.
     assert!(!run(&["bench", "--connect", "127.0.0.1:1"]).status.success());
-}
-
-/// Lines of a child's stdout, read on a thread so waits can time out.
-fn line_reader(out: std::process::ChildStdout) -> std::sync::mpsc::Receiver<String> {
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(out).lines() {
-            let Ok(line) = line else { return };
-            if tx.send(line).is_err() {
-                return;
-            }
-        }
-    });
-    rx
-}
-
-/// The first line satisfying `want` within 20 s (panics with what was seen otherwise).
-fn expect_line(rx: &std::sync::mpsc::Receiver<String>, want: impl Fn(&str) -> bool) -> String {
-    let mut seen = Vec::new();
-    let deadline = std::time::Duration::from_secs(20);
-    loop {
-        match rx.recv_timeout(deadline) {
-            Ok(l) if want(&l) => return l,
-            Ok(l) => seen.push(l),
-            Err(e) => panic!("no expected line ({e}); saw {seen:?}"),
-        }
-    }
 }
 
 #[test]

@@ -135,14 +135,18 @@ pub(crate) async fn run<IO>(
     shared.emit(EventKind::Accepted { peer });
     let ip = peer.ip();
     let source = shared.source(ip);
-    let result = accept_guarded(
-        stream,
-        &shared.auth,
-        &shared.session,
-        shared.state.attempts(),
-        &source,
-    )
-    .await;
+    let result = if shared.is_exempt(ip) {
+        cypherwire_session::accept(stream, &shared.auth, &shared.session).await
+    } else {
+        accept_guarded(
+            stream,
+            &shared.auth,
+            &shared.session,
+            shared.state.attempts(),
+            &source,
+        )
+        .await
+    };
     drop(handshake);
     let session = match result {
         Ok(s) => s,

@@ -27,6 +27,7 @@ pub struct ServerBuilder {
     session: SessionConfig,
     limits: ServerLimits,
     bans: BanPolicy,
+    exempt: Option<crate::shared::Exempt>,
     router: Router,
     hook: Option<AcceptHook>,
     inbox: Option<usize>,
@@ -101,6 +102,18 @@ impl ServerBuilder {
     /// Attempt limits and bans for failed handshakes (per IP address).
     pub fn ban_policy(mut self, policy: BanPolicy) -> Self {
         self.bans = policy;
+        self
+    }
+
+    /// Sources whose failed handshakes are never counted nor banned (an operator's own
+    /// network, e.g. loopback during development): `exempt` says which addresses. Bans by hand
+    /// ([`ServerHandle::ban`](crate::ServerHandle::ban)) do not apply to them either. Default:
+    /// none.
+    pub fn ban_exempt(
+        mut self,
+        exempt: impl Fn(std::net::IpAddr) -> bool + Send + Sync + 'static,
+    ) -> Self {
+        self.exempt = Some(Arc::new(exempt));
         self
     }
 
@@ -273,6 +286,7 @@ impl ServerBuilder {
             limits: self.limits,
             registry: Registry::default(),
             bans: self.bans,
+            exempt: self.exempt,
             stats: Stats::default(),
             refusals: crate::refusals::Refusals::default(),
             events,
@@ -329,6 +343,7 @@ impl Server {
             session: SessionConfig::default(),
             limits: ServerLimits::default(),
             bans: BanPolicy::default(),
+            exempt: None,
             router: Router::default(),
             hook: None,
             inbox: None,

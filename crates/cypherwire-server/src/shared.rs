@@ -55,13 +55,23 @@ pub(crate) struct Shared {
     pub(crate) state: Box<dyn ServerState>,
     pub(crate) connection_queue: Option<usize>,
     pub(crate) bans: BanPolicy,
+    /// Addresses never counted nor banned.
+    pub(crate) exempt: Option<Exempt>,
     /// This server's node id in its cluster (0 outside a cluster).
     pub(crate) node: u32,
     /// The backplane, for a server in a cluster.
     pub(crate) cluster: Option<Arc<ClusterLink>>,
 }
 
+/// Which addresses are exempt from attempt counting and bans.
+pub(crate) type Exempt = Arc<dyn Fn(IpAddr) -> bool + Send + Sync>;
+
 impl Shared {
+    /// Whether `ip` is exempt from attempt counting and bans.
+    pub(crate) fn is_exempt(&self, ip: IpAddr) -> bool {
+        self.exempt.as_ref().is_some_and(|f| f(ip))
+    }
+
     pub(crate) fn emit(&self, kind: EventKind) {
         // No subscriber is fine: events are for those who listen.
         let _ = self.events.send(Event {

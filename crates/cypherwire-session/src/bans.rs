@@ -36,7 +36,10 @@ pub struct BanPolicy {
     pub max_attempts: u32,
     /// How long failures are remembered (default 15 min).
     pub window: Duration,
-    /// First ban's length (default 15 min).
+    /// First ban's length (default 1 min: a developer who mistypes a key five times is back
+    /// within a minute). Each further ban of the same source lasts twice as long, up to
+    /// `max_ban`, so a guesser still gets only about 35 guesses per source in its first day
+    /// and 5 a day after that.
     pub ban: Duration,
     /// Longest ban after escalation (default 24 h).
     pub max_ban: Duration,
@@ -52,7 +55,7 @@ impl Default for BanPolicy {
         Self {
             max_attempts: 5,
             window: Duration::from_secs(15 * 60),
-            ban: Duration::from_secs(15 * 60),
+            ban: Duration::from_secs(60),
             max_ban: Duration::from_secs(24 * 3600),
             capacity: 100_000,
             ipv6_prefix: 64,

@@ -4,10 +4,13 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Context as _;
-use cypherwire::mesh::{AuthPeer, Event, JoinPeer, Member, MeshConfig, PeerId};
+use cypherwire::client::Error as ClientError;
+use cypherwire::mesh::{AuthPeer, BanTarget, Event, JoinPeer, Member, MeshConfig, PeerId};
 use cypherwire::session::{Argon2Cost, Password, PasswordVerifier};
 use cypherwire::wire::Value;
 use tokio::io::{AsyncBufReadExt, BufReader};
+
+use super::bans::{BanArgs, human, until_text};
 
 /// Arguments of `cypherwire chat`.
 #[derive(Debug, clap::Args)]
@@ -29,9 +32,8 @@ enum Role {
         /// Keep bans in this file across restarts.
         #[arg(long)]
         ban_file: Option<PathBuf>,
-        /// Failed password attempts per address before a ban.
-        #[arg(long, default_value_t = 5)]
-        max_attempts: u32,
+        #[command(flatten)]
+        bans: BanArgs,
         /// Heartbeat interval in milliseconds (3 missed remove a member).
         #[arg(long, default_value_t = 2000)]
         heartbeat_ms: u64,
@@ -50,8 +52,8 @@ enum Role {
     },
 }
 
-const HELP: &str =
-    "type to broadcast; /peers, /msg ID TEXT, /exit (host also: /kick ID, /ban ID MINUTES, /bans)";
+const HELP: &str = "type to broadcast; /peers, /msg ID TEXT, /exit (host also: /kick ID, \
+                    /ban ID MINUTES, /unban ID-OR-ADDRESS, /bans); an ID may be any unique prefix";
 
 fn read_secret(path: &Path) -> anyhow::Result<String> {
     let text =
@@ -67,7 +69,7 @@ pub(crate) async fn run(args: &Args) -> anyhow::Result<()> {
             listen,
             password_file,
             ban_file,
-            max_attempts,
+            bans,
             heartbeat_ms,
         } => {
             let secret = read_secret(password_file)?;
@@ -76,20 +78,23 @@ pub(crate) async fn run(args: &Args) -> anyhow::Result<()> {
             } else {
                 PasswordVerifier::create(&secret, Argon2Cost::default())?
             };
-            let mut bans = cypherwire::session::BanPolicy::default();
-            bans.max_attempts = *max_attempts;
+            anyhow::ensure!(
+                bans.ban_exempt.is_empty(),
+                "--ban-exempt is for serve; the mesh counts every address"
+            );
             let mut builder = AuthPeer::builder(verifier)
                 .listen(listen.clone())
                 .config(mesh_config(*heartbeat_ms)?)
-                .ban_policy(bans);
+                .ban_policy(bans.policy()?);
             if let Some(f) = ban_file {
                 builder = builder.ban_file(f);
             }
             let auth = builder.start().await?;
             println!("listening on {} as {}", auth.local_addr(), auth.id());
             println!("{HELP}");
-            console(&auth, Some(&auth)).await?;
+            let ended = console(&auth, Some(&auth)).await;
             auth.leave().await;
+            ended?;
         }
         Role::Join {
             auth,
@@ -100,8 +105,9 @@ pub(crate) async fn run(args: &Args) -> anyhow::Result<()> {
             let peer = JoinPeer::join(auth.clone(), password, mesh_config(*heartbeat_ms)?).await?;
             println!("joined as {} ({} members)", peer.id(), peer.peers().len());
             println!("{HELP}");
-            console(&peer, None).await?;
+            let ended = console(&peer, None).await;
             peer.leave().await;
+            ended?;
         }
     }
     println!("left");
@@ -131,6 +137,11 @@ fn describe(e: &Event) -> Option<String> {
         }
         Event::PeerJoined { entry } => format!("* {} joined from {}", entry.id, entry.addr),
         Event::PeerLeft { id, reason } => format!("* {id} left ({reason:?})"),
+        Event::Kicked { reason } => format!("* the host removed you: {reason}"),
+        Event::BannedByAuthPeer { remaining } => match remaining {
+            Some(d) => format!("* the host banned you for another {}", human(*d)),
+            None => "* the host banned you".to_owned(),
+        },
         Event::Banned { addr, peer } => match (addr, peer) {
             (Some(a), _) => format!("* banned address {a}"),
             (_, Some(p)) => format!("* banned {p}"),
@@ -144,18 +155,46 @@ fn describe(e: &Event) -> Option<String> {
     })
 }
 
-/// Reads commands from stdin until `/exit` or end of input; prints events as they come.
+/// Reads commands from stdin until `/exit` or end of input; prints events as they come. A
+/// member the host kicked or banned stops with that error (and its exit code).
 async fn console(me: &Member, host: Option<&AuthPeer>) -> anyhow::Result<()> {
     let mut events = me.take_events().context("events already taken")?;
+    let (ended_tx, mut ended) = tokio::sync::oneshot::channel();
     let printer = tokio::spawn(async move {
+        let mut ended_tx = Some(ended_tx);
         while let Some(e) = events.next().await {
             if let Some(line) = describe(&e) {
                 println!("{line}");
             }
+            let end = match e {
+                Event::Kicked { reason } => Some(ClientError::Kicked { reason }),
+                Event::BannedByAuthPeer { remaining } => Some(ClientError::Banned {
+                    retry_after: remaining,
+                }),
+                _ => None,
+            };
+            if let Some(end) = end
+                && let Some(tx) = ended_tx.take()
+            {
+                let _ = tx.send(end);
+            }
         }
     });
     let mut lines = BufReader::new(tokio::io::stdin()).lines();
-    while let Some(line) = lines.next_line().await? {
+    let mut ended_open = true;
+    let result = loop {
+        let line = tokio::select! {
+            line = lines.next_line() => line?,
+            end = &mut ended, if ended_open => match end {
+                Ok(e) => break Err(anyhow::Error::new(e)),
+                Err(_) => {
+                    // The event stream ended: stdin alone decides from now on.
+                    ended_open = false;
+                    continue;
+                }
+            },
+        };
+        let Some(line) = line else { break Ok(()) };
         let line = line.trim();
         if line.is_empty() {
             continue;
@@ -164,11 +203,35 @@ async fn console(me: &Member, host: Option<&AuthPeer>) -> anyhow::Result<()> {
             println!("! {e:#}");
         }
         if line == "/exit" {
-            break;
+            break Ok(());
         }
-    }
+    };
     printer.abort();
-    Ok(())
+    result
+}
+
+/// The member whose id starts with `prefix` (a whole id, or any unique prefix of one).
+fn member(me: &Member, prefix: &str) -> anyhow::Result<PeerId> {
+    let prefix = prefix.trim().to_ascii_lowercase();
+    anyhow::ensure!(!prefix.is_empty(), "give a member id (see /peers)");
+    let matches: Vec<PeerId> = me
+        .peers()
+        .into_iter()
+        .map(|p| p.id)
+        .filter(|id| id.to_string().starts_with(&prefix))
+        .collect();
+    match matches[..] {
+        [id] => Ok(id),
+        [] => match PeerId::parse(&prefix) {
+            // A whole id of someone not listed (now): let the command say what it makes of it.
+            Ok(id) => Ok(id),
+            Err(_) => anyhow::bail!("no member id starts with {prefix:?} (see /peers)"),
+        },
+        _ => anyhow::bail!(
+            "{} members' ids start with {prefix:?}: give more digits",
+            matches.len()
+        ),
+    }
 }
 
 async fn command(me: &Member, host: Option<&AuthPeer>, line: &str) -> anyhow::Result<()> {
@@ -184,19 +247,57 @@ async fn command(me: &Member, host: Option<&AuthPeer>, line: &str) -> anyhow::Re
             println!("({} members)", peers.len());
         }
         ("/msg", _) => {
-            let id = PeerId::parse(words.next().unwrap_or_default())?;
+            let id = member(me, words.next().unwrap_or_default())?;
             let text = words.next().context("usage: /msg ID TEXT")?;
             me.send(id, Value::from(text)).await?;
+            println!("(sent to {id})");
         }
-        ("/kick", Some(h)) => h.kick(PeerId::parse(words.next().unwrap_or_default())?)?,
+        ("/kick", Some(h)) => {
+            let id = member(me, words.next().unwrap_or_default())?;
+            h.kick(id)?;
+            println!("kicked {id}");
+        }
         ("/ban", Some(h)) => {
-            let id = PeerId::parse(words.next().unwrap_or_default())?;
+            let id = member(me, words.next().unwrap_or_default())?;
             let minutes: u64 = words.next().unwrap_or("60").trim().parse()?;
             h.ban_peer(id, Duration::from_secs(minutes * 60))?;
+            println!("banned {id} for {minutes} min");
+        }
+        ("/unban", Some(h)) => {
+            let what = words.next().unwrap_or_default().trim();
+            let lifted = match what.parse::<std::net::IpAddr>() {
+                Ok(ip) => h.unban_addr(ip),
+                Err(_) => {
+                    // A banned member is no longer listed: match the prefix among the bans.
+                    let banned: Vec<PeerId> = h
+                        .bans()
+                        .iter()
+                        .filter_map(|b| match b.target {
+                            BanTarget::Peer(id) if id.to_string().starts_with(what) => Some(id),
+                            _ => None,
+                        })
+                        .collect();
+                    match banned[..] {
+                        [id] if !what.is_empty() => h.unban_peer(id),
+                        _ => anyhow::bail!(
+                            "usage: /unban ID-OR-ADDRESS (a unique prefix of a banned id, see /bans)"
+                        ),
+                    }
+                }
+            };
+            println!("{}", if lifted { "unbanned" } else { "not banned" });
         }
         ("/bans", Some(h)) => {
-            for b in h.bans() {
-                println!("{:?} until {:?}", b.target, b.until);
+            let bans = h.bans();
+            if bans.is_empty() {
+                println!("no bans");
+            }
+            for b in bans {
+                let who = match b.target {
+                    BanTarget::Peer(id) => id.to_string(),
+                    BanTarget::Addr(ip) => ip.to_string(),
+                };
+                println!("{who} {}", until_text(b.until));
             }
         }
         (w, _) if w.starts_with('/') => anyhow::bail!("unknown command; {HELP}"),

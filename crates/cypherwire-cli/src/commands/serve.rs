@@ -6,10 +6,11 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use bytes::BytesMut;
-use cypherwire::client::Client;
+use cypherwire::client::{Client, Incoming, OfflineReason, Status};
 use cypherwire::server::EventKind;
 use cypherwire::wire::{Codec, Limits, PayloadCodec, Value};
 
+use super::bans::{BanArgs, human};
 use super::keys::read_psk;
 use super::service;
 
@@ -50,11 +51,17 @@ pub(crate) struct ServeArgs {
     /// different ones).
     #[arg(long, default_value = "cw:")]
     cluster_prefix: String,
+    #[command(flatten)]
+    bans: BanArgs,
 }
 
 pub(crate) async fn serve(args: &ServeArgs) -> anyhow::Result<()> {
     let psk = read_psk(&args.psk_file)?;
-    let mut builder = service::builder(psk, Arc::new(Mutex::new(service::State::default())));
+    let mut builder = service::builder(psk, Arc::new(Mutex::new(service::State::default())))
+        .ban_policy(args.bans.policy()?);
+    if let Some(exempt) = args.bans.exempt() {
+        builder = builder.ban_exempt(exempt);
+    }
     if let (Some(addr), Some(key)) = (&args.cypher_compat, &args.cypher_key) {
         let client_key = args.cypher_client_key.as_deref().unwrap_or(key);
         let keys = cypherwire::session::compat::CypherKeys::new(key, client_key)
@@ -87,10 +94,10 @@ pub(crate) async fn serve(args: &ServeArgs) -> anyhow::Result<()> {
             match e.kind {
                 EventKind::Authenticated { id, peer, .. } => eprintln!("connected {id} {peer}"),
                 EventKind::Disconnected { id, peer, reason } => {
-                    eprintln!("disconnected {id} {peer}: {reason:?}");
+                    eprintln!("disconnected {id} {peer}: {}", disconnect_text(&reason));
                 }
                 EventKind::AuthenticationFailed { peer, reason } => {
-                    eprintln!("authentication failed from {peer}: {reason}");
+                    eprintln!("handshake failed from {peer}: {reason}");
                 }
                 EventKind::Banned { peer } => eprintln!("banned {peer}"),
                 _ => {}
@@ -110,6 +117,26 @@ pub(crate) async fn serve(args: &ServeArgs) -> anyhow::Result<()> {
     handle.shutdown().await;
     log.abort();
     Ok(())
+}
+
+/// Why a connection ended, for the log.
+fn disconnect_text(reason: &cypherwire::server::DisconnectReason) -> String {
+    use cypherwire::server::DisconnectReason as R;
+    match reason {
+        R::Closed => "closed by the peer".into(),
+        R::Truncated => "connection dropped".into(),
+        R::Kicked => "kicked".into(),
+        R::Banned => "banned".into(),
+        R::SlowConsumer => "slow consumer".into(),
+        R::IdleTimeout => "idle timeout".into(),
+        R::Shutdown => "server shutting down".into(),
+        R::Replaced => "session resumed on a newer connection".into(),
+        R::InstanceLost => "its session's instance left the cluster".into(),
+        R::PushesLost => "pushes were lost between instances".into(),
+        R::ProtocolError(e) => format!("protocol error: {e}"),
+        R::Io(e) => e.clone(),
+        other => format!("{other:?}"),
+    }
 }
 
 /// Kicks a connection of this instance, or (in a cluster) of the instance that holds it.
@@ -168,16 +195,24 @@ async fn console(handle: &cypherwire::server::ServerHandle) -> anyhow::Result<()
                 Ok(())
             }
             "bans" => {
-                for (ip, left) in handle.bans() {
-                    println!("{ip} for {} s", left.as_secs());
+                let bans = handle.bans();
+                if bans.is_empty() {
+                    println!("no bans");
+                }
+                for (ip, left) in bans {
+                    println!("{ip} for another {}", human(left));
                 }
                 Ok(())
             }
             "ban" => (|| {
                 let ip: std::net::IpAddr = words.next().unwrap_or_default().parse()?;
                 let minutes: u64 = words.next().unwrap_or("60").trim().parse()?;
-                handle.ban(ip, Duration::from_secs(minutes * 60));
-                println!("banned {ip} for {minutes} min");
+                let closed = handle.ban(ip, Duration::from_secs(minutes * 60));
+                if closed > 0 {
+                    println!("banned {ip} for {minutes} min ({closed} connections closed)");
+                } else {
+                    println!("banned {ip} for {minutes} min");
+                }
                 Ok(())
             })(),
             "unban" => (|| {
@@ -249,7 +284,47 @@ pub(crate) struct RequestArgs {
 pub(crate) fn json_to_value(text: &str) -> anyhow::Result<Value> {
     Codec::Json
         .decode::<Value>(text.as_bytes(), &Limits::default())
-        .with_context(|| format!("not valid JSON: {text}"))
+        .map_err(|_| {
+            let hint = if text.trim_start().starts_with(['{', '[', '"']) {
+                String::new()
+            } else {
+                format!(" (to send the string, quote it as JSON: '\"{text}\"')")
+            };
+            anyhow::anyhow!("not valid JSON: {text}{hint}")
+        })
+}
+
+/// Follows `client`'s statuses and keeps the last offline reason: a client that gave up says
+/// why it could not connect.
+pub(crate) fn last_offline(client: &Client) -> Arc<Mutex<Option<OfflineReason>>> {
+    let last = Arc::new(Mutex::new(None));
+    let keep = last.clone();
+    client.on_status(move |s| {
+        if let Status::Offline { reason } = s {
+            *keep
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(reason.clone());
+        }
+    });
+    last
+}
+
+/// `err` with the reason of the last failed connection attempt, for an error that does not
+/// say it (giving up).
+pub(crate) fn explain(
+    err: cypherwire::client::Error,
+    last: &Mutex<Option<OfflineReason>>,
+) -> anyhow::Error {
+    let reason = last
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .clone();
+    match (&err, reason) {
+        (cypherwire::client::Error::GaveUp { .. }, Some(reason)) => {
+            anyhow::Error::new(err).context(format!("cannot reach the server ({reason})"))
+        }
+        _ => anyhow::Error::new(err),
+    }
 }
 
 /// Renders a [`Value`] as JSON text.
@@ -278,6 +353,7 @@ pub(crate) async fn request(args: &RequestArgs) -> anyhow::Result<()> {
     let client = Client::builder(psk)
         .backoff(backoff)
         .connect(args.connect.clone())?;
+    let last = last_offline(&client);
     let send = client
         .request(&args.path, &args.operation)
         .data(data)
@@ -291,8 +367,58 @@ pub(crate) async fn request(args: &RequestArgs) -> anyhow::Result<()> {
                 args.timeout
             )
         })?
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
+        .map_err(|e| explain(e, &last))?;
     println!("{}", value_to_json(&reply.data)?);
+    client.close(Duration::from_millis(200)).await;
+    Ok(())
+}
+
+/// Arguments of `cypherwire watch`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct WatchArgs {
+    /// Server address.
+    #[arg(long, default_value = "127.0.0.1:12345")]
+    connect: String,
+    /// File holding the pre-shared key (or a passphrase of 16+ characters).
+    #[arg(long)]
+    psk_file: PathBuf,
+}
+
+/// Stays connected, printing each push and action as a JSON line on stdout and each status
+/// change on stderr, until interrupted, kicked, banned or rejected (non-zero exit codes).
+pub(crate) async fn watch(args: &WatchArgs) -> anyhow::Result<()> {
+    let psk = read_psk(&args.psk_file)?;
+    let client = Client::builder(psk).connect(args.connect.clone())?;
+    let mut incoming = client
+        .take_incoming()
+        .context("the incoming stream is taken")?;
+    let mut status = client.status_events();
+    loop {
+        tokio::select! {
+            () = shutdown_signal() => break,
+            item = incoming.next() => match item {
+                Some(Incoming::Push(p)) => println!("{}", value_to_json(&p.data)?),
+                Some(Incoming::Action(a)) => println!("{} {}", a.name, value_to_json(&a.data)?),
+                Some(_) => {}
+                None => break,
+            },
+            s = status.recv() => match s {
+                Ok(Status::Online { resumed }) => {
+                    eprintln!("online{}", if resumed { " (session resumed)" } else { "" });
+                }
+                Ok(Status::Offline { reason }) => eprintln!("offline: {reason}"),
+                Ok(Status::Reconnecting { attempt }) => eprintln!("reconnecting (attempt {attempt})"),
+                Ok(s) if s.is_final() => {
+                    return Err(client.wait_online().await.err().map_or_else(
+                        || anyhow::anyhow!("stopped"),
+                        anyhow::Error::new,
+                    ));
+                }
+                Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
+            },
+        }
+    }
     client.close(Duration::from_millis(200)).await;
     Ok(())
 }

@@ -54,10 +54,7 @@ impl Refusal {
     /// The refusal in a handshake frame body, or `None` if the body is anything else (every
     /// handshake message is longer than a refusal, so the two cannot be confused).
     pub fn parse(body: &[u8]) -> Option<Self> {
-        if body.len() != REFUSAL_LEN
-            || &body[..4] != REFUSAL_MAGIC
-            || body[4] != REFUSAL_VERSION
-        {
+        if body.len() != REFUSAL_LEN || &body[..4] != REFUSAL_MAGIC || body[4] != REFUSAL_VERSION {
             return None;
         }
         let code = CloseCode(u16::from_be_bytes([body[5], body[6]]));
