@@ -250,7 +250,9 @@ async fn a_kicked_client_stops_and_its_session_cannot_be_resumed() {
     h.shutdown().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+// One thread: the second client's driver cannot run (and be refused) before the test has
+// subscribed to its statuses.
+#[tokio::test(flavor = "current_thread")]
 async fn an_over_capacity_refusal_is_retried_and_admitted_once_there_is_room() {
     let mut limits = ServerLimits::default();
     limits.max_connections = 1;

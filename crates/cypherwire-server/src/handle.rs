@@ -250,14 +250,20 @@ impl ServerHandle {
     /// # Errors
     /// [`Error::UnknownConnection`]; [`Error::Remote`] for a connection another node holds.
     pub fn kick(&self, id: ConnectionId) -> Result<(), Error> {
+        self.stop(id, DisconnectReason::Kicked)?;
+        self.shared.stats.kicks.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Ends this instance's connection `id` for `reason`.
+    fn stop(&self, id: ConnectionId, reason: DisconnectReason) -> Result<(), Error> {
         self.shared.check_local(id)?;
         let link = self
             .shared
             .registry
             .link(id)
             .ok_or(Error::UnknownConnection(id))?;
-        link.stop.send_replace(Some(DisconnectReason::Kicked));
-        self.shared.stats.kicks.fetch_add(1, Ordering::Relaxed);
+        link.stop.send_replace(Some(reason));
         Ok(())
     }
 
@@ -268,14 +274,7 @@ impl ServerHandle {
     /// # Errors
     /// [`Error::UnknownConnection`]; [`Error::Remote`] for a connection another node holds.
     pub fn close_banned(&self, id: ConnectionId) -> Result<(), Error> {
-        self.shared.check_local(id)?;
-        let link = self
-            .shared
-            .registry
-            .link(id)
-            .ok_or(Error::UnknownConnection(id))?;
-        link.stop.send_replace(Some(DisconnectReason::Banned));
-        Ok(())
+        self.stop(id, DisconnectReason::Banned)
     }
 
     /// Closes every connection; returns how many.
