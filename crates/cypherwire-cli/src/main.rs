@@ -208,7 +208,10 @@ mod tests {
             }
             .into(),
             C::MessageTooLarge { len: 9, max: 8 }.into(),
-            C::Data("expected u64".into()).into(),
+            C::Data(cypherwire::client::DataError::new(std::io::Error::other(
+                "expected u64",
+            )))
+            .into(),
             C::Config("bad").into(),
             S::Bind {
                 addr: "127.0.0.1:1".into(),

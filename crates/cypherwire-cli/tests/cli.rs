@@ -7,9 +7,7 @@ use std::process::{Command, Output, Stdio};
 
 mod common;
 
-use common::{expect_line, line_reader, temp_file};
-
-const BIN: &str = env!("CARGO_BIN_EXE_cypherwire");
+use common::{BIN, Served, expect_line, line_reader, temp_file};
 
 fn run(args: &[&str]) -> Output {
     Command::new(BIN).args(args).output().unwrap()
@@ -210,8 +208,13 @@ fn bench_prints_figures() {
         assert!(ratio > 0.0 && ratio.is_finite(), "{row}");
         assert_ne!(cells[3], "—", "{row}");
     }
-    // The progress bars go to stderr, not into the table.
-    assert!(String::from_utf8_lossy(&o.stderr).contains("[##"));
+    // Progress bars are drawn only on a terminal: not into a pipe or a file.
+    assert!(
+        !String::from_utf8_lossy(&o.stderr).contains("[##"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(!out.contains("heartbeat RTT: not measured"), "{out}");
     // 0 skips the bulk and handshake figures.
     let o = run(&[
         "bench",
@@ -231,6 +234,47 @@ fn bench_prints_figures() {
     );
     // --connect without a key file is a usage error.
     assert!(!run(&["bench", "--connect", "127.0.0.1:1"]).status.success());
+}
+
+#[test]
+fn bench_against_a_running_server_says_what_it_does_not_measure() {
+    let server = Served::start("psk-bench", &[]);
+    let key = temp_file("psk-bench", common::KEY);
+    let bench = |extra: &[&str]| {
+        let mut args = vec!["bench", "--connect", &server.addr, "--psk-file"];
+        args.push(key.to_str().unwrap());
+        args.extend_from_slice(&["--requests", "200"]);
+        args.extend_from_slice(extra);
+        run(&args)
+    };
+    let o = bench(&[]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let out = stdout(&o);
+    for figure in ["sequential round trips", "64 requests in flight"] {
+        let row = out
+            .lines()
+            .find(|l| l.starts_with(&format!("| {figure} |")))
+            .unwrap_or_else(|| panic!("no row {figure:?} in {out}"));
+        // No baseline against a remote server: the row says so instead of a ratio.
+        assert!(row.ends_with("| — | — |"), "{row}");
+    }
+    assert!(
+        !out.contains("| bulk,") && !out.contains("| PSK handshake"),
+        "{out}"
+    );
+    assert!(
+        out.contains("bulk and handshake figures are not measured with --connect"),
+        "{out}"
+    );
+    // Asked for none, nothing is said about them.
+    let o = bench(&["--bulk-mib", "0", "--handshakes", "0"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        !stdout(&o).contains("not measured with --connect"),
+        "{}",
+        stdout(&o)
+    );
+    server.quit();
 }
 
 #[test]
@@ -299,41 +343,24 @@ fn chat_host_and_join_talk_in_separate_processes() {
 
 #[test]
 fn serve_console_lists_bans_kicks_and_quits() {
-    let psk = temp_file("psk-console", "2ZpK1CdQfm0s1EZ1SIhYfV7MHdJf8X3U\n");
-    let mut server = Command::new(BIN)
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--console",
-            "--psk-file",
-        ])
-        .arg(&psk)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let out = line_reader(server.stdout.take().unwrap());
-    expect_line(&out, |l| l.starts_with("listening on "));
-    expect_line(&out, |l| l.starts_with("commands: help, list"));
-    let mut input = server.stdin.take().unwrap();
+    let mut server = Served::start("psk-console", &[]);
+    let (out, input) = (&server.out, &mut server.input);
+    expect_line(out, |l| l.starts_with("commands: help, list"));
     writeln!(input, "list").unwrap();
-    expect_line(&out, |l| l == "0 connected");
+    expect_line(out, |l| l == "0 connected");
     writeln!(input, "ban 127.0.0.9 5").unwrap();
-    expect_line(&out, |l| l == "banned 127.0.0.9 for 5 min");
+    expect_line(out, |l| l == "banned 127.0.0.9 for 5 min");
     writeln!(input, "bans").unwrap();
-    expect_line(&out, |l| l.starts_with("127.0.0.9 for "));
+    expect_line(out, |l| l.starts_with("127.0.0.9 for "));
     writeln!(input, "unban 127.0.0.9").unwrap();
-    expect_line(&out, |l| l == "unbanned");
+    expect_line(out, |l| l == "unbanned");
     writeln!(input, "kick 99").unwrap();
-    expect_line(&out, |l| l.starts_with("! "));
+    expect_line(out, |l| l.starts_with("! "));
     writeln!(input, "broadcast hello").unwrap();
-    expect_line(&out, |l| l == "sent to 0 connections");
+    expect_line(out, |l| l == "sent to 0 connections");
     writeln!(input, "frobnicate").unwrap();
-    expect_line(&out, |l| l.starts_with("! unknown command"));
-    writeln!(input, "quit").unwrap();
-    assert!(server.wait().unwrap().success());
+    expect_line(out, |l| l.starts_with("! unknown command"));
+    server.quit();
 }
 
 #[test]

@@ -12,7 +12,7 @@ use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
 use crate::backoff::Backoff;
 use crate::engine::{Answer, Engine};
-use crate::error::Error;
+use crate::error::{DataError, Error};
 use crate::shared::{Command, Config, Incoming, Observed, Status};
 
 /// Default bound on queued plus in-flight requests.
@@ -293,13 +293,19 @@ impl Client {
         self.events.subscribe()
     }
 
-    /// Calls `f` on every status change (CYPHER_PROTOCOL's online/offline signal processors).
+    /// Calls `f` on every status change from now on, in order, each one once (CYPHER_PROTOCOL's
+    /// online/offline signal processors): an outage is one [`Status::Offline`], then
+    /// [`Status::Reconnecting`] per attempt, then [`Status::Online`]. Runs on a task of its own
+    /// until the client stops; a callback more than 256 changes behind misses the oldest.
     pub fn on_status(&self, f: impl Fn(&Status) + Send + 'static) {
-        let mut rx = self.status.clone();
+        let mut rx = self.events.subscribe();
         tokio::spawn(async move {
-            while rx.changed().await.is_ok() {
-                let s = rx.borrow_and_update().clone();
-                f(&s);
+            loop {
+                match rx.recv().await {
+                    Ok(s) => f(&s),
+                    Err(broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(broadcast::error::RecvError::Closed) => return,
+                }
             }
         });
     }
@@ -520,6 +526,6 @@ impl Reply {
     /// # Errors
     /// [`Error::Data`] if it does not have `T`'s shape.
     pub fn data<T: DeserializeOwned>(self) -> Result<T, Error> {
-        from_value(self.data).map_err(|e| Error::Data(e.to_string()))
+        from_value(self.data).map_err(|e| Error::Data(DataError::new(e)))
     }
 }

@@ -19,7 +19,7 @@ use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::backoff::{Backoff, Jitter};
-use crate::error::Error;
+use crate::error::{DataError, Error};
 use crate::shared::{OfflineReason, Status};
 
 /// An answer from a compat server.
@@ -175,7 +175,7 @@ async fn drive(
         ) {
             Ok(w) => w,
             Err(e) => {
-                let _ = job.reply.send(Err(Error::Data(e.to_string())));
+                let _ = job.reply.send(Err(Error::Data(DataError::new(e))));
                 continue;
             }
         };
@@ -277,7 +277,8 @@ async fn exchange(
 }
 
 fn open(token: &[u8], cfg: &CompatClientBuilder) -> Result<CompatReply, Error> {
-    let m = compat::decode(token, &cfg.keys.decryption).map_err(|e| Error::Data(e.to_string()))?;
+    let m =
+        compat::decode(token, &cfg.keys.decryption).map_err(|e| Error::Data(DataError::new(e)))?;
     if let Some(err) = m.metadata.get("ERROR") {
         let code = err
             .get("code")

@@ -8,7 +8,7 @@ use std::time::Duration;
 use cypherwire_session::{
     Error as SessionError, HeartbeatPolicy, SecureReader, SecureWriter, connect,
 };
-use cypherwire_wire::{Action, Cancel, Close, CloseCode, Message};
+use cypherwire_wire::{Action, Cancel, Close, CloseCode, Message, Request};
 use tokio::io::{ReadHalf, WriteHalf};
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio::time::Instant;
@@ -78,6 +78,28 @@ impl State {
         }
     }
 
+    /// Refuses a request that could never be sent: larger than the whole request buffer (by
+    /// the buffer's estimate, `bytes`) or than the session's message limit (its encoding).
+    fn fits(&self, request: Request, bytes: usize) -> Result<Request, Error> {
+        let buffer = self.config.max_pending_bytes;
+        if bytes > buffer {
+            return Err(Error::MessageTooLarge {
+                len: bytes,
+                max: buffer,
+            });
+        }
+        let session = &self.config.session;
+        let msg = Message::Request(request);
+        if let Some(len) = session.oversize(&msg) {
+            let max = session.max_message_len();
+            return Err(Error::MessageTooLarge { len, max });
+        }
+        match msg {
+            Message::Request(r) => Ok(r),
+            _ => unreachable!("built as a request"),
+        }
+    }
+
     /// Handles a command from a handle. Returns false when the client must stop now.
     fn command(&mut self, cmd: Command, out: &mut Vec<Message>) {
         match cmd {
@@ -88,15 +110,13 @@ impl State {
                 }
                 let bytes = request.approx_size();
                 // One that could never be sent fails now, before it waits in the table.
-                let max = self
-                    .config
-                    .session
-                    .max_message_len()
-                    .min(self.config.max_pending_bytes);
-                if bytes > max {
-                    let _ = reply.send(Err(Error::MessageTooLarge { len: bytes, max }));
-                    return;
-                }
+                let request = match self.fits(request, bytes) {
+                    Ok(request) => request,
+                    Err(e) => {
+                        let _ = reply.send(Err(e));
+                        return;
+                    }
+                };
                 let expires = request.deadline.map(|d| Instant::now() + d);
                 let entry = Entry::new(request, bytes, expires.map(Instant::into_std), reply);
                 if let Err((full, entry)) = self.pending.insert(entry) {
@@ -209,96 +229,107 @@ pub(crate) async fn run(
             Ok(Err(e)) => Err(OfflineReason::from_attempt(&e)),
             Err(_) => Err(OfflineReason::TimedOut),
         };
-        let (reader, writer) = match conn {
-            Ok(halves) => halves,
-            Err(why) => {
-                failed += 1;
-                tracing::debug!(peer = %st.connector.describe(), reason = %why, "connection attempt failed");
-                // A key that worked before and fails now is a server change or a damaged
-                // handshake, not a typo: that one is retried like a network fault.
-                let proven = ever_online && why == OfflineReason::AuthenticationFailed;
-                if let Some(err) = why.rejection_error()
-                    && !st.config.retry_rejected
-                    && !proven
-                {
-                    // Retrying would cost the server (and the ban budget) an attempt each time
-                    // for the same answer: report it at once.
-                    st.observed.set_stopped(&err);
-                    st.set_status(Status::Offline { reason: why });
-                    st.set_status(Status::GaveUp);
-                    st.fail_all(&err);
-                    give_up(&mut st, rx, err).await;
-                    return;
-                }
-                if st.config.backoff.gives_up(failed, offline_since.elapsed()) {
-                    if !told_offline {
-                        st.set_status(Status::Offline { reason: why });
+        let why = match conn {
+            Ok((reader, writer)) => {
+                let mut reached = false;
+                let end = online(&mut st, &mut rx, reader, writer, &mut reached).await;
+                ever_online |= reached;
+                match end {
+                    End::Stop => return,
+                    End::Kicked(reason) if !st.config.reconnect_after_kick => {
+                        let err = Error::Kicked {
+                            reason: reason.clone(),
+                        };
+                        st.observed.set_stopped(&err);
+                        st.set_status(Status::Kicked { reason });
+                        st.fail_all(&err);
+                        give_up(&mut st, rx, err).await;
+                        return;
                     }
-                    let err = Error::GaveUp { attempts: failed };
-                    st.observed.set_stopped(&err);
-                    st.set_status(Status::GaveUp);
-                    st.fail_all(&err);
-                    give_up(&mut st, rx, err).await;
-                    return;
+                    End::Kicked(reason) => {
+                        // The session is gone at the server: the next connection starts a new
+                        // one.
+                        st.session = SessionMemo::default();
+                        failed = 0;
+                        offline_since = Instant::now();
+                        st.pending.mark_all_unsent();
+                        told_offline = true;
+                        st.set_status(Status::Offline {
+                            reason: OfflineReason::ServerClosed {
+                                code: CloseCode::KICKED,
+                                reason,
+                            },
+                        });
+                        continue;
+                    }
+                    End::Lost(reason)
+                        if !st.config.retry_rejected
+                            && let Some(err) = reason.rejection_error() =>
+                    {
+                        // Banned while connected: reconnecting would only be refused.
+                        st.observed.set_stopped(&err);
+                        st.set_status(Status::Offline { reason });
+                        st.set_status(Status::GaveUp);
+                        st.fail_all(&err);
+                        give_up(&mut st, rx, err).await;
+                        return;
+                    }
+                    End::Lost(reason) if reached => {
+                        // A new outage. Reconnect at once the first time, then back off.
+                        failed = 0;
+                        offline_since = Instant::now();
+                        st.pending.mark_all_unsent();
+                        told_offline = true;
+                        st.set_status(Status::Offline { reason });
+                        continue;
+                    }
+                    End::Lost(reason) => {
+                        // Lost before it came online (e.g. a server that is shutting down
+                        // accepted it): one more failed attempt of the same outage.
+                        st.pending.mark_all_unsent();
+                        reason
+                    }
                 }
-                let delay = st.config.backoff.delay(failed - 1, jitter.next());
-                let delay = why.retry_after().map_or(delay, |asked| delay.max(asked));
-                if !told_offline {
-                    told_offline = true;
-                    st.set_status(Status::Offline { reason: why });
-                }
-                if !wait(&mut st, &mut rx, delay).await {
-                    return;
-                }
-                continue;
             }
+            Err(why) => why,
         };
-        failed = 0;
-        let reason = online(&mut st, &mut rx, reader, writer, &mut ever_online).await;
-        match reason {
-            End::Stop => return,
-            End::Kicked(reason) if !st.config.reconnect_after_kick => {
-                let err = Error::Kicked {
-                    reason: reason.clone(),
-                };
-                st.observed.set_stopped(&err);
-                st.set_status(Status::Kicked { reason });
-                st.fail_all(&err);
-                give_up(&mut st, rx, err).await;
-                return;
+        failed += 1;
+        tracing::debug!(peer = %st.connector.describe(), reason = %why, "connection attempt failed");
+        // A key that worked before and fails now is a server change or a damaged handshake,
+        // not a typo: that one is retried like a network fault.
+        let proven = ever_online && why == OfflineReason::AuthenticationFailed;
+        if let Some(err) = why.rejection_error()
+            && !st.config.retry_rejected
+            && !proven
+        {
+            // Retrying would cost the server (and the ban budget) an attempt each time for the
+            // same answer: report it at once.
+            st.observed.set_stopped(&err);
+            st.set_status(Status::Offline { reason: why });
+            st.set_status(Status::GaveUp);
+            st.fail_all(&err);
+            give_up(&mut st, rx, err).await;
+            return;
+        }
+        if st.config.backoff.gives_up(failed, offline_since.elapsed()) {
+            if !told_offline {
+                st.set_status(Status::Offline { reason: why });
             }
-            End::Kicked(reason) => {
-                // The session is gone at the server: the next connection starts a new one.
-                st.session = SessionMemo::default();
-                offline_since = Instant::now();
-                st.pending.mark_all_unsent();
-                told_offline = true;
-                st.set_status(Status::Offline {
-                    reason: OfflineReason::ServerClosed {
-                        code: CloseCode::KICKED,
-                        reason,
-                    },
-                });
-            }
-            End::Lost(reason)
-                if !st.config.retry_rejected
-                    && let Some(err) = reason.rejection_error() =>
-            {
-                // Banned while connected: reconnecting would only be refused.
-                st.observed.set_stopped(&err);
-                st.set_status(Status::Offline { reason });
-                st.set_status(Status::GaveUp);
-                st.fail_all(&err);
-                give_up(&mut st, rx, err).await;
-                return;
-            }
-            End::Lost(reason) => {
-                offline_since = Instant::now();
-                st.pending.mark_all_unsent();
-                told_offline = true;
-                st.set_status(Status::Offline { reason });
-                // Reconnect at once the first time, then back off.
-            }
+            let err = Error::GaveUp { attempts: failed };
+            st.observed.set_stopped(&err);
+            st.set_status(Status::GaveUp);
+            st.fail_all(&err);
+            give_up(&mut st, rx, err).await;
+            return;
+        }
+        let delay = st.config.backoff.delay(failed - 1, jitter.next());
+        let delay = why.retry_after().map_or(delay, |asked| delay.max(asked));
+        if !told_offline {
+            told_offline = true;
+            st.set_status(Status::Offline { reason: why });
+        }
+        if !wait(&mut st, &mut rx, delay).await {
+            return;
         }
     }
 }
@@ -417,12 +448,13 @@ enum End {
 const COMMAND_BATCH: usize = 256;
 
 /// One connection's life: resume, resend, then serve commands and messages until it ends.
+/// `reached` is set once the server welcomes it (it is online).
 async fn online(
     st: &mut State,
     rx: &mut mpsc::Receiver<Command>,
     mut reader: Reader,
     mut writer: Writer,
-    ever_online: &mut bool,
+    reached: &mut bool,
 ) -> End {
     let mut out: Vec<Message> = Vec::new();
     // Resume first, then everything unanswered, oldest first: the server answers resends of
@@ -492,7 +524,7 @@ async fn online(
                     Received::Push(p) => st.incoming.deliver(Incoming::Push(p)).await,
                     Received::Action(a) => st.incoming.deliver(Incoming::Action(a)).await,
                     Received::Online { resumed } => {
-                        *ever_online = true;
+                        *reached = true;
                         st.set_status(Status::Online { resumed });
                     }
                     Received::Reply(m) => out.push(m),

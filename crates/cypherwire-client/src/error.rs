@@ -1,11 +1,25 @@
 //! The client's error type.
 
+use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 use cypherwire_wire::StatusCode;
 
-/// A duration for humans: `45 s`, `14 min 50 s`, `2 h 5 min`.
-pub(crate) fn human(d: Duration) -> String {
+/// A duration as this crate's messages print it: `45 s`, `14 min 50 s`, `10 min`, `2 h 5 min`.
+///
+/// Partial seconds round up, so a ban of ten minutes that has just begun reads `10 min`, and a
+/// wait that is not over never reads `0 s`.
+///
+/// ```
+/// use std::time::Duration;
+/// use cypherwire_client::human_duration;
+///
+/// assert_eq!(human_duration(Duration::from_millis(599_400)), "10 min");
+/// assert_eq!(human_duration(Duration::from_secs(552)), "9 min 12 s");
+/// assert_eq!(human_duration(Duration::from_secs(7500)), "2 h 5 min");
+/// ```
+pub fn human_duration(d: Duration) -> String {
     let s = d.as_secs() + u64::from(d.subsec_nanos() > 0);
     match s {
         0..60 => format!("{s} s"),
@@ -52,7 +66,7 @@ pub enum Error {
     #[error("authentication failed (wrong key or password?)")]
     AuthenticationFailed,
     /// The server refused this client's address: it is banned.
-    #[error("banned by the server{}", retry_after.map(|d| format!(" for another {}", human(d))).unwrap_or_default())]
+    #[error("banned by the server{}", retry_after.map(|d| format!(" for another {}", human_duration(d))).unwrap_or_default())]
     Banned {
         /// When the ban ends, if the server said.
         retry_after: Option<Duration>,
@@ -64,22 +78,66 @@ pub enum Error {
         /// The server's words.
         reason: String,
     },
-    /// The request is larger than the server accepts: nothing was sent.
+    /// The request is larger than a session carries, or than the whole request buffer:
+    /// nothing was sent or queued.
     #[error("message too large: {len} bytes, the maximum is {max}")]
     MessageTooLarge {
-        /// The request's encoded size (at least).
+        /// The request's encoded length (the longest among the offered codecs), or over the
+        /// buffer, the buffer's estimate of its size.
         len: usize,
-        /// The largest message the session carries
-        /// ([`SessionConfig::max_message_len`](cypherwire_session::SessionConfig)).
+        /// The limit: the session's message limit
+        /// ([`SessionConfig::max_message_len`](cypherwire_session::SessionConfig::max_message_len))
+        /// or the request buffer's size
+        /// ([`ClientBuilder::max_pending`](crate::ClientBuilder::max_pending)).
         max: usize,
     },
-    /// The response data does not have the expected shape.
+    /// The response data does not have the expected shape (or, in compat mode, a token does not
+    /// open or encode). The decoder's error is the [source](std::error::Error::source).
     #[error("unexpected response data: {0}")]
-    Data(String),
+    Data(#[source] DataError),
     /// The configuration is invalid.
     #[error("invalid client configuration: {0}")]
     Config(&'static str),
 }
+
+/// The decoder's error behind [`Error::Data`], kept whole.
+///
+/// Its `Display` is the decoder's message; [`get_ref`](Self::get_ref) gives the decoder's error
+/// itself, for downcasting. Two are equal when their messages are (so [`Error`] stays `Eq`).
+#[derive(Debug, Clone)]
+pub struct DataError(Arc<dyn std::error::Error + Send + Sync + 'static>);
+
+impl DataError {
+    /// Wraps a decoder's error.
+    pub fn new(error: impl std::error::Error + Send + Sync + 'static) -> Self {
+        Self(Arc::new(error))
+    }
+
+    /// The decoder's error.
+    pub fn get_ref(&self) -> &(dyn std::error::Error + Send + Sync + 'static) {
+        &*self.0
+    }
+}
+
+impl fmt::Display for DataError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::error::Error for DataError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.0.source()
+    }
+}
+
+impl PartialEq for DataError {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0) || self.0.to_string() == other.0.to_string()
+    }
+}
+
+impl Eq for DataError {}
 
 impl Error {
     /// Whether retrying the same call later may succeed (buffer full, server unavailable).

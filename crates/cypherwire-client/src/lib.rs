@@ -2,8 +2,10 @@
 //!
 //! The reconnecting client of cypherwire: a cheap clonable [`Client`] handle whose driver
 //! connects, authenticates ([`cypherwire_session`]), and reconnects with exponential backoff and
-//! full jitter ([`Backoff`]), reporting its [`Status`] (online, offline, reconnecting, resumed,
-//! gave up) as a watch, a stream, or callbacks.
+//! full jitter ([`Backoff`]), reporting its [`Status`] (online, offline with a typed
+//! [`OfflineReason`], reconnecting, resumed, gave up, kicked) as a watch, a stream, or
+//! callbacks. A rejection (wrong key, banned) is reported at once rather than retried, and a
+//! kick is final unless the application asks otherwise.
 //!
 //! **No hand-off per request.** The driver is polled by whoever is at hand: a caller waiting
 //! for an answer reads the connection, hands the answers it finds to their callers and writes
@@ -69,7 +71,7 @@ pub use crate::client::{
     DEFAULT_MAX_PENDING, DEFAULT_MAX_PENDING_BYTES, IncomingStream, Reply, RequestBuilder,
 };
 pub use crate::connect::Connect;
-pub use crate::error::Error;
+pub use crate::error::{DataError, Error, human_duration};
 pub use crate::shared::{Incoming, OfflineReason, Status};
 
 /// Milliseconds since the Unix epoch on this machine's clock (action timestamps).

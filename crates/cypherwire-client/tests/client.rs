@@ -123,7 +123,16 @@ async fn requests_answers_and_errors_with(codec: CodecId) {
         .unwrap()
         .data::<String>()
         .unwrap_err();
-    assert!(matches!(err, Error::Data(_)));
+    let Error::Data(data) = &err else {
+        panic!("expected Error::Data, got {err:?}")
+    };
+    // The decoder's error is kept as the source, and the line says it once.
+    let source = std::error::Error::source(&err).expect("Data keeps its source");
+    assert_eq!(source.to_string(), data.get_ref().to_string());
+    assert_eq!(
+        err.to_string(),
+        format!("unexpected response data: {source}")
+    );
     // Many in flight at once, answered in any order.
     let futs: Vec<_> = (0..50)
         .map(|i| c.request("/ADD", "ONE").data(i).send())

@@ -18,7 +18,7 @@ pub enum Error {
     },
     /// This member's address or key is banned by the authenticating peer. (pyile's
     /// `StatusException`.)
-    #[error("banned by the authenticating peer{}", remaining.map(|d| format!(" for another {} s", d.as_secs().max(1))).unwrap_or_default())]
+    #[error("banned by the authenticating peer{}", remaining.map(|d| format!(" for another {}", cypherwire_client::human_duration(d))).unwrap_or_default())]
     Banned {
         /// How long the ban still runs, if the peer said.
         remaining: Option<Duration>,
@@ -40,6 +40,16 @@ pub enum Error {
         peer: PeerId,
         /// Why.
         reason: String,
+    },
+    /// The message is over the session's message limit
+    /// ([`SessionConfig::max_message_len`](cypherwire_session::SessionConfig::max_message_len)):
+    /// nothing was sent.
+    #[error("message too large: {len} bytes, the maximum is {max}")]
+    MessageTooLarge {
+        /// Its encoded length (the longest among the offered codecs).
+        len: usize,
+        /// The session's message limit.
+        max: usize,
     },
     /// The queue towards a peer is full: it is not keeping up.
     #[error("the queue towards {0} is full")]

@@ -13,7 +13,7 @@ use cypherwire_server::{Ctx, HandlerError, Server, ServerHandle};
 use cypherwire_session::{
     BanPolicy, ClientAuth, IdentityKey, KeyCheck, PeerTrust, PublicKey, ServerAuth,
 };
-use cypherwire_wire::{Request, StatusCode, Value};
+use cypherwire_wire::{Message, Request, StatusCode, Value};
 use tokio::sync::mpsc;
 
 use crate::config::MeshConfig;
@@ -80,7 +80,8 @@ impl Member {
     /// [`Broadcast`].
     ///
     /// # Errors
-    /// [`Error::Left`] after leaving.
+    /// [`Error::Left`] after leaving; [`Error::MessageTooLarge`] for data over the message
+    /// limit (sent to no one).
     pub async fn broadcast(&self, data: impl Into<Value>) -> Result<Broadcast, Error> {
         self.node.broadcast(data.into()).await
     }
@@ -88,7 +89,8 @@ impl Member {
     /// Sends `data` to one member and waits for its acknowledgement.
     ///
     /// # Errors
-    /// [`Error::PeerUnknown`], [`Error::SendFailed`], [`Error::QueueFull`], [`Error::Left`].
+    /// [`Error::PeerUnknown`], [`Error::SendFailed`], [`Error::QueueFull`], [`Error::Left`],
+    /// [`Error::MessageTooLarge`] (nothing sent).
     pub async fn send(&self, to: PeerId, data: impl Into<Value>) -> Result<(), Error> {
         self.node.send(to, data.into()).await
     }
@@ -301,7 +303,8 @@ impl Node {
             .and_then(|l| l.get(&to).cloned())
             .ok_or(Error::PeerUnknown(to))?;
         let seq = self.seq.fetch_add(1, Ordering::Relaxed) + 1;
-        self.deliver(&entry, false, seq, data).await
+        let body = self.checked_body(false, seq, data)?;
+        self.deliver(&entry, body).await
     }
 
     /// Sends `data` to every other member at once; waits for every acknowledgement.
@@ -318,9 +321,10 @@ impl Node {
             })
             .unwrap_or_default();
         let seq = self.seq.fetch_add(1, Ordering::Relaxed) + 1;
+        let body = self.checked_body(true, seq, data)?;
         let sends = targets.iter().map(|e| {
-            let data = data.clone();
-            async move { (e.id, self.deliver(e, true, seq, data).await) }
+            let body = body.clone();
+            async move { (e.id, self.deliver(e, body).await) }
         });
         let mut out = Broadcast::default();
         for (id, result) in futures_join_all(sends).await {
@@ -332,20 +336,33 @@ impl Node {
         Ok(out)
     }
 
-    async fn deliver(
-        &self,
-        entry: &PeerEntry,
-        broadcast: bool,
-        seq: u64,
-        data: Value,
-    ) -> Result<(), Error> {
-        let client = self.channel(entry)?;
+    /// A direct message's request body, refused with [`Error::MessageTooLarge`] if the request
+    /// carrying it would be over the session's message limit (before anything is sent).
+    fn checked_body(&self, broadcast: bool, seq: u64, data: Value) -> Result<Value, Error> {
         let body = Value::map([
             ("b", Value::from(broadcast)),
             ("i", Value::from(self.incarnation)),
             ("s", Value::from(seq)),
             ("d", data),
         ]);
+        // The request as the client will send it, with the longest id.
+        let request = Message::Request(
+            Request::new(u64::MAX, PATH, OP_SEND)
+                .with_data(body)
+                .with_deadline(self.config.send_timeout),
+        );
+        if let Some(len) = self.config.session.oversize(&request) {
+            let max = self.config.session.max_message_len();
+            return Err(Error::MessageTooLarge { len, max });
+        }
+        match request {
+            Message::Request(r) => Ok(r.data),
+            _ => unreachable!("built as a request"),
+        }
+    }
+
+    async fn deliver(&self, entry: &PeerEntry, body: Value) -> Result<(), Error> {
+        let client = self.channel(entry)?;
         let result = client
             .request(PATH, OP_SEND)
             .data(body)
@@ -355,6 +372,9 @@ impl Node {
         match result {
             Ok(_) => Ok(()),
             Err(ClientError::BufferFull { .. }) => Err(Error::QueueFull(entry.id)),
+            Err(ClientError::MessageTooLarge { len, max }) => {
+                Err(Error::MessageTooLarge { len, max })
+            }
             Err(e) => Err(Error::SendFailed {
                 peer: entry.id,
                 reason: e.to_string(),

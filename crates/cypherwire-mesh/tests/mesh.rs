@@ -555,3 +555,53 @@ async fn a_kicked_member_is_told_and_stays_out_and_a_banned_one_is_told_once() {
     b.abort().await;
     auth.leave().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_message_fails_at_the_sender_and_nothing_is_delivered() {
+    let max = 64 * 1024;
+    let mut small = config(1000);
+    small.session = SessionConfig::builder()
+        .max_message_len(max)
+        .build()
+        .unwrap();
+    let auth = start_auth(1000, 5).await;
+    let a = join(&auth, small).await.unwrap();
+    let b = join(&auth, config(1000)).await.unwrap();
+    let b_log = collect(b.take_events().unwrap());
+    assert!(
+        eventually(Duration::from_secs(5), || a.peers().len() == 3
+            && b.peers().len() == 3)
+        .await
+    );
+    let too_big = Value::bytes(vec![3; max]);
+    let err = a.send(b.id(), too_big.clone()).await.unwrap_err();
+    let Error::MessageTooLarge { len, max: limit } = err else {
+        panic!("{err:?}")
+    };
+    assert!(len > max && limit == max, "{len} {limit}");
+    assert!(matches!(
+        a.broadcast(too_big).await,
+        Err(Error::MessageTooLarge { .. })
+    ));
+    // The links are fine: the next message arrives, and it is the only one.
+    a.send(b.id(), Value::from("fits")).await.unwrap();
+    assert!(
+        eventually(Duration::from_secs(5), || b_log
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|e| matches!(e, Event::Message { .. })))
+        .await
+    );
+    let messages: Vec<Value> = b_log
+        .lock()
+        .unwrap()
+        .iter()
+        .filter_map(|e| match e {
+            Event::Message { data, .. } => Some(data.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(messages, vec![Value::from("fits")]);
+    auth.leave().await;
+}

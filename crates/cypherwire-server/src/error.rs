@@ -21,6 +21,16 @@ pub enum Error {
     /// A configuration value is out of range.
     #[error("invalid server configuration: {0}")]
     Config(&'static str),
+    /// The message is longer than the session's message limit
+    /// ([`SessionConfig::max_message_len`](cypherwire_session::SessionConfig::max_message_len))
+    /// in a codec the server offers: nothing was queued, no connection is affected.
+    #[error("message too large: {len} bytes, the maximum is {max}")]
+    MessageTooLarge {
+        /// Its encoded length (the longest among the offered codecs).
+        len: usize,
+        /// The session's message limit.
+        max: usize,
+    },
     /// No such connection (it may have ended).
     #[error("no connection {0}")]
     UnknownConnection(ConnectionId),

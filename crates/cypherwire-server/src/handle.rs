@@ -106,10 +106,12 @@ impl ServerHandle {
     /// # Errors
     /// [`Error::UnknownConnection`], or [`Error::SlowConsumer`] if its outbox is full (the
     /// connection is then closed; other connections are not affected); [`Error::Remote`] for a
-    /// connection another node of the cluster holds (use [`cluster`](Self::cluster)).
+    /// connection another node of the cluster holds (use [`cluster`](Self::cluster));
+    /// [`Error::MessageTooLarge`] for data over the message limit (nothing is queued).
     pub fn send_to(&self, id: ConnectionId, data: impl Into<Value>) -> Result<(), Error> {
         self.shared.check_local(id)?;
-        crate::delivery::push_to(&self.shared, id, data.into())
+        let data = self.shared.check_push(data.into())?;
+        crate::delivery::push_to(&self.shared, id, data)
     }
 
     /// Queues any envelope to one connection.
@@ -118,14 +120,29 @@ impl ServerHandle {
     /// As [`send_to`](Self::send_to).
     pub fn send_message(&self, id: ConnectionId, msg: Message) -> Result<(), Error> {
         self.shared.check_local(id)?;
+        self.shared.check_size(&msg)?;
         crate::delivery::deliver_to(&self.shared, id, Outgoing::Message(msg))
     }
 
     /// Pushes `data` to every authenticated connection; returns how many of this server's
     /// connections it was queued for (slow consumers are disconnected and not counted). In a
     /// cluster, every other node delivers it to its own connections too.
+    ///
+    /// Data over the message limit is sent to no one (0, and a warning in the log): use
+    /// [`try_broadcast`](Self::try_broadcast) to get [`Error::MessageTooLarge`] instead.
     pub fn broadcast(&self, data: impl Into<Value>) -> usize {
-        let data = data.into();
+        self.try_broadcast(data).unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "broadcast not sent");
+            0
+        })
+    }
+
+    /// [`broadcast`](Self::broadcast), refusing data over the message limit.
+    ///
+    /// # Errors
+    /// [`Error::MessageTooLarge`]: nothing was queued anywhere.
+    pub fn try_broadcast(&self, data: impl Into<Value>) -> Result<usize, Error> {
+        let data = self.shared.check_push(data.into())?;
         let n = self
             .shared
             .registry
@@ -138,14 +155,30 @@ impl ServerHandle {
         if let Some(cluster) = &self.shared.cluster {
             cluster.publish(Topic::All, &Frame::Push(data));
         }
-        n
+        Ok(n)
     }
 
     /// Sends an action to every authenticated connection (e.g. a chat message); returns how
     /// many of this server's connections it was queued for (in a cluster, every other node
     /// delivers it too). One copy of the action is shared by every connection's queue.
+    ///
+    /// An action over the message limit is sent to no one (0, and a warning in the log): use
+    /// [`try_broadcast_action`](Self::try_broadcast_action) to get the error.
     pub fn broadcast_action(&self, action: &Action) -> usize {
-        let msg = Arc::new(Message::from(action.clone()));
+        self.try_broadcast_action(action).unwrap_or_else(|e| {
+            tracing::warn!(error = %e, action = %action.name, "broadcast not sent");
+            0
+        })
+    }
+
+    /// [`broadcast_action`](Self::broadcast_action), refusing an action over the message limit.
+    ///
+    /// # Errors
+    /// [`Error::MessageTooLarge`]: nothing was queued anywhere.
+    pub fn try_broadcast_action(&self, action: &Action) -> Result<usize, Error> {
+        let msg = Message::from(action.clone());
+        self.shared.check_size(&msg)?;
+        let msg = Arc::new(msg);
         let n = self
             .shared
             .registry
@@ -159,7 +192,7 @@ impl ServerHandle {
         if let Some(cluster) = &self.shared.cluster {
             cluster.publish(Topic::All, &Frame::Action(action.clone()));
         }
-        n
+        Ok(n)
     }
 
     /// What only a cluster can answer (connections on other nodes, cluster-wide counts);
@@ -231,8 +264,22 @@ impl ServerHandle {
 
     /// Pushes `data` to every member of a group; returns how many of this server's members
     /// it was queued for (in a cluster, the nodes with members deliver it to theirs).
+    ///
+    /// Data over the message limit is sent to no one (0, and a warning in the log): use
+    /// [`try_broadcast_group`](Self::try_broadcast_group) to get the error.
     pub fn broadcast_group(&self, group: &str, data: impl Into<Value>) -> usize {
-        let data = data.into();
+        self.try_broadcast_group(group, data).unwrap_or_else(|e| {
+            tracing::warn!(error = %e, group, "group broadcast not sent");
+            0
+        })
+    }
+
+    /// [`broadcast_group`](Self::broadcast_group), refusing data over the message limit.
+    ///
+    /// # Errors
+    /// [`Error::MessageTooLarge`]: nothing was queued anywhere.
+    pub fn try_broadcast_group(&self, group: &str, data: impl Into<Value>) -> Result<usize, Error> {
+        let data = self.shared.check_push(data.into())?;
         let n = self
             .group_members(group)
             .into_iter()
@@ -241,7 +288,7 @@ impl ServerHandle {
         if let Some(cluster) = &self.shared.cluster {
             cluster.publish(Topic::Group(group.to_owned()), &Frame::Push(data));
         }
-        n
+        Ok(n)
     }
 
     /// Closes one connection: the peer gets `Close` with code `KICKED`, and its session is

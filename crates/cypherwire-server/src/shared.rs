@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use cypherwire_session::{BanPolicy, ServerAuth, SessionConfig, SourceKey};
+use cypherwire_wire::{Message, Push, Value};
 use tokio::sync::{broadcast, watch};
 
 use crate::cluster::link::ClusterLink;
@@ -16,6 +17,25 @@ use crate::id::ConnectionId;
 use crate::limits::ServerLimits;
 use crate::registry::Registry;
 use crate::state::ServerState;
+
+/// A message over the session's message limit: its encoded length and the limit.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct TooLarge {
+    pub(crate) len: usize,
+    pub(crate) max: usize,
+}
+
+impl From<TooLarge> for crate::Error {
+    fn from(TooLarge { len, max }: TooLarge) -> Self {
+        Self::MessageTooLarge { len, max }
+    }
+}
+
+impl From<TooLarge> for crate::cluster::seam::ClusterError {
+    fn from(TooLarge { len, max }: TooLarge) -> Self {
+        Self::MessageTooLarge { len, max }
+    }
+}
 
 /// Server-wide counters.
 #[derive(Debug, Default)]
@@ -85,6 +105,29 @@ impl Shared {
     }
 
     /// Refuses an id another node of the cluster holds.
+    /// Refuses a message no connection could carry: longer than the session's message limit
+    /// in a codec the server offers ([`SessionConfig::oversize`]).
+    pub(crate) fn check_size(&self, msg: &Message) -> Result<(), TooLarge> {
+        match self.session.oversize(msg) {
+            None => Ok(()),
+            Some(len) => Err(TooLarge {
+                len,
+                max: self.session.max_message_len(),
+            }),
+        }
+    }
+
+    /// [`check_size`](Self::check_size) for a push of `data` (with the longest sequence
+    /// number), handing `data` back.
+    pub(crate) fn check_push(&self, data: Value) -> Result<Value, TooLarge> {
+        let msg = Message::Push(Push::new(u64::MAX, data));
+        self.check_size(&msg)?;
+        match msg {
+            Message::Push(p) => Ok(p.data),
+            _ => unreachable!("built as a push"),
+        }
+    }
+
     pub(crate) fn check_local(&self, id: ConnectionId) -> Result<(), crate::Error> {
         match id.node() {
             Some(node) if node.get() != self.node => Err(crate::Error::Remote(id)),

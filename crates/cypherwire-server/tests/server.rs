@@ -8,8 +8,8 @@ use std::sync::{Arc, LazyLock, Mutex};
 use std::time::Duration;
 
 use cypherwire_server::{
-    ConnectionId, Ctx, DisconnectReason, EventKind, Events, HandlerError, Refusal, Reply, Server,
-    ServerHandle, ServerLimits,
+    ConnectionId, Ctx, DisconnectReason, Error, EventKind, Events, HandlerError, Refusal, Reply,
+    Server, ServerHandle, ServerLimits,
 };
 use cypherwire_session::{CipherSuite, ClientAuth, Psk, SecureStream, SessionConfig, connect};
 use cypherwire_wire::{
@@ -454,6 +454,57 @@ async fn a_slow_consumer_is_cut_while_others_keep_receiving() {
         other => panic!("{other:?}"),
     }
     assert_eq!(handle.stats().slow_consumers, 1);
+    handle.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_push_fails_at_the_caller_and_the_connection_keeps_working() {
+    let max = 64 * 1024;
+    let server = demo_server()
+        .session_config(
+            SessionConfig::builder()
+                .max_message_len(max)
+                .build()
+                .unwrap(),
+        )
+        .bind("127.0.0.1:0")
+        .await
+        .unwrap();
+    let handle = server.handle();
+    let (mut c, addr) = client_at(&handle).await;
+    let id = ids_of(&handle, &[addr]).await[0];
+    let too_big = Value::bytes(vec![1; max]);
+    let err = handle.send_to(id, too_big.clone()).unwrap_err();
+    let Error::MessageTooLarge { len, max: limit } = err else {
+        panic!("{err:?}")
+    };
+    assert!(len > max, "{len}");
+    assert_eq!(limit, max);
+    assert_eq!(
+        err.to_string(),
+        format!("message too large: {len} bytes, the maximum is {max}")
+    );
+    assert!(matches!(
+        handle.try_broadcast(too_big.clone()),
+        Err(Error::MessageTooLarge { .. })
+    ));
+    assert_eq!(handle.broadcast(too_big.clone()), 0);
+    let action = Action::new("big", too_big, 0);
+    assert!(matches!(
+        handle.try_broadcast_action(&action),
+        Err(Error::MessageTooLarge { .. })
+    ));
+    assert_eq!(handle.stats().pushes, 0);
+    // Nothing was queued: the first push the client sees is the next one, numbered 1.
+    handle.send_to(id, Value::from("fits")).unwrap();
+    match next(&mut c).await {
+        Some(Message::Push(p)) => {
+            assert_eq!(p.data, Value::from("fits"));
+            assert_eq!(p.seq, 1);
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(handle.broadcast(Value::from("all")), 1);
     handle.shutdown().await;
 }
 
@@ -1144,10 +1195,7 @@ async fn invalid_configuration_is_refused_at_bind() {
         .bind("127.0.0.1:0")
         .await
         .unwrap_err();
-    assert!(
-        matches!(err, cypherwire_server::Error::Config(_)),
-        "{err:?}"
-    );
+    assert!(matches!(err, Error::Config(_)), "{err:?}");
     let mut limits = ServerLimits::default();
     limits.handshake_rate_per_ip = cypherwire_server::RateLimit::new(f64::NAN, 5.0);
     assert!(
@@ -1162,12 +1210,9 @@ async fn invalid_configuration_is_refused_at_bind() {
         .bind("127.0.0.1:0")
         .await
         .unwrap_err();
-    assert!(matches!(err, cypherwire_server::Error::Config(_)));
+    assert!(matches!(err, Error::Config(_)));
     let err = demo_server().bind("256.0.0.1:0").await.unwrap_err();
-    assert!(
-        matches!(err, cypherwire_server::Error::Bind { .. }),
-        "{err:?}"
-    );
+    assert!(matches!(err, Error::Bind { .. }), "{err:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

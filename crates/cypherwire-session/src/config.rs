@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use cypherwire_wire::{Codec, CodecId, Limits};
+use cypherwire_wire::{Codec, CodecId, Limits, Message};
 
 use crate::error::{Error, Result};
 use crate::record::RekeyPolicy;
@@ -18,6 +18,12 @@ pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// (the default cost uses 19 MiB). A server cannot ask for more than
 /// [`MAX_CLIENT_ARGON2_KIB`](crate::MAX_CLIENT_ARGON2_KIB) (256 MiB) whatever the setting.
 pub const DEFAULT_MAX_ARGON2_KIB: u32 = 64 * 1024;
+
+/// How much longer than [`Message::approx_size`] a message's encoding can be in any codec:
+/// MessagePack's never is; JSON spells byte strings in base64 (4 characters per 3 bytes), a
+/// byte of a text string with up to 6 characters (`\u0000`) and a scalar with fewer than 6
+/// times the 16 bytes the estimate counts.
+const MAX_EXPANSION: usize = 6;
 
 /// Validated settings for one side of a session. Build with [`SessionConfig::builder`].
 ///
@@ -67,6 +73,31 @@ impl SessionConfig {
     /// Largest reassembled message.
     pub fn max_message_len(&self) -> usize {
         self.max_message_len
+    }
+
+    /// `msg`'s encoded length if it is longer than [`max_message_len`](Self::max_message_len) in
+    /// a codec this configuration offers (the longest such length), so that a sender can refuse
+    /// it before queueing it; `None` if it fits in every one.
+    ///
+    /// Cheap for the messages that fit by a wide margin (one [`Message::approx_size`]); a
+    /// message near or over the limit is encoded once per offered codec to know for sure.
+    pub fn oversize(&self, msg: &Message) -> Option<usize> {
+        let max = self.max_message_len;
+        let approx = msg.approx_size();
+        let bound = if self.codecs.iter().all(|c| *c == CodecId::MsgPack) {
+            approx
+        } else {
+            approx.saturating_mul(MAX_EXPANSION)
+        };
+        if bound <= max {
+            return None;
+        }
+        self.codecs
+            .iter()
+            .filter_map(|id| Codec::from_id(*id).ok())
+            .filter_map(|codec| msg.encoded_len(&codec).ok())
+            .filter(|len| *len > max)
+            .max()
     }
 
     /// Time allowed for the handshake.
@@ -249,5 +280,45 @@ mod tests {
         for b in bad {
             assert!(matches!(b.build(), Err(Error::Config(_))));
         }
+    }
+
+    #[cfg(all(feature = "msgpack", feature = "json"))]
+    #[test]
+    fn oversize_is_the_longest_encoding_over_the_limit_and_only_then() {
+        use cypherwire_wire::{Push, Value};
+        let max = 64 * 1024;
+        let both = SessionConfig::builder()
+            .max_message_len(max)
+            .build()
+            .unwrap();
+        let packed = SessionConfig::builder()
+            .max_message_len(max)
+            .codecs([CodecId::MsgPack])
+            .build()
+            .unwrap();
+        let push = |v: Value| Message::from(Push::new(1, v));
+        // Far under: no encoding needed, nothing reported.
+        assert_eq!(both.oversize(&push(Value::bytes(vec![1; 100]))), None);
+        // Many small integers: the estimate (16 bytes each) is over the limit, the encodings
+        // are not, and a message that fits is not refused.
+        let ints = push(Value::Array(
+            (0..10_000).map(|i| Value::from(i % 100)).collect(),
+        ));
+        assert!(ints.approx_size() > max);
+        assert_eq!(both.oversize(&ints), None);
+        assert_eq!(packed.oversize(&ints), None);
+        // Bytes that fit in MessagePack but not in JSON's base64: too large only where JSON is
+        // offered, and the length is JSON's.
+        let blob = push(Value::bytes(vec![200; 50 * 1024]));
+        assert_eq!(packed.oversize(&blob), None);
+        let json_len = blob.encoded_len(&Codec::Json).unwrap();
+        assert!(json_len > max);
+        assert_eq!(both.oversize(&blob), Some(json_len));
+        // Over in every codec.
+        let big = push(Value::bytes(vec![0; max + 1]));
+        assert_eq!(
+            packed.oversize(&big),
+            Some(big.encoded_len(&Codec::MsgPack).unwrap())
+        );
     }
 }

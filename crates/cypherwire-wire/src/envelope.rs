@@ -35,6 +35,18 @@ impl Message {
         res
     }
 
+    /// The length of this message's envelope in `codec`: what [`encode`](Self::encode) would
+    /// append. Encodes it to find out, so it costs as much as sending; [`Message::approx_size`]
+    /// is the cheap bound.
+    ///
+    /// # Errors
+    /// As [`encode`](Self::encode).
+    pub fn encoded_len<C: PayloadCodec + ?Sized>(&self, codec: &C) -> Result<usize> {
+        let mut buf = BytesMut::with_capacity(self.approx_size());
+        self.encode(codec, &mut buf)?;
+        Ok(buf.len())
+    }
+
     /// Decodes one envelope that spans all of `body`.
     ///
     /// # Errors

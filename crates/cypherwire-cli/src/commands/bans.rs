@@ -3,6 +3,7 @@
 use std::net::IpAddr;
 use std::time::{Duration, SystemTime};
 
+pub(crate) use cypherwire::client::human_duration as human;
 use cypherwire::session::BanPolicy;
 
 /// How failed handshakes are counted and banned.
@@ -113,16 +114,6 @@ pub(crate) fn until_text(until: SystemTime) -> String {
     )
 }
 
-/// A duration for people: `45 s`, `9 min 12 s`, `2 h 5 min`.
-pub(crate) fn human(d: Duration) -> String {
-    let s = d.as_secs();
-    match s {
-        0..60 => format!("{s} s"),
-        60..3600 => format!("{} min {} s", s / 60, s % 60),
-        _ => format!("{} h {} min", s / 3600, (s % 3600) / 60),
-    }
-}
-
 #[expect(
     clippy::disallowed_methods,
     reason = "ban ends are shown on the wall clock"
@@ -160,6 +151,5 @@ mod tests {
     fn a_ban_end_reads_as_a_clock_time_and_a_wait() {
         let until = SystemTime::UNIX_EPOCH + Duration::from_secs(86_400 * 3 + 3600 * 14 + 62);
         assert!(until_text(until).starts_with("until 14:01:02 UTC (in "));
-        assert_eq!(human(Duration::from_secs(552)), "9 min 12 s");
     }
 }

@@ -91,15 +91,17 @@ impl Cluster {
     ///
     /// # Errors
     /// [`ClusterError::NoSuchNode`], [`ClusterError::UnknownConnection`],
-    /// [`ClusterError::SlowConsumer`], [`ClusterError::Indeterminate`] (not retried).
+    /// [`ClusterError::SlowConsumer`], [`ClusterError::Indeterminate`] (not retried);
+    /// [`ClusterError::MessageTooLarge`] before anything is sent.
     pub async fn send_to(
         &self,
         id: ConnectionId,
         data: impl Into<Value>,
     ) -> Result<(), ClusterError> {
+        let data = self.shared.check_push(data.into())?;
         let request = protocol::NodeRequest::SendTo {
             local: id.local(),
-            data: data.into(),
+            data,
         };
         self.ask_owner(id, request).await
     }

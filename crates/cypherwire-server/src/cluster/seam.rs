@@ -294,6 +294,14 @@ pub enum ClusterError {
     /// The owner node answered: the connection's outbox was full, so it was closed.
     #[error("connection {0} is a slow consumer and was closed")]
     SlowConsumer(ConnectionId),
+    /// The data is over the session's message limit: nothing was sent to any node.
+    #[error("message too large: {len} bytes, the maximum is {max}")]
+    MessageTooLarge {
+        /// Its encoded length (the longest among the offered codecs).
+        len: usize,
+        /// The session's message limit.
+        max: usize,
+    },
     /// No answer in time: the operation may or may not have taken effect (not retried).
     #[error("outcome unknown: {0} did not answer within {1:?}")]
     Indeterminate(NodeId, Duration),
