@@ -350,6 +350,38 @@ async fn a_ban_on_one_node_refuses_the_source_on_every_node() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ban_on_one_node_closes_the_sources_connection_on_another() {
+    let Some(fx) = Fixture::new() else { return };
+    let (a, _) = fx.node().await;
+    let (b, _) = fx.node().await;
+    let (c, _incoming) = client(&b).await;
+    let mut status = c.status();
+    assert_eq!(a.handle().stats().connections, 0);
+    // Issued on a, which holds no connection from the source: b closes its own.
+    a.handle()
+        .ban("127.0.0.1".parse().unwrap(), Duration::from_secs(60));
+    // What the client sees: told it is banned (a Close says no more than that), and it stops.
+    let stopped = tokio::time::timeout(Duration::from_secs(10), status.wait_for(|s| s.is_final()))
+        .await
+        .expect("the client on the other node is closed within 10 s")
+        .unwrap()
+        .clone();
+    assert_eq!(stopped, Status::GaveUp);
+    let err = c.request("/ECHO", "ANY").send().await.unwrap_err();
+    assert!(
+        matches!(err, cypherwire_client::Error::Banned { .. }),
+        "{err:?}"
+    );
+    for _ in 0..200 {
+        if b.handle().stats().connections == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(b.handle().stats().connections, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failed_handshakes_count_over_the_whole_cluster() {
     let Some(fx) = Fixture::new() else { return };
     let mut policy = BanPolicy::default();
