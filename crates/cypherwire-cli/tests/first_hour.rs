@@ -91,7 +91,9 @@ fn a_kick_from_the_console_ends_the_clients_program() {
 
 #[test]
 fn error_lines_say_each_thing_once() {
-    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    // An address of its own in 127.0.0.0/8: once released, no other test's `127.0.0.1:0` listener
+    // can be given its port, so "nobody listening" stays true.
+    let taken = std::net::TcpListener::bind("127.0.0.9:0").unwrap();
     let addr = taken.local_addr().unwrap().to_string();
     let psk = temp_file("psk-taken", KEY);
     let o = Command::new(BIN)

@@ -46,6 +46,7 @@ pub struct AuthPeerBuilder {
     listen: String,
     config: MeshConfig,
     bans: BanPolicy,
+    exempt: Option<crate::config::Exempt>,
     ban_file: Option<PathBuf>,
     signer: Option<ListSigner>,
 }
@@ -66,6 +67,14 @@ impl AuthPeerBuilder {
     /// Failed password attempts allowed per address, and ban lengths (escalating).
     pub fn ban_policy(mut self, policy: BanPolicy) -> Self {
         self.bans = policy;
+        self
+    }
+
+    /// Addresses whose failed password attempts are never counted nor banned (e.g. loopback
+    /// while developing); see the server's
+    /// [`ban_exempt`](cypherwire_server::ServerBuilder::ban_exempt). Default: none.
+    pub fn ban_exempt(mut self, exempt: impl Fn(IpAddr) -> bool + Send + Sync + 'static) -> Self {
+        self.exempt = Some(crate::config::Exempt(Arc::new(exempt)));
         self
     }
 
@@ -120,9 +129,13 @@ impl AuthPeerBuilder {
                 }
             }
         };
-        let server = Server::builder(ServerAuth::Password(self.verifier))
+        let mut server = Server::builder(ServerAuth::Password(self.verifier))
             .session_config(node.config.session.clone())
-            .ban_policy(self.bans)
+            .ban_policy(self.bans);
+        if let Some(crate::config::Exempt(f)) = self.exempt {
+            server = server.ban_exempt(move |ip| f(ip));
+        }
+        let server = server
             .route(PATH, OP_JOIN, route(OP_JOIN))
             .route(PATH, OP_BEAT, route(OP_BEAT))
             .route(PATH, OP_LEAVE, route(OP_LEAVE))
@@ -557,6 +570,7 @@ impl AuthPeer {
             listen: format!("0.0.0.0:{}", crate::DEFAULT_AUTH_PORT),
             config: MeshConfig::default(),
             bans: BanPolicy::default(),
+            exempt: None,
             ban_file: None,
             signer: None,
         }

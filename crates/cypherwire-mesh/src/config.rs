@@ -101,3 +101,13 @@ impl MeshConfig {
         Ok(())
     }
 }
+
+/// Which addresses an authenticating peer never bans (a closure, shown opaquely).
+#[derive(Clone)]
+pub(crate) struct Exempt(pub(crate) std::sync::Arc<dyn Fn(std::net::IpAddr) -> bool + Send + Sync>);
+
+impl std::fmt::Debug for Exempt {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Exempt(..)")
+    }
+}

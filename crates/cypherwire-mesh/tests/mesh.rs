@@ -605,3 +605,40 @@ async fn an_oversized_message_fails_at_the_sender_and_nothing_is_delivered() {
     assert_eq!(messages, vec![Value::from("fits")]);
     auth.leave().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_exempt_address_is_never_banned_and_the_others_still_are() {
+    let auth = AuthPeer::builder(verifier())
+        .listen("127.0.0.1:0")
+        .config(config(1000))
+        .ban_policy(bans(2))
+        .ban_exempt(|ip| ip == IpAddr::from([127, 0, 0, 3]))
+        .start()
+        .await
+        .unwrap();
+    let addr = auth.local_addr();
+    // Five wrong passwords from the exempt address, then the right one: admitted.
+    for _ in 0..5 {
+        assert!(!raw_attempt(addr, "127.0.0.3", "typo").await);
+    }
+    assert!(raw_attempt(addr, "127.0.0.3", PASSWORD).await);
+    // Two from another address ban it: even the right password is refused.
+    for _ in 0..2 {
+        assert!(!raw_attempt(addr, "127.0.0.4", "typo").await);
+    }
+    assert!(
+        eventually(Duration::from_secs(5), || auth
+            .bans()
+            .iter()
+            .any(|b| b.target == BanTarget::Addr(IpAddr::from([127, 0, 0, 4]))))
+        .await
+    );
+    assert!(!raw_attempt(addr, "127.0.0.4", PASSWORD).await);
+    assert!(
+        !auth
+            .bans()
+            .iter()
+            .any(|b| b.target == BanTarget::Addr(IpAddr::from([127, 0, 0, 3])))
+    );
+    auth.leave().await;
+}

@@ -78,14 +78,13 @@ pub(crate) async fn run(args: &Args) -> anyhow::Result<()> {
             } else {
                 PasswordVerifier::create(&secret, Argon2Cost::default())?
             };
-            anyhow::ensure!(
-                bans.ban_exempt.is_empty(),
-                "--ban-exempt is for serve; the mesh counts every address"
-            );
             let mut builder = AuthPeer::builder(verifier)
                 .listen(listen.clone())
                 .config(mesh_config(*heartbeat_ms)?)
                 .ban_policy(bans.policy()?);
+            if let Some(exempt) = bans.exempt() {
+                builder = builder.ban_exempt(exempt);
+            }
             if let Some(f) = ban_file {
                 builder = builder.ban_file(f);
             }
