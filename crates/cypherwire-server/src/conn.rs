@@ -296,6 +296,8 @@ pub(crate) async fn run<IO>(
         DisconnectReason::IdleTimeout => Some((CloseCode::TIMEOUT, "idle timeout")),
         DisconnectReason::Shutdown => Some((CloseCode::GOING_AWAY, "server shutting down")),
         DisconnectReason::ProtocolError(_) => Some((CloseCode::PROTOCOL_ERROR, "protocol error")),
+        DisconnectReason::Unsupported(_) => Some((CloseCode::UNSUPPORTED, "unsupported envelope")),
+        DisconnectReason::TooLarge(_) => Some((CloseCode::FRAME_TOO_LARGE, "too large")),
         DisconnectReason::Io(_) => None,
     };
     if let Some((code, text)) = close {
@@ -313,6 +315,16 @@ pub(crate) async fn run<IO>(
     );
     tracing::info!(connection = id.0, ?reason, "disconnected");
     shared.emit(EventKind::Disconnected { id, peer, reason });
+}
+
+/// Why a read that failed ends the connection: the spec names the close code for each failure
+/// (`docs/protocol.md` §2.2, §3.4, §4.1), and the session error knows it.
+fn read_failure(e: &SessionError) -> DisconnectReason {
+    match e.close_code() {
+        CloseCode::UNSUPPORTED => DisconnectReason::Unsupported(e.to_string()),
+        CloseCode::FRAME_TOO_LARGE => DisconnectReason::TooLarge(e.to_string()),
+        _ => DisconnectReason::ProtocolError(e.to_string()),
+    }
 }
 
 /// The session created for this connection, until a resume replaces it.
@@ -452,7 +464,7 @@ async fn read_messages(
             Ok(None) => return DisconnectReason::Closed,
             Err(SessionError::Truncated) => return DisconnectReason::Truncated,
             Err(SessionError::Io(e)) => return DisconnectReason::Io(e.to_string()),
-            Err(e) => return DisconnectReason::ProtocolError(e.to_string()),
+            Err(e) => return read_failure(&e),
         };
         let now = tokio::time::Instant::now();
         let c = &link.counters;

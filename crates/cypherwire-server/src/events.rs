@@ -108,8 +108,15 @@ pub enum DisconnectReason {
     /// Pushes to it were lost on the way from another node of the cluster; its session
     /// was dropped so that it cannot resume past the hole.
     PushesLost,
-    /// The peer broke the protocol or a record failed authentication.
+    /// The peer broke the protocol or a record failed authentication (closed with
+    /// `PROTOCOL_ERROR`).
     ProtocolError(String),
+    /// The peer sent an envelope of a version or kind this server does not know (closed with
+    /// `UNSUPPORTED`, `docs/protocol.md` §4.1).
+    Unsupported(String),
+    /// The peer sent a frame over the frame limit or a message over the message limit (closed
+    /// with `FRAME_TOO_LARGE`, §2.2 and §3.4).
+    TooLarge(String),
     /// The transport failed.
     Io(String),
 }

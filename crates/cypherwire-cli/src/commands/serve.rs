@@ -134,6 +134,8 @@ fn disconnect_text(reason: &cypherwire::server::DisconnectReason) -> String {
         R::InstanceLost => "its session's instance left the cluster".into(),
         R::PushesLost => "pushes were lost between instances".into(),
         R::ProtocolError(e) => format!("protocol error: {e}"),
+        R::Unsupported(e) => format!("unsupported: {e}"),
+        R::TooLarge(e) => format!("too large: {e}"),
         R::Io(e) => e.clone(),
         other => format!("{other:?}"),
     }
