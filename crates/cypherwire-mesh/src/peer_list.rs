@@ -165,15 +165,18 @@ impl LeaveReason {
         }
     }
 
-    fn from_u8(b: u8) -> Self {
-        match b {
+    /// The reason a byte names; `None` above 5 (a list carries one body per content, so a
+    /// byte this version would write back differently is refused, not read as unknown).
+    fn from_u8(b: u8) -> Option<Self> {
+        Some(match b {
+            0 => Self::Unknown,
             1 => Self::Left,
             2 => Self::HeartbeatTimeout,
             3 => Self::Kicked,
             4 => Self::Banned,
             5 => Self::Replaced,
-            _ => Self::Unknown,
-        }
+            _ => return None,
+        })
     }
 }
 
@@ -313,7 +316,9 @@ impl PeerList {
         let mut departed = Vec::with_capacity(departed_count);
         for _ in 0..departed_count {
             let id = PeerId::from_bytes(r.array()?);
-            departed.push((id, LeaveReason::from_u8(r.take(1)?[0])));
+            let reason = LeaveReason::from_u8(r.take(1)?[0])
+                .ok_or(ListError::Malformed("unknown departure reason"))?;
+            departed.push((id, reason));
         }
         Ok(Self {
             epoch,
@@ -662,6 +667,34 @@ mod tests {
             let list = PeerList::decode(&body_with_addr(text), ListLimits::default()).unwrap();
             assert_eq!(list.entries[0].addr.to_string(), text);
             assert_eq!(list.encode().unwrap(), body_with_addr(text));
+        }
+    }
+
+    #[test]
+    fn a_departure_reason_above_five_is_refused() {
+        // The fuzzer found reason 0x22 read as Unknown and written back as 0: two bodies, one list.
+        let mut l = list(2);
+        for (byte, reason) in [
+            (0, LeaveReason::Unknown),
+            (1, LeaveReason::Left),
+            (2, LeaveReason::HeartbeatTimeout),
+            (3, LeaveReason::Kicked),
+            (4, LeaveReason::Banned),
+            (5, LeaveReason::Replaced),
+        ] {
+            l.departed[0].1 = reason;
+            let body = l.encode().unwrap();
+            assert_eq!(body.last(), Some(&byte));
+            assert_eq!(PeerList::decode(&body, ListLimits::default()).unwrap(), l);
+        }
+        let mut body = l.encode().unwrap();
+        for bad in [6u8, 0x22, 0xff] {
+            *body.last_mut().unwrap() = bad;
+            assert_eq!(
+                PeerList::decode(&body, ListLimits::default()),
+                Err(ListError::Malformed("unknown departure reason")),
+                "reason {bad}"
+            );
         }
     }
 }
