@@ -91,13 +91,19 @@ mod session_targets {
     use std::sync::LazyLock;
 
     use bytes::BytesMut;
-    use cypherwire_session::record::Opened;
+    use cypherwire_session::handshake::HandshakeOptions;
+    use cypherwire_session::record::{Opened, fixed_key_pair};
     use cypherwire_session::{
-        Argon2Cost, ClientAuth, Established, IdentityKey, Initiator, Password, PasswordVerifier,
+        Argon2Cost, CipherSuite, ClientAuth, IdentityKey, Initiator, Password, PasswordVerifier,
         PeerTrust, Psk, Responder, ServerAuth, SessionConfig, Step,
     };
-    use cypherwire_wire::{FrameCodec, Limits};
+    use cypherwire_wire::FrameCodec;
     use tokio_util::codec::Decoder;
+
+    /// The most argon2 memory the fuzzed initiator accepts (KiB): the lowest cap the
+    /// configuration allows above the fixture's own cost, so a fuzzed challenge costs
+    /// microseconds instead of the default cap's 64 MiB.
+    const FUZZ_ARGON2_KIB: u32 = 64;
 
     struct Fixtures {
         psk: Psk,
@@ -114,7 +120,10 @@ mod session_targets {
         // The cheapest cost argon2 allows: fuzzing must be fast.
         verifier: PasswordVerifier::create("fuzz", Argon2Cost::new(8, 1, 1))
             .unwrap_or_else(|e| panic!("{e}")),
-        config: SessionConfig::default(),
+        config: SessionConfig::builder()
+            .max_argon2_kib(FUZZ_ARGON2_KIB)
+            .build()
+            .unwrap_or_else(|e| panic!("{e}")),
     });
 
     fn server_auth(mode: u8) -> ServerAuth {
@@ -133,6 +142,34 @@ mod session_targets {
         }
     }
 
+    /// Fixed ephemerals and SPAKE2 seeds (the vectors' values), so a transcript replays.
+    fn fixed(initiator: bool) -> HandshakeOptions {
+        let mut o = HandshakeOptions::default();
+        o.fixed_ephemeral = Some([if initiator { 0x11 } else { 0x22 }; 32]);
+        o.spake_seed = Some([if initiator { 0xee } else { 0xdd }; 32]);
+        o
+    }
+
+    /// The handshake messages one side sent, in order.
+    type Messages = Vec<Vec<u8>>;
+
+    /// One genuine transcript per mode under [`fixed`] options: (initiator's, responder's).
+    static GENUINE: LazyLock<Vec<(Messages, Messages)>> = LazyLock::new(|| {
+        (0..3)
+            .map(|mode| {
+                let h = crate::handshake::run(
+                    &client_auth(mode),
+                    &server_auth(mode),
+                    &FIX.config,
+                    &FIX.config,
+                    (fixed(true), fixed(false)),
+                )
+                .unwrap_or_else(|e| panic!("genuine handshake failed: {e:?}"));
+                (h.to_server, h.to_client)
+            })
+            .collect()
+    });
+
     /// Splits fuzz input into length-prefixed chunks (one byte of length each).
     fn messages(mut data: &[u8]) -> Vec<&[u8]> {
         let mut out = Vec::new();
@@ -144,92 +181,179 @@ mod session_targets {
         out
     }
 
-    /// Target `handshake_responder`: a responder in the mode picked by the first byte is fed
-    /// the following messages. It may fail, never panic.
+    /// `genuine` changed by `ops`, four bytes each: `[message | 0x80 to append, position (u16
+    /// BE), byte]`. Without the append bit, a non-zero byte is XORed in at the position and a
+    /// zero byte truncates the message there; every operation changes its message, but several
+    /// may cancel out.
+    fn tampered(genuine: &[Vec<u8>], ops: &[u8]) -> Vec<Vec<u8>> {
+        let mut msgs = genuine.to_vec();
+        for op in ops.chunks_exact(4) {
+            let m = &mut msgs[usize::from(op[0] & 0x7f) % genuine.len()];
+            let pos = usize::from(u16::from_be_bytes([op[1], op[2]]));
+            if op[0] & 0x80 != 0 {
+                m.push(op[3]);
+            } else if !m.is_empty() {
+                let at = pos % m.len();
+                if op[3] == 0 {
+                    m.truncate(at);
+                } else {
+                    m[at] ^= op[3];
+                }
+            }
+        }
+        msgs
+    }
+
+    /// Feeds `msgs` to a handshake side, one `handle` per message: true if it completed.
+    fn completes(mut handle: impl FnMut(&[u8]) -> Option<bool>, msgs: &[Vec<u8>]) -> bool {
+        for msg in msgs {
+            match handle(msg) {
+                Some(true) => return true,
+                Some(false) => {}
+                None => return false,
+            }
+        }
+        false
+    }
+
+    /// Target `handshake_responder`. First byte: the mode (`% 3`), and bit 7 picks how the rest
+    /// is read. Bit 7 clear: the rest is length-prefixed messages fed to a responder, which
+    /// may fail but never panic. Bit 7 set: the rest is tampering operations on a genuine
+    /// initiator transcript (see [`tampered`]) fed to a responder with the transcript's fixed
+    /// options: it must complete exactly when the messages are the genuine ones, so every
+    /// change to any byte the initiator sends is caught. This reaches the authenticated
+    /// handshake steps that random bytes cannot.
     pub fn handshake_responder(data: &[u8]) {
-        let Some((&mode, rest)) = data.split_first() else {
+        let Some((&ctl, rest)) = data.split_first() else {
             return;
         };
-        let mut state = Responder::new(&server_auth(mode), &FIX.config);
-        for msg in messages(rest) {
-            match state.handle(msg, crate::epoch()) {
-                Ok(Step::Continue { state: next, .. }) => state = next,
-                Ok(Step::Done { .. }) | Err(_) => return,
+        let mode = (ctl & 0x7f) % 3;
+        if ctl & 0x80 == 0 {
+            let mut state = Responder::new(&server_auth(mode), &FIX.config);
+            for msg in messages(rest) {
+                match state.handle(msg, crate::epoch()) {
+                    Ok(Step::Continue { state: next, .. }) => state = next,
+                    Ok(Step::Done { .. }) | Err(_) => return,
+                }
             }
+            return;
         }
+        let genuine = &GENUINE[usize::from(mode)].0;
+        let msgs = tampered(genuine, rest);
+        let mut state = Some(Responder::new_with(
+            &server_auth(mode),
+            &FIX.config,
+            fixed(false),
+        ));
+        let done = completes(
+            |msg| match state.take()?.handle(msg, crate::epoch()) {
+                Ok(Step::Continue { state: next, .. }) => {
+                    state = Some(next);
+                    Some(false)
+                }
+                Ok(Step::Done { .. }) => Some(true),
+                Err(_) => None,
+            },
+            &msgs,
+        );
+        assert_eq!(
+            done,
+            msgs == *genuine,
+            "mode {mode}: a responder fed {msgs:02x?} completed={done}"
+        );
     }
 
-    /// Target `handshake_initiator`: an initiator in the mode picked by the first byte is fed
-    /// the following messages as the responder's answers.
+    /// Target `handshake_initiator`: as [`handshake_responder`] for the initiator, fed the
+    /// responder's messages (raw, or a genuine responder transcript tampered with). Its
+    /// argon2 cap is [`FUZZ_ARGON2_KIB`], so fuzzed password challenges stay cheap.
     pub fn handshake_initiator(data: &[u8]) {
-        let Some((&mode, rest)) = data.split_first() else {
+        let Some((&ctl, rest)) = data.split_first() else {
             return;
         };
-        let Ok((mut state, _hello)) = Initiator::start(&client_auth(mode), &FIX.config) else {
-            return;
-        };
-        for msg in messages(rest) {
-            match state.handle(msg, crate::epoch()) {
-                Ok(Step::Continue { state: next, .. }) => state = next,
-                Ok(Step::Done { .. }) | Err(_) => return,
+        let mode = (ctl & 0x7f) % 3;
+        if ctl & 0x80 == 0 {
+            let Ok((mut state, _hello)) = Initiator::start(&client_auth(mode), &FIX.config) else {
+                return;
+            };
+            for msg in messages(rest) {
+                match state.handle(msg, crate::epoch()) {
+                    Ok(Step::Continue { state: next, .. }) => state = next,
+                    Ok(Step::Done { .. }) | Err(_) => return,
+                }
             }
+            return;
         }
+        let genuine = &GENUINE[usize::from(mode)].1;
+        let msgs = tampered(genuine, rest);
+        let Ok((state, _hello)) =
+            Initiator::start_with(&client_auth(mode), &FIX.config, fixed(true))
+        else {
+            panic!("the fixed initiator did not start");
+        };
+        let mut state = Some(state);
+        let done = completes(
+            |msg| match state.take()?.handle(msg, crate::epoch()) {
+                Ok(Step::Continue { state: next, .. }) => {
+                    state = Some(next);
+                    Some(false)
+                }
+                Ok(Step::Done { .. }) => Some(true),
+                Err(_) => None,
+            },
+            &msgs,
+        );
+        assert_eq!(
+            done,
+            msgs == *genuine,
+            "mode {mode}: an initiator fed {msgs:02x?} completed={done}"
+        );
     }
 
-    fn pair() -> Option<(Established, Established)> {
-        let cfg = &FIX.config;
-        let h = crate::handshake::run(
-            &client_auth(0),
-            &server_auth(0),
-            cfg,
-            cfg,
-            Default::default(),
-        )
-        .ok()?;
-        Some((h.client, h.server))
-    }
-
-    /// Target `record_open`: records for a real session. With the first byte even, the rest
-    /// is fed as raw frames: nothing may open. With it odd, the rest becomes genuine messages,
-    /// sealed, with one bit flipped at a position chosen by the input: the flipped record must
-    /// be refused and every record before it must open to exactly what was sealed.
+    /// Target `record_open`: records under a fixed key (no handshake per input, so it runs at
+    /// the record layer's speed). First byte: bit 0 picks the branch, bits 1–2 the suite
+    /// (`% 3`), bit 3 a key update after the first message. Even: the rest is raw frames and
+    /// nothing may open. Odd: the second byte and the first pick a bit to flip, the rest
+    /// becomes genuine messages, sealed; the flipped record must be refused and every record
+    /// before it must open to exactly what was sealed.
     pub fn record_open(data: &[u8]) {
         let Some((&ctl, rest)) = data.split_first() else {
             return;
         };
-        let Some((mut client, mut server)) = pair() else {
-            panic!("handshake between fixed credentials failed");
-        };
-        let mut frames = FrameCodec::new(Limits::default());
+        let suite = CipherSuite::ALL[usize::from((ctl >> 1) & 3) % 3];
+        let now = crate::epoch();
+        let (mut sealer, mut opener) = fixed_key_pair(suite, b"fuzz record key", &FIX.config, now);
+        let mut frames = FrameCodec::new(FIX.config.limits());
         if ctl % 2 == 0 {
             let mut buf = BytesMut::from(rest);
             while let Ok(Some(frame)) = frames.decode(&mut buf) {
-                if let Ok(Opened::Message(m)) = server.opener.open(frame) {
+                if let Ok(Opened::Message(m)) = opener.open(frame) {
                     panic!("a forged record opened: {m:?}");
                 }
             }
             return;
         }
+        let Some((&f, rest)) = rest.split_first() else {
+            return;
+        };
         let msgs = messages(rest);
         let mut wire = BytesMut::new();
-        for m in &msgs {
-            if client
-                .sealer
-                .seal_message(m, crate::epoch(), &mut wire)
-                .is_err()
-            {
+        for (i, m) in msgs.iter().enumerate() {
+            if sealer.seal_message(m, now, &mut wire).is_err() {
+                return;
+            }
+            if i == 0 && ctl & 8 != 0 && sealer.seal_key_update(now, &mut wire).is_err() {
                 return;
             }
         }
         if wire.is_empty() {
             return;
         }
-        let flip = usize::from(ctl >> 1) * 7919 % (wire.len() * 8);
+        let flip = (usize::from(f) << 4 | usize::from(ctl >> 4)) * 7919 % (wire.len() * 8);
         wire[flip / 8] ^= 1 << (flip % 8);
         let mut delivered = 0;
         loop {
             match frames.decode(&mut wire) {
-                Ok(Some(frame)) => match server.opener.open(frame) {
+                Ok(Some(frame)) => match opener.open(frame) {
                     Ok(Opened::Message(m)) => {
                         assert_eq!(&m[..], msgs[delivered], "an altered message was delivered");
                         delivered += 1;
