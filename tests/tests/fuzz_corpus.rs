@@ -21,6 +21,7 @@ fn replay(target: &str, body: fn(&[u8])) {
     if std::env::var_os("CYPHERWIRE_BLESS").is_some() {
         bless_session_seeds();
         bless_compat_and_mesh_seeds();
+        bless_server_seeds();
     }
     let files = corpus::load(target).unwrap_or_else(|e| panic!("corpus {target}: {e}"));
     assert!(
@@ -75,6 +76,95 @@ fn fernet_token_corpus() {
 #[test]
 fn mesh_peer_list_corpus() {
     replay("mesh_peer_list", fuzz::mesh_peer_list);
+}
+
+#[test]
+fn server_connection_corpus() {
+    replay("server_connection", fuzz::server_connection);
+}
+
+/// Seeds for `server_connection`: envelope sequences covering each rule the target checks.
+fn bless_server_seeds() {
+    use std::time::Duration;
+
+    use cypherwire::wire::{
+        Action, Cancel, Close, CloseCode, Codec, Message, Ping, Push, Request, Resume, Value,
+    };
+
+    let dir = workspace_root().join("fuzz/corpus/server_connection");
+    std::fs::create_dir_all(&dir).unwrap();
+    let body = |m: Message| {
+        let mut buf = bytes::BytesMut::new();
+        m.encode(&Codec::MsgPack, &mut buf).unwrap();
+        buf.to_vec()
+    };
+    let write = |name: &str, bodies: Vec<Vec<u8>>| {
+        let mut input = Vec::new();
+        for b in bodies {
+            input.push(u8::try_from(b.len()).unwrap());
+            input.extend_from_slice(&b);
+        }
+        std::fs::write(dir.join(name), input).unwrap();
+    };
+    let echo = |id: u64| {
+        body(
+            Request::new(id, "/ECHO", "PUT")
+                .with_data(Value::from(5))
+                .into(),
+        )
+    };
+    let slow = |id: u64| body(Request::new(id, "/YIELD", "GET").into());
+    write("echo", vec![echo(1)]);
+    write(
+        "past-the-in-flight-bound",
+        (1..=6)
+            .map(slow)
+            .chain([body(Ping::new(7).into())])
+            .collect(),
+    );
+    write(
+        "cancel",
+        vec![slow(1), body(Cancel::new(1).into()), echo(2)],
+    );
+    write(
+        "resume-first",
+        vec![body(Resume::new([9; 16], 0).into()), echo(2)],
+    );
+    write(
+        "resume-later",
+        vec![echo(1), body(Resume::new([9; 16], 0).into())],
+    );
+    write(
+        "client-close",
+        vec![echo(1), body(Close::new(CloseCode::NORMAL, "bye").into())],
+    );
+    write("unknown-kind", vec![echo(1), vec![1, 0x42, 0x90]]);
+    write("unknown-version", vec![vec![2, 0x06, 0x91, 0x01]]);
+    write(
+        "push-from-client",
+        vec![body(Push::new(1, Value::Nil).into())],
+    );
+    write(
+        "actions",
+        vec![
+            body(Action::new("note", 1, 0).into()),
+            body(Action::new("nobody", 2, 0).into()),
+            echo(3),
+        ],
+    );
+    write("duplicate-id", vec![echo(3), echo(3), slow(4), slow(4)]);
+    write(
+        "failures",
+        vec![
+            body(Request::new(1, "/FAIL", "GET").into()),
+            body(Request::new(2, "/NONE", "X").into()),
+            body(
+                Request::new(3, "/ECHO", "PUT")
+                    .with_deadline(Duration::ZERO)
+                    .into(),
+            ),
+        ],
+    );
 }
 
 /// Seeds for the compat and mesh targets: genuine inputs and damaged copies.

@@ -85,9 +85,24 @@ fn check_round_trip(codec: Codec, msg: &Message) {
     );
 }
 
+/// Splits fuzz input into length-prefixed chunks (one byte of length each).
+fn messages(mut data: &[u8]) -> Vec<&[u8]> {
+    let mut out = Vec::new();
+    while let Some((&len, rest)) = data.split_first() {
+        let n = usize::from(len).min(rest.len());
+        out.push(&rest[..n]);
+        data = &rest[n..];
+    }
+    out
+}
+
+mod server;
+pub use server::server_connection;
+
 mod session_targets {
     //! Handshake and record targets.
 
+    use super::messages;
     use std::sync::LazyLock;
 
     use bytes::BytesMut;
@@ -169,17 +184,6 @@ mod session_targets {
             })
             .collect()
     });
-
-    /// Splits fuzz input into length-prefixed chunks (one byte of length each).
-    fn messages(mut data: &[u8]) -> Vec<&[u8]> {
-        let mut out = Vec::new();
-        while let Some((&len, rest)) = data.split_first() {
-            let n = usize::from(len).min(rest.len());
-            out.push(&rest[..n]);
-            data = &rest[n..];
-        }
-        out
-    }
 
     /// `genuine` changed by `ops`, four bytes each: `[message | 0x80 to append, position (u16
     /// BE), byte]`. Without the append bit, a non-zero byte is XORed in at the position and a
