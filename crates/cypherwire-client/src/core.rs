@@ -142,11 +142,10 @@ impl ClientConnection {
                 Received::Online { resumed: w.resumed }
             }
             Message::Ping(p) => Received::Reply(Pong::new(p.nonce).into()),
-            Message::Pong(p) => match self.ping_sent.take() {
-                Some((n, at)) if n == p.nonce => {
-                    Received::RoundTrip(clock().saturating_duration_since(at))
-                }
-                _ => Received::Nothing,
+            // A stale or foreign Pong leaves the outstanding heartbeat waiting for its own.
+            Message::Pong(p) => match self.ping_sent.take_if(|(n, _)| *n == p.nonce) {
+                Some((_, at)) => Received::RoundTrip(clock().saturating_duration_since(at)),
+                None => Received::Nothing,
             },
             Message::Close(c) => match c.code {
                 CloseCode::KICKED => Received::Kicked(c.reason),
@@ -342,6 +341,11 @@ mod tests {
             c.receive(&mut memo, Pong::new(ping.nonce + 1).into(), || t0 + ms),
             Received::Nothing
         ));
+        // The stale Pong did not use up the outstanding heartbeat (found by client_resume).
+        match c.receive(&mut memo, Pong::new(ping.nonce).into(), || t0 + ms * 2) {
+            Received::RoundTrip(d) => assert_eq!(d, ms * 2),
+            other => panic!("expected RoundTrip, got {other:?}"),
+        }
         let ping = c.heartbeat_due(t0 + ms).unwrap();
         match c.receive(&mut memo, Pong::new(ping.nonce).into(), || t0 + ms * 3) {
             Received::RoundTrip(d) => assert_eq!(d, ms * 2),
