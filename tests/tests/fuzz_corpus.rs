@@ -22,6 +22,7 @@ fn replay(target: &str, body: fn(&[u8])) {
         bless_session_seeds();
         bless_compat_and_mesh_seeds();
         bless_server_seeds();
+        bless_client_seeds();
     }
     let files = corpus::load(target).unwrap_or_else(|e| panic!("corpus {target}: {e}"));
     assert!(
@@ -81,6 +82,55 @@ fn mesh_peer_list_corpus() {
 #[test]
 fn server_connection_corpus() {
     replay("server_connection", fuzz::server_connection);
+}
+
+#[test]
+fn client_resume_corpus() {
+    replay("client_resume", fuzz::client_resume);
+}
+
+/// Seeds for `client_resume`: operation bytes (see `fuzz::client_resume`), two per step.
+fn bless_client_seeds() {
+    let dir = workspace_root().join("fuzz/corpus/client_resume");
+    std::fs::create_dir_all(&dir).unwrap();
+    let seeds: [(&str, &[u8]); 8] = [
+        // Online, a push, its duplicate, an older one, a response, a ping, a heartbeat and
+        // its answer.
+        (
+            "first-connection",
+            &[0, 0, 1, 1, 2, 5, 2, 5, 2, 3, 3, 7, 4, 9, 5, 0, 12, 1],
+        ),
+        // Reconnect with the token: the fresh session's Welcome, a provisional push, the
+        // Resume answered, the old session's pushes (a duplicate dropped).
+        (
+            "resumed",
+            &[0, 0, 1, 1, 2, 5, 0, 0, 1, 2, 2, 1, 9, 3, 2, 5, 2, 6],
+        ),
+        // The same, the Resume refused: the fresh session's numbering.
+        (
+            "resume-refused",
+            &[0, 0, 1, 1, 2, 5, 0, 0, 1, 2, 2, 1, 1, 3, 2, 2],
+        ),
+        // Cut before the Resume's answer: the next connection resumes the same session.
+        (
+            "cut-before-answer",
+            &[0, 0, 1, 1, 2, 5, 0, 0, 1, 2, 0, 0, 1, 4, 9, 5],
+        ),
+        ("kicked", &[0, 0, 1, 1, 7, 8, 0, 0, 1, 2]),
+        ("banned-and-closed", &[0, 0, 1, 1, 7, 9, 0, 0, 1, 2, 7, 12]),
+        // A silent server, then one that is heard between checks.
+        (
+            "silent-then-heard",
+            &[
+                0, 0, 6, 80, 5, 0, 0, 0, 1, 1, 6, 19, 5, 0, 2, 1, 6, 19, 5, 0,
+            ],
+        ),
+        // A kind only clients send.
+        ("client-kind", &[0, 0, 1, 1, 15, 0]),
+    ];
+    for (name, bytes) in seeds {
+        std::fs::write(dir.join(name), bytes).unwrap();
+    }
 }
 
 /// Seeds for `server_connection`: envelope sequences covering each rule the target checks.

@@ -62,6 +62,9 @@ mod core;
 mod driver;
 mod engine;
 mod error;
+#[cfg(feature = "test-util")]
+#[doc(hidden)]
+pub mod fuzzing;
 mod pending;
 mod shared;
 

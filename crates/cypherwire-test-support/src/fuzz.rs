@@ -97,6 +97,7 @@ fn messages(mut data: &[u8]) -> Vec<&[u8]> {
 }
 
 mod server;
+pub use cypherwire_client::fuzzing::client_resume;
 pub use server::server_connection;
 
 mod session_targets {
