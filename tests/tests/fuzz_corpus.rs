@@ -23,6 +23,7 @@ fn replay(target: &str, body: fn(&[u8])) {
         bless_compat_and_mesh_seeds();
         bless_server_seeds();
         bless_client_seeds();
+        bless_compat_listener_seeds();
     }
     let files = corpus::load(target).unwrap_or_else(|e| panic!("corpus {target}: {e}"));
     assert!(
@@ -87,6 +88,36 @@ fn server_connection_corpus() {
 #[test]
 fn client_resume_corpus() {
     replay("client_resume", fuzz::client_resume);
+}
+
+#[test]
+fn compat_listener_corpus() {
+    replay("compat_listener", fuzz::compat_listener);
+}
+
+/// Seeds for `compat_listener`: operation bytes (see `fuzz::compat_listener`).
+fn bless_compat_listener_seeds() {
+    let dir = workspace_root().join("fuzz/corpus/compat_listener");
+    std::fs::create_dir_all(&dir).unwrap();
+    let raw = |n: u8, byte: u8| [&[1, n][..], &vec![byte; usize::from(n)]].concat();
+    let seeds: [(&str, Vec<u8>); 7] = [
+        ("one-echo", vec![0, 7]),
+        ("in-pieces", vec![0, 1, 3, 4, 2, 3, 8, 3, 12, 4]),
+        ("resent", vec![0, 5, 2, 2]),
+        (
+            "garbage-after",
+            [&[0, 1][..], &[1, 3, b'x', b'y', 0], &[0, 2]].concat(),
+        ),
+        ("empty-token", vec![0, 1, 1, 1, 0]),
+        (
+            "oversize",
+            [raw(255, b'A'), raw(255, b'A'), raw(10, b'A')].concat(),
+        ),
+        ("no-nul-at-the-end", [&[0, 1][..], &raw(20, b'B')].concat()),
+    ];
+    for (name, bytes) in seeds {
+        std::fs::write(dir.join(name), bytes).unwrap();
+    }
 }
 
 /// Seeds for `client_resume`: operation bytes (see `fuzz::client_resume`), two per step.

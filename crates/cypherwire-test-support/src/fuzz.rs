@@ -96,7 +96,9 @@ fn messages(mut data: &[u8]) -> Vec<&[u8]> {
     out
 }
 
+mod compat;
 mod server;
+pub use compat::compat_listener;
 pub use cypherwire_client::fuzzing::client_resume;
 pub use server::server_connection;
 
