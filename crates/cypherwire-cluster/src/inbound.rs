@@ -15,7 +15,7 @@ use crate::body::{BanBody, NodeBody, NodeKind, PubBody};
 use crate::seal::{Sealer, Unsealed};
 
 /// How many publication counters per origin the replay guard remembers.
-const REPLAY_WINDOW: u64 = 8192;
+pub(crate) const REPLAY_WINDOW: u64 = 8192;
 /// Most origins the replay guard tracks.
 const MAX_ORIGINS: usize = 4096;
 /// How many request and ban ids are remembered against replays.
@@ -59,7 +59,7 @@ pub(crate) struct ReplayGuard {
 }
 
 impl ReplayGuard {
-    fn admit(&mut self, origin: u32, counter: u64, topic: &str, seq: u64) -> bool {
+    pub(crate) fn admit(&mut self, origin: u32, counter: u64, topic: &str, seq: u64) -> bool {
         if !self.origins.contains_key(&origin) && self.origins.len() >= MAX_ORIGINS {
             // Forget the origin with the fewest remembered counters (a long-gone node).
             if let Some(victim) = self
@@ -73,7 +73,7 @@ impl ReplayGuard {
         }
         let seen = self.origins.entry(origin).or_default();
         if let Some((top, _)) = seen.last_key_value()
-            && counter + REPLAY_WINDOW <= *top
+            && top.saturating_sub(counter) >= REPLAY_WINDOW
         {
             return false;
         }
@@ -83,7 +83,8 @@ impl ReplayGuard {
                 seen.insert(counter, (topic.to_owned(), seq));
                 while let Some((low, _)) = seen.first_key_value() {
                     let top = seen.last_key_value().map_or(0, |(k, _)| *k);
-                    if *low + REPLAY_WINDOW > top {
+                    // `low <= top`: no overflow.
+                    if top - *low < REPLAY_WINDOW {
                         break;
                     }
                     let low = *low;
@@ -239,7 +240,7 @@ impl Inbound {
         ok
     }
 
-    fn on_message(&mut self, channel: &str, payload: &[u8]) {
+    pub(crate) fn on_message(&mut self, channel: &str, payload: &[u8]) {
         if channel == self.own_channel {
             self.on_node_message(channel, payload);
         } else if channel == self.bans_channel {
@@ -430,6 +431,18 @@ mod tests {
         assert!(!g.admit(1, 0, "all", 3), "below the window");
         assert!(g.admit(1, 2, "all", 3), "inside the window");
         assert_eq!(g.origins[&1].len(), 2);
+    }
+
+    #[test]
+    fn counters_next_to_the_largest_neither_overflow_nor_are_forgotten() {
+        // Found by cluster_inbound: `low + REPLAY_WINDOW` overflowed (a panic in debug builds;
+        // in release the counter was forgotten at once and could be replayed elsewhere).
+        let mut g = ReplayGuard::default();
+        assert!(g.admit(1, u64::MAX, "all", 1));
+        assert!(g.admit(1, u64::MAX, "all", 1), "kept");
+        assert!(!g.admit(1, u64::MAX, "all", 2), "not replayable elsewhere");
+        assert!(g.admit(1, u64::MAX - 1, "all", 3), "inside the window");
+        assert!(!g.admit(1, 5, "all", 4), "far below the window");
     }
 
     #[test]
