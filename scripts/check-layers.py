@@ -19,7 +19,7 @@ ALLOWED = {
     "cypherwire-cluster": {"cypherwire-session", "cypherwire-server"},
     "cypherwire": {"cypherwire-wire", "cypherwire-session", "cypherwire-server", "cypherwire-client", "cypherwire-mesh", "cypherwire-cluster"},
     "cypherwire-freed-scan": set(),
-    "cypherwire-test-support": {"cypherwire-wire", "cypherwire-session", "cypherwire-server", "cypherwire-client", "cypherwire-mesh"},
+    "cypherwire-test-support": {"cypherwire-wire", "cypherwire-session", "cypherwire-server", "cypherwire-client", "cypherwire-mesh", "cypherwire-cluster"},
 }
 # May depend on the facade (leaf binaries, examples, tests).
 LEAVES = {"cypherwire-cli", "cypherwire-examples", "cypherwire-tests"}

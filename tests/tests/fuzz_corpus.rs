@@ -24,6 +24,7 @@ fn replay(target: &str, body: fn(&[u8])) {
         bless_server_seeds();
         bless_client_seeds();
         bless_compat_listener_seeds();
+        bless_cluster_seeds();
     }
     let files = corpus::load(target).unwrap_or_else(|e| panic!("corpus {target}: {e}"));
     assert!(
@@ -93,6 +94,50 @@ fn client_resume_corpus() {
 #[test]
 fn compat_listener_corpus() {
     replay("compat_listener", fuzz::compat_listener);
+}
+
+#[test]
+fn cluster_inbound_corpus() {
+    replay("cluster_inbound", fuzz::cluster_inbound);
+}
+
+/// Seeds for `cluster_inbound`: operation bytes and their arguments (see
+/// `fuzz::cluster_inbound`).
+fn bless_cluster_seeds() {
+    let dir = workspace_root().join("fuzz/corpus/cluster_inbound");
+    std::fs::create_dir_all(&dir).unwrap();
+    // A publication heard at `t:all`, position 1:1, fresh, from node 3, counter 5, on `all`.
+    let publication = [1u8, 2, 1, 1, 0, 3, 5, 0, 2, 0xaa, 0xbb];
+    let seeds: [(&str, Vec<u8>); 11] = [
+        ("raw", vec![0, 2, 5, 1, 2, 3, 4, 5]),
+        ("publication", publication.to_vec()),
+        // Again at its position (live and from the history), then at another.
+        (
+            "publication-again",
+            [&publication[..], &[2, 2, 1, 1, 0], &[2, 2, 1, 2, 0]].concat(),
+        ),
+        // Sealed for the bans channel, heard at `t:all`.
+        ("publication-moved", vec![131, 2, 1, 1, 0, 3, 5, 0, 0]),
+        ("wrong-topic", vec![1, 3, 1, 1, 0, 3, 5, 0, 0]),
+        ("stale", vec![1, 2, 1, 1, 2, 3, 5, 0, 0]),
+        // Counter u64::MAX, then one far below it (outside the replay window).
+        (
+            "counter-near-max",
+            vec![1, 2, 1, 1, 0, 3, 0x80, 0, 0, 1, 2, 1, 2, 0, 3, 5, 0, 0],
+        ),
+        // A request to this node, then the same value again.
+        ("node-request", vec![3, 0, 0, 2, 1, 7, 1, 1, 128, 0]),
+        ("node-to-another", vec![3, 0, 0, 2, 0, 7, 0]),
+        // A ban sent twice, an unban, a ban of a source that does not parse.
+        (
+            "bans",
+            vec![169, 0, 2, 9, 60, 0, 44, 0, 2, 10, 0, 1, 44, 0, 2, 11, 5, 2],
+        ),
+        ("ban-at-a-node-channel", vec![12, 0, 2, 9, 60, 0]),
+    ];
+    for (name, bytes) in seeds {
+        std::fs::write(dir.join(name), bytes).unwrap();
+    }
 }
 
 /// Seeds for `compat_listener`: operation bytes (see `fuzz::compat_listener`).

@@ -45,6 +45,9 @@
 mod backplane;
 mod body;
 mod error;
+#[cfg(feature = "test-util")]
+#[doc(hidden)]
+pub mod fuzzing;
 mod inbound;
 mod key;
 mod names;

@@ -90,6 +90,8 @@ pub mod record;
 mod spake;
 mod stream;
 pub mod suite;
+#[cfg(feature = "test-util")]
+pub mod test_util;
 pub mod token;
 mod wipe;
 

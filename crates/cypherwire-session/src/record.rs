@@ -587,31 +587,6 @@ impl Opener {
     }
 }
 
-/// A sealer and the opener of the same direction, keyed from `seed` without a handshake, with
-/// `config`'s limits, backend and rekey policy: for fuzz targets and benchmarks that must reach
-/// the transport phase without the cost of a handshake per input. Never for production: the
-/// key comes from the seed alone.
-#[cfg(feature = "test-util")]
-pub fn fixed_key_pair(
-    suite: CipherSuite,
-    seed: &[u8],
-    config: &crate::SessionConfig,
-    now: Instant,
-) -> (Sealer, Opener) {
-    let key = direction_key(suite, seed, b"cypherwire test-util fixed key");
-    let frames = FrameCodec::new(config.limits);
-    let sealer = Sealer::new(
-        suite,
-        config.backend,
-        key.clone(),
-        frames,
-        config.rekey,
-        now,
-    );
-    let opener = Opener::new(suite, config.backend, key, config.max_message_len);
-    (sealer, opener)
-}
-
 #[cfg(test)]
 #[allow(clippy::unwrap_used, reason = "test code")]
 mod tests;

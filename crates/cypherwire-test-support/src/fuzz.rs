@@ -99,7 +99,16 @@ fn messages(mut data: &[u8]) -> Vec<&[u8]> {
 mod compat;
 mod server;
 pub use compat::compat_listener;
-pub use cypherwire_client::fuzzing::client_resume;
+
+/// Target `client_resume`: the client's connection core (`cypherwire_client::fuzzing`).
+pub fn client_resume(data: &[u8]) {
+    cypherwire_client::fuzzing::client_resume(data);
+}
+
+/// Target `cluster_inbound`: a node's subscription checks (`cypherwire_cluster::fuzzing`).
+pub fn cluster_inbound(data: &[u8]) {
+    cypherwire_cluster::fuzzing::cluster_inbound(data);
+}
 pub use server::server_connection;
 
 mod session_targets {
@@ -110,7 +119,8 @@ mod session_targets {
 
     use bytes::BytesMut;
     use cypherwire_session::handshake::HandshakeOptions;
-    use cypherwire_session::record::{Opened, fixed_key_pair};
+    use cypherwire_session::record::Opened;
+    use cypherwire_session::test_util::fixed_key_pair;
     use cypherwire_session::{
         Argon2Cost, CipherSuite, ClientAuth, IdentityKey, Initiator, Password, PasswordVerifier,
         PeerTrust, Psk, Responder, ServerAuth, SessionConfig, Step,
