@@ -240,7 +240,7 @@ mod session_targets {
     /// Target `handshake_responder`. First byte: the mode (`% 3`), and bit 7 picks how the rest
     /// is read. Bit 7 clear: the rest is length-prefixed messages fed to a responder, which
     /// may fail but never panic. Bit 7 set: the rest is tampering operations on a genuine
-    /// initiator transcript (see [`tampered`]) fed to a responder with the transcript's fixed
+    /// initiator transcript (see `tampered`) fed to a responder with the transcript's fixed
     /// options: it must complete exactly when the messages are the genuine ones, so every
     /// change to any byte the initiator sends is caught. This reaches the authenticated
     /// handshake steps that random bytes cannot.
@@ -268,7 +268,7 @@ mod session_targets {
 
     /// Target `handshake_initiator`: as [`handshake_responder`] for the initiator, fed the
     /// responder's messages (raw, or a genuine responder transcript tampered with). Its
-    /// argon2 cap is [`FUZZ_ARGON2_KIB`], so fuzzed password challenges stay cheap.
+    /// argon2 cap is `FUZZ_ARGON2_KIB` (64 KiB), so fuzzed password challenges stay cheap.
     pub fn handshake_initiator(data: &[u8]) {
         let Some((&ctl, rest)) = data.split_first() else {
             return;
