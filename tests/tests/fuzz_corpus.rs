@@ -1,5 +1,5 @@
-//! Replays the committed fuzz corpora through the fuzz-target bodies on stable Rust, so CI runs
-//! every target's code without a nightly toolchain.
+//! Replays the committed fuzz corpora through the fuzz-target bodies as plain tests, so every
+//! seed's invariant is checked by `cargo nextest` too (the fuzzing itself: `scripts/fuzz-all.py`).
 //!
 //! `CYPHERWIRE_BLESS=1 cargo test -p cypherwire-tests --test fuzz_corpus` (re)writes the seed
 //! files of the session targets from real handshakes.

@@ -4,8 +4,8 @@
 //!
 //! - [`balance`]: a client connector that stands in for a load balancer.
 //! - [`cluster`]: what the cluster tests watch of their clients.
-//! - [`fuzz`]: the bodies of the fuzz targets, as plain functions, so that `fuzz/` (nightly,
-//!   cargo-fuzz) and stable `#[test]`s replaying the committed corpus run the same code.
+//! - [`fuzz`]: the bodies of the fuzz targets, as plain functions, so that `fuzz/` (cargo-fuzz)
+//!   and the `#[test]`s replaying the committed corpus run the same code.
 //! - [`corpus`]: reads a committed fuzz corpus directory.
 //! - [`mitm`]: an in-process man in the middle that tampers with framed streams.
 //! - [`proxy`]: a TCP fault proxy (cut every connection, stall forwarding).
