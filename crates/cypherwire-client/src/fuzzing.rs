@@ -29,6 +29,8 @@ struct Open {
     silent: bool,
     /// The nonce of the heartbeat sent last, if it has not been answered.
     ping: Option<u64>,
+    /// The highest push delivered before the connection was online (the fresh session's).
+    provisional: u64,
 }
 
 /// Target `client_resume`. Each input byte is an operation (low three bits), most with an
@@ -58,24 +60,22 @@ pub fn client_resume(data: &[u8]) {
     let mut bytes = data.iter().copied();
     while let Some(op) = bytes.next() {
         let arg = bytes.next().unwrap_or(0);
-        let Some(o) = open.as_mut() else {
-            if op & 7 == 0 || op & 7 == 6 {
-                // Opening (and time passing) need no connection.
-            } else {
-                continue;
-            }
-            if op & 7 == 6 {
-                now += Duration::from_millis(u64::from(arg) * 50);
-                continue;
-            }
-            open = Some(connect(&memo, policy, now));
-            continue;
-        };
-        let msg = match op & 7 {
+        // Opening and time passing need no connection; everything else is ignored without one.
+        match op & 7 {
             0 => {
                 open = Some(connect(&memo, policy, now));
                 continue;
             }
+            6 => {
+                now += Duration::from_millis(u64::from(arg) * 50);
+                continue;
+            }
+            _ => {}
+        }
+        let Some(o) = open.as_mut() else {
+            continue;
+        };
+        let msg = match op & 7 {
             1 => Message::Welcome(Welcome::new([arg; 16], 60_000, op & 8 != 0)),
             2 => Message::Push(Push::new(u64::from(arg), u64::from(op))),
             3 if op & 8 == 0 => Message::Response(Response::ok(u64::from(arg), Value::Nil)),
@@ -86,10 +86,6 @@ pub fn client_resume(data: &[u8]) {
                 if !heartbeat(o, now) {
                     open = None;
                 }
-                continue;
-            }
-            6 => {
-                now += Duration::from_millis(u64::from(arg) * 50);
                 continue;
             }
             _ if op & 8 == 0 => Message::Close(cypherwire_wire::Close::new(
@@ -136,6 +132,7 @@ fn connect(memo: &SessionMemo, policy: HeartbeatPolicy, now: Instant) -> Open {
         heard: false,
         silent: true,
         ping: None,
+        provisional: 0,
     }
 }
 
@@ -152,7 +149,6 @@ fn receive(
     let token_before = memo.token.clone();
     let last_before = memo.last_push_seq;
     let online = o.seen >= o.due;
-    let described = format!("{msg:?}");
     let welcome = matches!(msg, Message::Welcome(_));
     let got = o.conn.receive(memo, msg.clone(), || now);
     match (msg, got) {
@@ -168,7 +164,12 @@ fn receive(
                 );
                 assert_eq!(memo.token, Some(w.token), "the Welcome's token not kept");
                 if !w.resumed {
-                    *session_max = Some(memo.last_push_seq);
+                    // A fresh session: numbered from the pushes it already delivered.
+                    assert_eq!(
+                        memo.last_push_seq, o.provisional,
+                        "a fresh session does not start after its own pushes"
+                    );
+                    *session_max = Some(o.provisional);
                 }
             }
             assert!(o.conn.may_send(), "still holding after a Welcome");
@@ -194,6 +195,7 @@ fn receive(
                 }
             } else {
                 assert!(delivered, "a push of the fresh session was dropped");
+                o.provisional = o.provisional.max(p.seq);
             }
         }
         (Message::Response(r), got) => {
@@ -221,14 +223,14 @@ fn receive(
                 | (CloseCode::BANNED, Received::Lost(OfflineReason::Banned { .. })) => {}
                 (code, Received::Lost(OfflineReason::ServerClosed { code: said, .. }))
                     if code == *said && code != CloseCode::KICKED && code != CloseCode::BANNED => {}
-                _ => panic!("{described} gave {got:?}"),
+                _ => panic!("{c:?} gave {got:?}"),
             }
             return false;
         }
-        (_, got) => {
+        (other, got) => {
             assert!(
                 matches!(got, Received::Lost(OfflineReason::ConnectionLost(_))),
-                "{described} gave {got:?}"
+                "{other:?} gave {got:?}"
             );
             return false;
         }
