@@ -1,8 +1,9 @@
 //! Replays the committed fuzz corpora through the fuzz-target bodies as plain tests, so every
 //! seed's invariant is checked by `cargo nextest` too (the fuzzing itself: `scripts/fuzz-all.py`).
 //!
-//! `CYPHERWIRE_BLESS=1 cargo test -p cypherwire-tests --test fuzz_corpus` (re)writes the seed
-//! files of the session targets from real handshakes.
+//! `CYPHERWIRE_BLESS=1 cargo test -p cypherwire-tests --test fuzz_corpus` (re)writes every
+//! target's seed files; the session and compat seeds come from fresh handshakes and random
+//! IVs, so they change on every bless (keep the committed ones unless they must change).
 
 #![allow(
     clippy::unwrap_used,

@@ -99,6 +99,7 @@ fn messages(mut data: &[u8]) -> Vec<&[u8]> {
 mod compat;
 mod server;
 pub use compat::compat_listener;
+pub use server::server_connection;
 
 /// Target `client_resume`: the client's connection core (`cypherwire_client::fuzzing`).
 pub fn client_resume(data: &[u8]) {
@@ -109,7 +110,6 @@ pub fn client_resume(data: &[u8]) {
 pub fn cluster_inbound(data: &[u8]) {
     cypherwire_cluster::fuzzing::cluster_inbound(data);
 }
-pub use server::server_connection;
 
 mod session_targets {
     //! Handshake and record targets.
@@ -237,6 +237,18 @@ mod session_targets {
         false
     }
 
+    /// Runs a handshake side on `genuine` tampered with by `ops`: it must complete exactly
+    /// when the messages are still the genuine ones.
+    fn caught(genuine: &[Vec<u8>], ops: &[u8], run: impl FnOnce(&[Vec<u8>]) -> bool) {
+        let msgs = tampered(genuine, ops);
+        let done = run(&msgs);
+        assert_eq!(
+            done,
+            msgs == genuine,
+            "fed {msgs:02x?} instead of {genuine:02x?}: completed={done}"
+        );
+    }
+
     /// Target `handshake_responder`. First byte: the mode (`% 3`), and bit 7 picks how the rest
     /// is read. Bit 7 clear: the rest is length-prefixed messages fed to a responder, which
     /// may fail but never panic. Bit 7 set: the rest is tampering operations on a genuine
@@ -255,15 +267,10 @@ mod session_targets {
             completes(state, &messages(rest), |s, m| s.handle(m, crate::epoch()));
             return;
         }
-        let genuine = &GENUINE[usize::from(mode)].0;
-        let msgs = tampered(genuine, rest);
         let state = Responder::new_with(&server_auth(mode), &FIX.config, fixed(false));
-        let done = completes(state, &msgs, |s, m| s.handle(m, crate::epoch()));
-        assert_eq!(
-            done,
-            msgs == *genuine,
-            "mode {mode}: a responder fed {msgs:02x?} completed={done}"
-        );
+        caught(&GENUINE[usize::from(mode)].0, rest, |msgs| {
+            completes(state, msgs, |s, m| s.handle(m, crate::epoch()))
+        });
     }
 
     /// Target `handshake_initiator`: as [`handshake_responder`] for the initiator, fed the
@@ -281,19 +288,14 @@ mod session_targets {
             completes(state, &messages(rest), |s, m| s.handle(m, crate::epoch()));
             return;
         }
-        let genuine = &GENUINE[usize::from(mode)].1;
-        let msgs = tampered(genuine, rest);
         let Ok((state, _hello)) =
             Initiator::start_with(&client_auth(mode), &FIX.config, fixed(true))
         else {
             panic!("the fixed initiator did not start");
         };
-        let done = completes(state, &msgs, |s, m| s.handle(m, crate::epoch()));
-        assert_eq!(
-            done,
-            msgs == *genuine,
-            "mode {mode}: an initiator fed {msgs:02x?} completed={done}"
-        );
+        caught(&GENUINE[usize::from(mode)].1, rest, |msgs| {
+            completes(state, msgs, |s, m| s.handle(m, crate::epoch()))
+        });
     }
 
     /// Target `record_open`: records under a fixed key (no handshake per input, so it runs at

@@ -66,9 +66,9 @@ struct Plan {
 
 /// Builds the byte stream. Each operation byte (low two bits): 0 a genuine request token
 /// (`/ECHO PUT` with the next byte as data, or `/NONE GET` when bit 2 is set; split over two
-/// writes when bit 3 is), 1 raw bytes
-/// (the next byte says how many; NULs in them end tokens), 2 the last genuine token again,
-/// 3 end the current write (so the listener reads the stream in pieces).
+/// writes when bit 3 is), 1 raw bytes (the next byte says how many; NULs in them end tokens),
+/// 2 the last genuine token again, 3 end the current write (so the listener reads the stream
+/// in pieces).
 fn plan(data: &[u8], keys: &CypherKeys) -> Plan {
     let mut p = Plan {
         writes: vec![Vec::new()],
