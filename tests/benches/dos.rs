@@ -306,7 +306,7 @@ fn main() {
             println!("{}: {} actions of 1 KiB broadcast", r.name, r.broadcast);
         }
         for c in clients {
-            c.close(Duration::from_millis(100)).await;
+            c.close_within(Duration::from_millis(100)).await;
         }
     });
     let _ = server.kill();

@@ -99,7 +99,7 @@ async fn sigkilled_server_process_loses_no_request() {
         // The ordered event stream (a watch would coalesce quick Offline → Online pairs).
         let mut events = c.status_events();
         let watcher = tokio::spawn(async move {
-            while let Ok(s) = events.recv().await {
+            while let Some(s) = events.next().await {
                 log_status.lock().unwrap().push((now(), s));
             }
         });
@@ -125,7 +125,7 @@ async fn sigkilled_server_process_loses_no_request() {
                 let (i, r) = r.unwrap();
                 tally(i, r);
             }
-            c.close(Duration::from_millis(100)).await;
+            c.close_within(Duration::from_millis(100)).await;
             watcher.abort();
             // Reconnect times: from each loss to the next Online.
             let mut reconnects = Vec::new();

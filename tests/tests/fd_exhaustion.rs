@@ -54,7 +54,7 @@ async fn accept_loop_survives_emfile() {
         .await
         .unwrap();
     assert_eq!(r.data::<u64>().unwrap(), 2);
-    first.close(Duration::from_millis(100)).await;
+    first.close_within(Duration::from_millis(100)).await;
 
     // Exhaust the server's descriptors with idle connections (the kernel completes them;
     // the server's accept() fails with EMFILE for most).
@@ -87,7 +87,7 @@ async fn accept_loop_survives_emfile() {
     .expect("served within 30 s after the flood")
     .unwrap();
     assert_eq!(r.data::<u64>().unwrap(), 42);
-    again.close(Duration::from_millis(100)).await;
+    again.close_within(Duration::from_millis(100)).await;
     server.kill().unwrap();
     let _ = server.wait();
     let _ = std::fs::remove_dir_all(&dir);

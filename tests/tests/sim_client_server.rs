@@ -124,7 +124,7 @@ fn run_seed(seed: u64, session_ttl: Option<Duration>) -> Outcome {
                 while let Some(r) = in_flight.join_next().await {
                     results.push(r.unwrap());
                 }
-                client.close(Duration::from_secs(1)).await;
+                client.close_within(Duration::from_secs(1)).await;
                 results
             });
         }

@@ -165,7 +165,7 @@ fn main() {
             ms(mmax)
         );
         for c in &clients {
-            c.close(Duration::from_millis(100)).await;
+            c.close_within(Duration::from_millis(100)).await;
         }
         h.shutdown().await;
     });

@@ -14,6 +14,7 @@ use crate::backoff::Backoff;
 use crate::engine::{Answer, Engine};
 use crate::error::{DataError, Error};
 use crate::shared::{Command, Config, Incoming, Observed, Status};
+use crate::streams::{Emitter, IncomingStream, StatusEvents};
 
 /// Default bound on queued plus in-flight requests.
 pub const DEFAULT_MAX_PENDING: usize = 1024;
@@ -21,6 +22,8 @@ pub const DEFAULT_MAX_PENDING: usize = 1024;
 pub const DEFAULT_MAX_PENDING_BYTES: usize = 8 * 1024 * 1024;
 /// Default time for one connection attempt (TCP connect and handshake): 10 s.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default time [`Client::close`] waits for requests in flight: 5 s.
+pub const DEFAULT_CLOSE_DRAIN: Duration = Duration::from_secs(5);
 /// Default heartbeat interval: 10 s (three missed pongs take the client offline).
 pub const DEFAULT_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(10);
 
@@ -29,6 +32,7 @@ pub const DEFAULT_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(10);
 #[must_use = "call `connect()` to start the client"]
 pub struct ClientBuilder {
     config: Config,
+    actions: crate::actions::Handlers,
 }
 
 impl ClientBuilder {
@@ -96,6 +100,19 @@ impl ClientBuilder {
         self
     }
 
+    /// Runs `handler` for each action named `name` the server sends (pnetwork's
+    /// `bindAction`), in order of arrival, one at a time, on a task of the client's own. Such
+    /// actions do not appear in [`Client::take_incoming`]'s stream; the others do. While
+    /// handlers lag 256 actions behind, the client stops reading (backpressure).
+    pub fn on_action<F, Fut>(mut self, name: impl Into<String>, handler: F) -> Self
+    where
+        F: Fn(Action) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        self.actions.insert(name.into(), handler);
+        self
+    }
+
     /// Starts the client: returns at once; its driver connects, and reconnects forever (or
     /// until the give-up policy says so). Must be called within a tokio runtime.
     ///
@@ -103,6 +120,20 @@ impl ClientBuilder {
     /// [`Error::Config`] for invalid settings.
     pub fn connect(self, addr: impl Into<String>) -> Result<Client, Error> {
         self.connect_with(crate::connect::Tcp(addr.into()))
+    }
+
+    /// Starts the client like [`connect`](Self::connect) and waits until it is online, as
+    /// [`Client::wait_online`] does.
+    ///
+    /// # Errors
+    /// [`Error::Config`] for invalid settings; if it will never be online:
+    /// [`Error::AuthenticationFailed`], [`Error::Banned`], [`Error::GaveUp`] (with the default
+    /// [`Backoff`] the client retries for ever: bound the wait with a timeout, or give the
+    /// backoff a limit).
+    pub async fn connect_and_wait(self, addr: impl Into<String>) -> Result<Client, Error> {
+        let client = self.connect(addr)?;
+        client.wait_online().await?;
+        Ok(client)
     }
 
     /// Like [`connect`](Self::connect), over another transport: `connector` opens each
@@ -165,14 +196,14 @@ impl ClientBuilder {
     /// let client = Client::builder(psk).connect_with(Dial(dial))?;
     /// let reply = client.request("/ECHO", "PUT").data("hi").send().await?;
     /// assert_eq!(reply.data, Value::from("hi"));
-    /// client.close(std::time::Duration::from_millis(100)).await;
+    /// client.close_within(std::time::Duration::from_millis(100)).await;
     /// server.handle().shutdown().await;
     /// # Ok(()) }
     /// # tokio::runtime::Builder::new_current_thread().enable_all().build()?.block_on(run())?;
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn connect_with(self, connector: impl crate::Connect) -> Result<Client, Error> {
-        let c = self.config;
+        let Self { config: c, actions } = self;
         c.backoff.validate()?;
         if c.connect_timeout.is_zero()
             || c.max_pending == 0
@@ -197,7 +228,7 @@ impl ClientBuilder {
             rx,
             status_tx,
             events.clone(),
-            crate::driver::IncomingSink::new(incoming_tx, incoming_taken.clone()),
+            crate::driver::IncomingSink::new(incoming_tx, incoming_taken.clone(), actions.start()),
             observed.clone(),
         )));
         tokio::spawn(crate::engine::background(engine.clone()));
@@ -246,6 +277,7 @@ impl Client {
                 retry_rejected: false,
                 reconnect_after_kick: false,
             },
+            actions: crate::actions::Handlers::default(),
         }
     }
 
@@ -256,6 +288,7 @@ impl Client {
             tx: self.tx.clone(),
             engine: self.engine.clone(),
             request: Request::new(id, path, operation),
+            unconverted: None,
         }
     }
 
@@ -287,10 +320,17 @@ impl Client {
         self.status.clone()
     }
 
-    /// Every status change from now on, in order (bounded: a subscriber more than 256 changes
-    /// behind misses the oldest).
-    pub fn status_events(&self) -> broadcast::Receiver<Status> {
-        self.events.subscribe()
+    /// Every status change from now on, in order, as a new subscriber on every call (bounded:
+    /// a subscriber more than 256 changes behind misses the oldest).
+    pub fn status_events(&self) -> StatusEvents {
+        StatusEvents::new(self.events.subscribe())
+    }
+
+    /// A [`Sink`](futures_sink::Sink) of `(name, data)` actions, each sent like
+    /// [`emit`](Self::emit): for forwarding a stream of items with `SinkExt::send_all` or
+    /// `StreamExt::forward`.
+    pub fn emitter(&self) -> Emitter {
+        Emitter::new(self.tx.clone())
     }
 
     /// Calls `f` on every status change from now on, in order, each one once (CYPHER_PROTOCOL's
@@ -338,30 +378,24 @@ impl Client {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .take()?;
         self.incoming_taken.store(true, Ordering::Release);
-        Some(IncomingStream { rx })
+        Some(IncomingStream::new(rx))
     }
 
-    /// Closes the client: stops taking requests, waits up to `drain` for those in flight,
-    /// sends `Close`, and ends the driver. Requests still unanswered fail with
-    /// [`Error::Closed`].
-    pub async fn close(&self, drain: Duration) {
+    /// Closes the client: stops taking requests, waits up to [`DEFAULT_CLOSE_DRAIN`] for those
+    /// in flight, sends `Close`, and ends the driver. Requests still unanswered then fail with
+    /// [`Error::Closed`]. [`close_within`](Self::close_within) chooses the wait. Dropping every
+    /// handle of a client closes it too, without waiting for anything.
+    pub async fn close(&self) {
+        self.close_within(DEFAULT_CLOSE_DRAIN).await;
+    }
+
+    /// Closes the client like [`close`](Self::close), waiting up to `drain` for the requests
+    /// in flight (`Duration::ZERO`: not at all).
+    pub async fn close_within(&self, drain: Duration) {
         let (done, wait) = oneshot::channel();
         if self.tx.send(Command::Close { drain, done }).await.is_ok() {
             let _ = wait.await;
         }
-    }
-}
-
-/// Pushes and actions from the server, in order.
-#[derive(Debug)]
-pub struct IncomingStream {
-    rx: mpsc::Receiver<Incoming>,
-}
-
-impl IncomingStream {
-    /// The next push or action; `None` once the client is closed.
-    pub async fn next(&mut self) -> Option<Incoming> {
-        self.rx.recv().await
     }
 }
 
@@ -373,12 +407,25 @@ pub struct RequestBuilder {
     tx: mpsc::Sender<Command>,
     engine: Arc<Engine>,
     request: Request,
+    /// Data that did not convert ([`data_serde`](Self::data_serde)): `send` fails with it.
+    unconverted: Option<DataError>,
 }
 
 impl RequestBuilder {
     /// Sets the data.
     pub fn data(mut self, data: impl Into<Value>) -> Self {
         self.request.data = data.into();
+        self
+    }
+
+    /// Sets the data from any `serde` type, converted with
+    /// [`to_value`](cypherwire_wire::to_value). If it does not convert, [`send`](Self::send)
+    /// fails with [`Error::Data`] and nothing is sent.
+    pub fn data_serde<T: serde::Serialize + ?Sized>(mut self, data: &T) -> Self {
+        match cypherwire_wire::to_value(data) {
+            Ok(v) => self.request.data = v,
+            Err(e) => self.unconverted = Some(DataError::new(e)),
+        }
         self
     }
 
@@ -414,6 +461,7 @@ impl RequestBuilder {
             tx,
             engine,
             request,
+            unconverted,
         } = self;
         let id = request.id;
         let (reply, rx) = oneshot::channel();
@@ -423,7 +471,7 @@ impl RequestBuilder {
         // answer its caller's executor had already queued (futures start at their first poll,
         // behind those). A lone caller queues at its first poll instead, after it registered
         // as waiting, so that the wake its request causes comes back to it.
-        let queued = if answer.others_waiting() {
+        let queued = if unconverted.is_none() && answer.others_waiting() {
             try_queue(&tx, command)
         } else {
             Queued::Later(command)
@@ -434,6 +482,9 @@ impl RequestBuilder {
             tx,
         };
         async move {
+            if let Some(e) = unconverted {
+                return Err(Error::Data(e));
+            }
             let mut guard = guard;
             match queued {
                 Queued::Now => {}

@@ -27,20 +27,30 @@ type Reply = oneshot::Sender<Result<cypherwire_wire::Response, Error>>;
 pub(crate) struct IncomingSink {
     tx: mpsc::Sender<Incoming>,
     taken: Arc<std::sync::atomic::AtomicBool>,
+    /// Actions with a handler of their own ([`crate::ClientBuilder::on_action`]) go here.
+    handled: Option<crate::actions::Runner>,
 }
 
 impl IncomingSink {
     pub(crate) fn new(
         tx: mpsc::Sender<Incoming>,
         taken: Arc<std::sync::atomic::AtomicBool>,
+        handled: Option<crate::actions::Runner>,
     ) -> Self {
-        Self { tx, taken }
+        Self { tx, taken, handled }
     }
 
-    /// Hands `item` to the application, waiting while its buffer is full (backpressure), or
-    /// discards it when nobody listens.
+    /// Hands `item` to its action handler or to the application, waiting while the buffer
+    /// is full (backpressure), or discards it when nobody listens.
     async fn deliver(&self, item: Incoming) {
         use std::sync::atomic::Ordering;
+        let item = match (item, &self.handled) {
+            (Incoming::Action(a), Some(runner)) => match runner.take(a).await {
+                Some(a) => Incoming::Action(a),
+                None => return,
+            },
+            (item, _) => item,
+        };
         if !self.taken.load(Ordering::Acquire) {
             return;
         }

@@ -38,7 +38,7 @@
 //! let client = Client::builder(psk).connect("127.0.0.1:12345")?; // returns at once
 //! client.on_status(|s| println!("status: {s:?}"));
 //! // With a server listening there: `client.request("/NUMBER", "READ").send().await?`.
-//! client.close(std::time::Duration::from_millis(10)).await;
+//! client.close_within(std::time::Duration::from_millis(10)).await;
 //! # Ok(()) }
 //! # tokio::runtime::Builder::new_current_thread().enable_all().build()?.block_on(run())?;
 //! # Ok::<(), Box<dyn std::error::Error>>(())
@@ -54,6 +54,7 @@
 
 #![doc(test(attr(deny(warnings))))]
 
+mod actions;
 mod backoff;
 mod client;
 pub mod compat;
@@ -67,15 +68,18 @@ mod error;
 pub mod fuzzing;
 mod pending;
 mod shared;
+mod streams;
 
 pub use crate::backoff::Backoff;
 pub use crate::client::{
-    Client, ClientBuilder, DEFAULT_CONNECT_TIMEOUT, DEFAULT_HEARTBEAT_INTERVAL,
-    DEFAULT_MAX_PENDING, DEFAULT_MAX_PENDING_BYTES, IncomingStream, Reply, RequestBuilder,
+    Client, ClientBuilder, DEFAULT_CLOSE_DRAIN, DEFAULT_CONNECT_TIMEOUT,
+    DEFAULT_HEARTBEAT_INTERVAL, DEFAULT_MAX_PENDING, DEFAULT_MAX_PENDING_BYTES, Reply,
+    RequestBuilder,
 };
 pub use crate::connect::Connect;
 pub use crate::error::{DataError, Error, human_duration};
 pub use crate::shared::{Incoming, OfflineReason, Status};
+pub use crate::streams::{Emitter, IncomingStream, StatusEvents};
 
 /// Milliseconds since the Unix epoch on this machine's clock (action timestamps).
 #[expect(

@@ -168,7 +168,7 @@ async fn send_queues_at_once_when_others_wait_and_a_dropped_future_cancels() {
     let reply = lazy.await.unwrap();
     assert_eq!(reply.data::<String>().unwrap(), "marked");
     assert_eq!(marks.started.load(Ordering::SeqCst), 2);
-    c.close(Duration::from_millis(200)).await;
+    c.close_within(Duration::from_millis(200)).await;
     h.shutdown().await;
 }
 
@@ -205,7 +205,7 @@ async fn a_neglected_request_future_does_not_hold_up_the_others() {
         .collect();
     answers_in_order(burst, 10).await;
     neglecter.await.unwrap();
-    c.close(Duration::from_millis(200)).await;
+    c.close_within(Duration::from_millis(200)).await;
     h.shutdown().await;
 }
 
@@ -279,7 +279,7 @@ async fn callers_on_threads_outside_the_runtime_are_answered() {
             .unwrap();
     }
     assert_eq!(echo(&c, 7).await, 7);
-    c.close(Duration::from_millis(200)).await;
+    c.close_within(Duration::from_millis(200)).await;
 }
 
 /// Many tasks on both workers share one client, each with several requests in flight: every
@@ -309,7 +309,7 @@ async fn many_tasks_sharing_one_client_each_get_their_own_answers() {
     for t in tasks {
         t.await.unwrap();
     }
-    c.close(Duration::from_millis(200)).await;
+    c.close_within(Duration::from_millis(200)).await;
     h.shutdown().await;
 }
 
@@ -353,7 +353,7 @@ async fn large_and_small_requests_mixed_across_a_restart() {
     for t in tasks {
         t.await.unwrap();
     }
-    c.close(Duration::from_millis(200)).await;
+    c.close_within(Duration::from_millis(200)).await;
 }
 
 /// Callers on another tokio runtime (a current-thread one on its own thread) are answered,
@@ -395,7 +395,7 @@ async fn callers_on_another_runtime_are_answered_and_leave_nothing_behind() {
     for i in 0..20 {
         assert_eq!(echo(&c, i).await, i);
     }
-    c.close(Duration::from_millis(200)).await;
+    c.close_within(Duration::from_millis(200)).await;
 }
 
 /// More requests than the command queue holds (1,024), while the driver cannot take commands
@@ -459,6 +459,6 @@ async fn a_full_command_queue_makes_callers_wait_and_loses_nothing() {
     let ticked = within(10, tick).await.unwrap().unwrap();
     assert_eq!(ticked.data::<String>().unwrap(), "ticked");
     answers_in_order(calls, 20).await;
-    c.close(Duration::from_millis(200)).await;
+    c.close_within(Duration::from_millis(200)).await;
     h.shutdown().await;
 }

@@ -140,7 +140,7 @@ async fn requests_answers_and_errors_with(codec: CodecId) {
     for (i, f) in futs.into_iter().enumerate() {
         assert_eq!(f.await.unwrap().data::<i64>().unwrap(), i as i64 + 1);
     }
-    c.close(Duration::from_secs(1)).await;
+    c.close_within(Duration::from_secs(1)).await;
     assert_eq!(*c.status().borrow(), Status::Closed);
     assert!(
         c.request("/ADD", "ONE")
@@ -205,7 +205,7 @@ async fn deadlines_expire_while_offline_earliest_first() {
     // the offline wait).
     earlier_deadline_fires_first(&c, Duration::from_secs(5)).await;
     assert!(!c.status().borrow().is_online());
-    c.close(Duration::from_millis(100)).await;
+    c.close_within(Duration::from_millis(100)).await;
     drop(silent);
 }
 
@@ -258,9 +258,9 @@ async fn cuts_with(codec: CodecId) {
             let mut statuses = c.status_events();
             c.wait_online().await.unwrap();
             let ok = load(&c, who, PER_CLIENT).await;
-            c.close(Duration::from_secs(1)).await;
+            c.close_within(Duration::from_secs(1)).await;
             let mut resumed = 0;
-            while let Ok(s) = statuses.try_recv() {
+            while let Some(s) = statuses.try_next() {
                 resumed += u64::from(s == Status::Online { resumed: true });
             }
             (ok, resumed)
@@ -319,7 +319,7 @@ async fn a_server_restart_loses_no_request() {
     );
     // Status went offline and came back online on a fresh session.
     let mut seen = Vec::new();
-    while let Ok(s) = status.try_recv() {
+    while let Some(s) = status.try_next() {
         seen.push(s);
     }
     assert!(
@@ -331,7 +331,7 @@ async fn a_server_restart_loses_no_request() {
         Some(&Status::Online { resumed: false }),
         "{seen:?}"
     );
-    c.close(Duration::from_secs(1)).await;
+    c.close_within(Duration::from_secs(1)).await;
     h2.shutdown().await;
 }
 
@@ -369,7 +369,7 @@ async fn half_open_with(codec: CodecId) {
     proxy.set_stalled(false);
     assert_eq!(pending.await.unwrap().unwrap().data::<i64>().unwrap(), 2);
     assert!(c.status().borrow().is_online());
-    c.close(Duration::from_secs(1)).await;
+    c.close_within(Duration::from_secs(1)).await;
     h.shutdown().await;
 }
 
@@ -410,7 +410,7 @@ async fn deadlines_and_dropped_futures() {
         .data()
         .unwrap();
     assert_eq!(n, 2);
-    c.close(Duration::from_millis(200)).await;
+    c.close_within(Duration::from_millis(200)).await;
     h.shutdown().await;
 }
 
@@ -452,7 +452,7 @@ async fn an_earlier_deadline_fires_before_a_later_one() {
     proxy.set_stalled(true);
     earlier_deadline_fires_first(&c, Duration::from_secs(10)).await;
     proxy.set_stalled(false);
-    c.close(Duration::from_millis(200)).await;
+    c.close_within(Duration::from_millis(200)).await;
     h.shutdown().await;
 }
 
@@ -485,7 +485,7 @@ async fn pushes_with(codec: CodecId) {
     proxy.cut_all();
     let mut saw_offline = false;
     loop {
-        let s = tokio::time::timeout(Duration::from_secs(10), events.recv())
+        let s = tokio::time::timeout(Duration::from_secs(10), events.next())
             .await
             .unwrap()
             .unwrap();
@@ -512,10 +512,10 @@ async fn pushes_with(codec: CodecId) {
         };
         assert_eq!(p.seq, want, "in order, none twice, none lost");
     }
-    c.close(Duration::from_secs(1)).await;
+    c.close_within(Duration::from_secs(1)).await;
     // The whole story, in order: online, the cut, a reconnect, the resumed session, closed.
     let mut seen = Vec::new();
-    while let Ok(s) = all_statuses.try_recv() {
+    while let Some(s) = all_statuses.try_next() {
         seen.push(s);
     }
     let kinds: Vec<&str> = seen
@@ -561,7 +561,7 @@ async fn status_sequence_and_giving_up() {
     assert!(err.is_closed());
     assert_eq!(*c.status().borrow(), Status::GaveUp);
     let mut seen = Vec::new();
-    while let Ok(s) = events.try_recv() {
+    while let Some(s) = events.try_next() {
         seen.push(s);
     }
     assert_eq!(seen.last(), Some(&Status::GaveUp), "{seen:?}");
@@ -582,7 +582,7 @@ async fn status_sequence_and_giving_up() {
     c2.wait_online().await.unwrap();
     tokio::time::sleep(Duration::from_millis(50)).await;
     assert_eq!(counter.load(Ordering::SeqCst), 1);
-    c2.close(Duration::from_secs(1)).await;
+    c2.close_within(Duration::from_secs(1)).await;
     h.shutdown().await;
 }
 
@@ -606,8 +606,8 @@ async fn actions_go_out_and_come_back() {
         Some(Incoming::Action(act)) => assert_eq!(act.data, Value::from("hello")),
         other => panic!("{other:?}"),
     }
-    a.close(Duration::from_secs(1)).await;
-    b.close(Duration::from_secs(1)).await;
+    a.close_within(Duration::from_secs(1)).await;
+    b.close_within(Duration::from_secs(1)).await;
     h.shutdown().await;
     let _ = SessionConfig::default();
 }
@@ -692,8 +692,8 @@ async fn untaken_pushes_do_not_stall_the_client() {
         0,
         "nobody was cut as a slow consumer"
     );
-    quiet.close(Duration::from_secs(1)).await;
-    listening.close(Duration::from_secs(1)).await;
+    quiet.close_within(Duration::from_secs(1)).await;
+    listening.close_within(Duration::from_secs(1)).await;
     h.shutdown().await;
 }
 
@@ -728,7 +728,7 @@ async fn restarts_with(codec: CodecId) {
         let c = client_with(addr, codec);
         tasks.spawn(async move {
             let ok = load(&c, who, PER_CLIENT).await;
-            c.close(Duration::from_secs(1)).await;
+            c.close_within(Duration::from_secs(1)).await;
             ok
         });
     }
@@ -872,7 +872,7 @@ async fn seeded_frame_faults_lose_nothing_and_run_nothing_twice() {
                     Err(_) => lost += 1,
                 }
             }
-            c.close(Duration::from_secs(1)).await;
+            c.close_within(Duration::from_secs(1)).await;
             (ok, lost, wrong)
         });
     }

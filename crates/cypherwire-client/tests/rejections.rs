@@ -8,11 +8,11 @@ use std::net::SocketAddr;
 use std::sync::LazyLock;
 use std::time::Duration;
 
+use cypherwire_client::StatusEvents;
 use cypherwire_client::{Backoff, Client, Error, OfflineReason, Status};
 use cypherwire_server::{Ctx, HandlerError, Server, ServerHandle, ServerLimits};
 use cypherwire_session::{Psk, SessionConfig};
 use cypherwire_wire::{CloseCode, Request, Value};
-use tokio::sync::broadcast;
 
 static PSK: LazyLock<Psk> = LazyLock::new(|| Psk::from_bytes([0x52; 32]));
 
@@ -42,14 +42,11 @@ fn client(addr: SocketAddr, psk: Psk) -> Client {
 }
 
 /// Statuses until one satisfies `last` (included), within 10 s.
-async fn statuses_until(
-    events: &mut broadcast::Receiver<Status>,
-    last: impl Fn(&Status) -> bool,
-) -> Vec<Status> {
+async fn statuses_until(events: &mut StatusEvents, last: impl Fn(&Status) -> bool) -> Vec<Status> {
     let mut seen = Vec::new();
     tokio::time::timeout(Duration::from_secs(10), async {
         loop {
-            let s = events.recv().await.unwrap();
+            let s = events.next().await.unwrap();
             let done = last(&s);
             seen.push(s);
             if done {
@@ -63,12 +60,12 @@ async fn statuses_until(
 }
 
 /// Waits until `c` (just started) is online, and returns its status events from then on.
-async fn online(c: &Client) -> broadcast::Receiver<Status> {
+async fn online(c: &Client) -> StatusEvents {
     let mut events = c.status_events();
     if c.status().borrow().is_online() {
         // Online before the subscription was taken (a busy test machine): drop what the
         // subscription may have caught of it.
-        while let Ok(s) = events.try_recv() {
+        while let Some(s) = events.try_next() {
             if s.is_online() {
                 break;
             }
@@ -115,7 +112,7 @@ async fn a_crash_and_restart_reads_online_offline_once_reconnecting_online() {
     // The new server is reachable through the same client.
     let r = c.request("/ECHO", "ANY").data(5).send().await.unwrap();
     assert_eq!(r.data::<u64>().unwrap(), 5);
-    c.close(Duration::from_millis(100)).await;
+    c.close_within(Duration::from_millis(100)).await;
     h.shutdown().await;
 }
 
@@ -286,7 +283,7 @@ async fn an_over_capacity_refusal_is_retried_and_admitted_once_there_is_room() {
     assert!(r.retry_after.is_some());
     assert!(h.stats().refused_by.over_capacity >= 1);
     // Room again: the second client gets in by itself.
-    first.close(Duration::from_millis(100)).await;
+    first.close_within(Duration::from_millis(100)).await;
     tokio::time::timeout(Duration::from_secs(10), second.wait_online())
         .await
         .unwrap()

@@ -63,12 +63,12 @@ async fn resume_once(
     lb.cut_all();
     let mut dropped = false;
     loop {
-        match tokio::time::timeout(Duration::from_secs(10), status.recv())
+        match tokio::time::timeout(Duration::from_secs(10), status.next())
             .await
             .expect("back online")
         {
-            Ok(Status::Offline { .. } | Status::Reconnecting { .. }) => dropped = true,
-            Ok(Status::Online { resumed }) if dropped => {
+            Some(Status::Offline { .. } | Status::Reconnecting { .. }) => dropped = true,
+            Some(Status::Online { resumed }) if dropped => {
                 assert!(resumed, "the session resumed");
                 return t0.elapsed();
             }

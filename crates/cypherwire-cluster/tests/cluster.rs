@@ -122,7 +122,7 @@ async fn a_broadcast_reaches_every_connection_of_every_node_once_in_order() {
     for (c, incoming) in &mut clients {
         let extra = numbers(incoming, 1, Duration::from_millis(100)).await;
         assert!(extra.is_empty(), "nothing twice: {extra:?}");
-        c.close(Duration::ZERO).await;
+        c.close_within(Duration::ZERO).await;
     }
     let stats: Vec<_> = handles
         .iter()
@@ -611,9 +611,9 @@ async fn lost_backplane_data_closes_the_affected_sessions_instead_of_skipping() 
     let seen = tokio::time::timeout(Duration::from_secs(10), async {
         let mut offline = None;
         loop {
-            match status.recv().await {
-                Ok(Status::Offline { reason }) => offline = Some(reason),
-                Ok(Status::Online { resumed }) if offline.is_some() => return (offline, resumed),
+            match status.next().await {
+                Some(Status::Offline { reason }) => offline = Some(reason),
+                Some(Status::Online { resumed }) if offline.is_some() => return (offline, resumed),
                 _ => {}
             }
         }
@@ -720,7 +720,7 @@ async fn a_redis_restart_under_load_loses_nothing_silently() {
     }
     let got = numbers(&mut in_b, N as usize, Duration::from_secs(2)).await;
     let mut told = false;
-    while let Ok(s) = status.try_recv() {
+    while let Some(s) = status.try_next() {
         if let Status::Offline { reason } = s {
             told |= reason.to_string().contains("lost");
         }

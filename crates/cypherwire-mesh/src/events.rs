@@ -74,7 +74,9 @@ pub enum Event {
     },
 }
 
-/// The stream of a node's events, oldest first. Bounded (see `MeshConfig::event_capacity`).
+/// The stream of a node's events, oldest first, taken once (a single consumer). Bounded (see
+/// `MeshConfig::event_capacity`). Read it with [`next`](Self::next) or as a
+/// [`Stream`](futures_core::Stream).
 #[derive(Debug)]
 pub struct Events {
     pub(crate) rx: mpsc::Receiver<Event>,
@@ -89,5 +91,16 @@ impl Events {
     /// The next event if one is ready.
     pub fn try_next(&mut self) -> Option<Event> {
         self.rx.try_recv().ok()
+    }
+}
+
+impl futures_core::Stream for Events {
+    type Item = Event;
+
+    fn poll_next(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Event>> {
+        self.get_mut().rx.poll_recv(cx)
     }
 }

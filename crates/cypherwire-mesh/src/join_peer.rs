@@ -182,20 +182,20 @@ async fn link_loop(inner: Arc<JoinInner>, mut stop: watch::Receiver<bool>) {
                 Some(_) => {}
                 None => return,
             },
-            s = status.recv(), if status_open => match s {
+            s = status.next(), if status_open => match s {
                 // Every new connection is a new password handshake; make sure we are listed.
-                Ok(Status::Online { .. }) => rejoin = true,
-                Ok(Status::Kicked { reason }) => {
+                Some(Status::Online { .. }) => rejoin = true,
+                Some(Status::Kicked { reason }) => {
                     // The peer removed us on purpose: coming back by ourselves would undo it.
                     inner.node.emit(Event::Kicked { reason });
                     return;
                 }
-                Ok(Status::Offline { reason: OfflineReason::Banned { retry_after } }) => {
+                Some(Status::Offline { reason: OfflineReason::Banned { retry_after } }) => {
                     inner.node.emit(Event::BannedByAuthPeer { remaining: retry_after });
                     return;
                 }
-                Ok(Status::GaveUp) => return,
-                Err(tokio::sync::broadcast::error::RecvError::Closed) => status_open = false,
+                Some(Status::GaveUp) => return,
+                None => status_open = false,
                 _ => {}
             },
             _ = tick.tick() => {
@@ -314,7 +314,7 @@ impl JoinPeer {
             None => inner.register().await,
         };
         if let Err(e) = admitted {
-            inner.link.close(Duration::ZERO).await;
+            inner.link.close_within(Duration::ZERO).await;
             inner.node.shutdown(false).await;
             return Err(e);
         }
@@ -343,7 +343,10 @@ impl JoinPeer {
                 .send()
                 .await;
         }
-        self.inner.link.close(Duration::from_millis(200)).await;
+        self.inner
+            .link
+            .close_within(Duration::from_millis(200))
+            .await;
         self.inner.node.shutdown(true).await;
     }
 
@@ -351,7 +354,7 @@ impl JoinPeer {
     /// authenticating peer notices through the missed heartbeats.
     pub async fn abort(self) {
         self.stop_task(true).await;
-        self.inner.link.close(Duration::ZERO).await;
+        self.inner.link.close_within(Duration::ZERO).await;
         self.inner.node.shutdown(false).await;
     }
 

@@ -253,7 +253,7 @@ impl Node {
 
     fn drop_channel(&self, id: &PeerId) {
         if let Some((_, client)) = lock(&self.channels).remove(id) {
-            tokio::spawn(async move { client.close(Duration::from_millis(100)).await });
+            tokio::spawn(async move { client.close_within(Duration::from_millis(100)).await });
         }
     }
 
@@ -279,7 +279,7 @@ impl Node {
             reason: e.to_string(),
         })?;
         if let Some((_, old)) = channels.insert(entry.id, (entry.key, client.clone())) {
-            tokio::spawn(async move { old.close(Duration::ZERO).await });
+            tokio::spawn(async move { old.close_within(Duration::ZERO).await });
         }
         Ok(client)
     }
@@ -436,7 +436,7 @@ impl Node {
         } else {
             Duration::ZERO
         };
-        futures_join_all(channels.iter().map(|c| c.close(drain))).await;
+        futures_join_all(channels.iter().map(|c| c.close_within(drain))).await;
         if graceful {
             self.direct.shutdown().await;
         } else {

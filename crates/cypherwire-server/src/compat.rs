@@ -292,6 +292,7 @@ async fn answer(
         request_id: Some(id),
         deadline: None,
         server: ServerHandle::from_shared(shared.clone()),
+        session: None,
     };
     let mut request = Request::new(id, req.path.clone(), req.operation.clone());
     request.data = req.data;

@@ -250,6 +250,7 @@ pub(crate) async fn run<IO>(
         request_id: None,
         deadline: None,
         server: handle,
+        session: Some(sid),
     };
     let provisional = Provisional { sid, token, origin };
     let unhandled = queue_tx.as_ref().or(shared.inbox.as_ref()).cloned();
@@ -526,7 +527,9 @@ async fn read_messages(
             }
             Step::Action(action) => match router.action_handler(&action.name) {
                 Some(h) => {
-                    let fut = h.call(action, ctx.clone());
+                    let mut ctx = ctx.clone();
+                    ctx.session = Some(link.session().id());
+                    let fut = h.call(action, ctx);
                     tokio::spawn(fut);
                 }
                 None => match unhandled {

@@ -109,6 +109,7 @@ pub(crate) async fn dispatch(
     let mut ctx = ctx.clone();
     ctx.request_id = Some(id);
     ctx.deadline = deadline;
+    ctx.session = Some(session.id());
     let connection = ctx.connection;
     let span = tracing::debug_span!("request", id, path = %req.path, operation = %req.operation);
     let work = tracing::Instrument::instrument(CatchUnwind(handler.call(req, ctx)), span);

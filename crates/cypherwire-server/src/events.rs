@@ -4,7 +4,13 @@ use std::net::SocketAddr;
 use std::time::SystemTime;
 
 use cypherwire_session::PublicKey;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use futures_core::Stream as _;
 use tokio::sync::broadcast;
+use tokio_stream::wrappers::BroadcastStream;
+use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
 
 use crate::error::Refusal;
 use crate::id::ConnectionId;
@@ -121,28 +127,59 @@ pub enum DisconnectReason {
     Io(String),
 }
 
-/// A subscription to the server's events: oldest first, bounded.
-#[derive(Debug)]
+/// A subscription to the server's events: oldest first, bounded. Every call of
+/// [`ServerHandle::events`](crate::ServerHandle::events) makes a new, independent subscriber
+/// (a broadcast subscription: it sees what happens from then on). Read it with
+/// [`next`](Self::next) or as a [`Stream`](futures_core::Stream).
 pub struct Events {
-    rx: broadcast::Receiver<Event>,
+    rx: BroadcastStream<Event>,
+}
+
+impl std::fmt::Debug for Events {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Events").finish_non_exhaustive()
+    }
 }
 
 impl Events {
     pub(crate) fn new(rx: broadcast::Receiver<Event>) -> Self {
-        Self { rx }
+        Self {
+            rx: BroadcastStream::new(rx),
+        }
     }
 
     /// The next event; `None` once the server is gone. A subscriber that falls more than
     /// [`DEFAULT_EVENT_CAPACITY`] events behind gets one [`EventKind::Lagged`] saying how many
     /// it missed: events are never lost silently.
     pub async fn next(&mut self) -> Option<Event> {
-        match self.rx.recv().await {
-            Ok(e) => Some(e),
-            Err(broadcast::error::RecvError::Lagged(missed)) => Some(Event {
-                at: crate::clock::wall_clock(),
-                kind: EventKind::Lagged { missed },
-            }),
-            Err(broadcast::error::RecvError::Closed) => None,
+        std::future::poll_fn(|cx| self.poll_event(cx)).await
+    }
+
+    /// The next event if one is there now; never waits.
+    pub fn try_next(&mut self) -> Option<Event> {
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        match self.poll_event(&mut cx) {
+            Poll::Ready(e) => e,
+            Poll::Pending => None,
         }
+    }
+
+    fn poll_event(&mut self, cx: &mut Context<'_>) -> Poll<Option<Event>> {
+        Pin::new(&mut self.rx).poll_next(cx).map(|item| {
+            item.map(|r| {
+                r.unwrap_or_else(|BroadcastStreamRecvError::Lagged(missed)| Event {
+                    at: crate::clock::wall_clock(),
+                    kind: EventKind::Lagged { missed },
+                })
+            })
+        })
+    }
+}
+
+impl futures_core::Stream for Events {
+    type Item = Event;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Event>> {
+        self.get_mut().poll_event(cx)
     }
 }

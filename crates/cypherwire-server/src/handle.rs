@@ -100,6 +100,26 @@ impl ServerHandle {
         self.shared.registry.by_peer(peer)
     }
 
+    /// The connections from `ip`, whatever their ports, by id (NetStructer's `get(ip)`; the
+    /// cluster-wide form is [`Cluster::connections_from`](crate::Cluster::connections_from)).
+    pub fn connections_from(&self, ip: IpAddr) -> Vec<ConnectionInfo> {
+        let mut found: Vec<_> = self
+            .shared
+            .registry
+            .links_from(|peer| peer.ip() == ip)
+            .into_iter()
+            .filter_map(|(id, _)| self.shared.registry.info(id))
+            .collect();
+        found.sort_by_key(|i| i.id);
+        found
+    }
+
+    /// The value of type `S` given to [`ServerBuilder::state`](crate::ServerBuilder::state),
+    /// if one was.
+    pub fn state<S: Send + Sync + 'static>(&self) -> Option<Arc<S>> {
+        self.shared.app_state.get::<S>()
+    }
+
     /// Queues a [`Push`](cypherwire_wire::Push) with `data` to one connection
     /// (numbered per session, kept for replay after a cut).
     ///
@@ -425,6 +445,13 @@ impl ServerHandle {
     /// Whether the server has stopped.
     pub fn is_stopped(&self) -> bool {
         *self.shared.stopped.borrow()
+    }
+
+    /// Waits until the server has stopped (after a [`shutdown`](Self::shutdown) from anywhere),
+    /// without stopping it.
+    pub async fn stopped(&self) {
+        let mut stopped = self.shared.stopped.subscribe();
+        let _ = stopped.wait_for(|s| *s).await;
     }
 }
 /// One connection, from the registry (aesm's connection objects): send to it, close it.

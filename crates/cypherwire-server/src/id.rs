@@ -131,3 +131,15 @@ mod tests {
         }
     }
 }
+
+/// Identifies a session on one server instance: stable across the connections that resume
+/// it there, never reused while the instance runs. Shown as `s` and a number. It is not the
+/// session's token and grants nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SessionId(pub(crate) u64);
+
+impl fmt::Display for SessionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "s{}", self.0)
+    }
+}

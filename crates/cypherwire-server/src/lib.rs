@@ -86,6 +86,7 @@
 #![doc(test(attr(deny(warnings))))]
 
 mod accept;
+mod app_state;
 mod clock;
 mod cluster;
 mod compat;
@@ -123,8 +124,8 @@ pub use crate::error::{Error, Incoming, Refusal};
 pub use crate::events::{DEFAULT_EVENT_CAPACITY, DisconnectReason, Event, EventKind, Events};
 pub use crate::future::BoxFuture;
 pub use crate::handle::{ConnectionHandle, ServerHandle, StatsSnapshot};
-pub use crate::handler::{ActionHandler, Ctx, HandlerError, Reply, RequestHandler};
-pub use crate::id::{ConnectionId, NodeId, ParseConnectionIdError};
+pub use crate::handler::{ActionHandler, Ctx, HandlerError, IntoReply, Reply, RequestHandler};
+pub use crate::id::{ConnectionId, NodeId, ParseConnectionIdError, SessionId};
 pub use crate::inbox::{Inbox, InboxItem};
 pub use crate::limits::ServerLimits;
 pub use crate::rate::{DEFAULT_HANDSHAKE_RATE, RateLimit};

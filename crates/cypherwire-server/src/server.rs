@@ -5,7 +5,7 @@ use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 
 use cypherwire_session::{AttemptLimiter, BanPolicy, ServerAuth, SessionConfig};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, ToSocketAddrs};
 use tokio::sync::{broadcast, watch};
 
 use crate::accept::{Accept, accept_loop};
@@ -35,6 +35,7 @@ pub struct ServerBuilder {
     resume: crate::ResumePolicy,
     compat: Option<crate::CypherCompat>,
     cluster: Option<Arc<dyn Backplane>>,
+    state: crate::app_state::AppState,
 }
 
 impl std::fmt::Debug for ServerBuilder {
@@ -47,6 +48,36 @@ impl std::fmt::Debug for ServerBuilder {
 }
 
 impl ServerBuilder {
+    /// Shares `value` with every handler: [`Ctx::state`](crate::Ctx::state)`::<S>()` (and
+    /// [`ServerHandle::state`]) returns it, one value per type, so several kinds of state can
+    /// be set. Wrap what handlers change in a lock or atomics; the value itself is shared, not
+    /// cloned.
+    ///
+    /// ```
+    /// use std::sync::atomic::{AtomicU64, Ordering};
+    ///
+    /// use cypherwire_server::{Ctx, HandlerError, Server};
+    /// use cypherwire_session::Psk;
+    /// use cypherwire_wire::Request;
+    ///
+    /// #[derive(Default)]
+    /// struct Hits(AtomicU64);
+    ///
+    /// let psk = Psk::from_passphrase("2ZpK1CdQfm0s1EZ1SIhYfV7MHdJf8X3U")?;
+    /// let builder = Server::builder(psk)
+    ///     .state(Hits::default())
+    ///     .route("/HITS", "ADD", |_req: Request, ctx: Ctx| async move {
+    ///         let hits = ctx.state::<Hits>()?;
+    ///         Ok::<_, HandlerError>(hits.0.fetch_add(1, Ordering::Relaxed) + 1)
+    ///     });
+    /// # drop(builder);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn state<S: Send + Sync + 'static>(mut self, value: S) -> Self {
+        self.state.insert(value);
+        self
+    }
+
     /// Handles requests to (`path`, `operation`).
     ///
     /// The handler's future is polled once on the connection's own task as soon as the request
@@ -178,14 +209,21 @@ impl ServerBuilder {
         self
     }
 
+    /// Listens on `addr` (anything tokio resolves: `"127.0.0.1:4702"`, `("::", 4702)`, a
+    /// `SocketAddr`) and starts serving; returns once listening.
+    ///
     /// # Errors
     /// [`Error::Bind`], [`Error::Config`] for invalid limits or ban policy.
-    pub async fn bind(self, addr: &str) -> Result<Server, Error> {
+    pub async fn bind<A>(self, addr: A) -> Result<Server, Error>
+    where
+        A: ToSocketAddrs + std::fmt::Debug,
+    {
         self.limits.validate()?;
+        let shown = format!("{addr:?}");
         let listener = TcpListener::bind(addr)
             .await
             .map_err(|source| Error::Bind {
-                addr: addr.to_owned(),
+                addr: shown.trim_matches('"').to_owned(),
                 source,
             })?;
         self.serve_on(listener).await
@@ -302,6 +340,7 @@ impl ServerBuilder {
             connection_queue: self.connection_queue,
             node,
             cluster: link.clone(),
+            app_state: self.state,
         });
         if let (Some(link), Some(starter)) = (&link, starter) {
             starter.run(&shared, link);
@@ -328,7 +367,10 @@ impl ServerBuilder {
         })
     }
 }
-/// A running server. Dropping it does not stop it; call [`ServerHandle::shutdown`].
+/// A running server. It runs on tasks of its own, so dropping this value does not stop it
+/// (as dropping a tokio `JoinHandle` does not stop its task): stop it with
+/// [`ServerHandle::shutdown`] from any handle, or hand it a signal with
+/// [`with_graceful_shutdown`](Self::with_graceful_shutdown).
 #[derive(Debug)]
 pub struct Server {
     handle: ServerHandle,
@@ -351,6 +393,7 @@ impl Server {
             resume: crate::ResumePolicy::default(),
             compat: None,
             cluster: None,
+            state: crate::app_state::AppState::default(),
         }
     }
 
@@ -362,6 +405,34 @@ impl Server {
     /// The address the server listens on.
     pub fn local_addr(&self) -> SocketAddr {
         self.handle.local_addr()
+    }
+
+    /// Serves until `signal` completes, then shuts down gracefully
+    /// ([`ServerHandle::shutdown`]); returns once the server has stopped, also when it was
+    /// stopped another way first.
+    ///
+    /// The signal is any future: `tokio::signal::ctrl_c()`, a channel, a timer.
+    ///
+    /// ```
+    /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let psk = cypherwire_session::Psk::from_passphrase("2ZpK1CdQfm0s1EZ1SIhYfV7MHdJf8X3U")?;
+    /// let server = cypherwire_server::Server::builder(psk).bind("127.0.0.1:0").await?;
+    /// let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    /// # stop.send(()).ok();
+    /// server
+    ///     .with_graceful_shutdown(async {
+    ///         let _ = stopped.await; // or: let _ = tokio::signal::ctrl_c().await;
+    ///     })
+    ///     .await;
+    /// # Ok(()) }
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build()?.block_on(run())?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub async fn with_graceful_shutdown(self, signal: impl Future<Output = ()>) {
+        tokio::select! {
+            () = signal => self.handle.shutdown().await,
+            () = self.handle.stopped() => {}
+        }
     }
 
     /// The address of the CYPHER_PROTOCOL compat listener, if one was configured.

@@ -81,6 +81,8 @@ pub(crate) struct Shared {
     pub(crate) node: u32,
     /// The backplane, for a server in a cluster.
     pub(crate) cluster: Option<Arc<ClusterLink>>,
+    /// The application's values ([`crate::ServerBuilder::state`]).
+    pub(crate) app_state: crate::app_state::AppState,
 }
 
 /// Which addresses are exempt from attempt counting and bans.

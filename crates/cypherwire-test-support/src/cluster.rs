@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use cypherwire_client::{Incoming, IncomingStream, Status};
+use cypherwire_client::{Incoming, IncomingStream, Status, StatusEvents};
 use cypherwire_server::ServerHandle;
 
 /// The data of pushes and actions as numbers, until `n` arrived or nothing came for `quiet`.
@@ -51,13 +51,13 @@ pub async fn settle(handles: &[ServerHandle], n: usize) {
     clippy::expect_used,
     reason = "test helper: failing loudly is the point"
 )]
-pub async fn online_after_a_drop(status: &mut tokio::sync::broadcast::Receiver<Status>) -> bool {
+pub async fn online_after_a_drop(status: &mut StatusEvents) -> bool {
     tokio::time::timeout(Duration::from_secs(20), async {
         let mut dropped = false;
         loop {
-            match status.recv().await {
-                Ok(Status::Offline { .. } | Status::Reconnecting { .. }) => dropped = true,
-                Ok(Status::Online { resumed }) if dropped => return resumed,
+            match status.next().await {
+                Some(Status::Offline { .. } | Status::Reconnecting { .. }) => dropped = true,
+                Some(Status::Online { resumed }) if dropped => return resumed,
                 _ => {}
             }
         }
@@ -73,13 +73,13 @@ pub async fn online_after_a_drop(status: &mut tokio::sync::broadcast::Receiver<S
     reason = "test helper: failing loudly is the point"
 )]
 async fn next_text(
-    status: &mut tokio::sync::broadcast::Receiver<Status>,
+    status: &mut StatusEvents,
     what: &str,
     pick: impl Fn(Status) -> Option<String>,
 ) -> String {
     tokio::time::timeout(Duration::from_secs(5), async {
         loop {
-            if let Some(text) = status.recv().await.ok().and_then(&pick) {
+            if let Some(text) = status.next().await.and_then(&pick) {
                 return text;
             }
         }
@@ -92,7 +92,7 @@ async fn next_text(
 ///
 /// # Panics
 /// If none comes within 5 s.
-pub async fn offline_reason(status: &mut tokio::sync::broadcast::Receiver<Status>) -> String {
+pub async fn offline_reason(status: &mut StatusEvents) -> String {
     next_text(status, "Offline", |s| match s {
         Status::Offline { reason } => Some(reason.to_string()),
         _ => None,
@@ -104,7 +104,7 @@ pub async fn offline_reason(status: &mut tokio::sync::broadcast::Receiver<Status
 ///
 /// # Panics
 /// If none comes within 5 s.
-pub async fn kicked_reason(status: &mut tokio::sync::broadcast::Receiver<Status>) -> String {
+pub async fn kicked_reason(status: &mut StatusEvents) -> String {
     next_text(status, "Kicked", |s| match s {
         Status::Kicked { reason } => Some(reason),
         _ => None,

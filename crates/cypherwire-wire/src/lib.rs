@@ -78,6 +78,7 @@ pub mod frame;
 mod limits;
 pub mod message;
 mod message_codec;
+mod typed;
 pub mod value;
 
 pub use bytes;

@@ -48,7 +48,7 @@
 //! let n: i64 = client.request("/NUMBER", "READ").send().await?.data()?;
 //! assert_eq!(n, 42);
 //! assert!(client.status().borrow().is_online());
-//! client.close(std::time::Duration::from_millis(100)).await;
+//! client.close_within(std::time::Duration::from_millis(100)).await;
 //! server.handle().shutdown().await;
 //! # Ok(()) }
 //! # #[cfg(all(feature = "server", feature = "client"))]

@@ -70,8 +70,8 @@ async fn main() -> anyhow::Result<()> {
             .collect::<Vec<_>>()
     );
 
-    alice.close(Duration::from_millis(100)).await;
-    bob.close(Duration::from_millis(100)).await;
+    alice.close_within(Duration::from_millis(100)).await;
+    bob.close_within(Duration::from_millis(100)).await;
     handle.shutdown().await;
     Ok(())
 }

@@ -50,7 +50,7 @@ async fn main() -> anyhow::Result<()> {
         .data()?;
     println!("sent {order:?} over JSON + ChaCha20-Poly1305, got {doubled:?}");
     assert_eq!(doubled.quantity, 6);
-    client.close(Duration::from_millis(100)).await;
+    client.close_within(Duration::from_millis(100)).await;
     server.handle().shutdown().await;
     Ok(())
 }

@@ -71,7 +71,7 @@ async fn main() -> anyhow::Result<()> {
     assert_eq!(offline.load(Ordering::SeqCst), 1);
     assert_eq!(online.load(Ordering::SeqCst), 2);
 
-    client.close(Duration::from_millis(200)).await;
+    client.close_within(Duration::from_millis(200)).await;
     server.handle().shutdown().await;
     Ok(())
 }

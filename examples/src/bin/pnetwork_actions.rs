@@ -59,7 +59,7 @@ async fn main() -> anyhow::Result<()> {
         );
     }
     println!("pings handled: {}", pings.load(Ordering::SeqCst));
-    client.close(Duration::from_millis(100)).await;
+    client.close_within(Duration::from_millis(100)).await;
     handle.shutdown().await;
     Ok(())
 }

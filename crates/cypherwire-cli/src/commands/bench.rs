@@ -120,7 +120,7 @@ pub(crate) async fn run(args: &Args) -> anyhow::Result<()> {
     }
     let pipe_rate = n as f64 / started.elapsed().as_secs_f64();
     let rtt = client.rtt();
-    client.close(Duration::from_millis(200)).await;
+    client.close_within(Duration::from_millis(200)).await;
 
     let mut rows = vec![
         Row {

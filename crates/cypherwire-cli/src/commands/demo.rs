@@ -137,7 +137,7 @@ pub(crate) async fn run(args: &Args) -> anyhow::Result<()> {
     }
     println!("   {heard} of {} other clients received it", others.len());
     for c in &others {
-        c.close(Duration::from_millis(100)).await;
+        c.close_within(Duration::from_millis(100)).await;
     }
 
     // 3. A server restart under load: nothing is lost.
@@ -147,7 +147,7 @@ pub(crate) async fn run(args: &Args) -> anyhow::Result<()> {
         "   {} requests answered, {} lost; the clients were back online {:.0} ms after the restart",
         restart_stats.answered, restart_stats.lost, restart_stats.back_online_ms
     );
-    client.close(Duration::from_millis(200)).await;
+    client.close_within(Duration::from_millis(200)).await;
     handle.shutdown().await;
 
     // 4. The mesh: password admission with bans, signed peer list, broadcast, heartbeats.
@@ -287,7 +287,7 @@ async fn cluster_demo(psk: &Psk) -> anyhow::Result<ClusterStats> {
         Ok(Some(Incoming::Push(p))) if p.data.as_str() == Some("routed")
     );
     let counted = cluster.count(Duration::from_secs(1)).await?.value;
-    client.close(Duration::from_millis(100)).await;
+    client.close_within(Duration::from_millis(100)).await;
     one.handle().shutdown().await;
     two.handle().shutdown().await;
     Ok(ClusterStats {
@@ -372,7 +372,7 @@ async fn restart_under_load(
         lost += l;
     }
     for c in &clients {
-        c.close(Duration::from_millis(100)).await;
+        c.close_within(Duration::from_millis(100)).await;
     }
     Ok((
         RestartStats {

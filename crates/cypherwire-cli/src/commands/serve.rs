@@ -371,7 +371,7 @@ pub(crate) async fn request(args: &RequestArgs) -> anyhow::Result<()> {
         })?
         .map_err(|e| explain(e, &last))?;
     println!("{}", value_to_json(&reply.data)?);
-    client.close(Duration::from_millis(200)).await;
+    client.close_within(Duration::from_millis(200)).await;
     Ok(())
 }
 
@@ -404,23 +404,23 @@ pub(crate) async fn watch(args: &WatchArgs) -> anyhow::Result<()> {
                 Some(_) => {}
                 None => break,
             },
-            s = status.recv() => match s {
-                Ok(Status::Online { resumed }) => {
+            s = status.next() => match s {
+                Some(Status::Online { resumed }) => {
                     eprintln!("online{}", if resumed { " (session resumed)" } else { "" });
                 }
-                Ok(Status::Offline { reason }) => eprintln!("offline: {reason}"),
-                Ok(Status::Reconnecting { attempt }) => eprintln!("reconnecting (attempt {attempt})"),
-                Ok(s) if s.is_final() => {
+                Some(Status::Offline { reason }) => eprintln!("offline: {reason}"),
+                Some(Status::Reconnecting { attempt }) => eprintln!("reconnecting (attempt {attempt})"),
+                Some(s) if s.is_final() => {
                     return Err(client.wait_online().await.err().map_or_else(
                         || anyhow::anyhow!("stopped"),
                         anyhow::Error::new,
                     ));
                 }
-                Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
-                Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
+                Some(_) => {}
+                None => break,
             },
         }
     }
-    client.close(Duration::from_millis(200)).await;
+    client.close_within(Duration::from_millis(200)).await;
     Ok(())
 }

@@ -30,9 +30,7 @@ pub(crate) enum Refused {
     Closed,
 }
 
-/// Identifies a session (internal).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub(crate) struct SessionId(pub(super) u64);
+pub(crate) use crate::id::SessionId;
 
 /// What to do with a request.
 pub(crate) enum Begin {

@@ -22,6 +22,7 @@
 //! ```
 
 mod de;
+mod display;
 mod ser;
 
 use std::collections::{BTreeMap, HashMap};
@@ -62,7 +63,7 @@ pub enum Value {
 ///
 /// The representation is canonical (non-negative values that fit `i64` are stored as such), so
 /// equal numbers compare equal however they were built or decoded.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Integer(Repr);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
