@@ -4,7 +4,6 @@
 //!
 //! Run: `cargo run -p cypherwire-examples --bin pnetwork_actions`
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -13,21 +12,27 @@ use cypherwire::server::{Ctx, Server};
 use cypherwire::session::Psk;
 use cypherwire::wire::{Action, Value};
 
+/// The server's own state, shared with every handler.
+#[derive(Default)]
+struct Pings(AtomicU64);
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let psk = Psk::generate()?;
-    let pings = Arc::new(AtomicU64::new(0));
-    let counter = pings.clone();
     let server = Server::builder(psk.clone())
-        // Packet "ping": count it and answer the sender alone.
-        .action("ping", move |_a: Action, ctx: Ctx| {
-            let counter = counter.clone();
-            async move {
-                let n = counter.fetch_add(1, Ordering::SeqCst) + 1;
-                let _ = ctx
-                    .server
-                    .send_to(ctx.connection, Value::from(format!("pong #{n}")));
-            }
+        .state(Pings::default())
+        // Packet "ping": count it and answer the sender alone, naming its session (the
+        // handshake-issued identity; the secret token itself never reaches handlers).
+        .action("ping", |_a: Action, ctx: Ctx| async move {
+            let Ok(pings) = ctx.state::<Pings>() else {
+                return;
+            };
+            let n = pings.0.fetch_add(1, Ordering::SeqCst) + 1;
+            let session = ctx.session.map(|s| s.to_string()).unwrap_or_default();
+            let _ = ctx.server.send_to(
+                ctx.connection,
+                Value::from(format!("pong #{n} for {session}")),
+            );
         })
         // Packet "say": everyone hears it.
         .action("say", |a: Action, ctx: Ctx| async move {
@@ -36,21 +41,32 @@ async fn main() -> anyhow::Result<()> {
         .bind("127.0.0.1:0")
         .await?;
     let handle = server.handle();
-    let client = Client::builder(psk).connect(handle.local_addr().to_string())?;
+    // The client binds its own handler to "say" (pnetwork's client-side bindAction).
+    let (heard_tx, mut heard) = tokio::sync::mpsc::channel::<String>(4);
+    let client = Client::builder(psk)
+        .on_action("say", move |a: Action| {
+            let heard_tx = heard_tx.clone();
+            async move {
+                let _ = heard_tx.send(a.data.to_string()).await;
+            }
+        })
+        .connect_and_wait(handle.local_addr().to_string())
+        .await?;
     let mut incoming = client
         .take_incoming()
         .ok_or_else(|| anyhow::anyhow!("taken"))?;
-    client.wait_online().await?;
 
     client.emit("ping", Value::Nil).await?;
     client.emit("say", "hello").await?;
-    for _ in 0..2 {
-        match tokio::time::timeout(Duration::from_secs(5), incoming.next()).await? {
-            Some(Incoming::Push(p)) => println!("server answered: {:?}", p.data),
-            Some(Incoming::Action(a)) => println!("broadcast {}: {:?}", a.name, a.data),
-            other => println!("other: {other:?}"),
-        }
+    match tokio::time::timeout(Duration::from_secs(5), incoming.next()).await? {
+        Some(Incoming::Push(p)) => println!("server answered: {}", p.data),
+        other => anyhow::bail!("expected the pong, got {other:?}"),
     }
+    let said = tokio::time::timeout(Duration::from_secs(5), heard.recv()).await?;
+    println!(
+        "the client's \"say\" handler heard: {}",
+        said.unwrap_or_default()
+    );
     // The operator's console view (the `cypherwire serve --console` of pnetwork's coretools).
     for c in handle.connections() {
         println!(
@@ -58,8 +74,11 @@ async fn main() -> anyhow::Result<()> {
             c.id, c.peer, c.messages_in, c.messages_out
         );
     }
-    println!("pings handled: {}", pings.load(Ordering::SeqCst));
-    client.close_within(Duration::from_millis(100)).await;
+    let pings = handle
+        .state::<Pings>()
+        .map_or(0, |p| p.0.load(Ordering::SeqCst));
+    println!("pings handled: {pings}");
+    client.close().await;
     handle.shutdown().await;
     Ok(())
 }
