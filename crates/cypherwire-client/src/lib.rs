@@ -77,7 +77,7 @@ pub use crate::client::{
     RequestBuilder,
 };
 pub use crate::connect::Connect;
-pub use crate::error::{DataError, Error, human_duration};
+pub use crate::error::{DataError, Error};
 pub use crate::shared::{Incoming, OfflineReason, Status};
 pub use crate::streams::{Emitter, IncomingStream, StatusEvents};
 

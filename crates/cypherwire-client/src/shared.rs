@@ -163,7 +163,7 @@ impl std::fmt::Display for OfflineReason {
                 write!(
                     f,
                     "banned by the server for another {}",
-                    crate::error::human_duration(*d)
+                    cypherwire_session::human_duration(*d)
                 )
             }
             Self::Banned { retry_after: None } => f.write_str("banned by the server"),

@@ -18,7 +18,7 @@ pub enum Error {
     },
     /// This member's address or key is banned by the authenticating peer. (pyile's
     /// `StatusException`.)
-    #[error("banned by the authenticating peer{}", remaining.map(|d| format!(" for another {}", cypherwire_client::human_duration(d))).unwrap_or_default())]
+    #[error("banned by the authenticating peer{}", remaining.map(|d| format!(" for another {}", cypherwire_session::human_duration(d))).unwrap_or_default())]
     Banned {
         /// How long the ban still runs, if the peer said.
         remaining: Option<Duration>,

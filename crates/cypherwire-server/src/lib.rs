@@ -11,8 +11,10 @@
 //!   an accept hook; [`ServerBuilder::bind`] starts it on TCP, [`ServerBuilder::serve_on`] on
 //!   any other transport with ordered, reliable byte streams (an [`Accept`] implementation:
 //!   Unix sockets, in-memory pipes, a simulated network).
-//! - Handlers get a [`Ctx`] (connection id, peer address and identity, request id, deadline,
-//!   a [`ServerHandle`]) and return data or a [`HandlerError`] that becomes an error response. A
+//! - Handlers get a [`Ctx`] (connection id, peer address and identity, session id, request
+//!   id, deadline, a [`ServerHandle`], the application's state from [`ServerBuilder::state`])
+//!   and return anything `Serialize` ([`IntoReply`]), a [`Reply`] with metadata, or a
+//!   [`HandlerError`] that becomes an error response; `req.data::<T>()?` reads typed data. A
 //!   panicking handler becomes an `INTERNAL` response; the connection and the server live on.
 //!   Unknown routes get `NOT_FOUND`; requests past their deadline get `DEADLINE_EXCEEDED` and
 //!   their work is stopped; a `Cancel` stops the work and suppresses the answer.
@@ -27,6 +29,11 @@
 //!   (token bucket), handshakes in progress (beyond: refused before any work), banned sources
 //!   refused before reading a byte, requests in flight
 //!   per connection (beyond: the server stops reading), outbox size, idle timeout.
+//!
+//! - An operator's [`console`]: list, kick, broadcast, ban and unban by line, plus the
+//!   application's own commands, on any input and output (`cypherwire serve --console`).
+//! - Every stream ([`Events`], [`Inbox`]) is a `futures_core::Stream`; a server stops on
+//!   [`ServerHandle::shutdown`] or [`Server::with_graceful_shutdown`], never by being dropped.
 //!
 //! - A pull-style [`Inbox`] ([`ServerBuilder::inbox`]) for messages no handler takes, or a
 //!   bounded receive queue per connection ([`ServerBuilder::connection_queue`],
@@ -91,6 +98,7 @@ mod clock;
 mod cluster;
 mod compat;
 mod conn;
+pub mod console;
 mod core;
 mod delivery;
 mod dispatch;

@@ -97,6 +97,7 @@ mod wipe;
 
 pub use crate::bans::{
     AttemptLimiter, BanPolicy, Banned, Denied, Outcome, ParseSourceKeyError, SourceKey,
+    human_duration,
 };
 pub use crate::config::{
     DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_MAX_ARGON2_KIB, DEFAULT_MAX_MESSAGE_LEN, SessionConfig,

@@ -1,6 +1,6 @@
 //! pnetwork's named packets bound to handlers, the cypherwire way: actions dispatched by name,
 //! a per-client session token issued by the handshake inside the encrypted channel (never shown
-//! to other clients), and an operator's view of the connections.
+//! to other clients), and an operator's console over the connections.
 //!
 //! Run: `cargo run -p cypherwire-examples --bin pnetwork_actions`
 
@@ -67,12 +67,14 @@ async fn main() -> anyhow::Result<()> {
         "the client's \"say\" handler heard: {}",
         said.unwrap_or_default()
     );
-    // The operator's console view (the `cypherwire serve --console` of pnetwork's coretools).
-    for c in handle.connections() {
-        println!(
-            "{} {} in={} out={}",
-            c.id, c.peer, c.messages_in, c.messages_out
-        );
+    // The operator's console (the building block behind `cypherwire serve --console`, the
+    // coretools of pnetwork), here driven line by line.
+    let console = cypherwire::server::console::Console::new(handle.clone());
+    for line in ["list", "broadcast maintenance at noon"] {
+        match console.execute(line).await {
+            cypherwire::server::console::Outcome::Done(text) => println!("console> {line}\n{text}"),
+            other => anyhow::bail!("console {line}: {other:?}"),
+        }
     }
     let pings = handle
         .state::<Pings>()

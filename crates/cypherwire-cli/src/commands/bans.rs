@@ -3,8 +3,8 @@
 use std::net::IpAddr;
 use std::time::{Duration, SystemTime};
 
-pub(crate) use cypherwire::client::human_duration as human;
 use cypherwire::session::BanPolicy;
+pub(crate) use cypherwire::session::human_duration as human;
 
 /// How failed handshakes are counted and banned.
 #[derive(Debug, Clone, clap::Args)]

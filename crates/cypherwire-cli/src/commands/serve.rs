@@ -10,7 +10,7 @@ use cypherwire::client::{Client, Incoming, OfflineReason, Status};
 use cypherwire::server::EventKind;
 use cypherwire::wire::{Codec, Limits, PayloadCodec, Value};
 
-use super::bans::{BanArgs, human};
+use super::bans::BanArgs;
 use super::keys::read_psk;
 use super::service;
 
@@ -105,9 +105,12 @@ pub(crate) async fn serve(args: &ServeArgs) -> anyhow::Result<()> {
         }
     });
     if args.console {
-        println!("{CONSOLE_HELP}");
+        // The library's console (cypherwire::server::console) on stdin and stdout.
+        let console = cypherwire::server::console::Console::new(handle.clone());
+        println!("{}", console.help());
+        let stdin = tokio::io::BufReader::new(tokio::io::stdin());
         tokio::select! {
-            r = console(&handle) => r?,
+            r = console.run(stdin, tokio::io::stdout()) => r?,
             () = shutdown_signal() => {}
         }
     } else {
@@ -139,103 +142,6 @@ fn disconnect_text(reason: &cypherwire::server::DisconnectReason) -> String {
         R::Io(e) => e.clone(),
         other => format!("{other:?}"),
     }
-}
-
-/// Kicks a connection of this instance, or (in a cluster) of the instance that holds it.
-async fn kick(
-    handle: &cypherwire::server::ServerHandle,
-    id: cypherwire::server::ConnectionId,
-) -> anyhow::Result<()> {
-    match (handle.kick(id), handle.cluster()) {
-        (Err(cypherwire::server::Error::Remote(_)), Some(cluster)) => cluster.kick(id).await?,
-        (r, _) => r?,
-    }
-    println!("kicked {id}");
-    Ok(())
-}
-
-const CONSOLE_HELP: &str =
-    "commands: help, list, kick ID, broadcast TEXT, bans, ban IP MINUTES, unban IP, quit";
-
-/// The admin prompt: one command per line until `quit` or end of input.
-async fn console(handle: &cypherwire::server::ServerHandle) -> anyhow::Result<()> {
-    use tokio::io::AsyncBufReadExt as _;
-    let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
-    while let Some(line) = lines.next_line().await? {
-        let mut words = line.trim().splitn(3, ' ');
-        let result: anyhow::Result<()> = match words.next().unwrap_or_default() {
-            "" => Ok(()),
-            "quit" | "exit" => return Ok(()),
-            "help" => {
-                println!("{CONSOLE_HELP}");
-                Ok(())
-            }
-            "list" => {
-                let conns = handle.connections();
-                println!("{} connected", conns.len());
-                for c in conns {
-                    println!(
-                        "{} {} in {} out {}",
-                        c.id, c.peer, c.messages_in, c.messages_out
-                    );
-                }
-                Ok(())
-            }
-            "kick" => match words
-                .next()
-                .unwrap_or_default()
-                .parse::<cypherwire::server::ConnectionId>()
-                .context("usage: kick ID (as shown by list)")
-            {
-                Ok(id) => kick(handle, id).await,
-                Err(e) => Err(e),
-            },
-            "broadcast" => {
-                let text = line.trim().trim_start_matches("broadcast").trim();
-                let n = handle.broadcast(Value::from(text));
-                println!("sent to {n} connections");
-                Ok(())
-            }
-            "bans" => {
-                let bans = handle.bans();
-                if bans.is_empty() {
-                    println!("no bans");
-                }
-                for (ip, left) in bans {
-                    println!("{ip} for another {}", human(left));
-                }
-                Ok(())
-            }
-            "ban" => (|| {
-                let ip: std::net::IpAddr = words.next().unwrap_or_default().parse()?;
-                let minutes: u64 = words.next().unwrap_or("60").trim().parse()?;
-                let closed = handle.ban(ip, Duration::from_secs(minutes * 60));
-                if closed > 0 {
-                    println!("banned {ip} for {minutes} min ({closed} connections closed)");
-                } else {
-                    println!("banned {ip} for {minutes} min");
-                }
-                Ok(())
-            })(),
-            "unban" => (|| {
-                let ip: std::net::IpAddr = words.next().unwrap_or_default().parse()?;
-                println!(
-                    "{}",
-                    if handle.unban(ip) {
-                        "unbanned"
-                    } else {
-                        "not banned"
-                    }
-                );
-                Ok(())
-            })(),
-            other => Err(anyhow::anyhow!("unknown command {other:?}; {CONSOLE_HELP}")),
-        };
-        if let Err(e) = result {
-            println!("! {e:#}");
-        }
-    }
-    Ok(())
 }
 
 async fn shutdown_signal() {
