@@ -83,6 +83,7 @@ pub mod fasthash;
 pub mod fernet;
 pub mod handshake;
 mod heartbeat;
+mod human;
 mod identity;
 mod noise;
 mod psk;
@@ -97,7 +98,6 @@ mod wipe;
 
 pub use crate::bans::{
     AttemptLimiter, BanPolicy, Banned, Denied, Outcome, ParseSourceKeyError, SourceKey,
-    human_duration,
 };
 pub use crate::config::{
     DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_MAX_ARGON2_KIB, DEFAULT_MAX_MESSAGE_LEN, SessionConfig,
@@ -109,6 +109,7 @@ pub use crate::handshake::{
     Step,
 };
 pub use crate::heartbeat::{HeartbeatPolicy, LinkChange, LinkMonitor};
+pub use crate::human::human_duration;
 pub use crate::identity::{
     Argon2Cost, IdentityKey, MAX_CLIENT_ARGON2_KIB, PRIVATE_KEY_PREFIX, PUBLIC_KEY_PREFIX,
     Password, PasswordVerifier, PublicKey,
