@@ -523,6 +523,11 @@ async fn online(
                             "the server closed the session".into(),
                         ));
                     }
+                    // The responder's refusal of the handshake's last message (identity mode
+                    // checks the client's key only then) arrives as the first frame.
+                    Err(e @ (SessionError::AuthenticationFailed | SessionError::Refused(_))) => {
+                        return End::Lost(OfflineReason::from_attempt(&e));
+                    }
                     Err(e) => return End::Lost(OfflineReason::ConnectionLost(e.to_string())),
                 };
                 match conn.receive(&mut st.session, msg, monotonic) {

@@ -492,3 +492,35 @@ fn rejected_messages_leave_the_state_usable() {
     };
     assert!(matches!(error, Error::AuthenticationFailed));
 }
+
+#[tokio::test]
+async fn an_untrusted_client_key_is_told_as_a_failed_authentication_over_tcp() {
+    let (alice, bob, mallory) = (
+        IdentityKey::generate().unwrap(),
+        IdentityKey::generate().unwrap(),
+        IdentityKey::generate().unwrap(),
+    );
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = ServerAuth::Identity(bob.clone(), PeerTrust::AllowList(vec![alice.public()]));
+    let served = tokio::spawn(async move {
+        let (tcp, _) = listener.accept().await.unwrap();
+        accept(tcp, &server, &SessionConfig::default()).await.err()
+    });
+    // Mallory knows the server's key, but is not on its list. The XX handshake ends with
+    // mallory's message, so the server's refusal is the first frame mallory reads after it.
+    let client = ClientAuth::Identity(mallory, PeerTrust::AllowList(vec![bob.public()]));
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let mut stream = connect(tcp, &client, &SessionConfig::default())
+        .await
+        .unwrap();
+    let err = stream.recv_message().await.unwrap_err();
+    assert!(matches!(err, Error::AuthenticationFailed), "{err:?}");
+    assert!(
+        matches!(
+            served.await.unwrap(),
+            Some(Error::Handshake(HandshakeFailure::UntrustedKey))
+        ),
+        "the server refused the key"
+    );
+}

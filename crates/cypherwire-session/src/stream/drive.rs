@@ -70,7 +70,7 @@ pub async fn refuse<W: AsyncWrite + Unpin>(io: &mut W, refusal: Refusal) -> std:
 
 /// What the initiator makes of a refusal: a failed authentication is
 /// [`Error::AuthenticationFailed`], anything else [`Error::Refused`].
-fn refused(refusal: Refusal) -> Error {
+pub(super) fn refused(refusal: Refusal) -> Error {
     if refusal.code == cypherwire_wire::CloseCode::AUTH_FAILED {
         Error::AuthenticationFailed
     } else {

@@ -142,6 +142,7 @@ pub(super) fn split_state(
         codec,
         limits,
         done: false,
+        refusal_possible: est.role == Role::Initiator,
     };
     let send = SendState {
         bytes: 0,

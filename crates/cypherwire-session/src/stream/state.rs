@@ -52,6 +52,10 @@ pub(super) struct RecvState {
     pub(super) codec: Codec,
     pub(super) limits: Limits,
     pub(super) done: bool,
+    /// An initiator whose last handshake message may still be refused: until a record opens,
+    /// an 11-byte refusal frame (§3.9) is the responder's answer to it (identity mode refuses
+    /// an untrusted key only after the initiator's final message). No record is that short.
+    pub(super) refusal_possible: bool,
 }
 
 impl RecvState {
@@ -72,8 +76,15 @@ impl RecvState {
                     // spec: §3.5 "EOF without an authenticated close MUST be reported as truncation"
                     return Err(Error::Truncated);
                 };
+                if self.refusal_possible
+                    && let Some(refusal) = crate::handshake::Refusal::parse(&frame)
+                {
+                    // spec: §3.9 "an initiator MUST check every handshake frame from the responder for a refusal"
+                    return Err(super::drive::refused(refusal));
+                }
                 self.opener.open(frame)?
             };
+            self.refusal_possible = false;
             match opened {
                 Opened::Message(m) => {
                     self.bytes += m.len() as u64;
