@@ -569,16 +569,21 @@ async fn status_sequence_and_giving_up() {
         c.request("/ADD", "ONE").send().await,
         Err(Error::GaveUp { .. })
     ));
-    // Callbacks see changes too (CYPHER_PROTOCOL's signal processors).
+    // Callbacks see changes too (CYPHER_PROTOCOL's signal processors). The callback sees
+    // changes from its registration on, so the server starts only after it.
     let counter = Arc::new(AtomicU64::new(0));
     let k = counter.clone();
-    let h = server("127.0.0.1:0", Runs::default()).await;
-    let c2 = client(h.local_addr());
+    let later: SocketAddr = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let c2 = client(later);
     c2.on_status(move |s| {
         if s.is_online() {
             k.fetch_add(1, Ordering::SeqCst);
         }
     });
+    let h = server(&later.to_string(), Runs::default()).await;
     c2.wait_online().await.unwrap();
     tokio::time::sleep(Duration::from_millis(50)).await;
     assert_eq!(counter.load(Ordering::SeqCst), 1);
