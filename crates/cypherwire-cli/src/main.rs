@@ -33,14 +33,21 @@ struct Cli {
 
 /// Logs to stderr: `-v` sets the level for everything; otherwise `RUST_LOG` takes full
 /// tracing directives (`warn,cypherwire_client=debug`); warnings by default.
-fn init_logging(verbose: u8, file: Option<&std::path::Path>) -> anyhow::Result<()> {
+fn init_logging(
+    verbose: u8,
+    file: Option<&std::path::Path>,
+    level: Option<&str>,
+) -> anyhow::Result<()> {
     use tracing_subscriber::EnvFilter;
-    let filter = match verbose {
-        0 => EnvFilter::builder()
+    let from_env = std::env::var_os(EnvFilter::DEFAULT_ENV).is_some();
+    let filter = match (verbose, level) {
+        (0, Some(directives)) if !from_env => EnvFilter::try_new(directives)
+            .map_err(|e| anyhow::anyhow!("log.level {directives:?}: {e}"))?,
+        (0, _) => EnvFilter::builder()
             .with_default_directive(tracing::Level::WARN.into())
             .from_env_lossy(),
-        1 => EnvFilter::new("info"),
-        2 => EnvFilter::new("debug"),
+        (1, _) => EnvFilter::new("info"),
+        (2, _) => EnvFilter::new("debug"),
         _ => EnvFilter::new("trace"),
     };
     let builder = tracing_subscriber::fmt()
@@ -117,7 +124,17 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    if let Err(e) = init_logging(cli.verbose, cli.log_file.as_deref()) {
+    // `serve --config` may say how to log; the command line and RUST_LOG take precedence.
+    let from_file = match &cli.command {
+        Command::Serve(args) => args.log_settings(),
+        _ => None,
+    };
+    let log_file = cli
+        .log_file
+        .clone()
+        .or_else(|| from_file.as_ref().and_then(|l| l.file.clone()));
+    let level = from_file.map(|l| l.level);
+    if let Err(e) = init_logging(cli.verbose, log_file.as_deref(), level.as_deref()) {
         eprintln!("error: {}", error_line(&e));
         return ExitCode::FAILURE;
     }

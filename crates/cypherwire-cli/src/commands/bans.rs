@@ -4,23 +4,27 @@ use std::net::IpAddr;
 use std::time::{Duration, SystemTime};
 
 use cypherwire::session::BanPolicy;
+
+use super::config;
 pub(crate) use cypherwire::session::human_duration as human;
 
 /// How failed handshakes are counted and banned.
 #[derive(Debug, Clone, clap::Args)]
 pub(crate) struct BanArgs {
-    /// Failed handshakes (wrong key or password) per address within --ban-window before a ban.
-    #[arg(long, default_value_t = 5)]
-    pub(crate) ban_attempts: u32,
-    /// Seconds failures are remembered.
-    #[arg(long, default_value_t = 900)]
-    pub(crate) ban_window: u64,
-    /// Seconds the first ban of an address lasts; each further one lasts twice as long.
-    #[arg(long, default_value_t = 60)]
-    pub(crate) ban_length: u64,
-    /// Longest ban in seconds, however often an address is banned.
-    #[arg(long, default_value_t = 86_400)]
-    pub(crate) ban_max: u64,
+    /// Failed handshakes (wrong key or password) per address within --ban-window before a ban
+    /// [default: 5].
+    #[arg(long)]
+    pub(crate) ban_attempts: Option<u32>,
+    /// Seconds failures are remembered [default: 900].
+    #[arg(long)]
+    pub(crate) ban_window: Option<u64>,
+    /// Seconds the first ban of an address lasts; each further one lasts twice as long
+    /// [default: 60].
+    #[arg(long)]
+    pub(crate) ban_length: Option<u64>,
+    /// Longest ban in seconds, however often an address is banned [default: 86400].
+    #[arg(long)]
+    pub(crate) ban_max: Option<u64>,
     /// Addresses never counted nor banned, as ADDRESS or ADDRESS/PREFIX (repeatable), e.g.
     /// `--ban-exempt 127.0.0.0/8` while developing on one machine.
     #[arg(long, value_parser = parse_network)]
@@ -28,33 +32,69 @@ pub(crate) struct BanArgs {
 }
 
 impl BanArgs {
-    /// The policy these flags describe.
-    pub(crate) fn policy(&self) -> anyhow::Result<BanPolicy> {
-        anyhow::ensure!(self.ban_attempts > 0, "--ban-attempts must be positive");
-        anyhow::ensure!(
-            self.ban_window > 0 && self.ban_length > 0,
-            "--ban-window and --ban-length must be positive"
-        );
-        anyhow::ensure!(
-            self.ban_max >= self.ban_length,
-            "--ban-max must be at least --ban-length"
-        );
-        let mut p = BanPolicy::default();
-        p.max_attempts = self.ban_attempts;
-        p.window = Duration::from_secs(self.ban_window);
-        p.ban = Duration::from_secs(self.ban_length);
-        p.max_ban = Duration::from_secs(self.ban_max);
-        Ok(p)
+    /// The ban settings `base` (a configuration file's, or the defaults) with these flags
+    /// applied.
+    pub(crate) fn apply(&self, base: &mut config::Bans) {
+        if let Some(n) = self.ban_attempts {
+            base.attempts = n;
+        }
+        if let Some(s) = self.ban_window {
+            base.window_secs = s;
+        }
+        if let Some(s) = self.ban_length {
+            base.first_ban_secs = s;
+        }
+        if let Some(s) = self.ban_max {
+            base.max_ban_secs = s;
+        }
+        if !self.ban_exempt.is_empty() {
+            base.exempt = self.ban_exempt.iter().map(Network::to_string).collect();
+        }
     }
 
-    /// Whether `ip` is exempt, or `None` if no exemption was given.
-    pub(crate) fn exempt(&self) -> Option<impl Fn(IpAddr) -> bool + Send + Sync + 'static> {
-        let nets = self.ban_exempt.clone();
-        if nets.is_empty() {
-            return None;
-        }
-        Some(move |ip: IpAddr| nets.iter().any(|n| n.contains(ip)))
+    /// The settings of these flags alone (over the defaults), for commands without a file.
+    pub(crate) fn settings(&self) -> config::Bans {
+        let mut bans = config::Bans::default();
+        self.apply(&mut bans);
+        bans
     }
+}
+
+/// The policy `bans` describes.
+pub(crate) fn policy(bans: &config::Bans) -> anyhow::Result<BanPolicy> {
+    anyhow::ensure!(
+        bans.attempts > 0,
+        "--ban-attempts (bans.attempts) must be positive"
+    );
+    anyhow::ensure!(
+        bans.window_secs > 0 && bans.first_ban_secs > 0,
+        "--ban-window and --ban-length (bans.window_secs, bans.first_ban_secs) must be positive"
+    );
+    anyhow::ensure!(
+        bans.max_ban_secs >= bans.first_ban_secs,
+        "--ban-max (bans.max_ban_secs) must be at least --ban-length (bans.first_ban_secs)"
+    );
+    let mut p = BanPolicy::default();
+    p.max_attempts = bans.attempts;
+    p.window = Duration::from_secs(bans.window_secs);
+    p.ban = Duration::from_secs(bans.first_ban_secs);
+    p.max_ban = Duration::from_secs(bans.max_ban_secs);
+    Ok(p)
+}
+
+/// Whether an address is exempt from `bans.exempt`, or `None` if nothing is exempt.
+pub(crate) fn exempt(
+    bans: &config::Bans,
+) -> anyhow::Result<Option<impl Fn(IpAddr) -> bool + Send + Sync + 'static>> {
+    let nets = bans
+        .exempt
+        .iter()
+        .map(|n| parse_network(n).map_err(|e| anyhow::anyhow!("bans.exempt: {e}")))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    if nets.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(move |ip: IpAddr| nets.iter().any(|n| n.contains(ip))))
 }
 
 /// An address range: an address and how many of its leading bits count.
@@ -62,6 +102,12 @@ impl BanArgs {
 pub(crate) struct Network {
     addr: IpAddr,
     prefix: u8,
+}
+
+impl std::fmt::Display for Network {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.addr, self.prefix)
+    }
 }
 
 impl Network {
@@ -83,7 +129,7 @@ impl Network {
     }
 }
 
-fn parse_network(text: &str) -> Result<Network, String> {
+pub(crate) fn parse_network(text: &str) -> Result<Network, String> {
     let bad = || format!("not an address or ADDRESS/PREFIX: {text:?}");
     let (addr, prefix) = match text.split_once('/') {
         Some((a, p)) => (a, Some(p.parse::<u8>().map_err(|_| bad())?)),

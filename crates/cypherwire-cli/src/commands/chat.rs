@@ -81,8 +81,8 @@ pub(crate) async fn run(args: &Args) -> anyhow::Result<()> {
             let mut builder = AuthPeer::builder(verifier)
                 .listen(listen.clone())
                 .config(mesh_config(*heartbeat_ms)?)
-                .ban_policy(bans.policy()?);
-            if let Some(exempt) = bans.exempt() {
+                .ban_policy(super::bans::policy(&bans.settings())?);
+            if let Some(exempt) = super::bans::exempt(&bans.settings())? {
                 builder = builder.ban_exempt(exempt);
             }
             if let Some(f) = ban_file {

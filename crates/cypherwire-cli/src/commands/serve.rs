@@ -10,26 +10,33 @@ use cypherwire::client::{Client, Incoming, OfflineReason, Status};
 use cypherwire::server::EventKind;
 use cypherwire::wire::{Codec, Limits, PayloadCodec, Value};
 
+use super::auth::{ClientAuthArgs, ServerAuthArgs, server_auth};
 use super::bans::BanArgs;
-use super::keys::read_psk;
+use super::config::{self, Config, redact_url};
 use super::service;
 
-/// Arguments of `cypherwire serve`.
+/// Arguments of `cypherwire serve`. Each flag overrides the configuration file's key
+/// (docs/configuration.md).
 #[derive(Debug, clap::Args)]
 pub(crate) struct ServeArgs {
-    /// Address to listen on.
-    #[arg(long, default_value = "127.0.0.1:12345")]
-    listen: String,
-    /// File holding the pre-shared key (or a passphrase of 16+ characters).
+    /// Configuration file (TOML; docs/configuration.md). Flags override its keys.
     #[arg(long)]
-    psk_file: PathBuf,
+    config: Option<PathBuf>,
+    /// Print the effective configuration (secrets redacted) and exit.
+    #[arg(long)]
+    print_config: bool,
+    /// Address to listen on [default: 127.0.0.1:12345].
+    #[arg(long)]
+    listen: Option<String>,
+    #[command(flatten)]
+    auth: ServerAuthArgs,
     /// An admin prompt on stdin (pnetwork's coretools): help, list, kick, broadcast, bans,
     /// ban, unban, quit. End of input quits too.
     #[arg(long)]
     console: bool,
     /// Also serve CYPHER_PROTOCOL 1.5.0 Python clients on this address (legacy compat mode;
     /// see docs/compat.md). Needs --cypher-key.
-    #[arg(long, requires = "cypher_key")]
+    #[arg(long)]
     cypher_compat: Option<String>,
     /// The 32-character key the compat listener answers with (the Python server's
     /// encryption_key).
@@ -41,40 +48,89 @@ pub(crate) struct ServeArgs {
     /// Join a cluster through this Redis (`redis://HOST:PORT`, `redis+unix:///PATH`): every
     /// `serve` on the same Redis and cluster key shares broadcasts, groups, bans and the
     /// registry (docs/cluster.md). Needs --cluster-key-file.
-    #[arg(long, requires = "cluster_key_file")]
+    #[arg(long)]
     cluster: Option<String>,
     /// File with the cluster key(s) (`cypherwire keygen --cluster`): one per line, the first
     /// sealing, all accepted.
     #[arg(long)]
     cluster_key_file: Option<PathBuf>,
     /// Prefix of every Redis key and channel of this cluster (clusters sharing one Redis use
-    /// different ones).
-    #[arg(long, default_value = "cw:")]
-    cluster_prefix: String,
+    /// different ones) [default: cw:].
+    #[arg(long)]
+    cluster_prefix: Option<String>,
     #[command(flatten)]
     bans: BanArgs,
 }
 
+impl ServeArgs {
+    /// The configuration file named by `--config` (or the defaults), with the flags applied.
+    pub(crate) fn effective_config(&self) -> anyhow::Result<Config> {
+        let mut config = match &self.config {
+            Some(path) => Config::load(path)?,
+            None => Config::default(),
+        };
+        if let Some(listen) = &self.listen {
+            listen.clone_into(&mut config.listen);
+        }
+        self.auth.apply(&mut config.auth);
+        config.console |= self.console;
+        let compat = &mut config.compat;
+        for (flag, key) in [
+            (&self.cypher_compat, &mut compat.listen),
+            (&self.cypher_key, &mut compat.key),
+            (&self.cypher_client_key, &mut compat.client_key),
+            (&self.cluster, &mut config.cluster.redis),
+        ] {
+            if flag.is_some() {
+                key.clone_from(flag);
+            }
+        }
+        if self.cluster_key_file.is_some() {
+            config.cluster.key_file.clone_from(&self.cluster_key_file);
+        }
+        if let Some(prefix) = &self.cluster_prefix {
+            prefix.clone_into(&mut config.cluster.prefix);
+        }
+        self.bans.apply(&mut config.bans);
+        Ok(config)
+    }
+
+    /// The log settings of the configuration file, if there is one (read before logging
+    /// starts; errors in the file are reported when `serve` runs).
+    pub(crate) fn log_settings(&self) -> Option<config::Log> {
+        let path = self.config.as_ref()?;
+        Config::load(path).ok().map(|c| c.log)
+    }
+}
+
 pub(crate) async fn serve(args: &ServeArgs) -> anyhow::Result<()> {
-    let psk = read_psk(&args.psk_file)?;
-    let mut builder = service::builder(psk, Arc::new(Mutex::new(service::State::default())))
-        .ban_policy(args.bans.policy()?);
-    if let Some(exempt) = args.bans.exempt() {
+    let config = args.effective_config()?;
+    config.check()?;
+    if args.print_config {
+        print!("{}", config.redacted_toml()?);
+        return Ok(());
+    }
+    let auth = server_auth(&config.auth)?;
+    let mut builder = service::builder(auth, Arc::new(Mutex::new(service::State::default())))
+        .ban_policy(super::bans::policy(&config.bans)?)
+        .limits(config.server_limits())
+        .session_config(config.session_config()?);
+    if let Some(exempt) = super::bans::exempt(&config.bans)? {
         builder = builder.ban_exempt(exempt);
     }
-    if let (Some(addr), Some(key)) = (&args.cypher_compat, &args.cypher_key) {
-        let client_key = args.cypher_client_key.as_deref().unwrap_or(key);
+    if let (Some(addr), Some(key)) = (&config.compat.listen, &config.compat.key) {
+        let client_key = config.compat.client_key.as_deref().unwrap_or(key);
         let keys = cypherwire::session::compat::CypherKeys::new(key, client_key)
-            .context("CYPHER_PROTOCOL keys are 32 characters")?;
+            .context("CYPHER_PROTOCOL keys (compat.key, compat.client_key) are 32 characters")?;
         builder = builder.cypher_compat(cypherwire::server::CypherCompat::new(addr.clone(), keys));
     }
-    if let (Some(url), Some(key_file)) = (&args.cluster, &args.cluster_key_file) {
+    if let (Some(url), Some(key_file)) = (&config.cluster.redis, &config.cluster.key_file) {
         let keys = cypherwire::cluster::ClusterKey::read_file(key_file)?;
         let mut options = cypherwire::cluster::RedisOptions::default();
-        options.prefix.clone_from(&args.cluster_prefix);
+        options.prefix.clone_from(&config.cluster.prefix);
         let backplane = cypherwire::cluster::RedisBackplane::connect_with(url, &keys, options)
             .await
-            .with_context(|| format!("cannot join the cluster at {url}"))?;
+            .with_context(|| format!("cannot join the cluster at {}", redact_url(url)))?;
         println!(
             "cluster node {} (key {:08x})",
             cypherwire::server::Backplane::node(&backplane).get(),
@@ -82,7 +138,7 @@ pub(crate) async fn serve(args: &ServeArgs) -> anyhow::Result<()> {
         );
         builder = builder.cluster(backplane);
     }
-    let server = builder.bind(&args.listen).await?;
+    let server = builder.bind(config.listen.as_str()).await?;
     let handle = server.handle();
     println!("listening on {}", handle.local_addr());
     if let Some(addr) = server.compat_addr() {
@@ -104,7 +160,7 @@ pub(crate) async fn serve(args: &ServeArgs) -> anyhow::Result<()> {
             }
         }
     });
-    if args.console {
+    if config.console {
         // The library's console (cypherwire::server::console) on stdin and stdout.
         let console = cypherwire::server::console::Console::new(handle.clone());
         println!("{}", console.help());
@@ -171,9 +227,8 @@ pub(crate) struct RequestArgs {
     /// Server address.
     #[arg(long, default_value = "127.0.0.1:12345")]
     connect: String,
-    /// File holding the pre-shared key (or a passphrase of 16+ characters).
-    #[arg(long)]
-    psk_file: PathBuf,
+    #[command(flatten)]
+    auth: ClientAuthArgs,
     /// Metadata, as JSON.
     #[arg(long)]
     metadata: Option<String>,
@@ -243,7 +298,7 @@ pub(crate) fn value_to_json(v: &Value) -> anyhow::Result<String> {
 }
 
 pub(crate) async fn request(args: &RequestArgs) -> anyhow::Result<()> {
-    let psk = read_psk(&args.psk_file)?;
+    let psk = args.auth.client_auth()?;
     let data = args
         .data
         .as_deref()
@@ -287,15 +342,14 @@ pub(crate) struct WatchArgs {
     /// Server address.
     #[arg(long, default_value = "127.0.0.1:12345")]
     connect: String,
-    /// File holding the pre-shared key (or a passphrase of 16+ characters).
-    #[arg(long)]
-    psk_file: PathBuf,
+    #[command(flatten)]
+    auth: ClientAuthArgs,
 }
 
 /// Stays connected, printing each push and action as a JSON line on stdout and each status
 /// change on stderr, until interrupted, kicked, banned or rejected (non-zero exit codes).
 pub(crate) async fn watch(args: &WatchArgs) -> anyhow::Result<()> {
-    let psk = read_psk(&args.psk_file)?;
+    let psk = args.auth.client_auth()?;
     let client = Client::builder(psk).connect(args.connect.clone())?;
     let mut incoming = client
         .take_incoming()

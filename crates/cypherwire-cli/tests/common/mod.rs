@@ -65,16 +65,16 @@ impl Served {
 
     /// Like [`start`](Self::start), with the PSK file at `psk`.
     pub(crate) fn start_with_key(psk: &std::path::Path, extra: &[&str]) -> Self {
+        let mut args = vec!["--psk-file", psk.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        Self::start_with(&args)
+    }
+
+    /// `serve --listen 127.0.0.1:0 --console` with `args` (credentials among them).
+    pub(crate) fn start_with(args: &[&str]) -> Self {
         let mut child = Command::new(BIN)
-            .args([
-                "serve",
-                "--listen",
-                "127.0.0.1:0",
-                "--console",
-                "--psk-file",
-            ])
-            .arg(psk)
-            .args(extra)
+            .args(["serve", "--listen", "127.0.0.1:0", "--console"])
+            .args(args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())

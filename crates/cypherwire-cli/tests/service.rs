@@ -1,0 +1,217 @@
+//! `serve` as an operator runs it, with the real binaries: a configuration file (defaults,
+//! errors naming the key, flags over the file, secrets never shown) and every auth mode with
+//! `request` holding the right and the wrong credentials.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "test code")]
+
+mod common;
+
+use std::io::Write;
+use std::process::{Command, Output, Stdio};
+
+use common::{BIN, KEY, Served, temp_file};
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).trim().to_owned()
+}
+
+fn cypherwire(args: &[&str]) -> Output {
+    Command::new(BIN).args(args).output().unwrap()
+}
+
+/// `request /ECHO ANY 1` against `addr` with the client credential flags `auth`.
+fn request(addr: &str, auth: &[&str]) -> Output {
+    Command::new(BIN)
+        .args(["request", "--connect", addr])
+        .args(auth)
+        .args(["/ECHO", "ANY", "1"])
+        .output()
+        .unwrap()
+}
+
+const SECRET_COMPAT_KEY: &str = "Zk9q2LmN4pR7sT1vW3xY5zA8bC0dE6fG";
+
+#[test]
+fn print_config_shows_the_file_with_flags_over_it_and_no_secrets() {
+    let psk = temp_file("psk-config", KEY);
+    let file = temp_file(
+        "config-print.toml",
+        &format!(
+            "listen = \"127.0.0.1:4000\"\n\
+             [auth]\npsk_file = {psk:?}\n\
+             [limits]\nmax_connections = 77\n\
+             [bans]\nattempts = 9\n\
+             [compat]\nlisten = \"127.0.0.1:0\"\nkey = \"{SECRET_COMPAT_KEY}\"\n\
+             [cluster]\nredis = \"redis://ops:hunter2@10.9.9.9:6379\"\nkey_file = \"/nowhere\"\n"
+        ),
+    );
+    let o = cypherwire(&[
+        "serve",
+        "--config",
+        file.to_str().unwrap(),
+        "--ban-attempts",
+        "3",
+        "--print-config",
+    ]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let shown = text(&o.stdout);
+    assert!(shown.contains("listen = \"127.0.0.1:4000\""), "{shown}");
+    assert!(shown.contains("max_connections = 77"), "{shown}");
+    assert!(
+        shown.contains("attempts = 3"),
+        "the flag wins over the file: {shown}"
+    );
+    assert!(
+        shown.contains("max_connections_per_ip = 256"),
+        "defaults filled in: {shown}"
+    );
+    for secret in [SECRET_COMPAT_KEY, "hunter2"] {
+        assert!(!shown.contains(secret), "{secret} shown: {shown}");
+        assert!(!text(&o.stderr).contains(secret));
+    }
+    assert!(
+        shown.contains("redis://<redacted>@10.9.9.9:6379"),
+        "{shown}"
+    );
+}
+
+#[test]
+fn a_bad_configuration_is_refused_before_anything_starts_and_names_the_key() {
+    let psk = temp_file("psk-bad-config", KEY);
+    let psk = psk.to_str().unwrap();
+    let cases = [
+        ("[limits]\nmax_conections = 5\n", "max_conections"),
+        ("[limits]\nmax_connections = \"many\"\n", "max_connections"),
+        ("[bans]\nmax_ban_secs = 1\n", "bans.max_ban_secs"),
+        ("[limits]\nmax_frame_len = 1\n", "limits.max_frame_len"),
+        ("[log]\nlevel = \"info,=[\"\n", "log.level"),
+    ];
+    for (n, (body, key)) in cases.iter().enumerate() {
+        let file = temp_file(
+            &format!("config-bad-{n}.toml"),
+            &format!("[auth]\npsk_file = {psk:?}\n{body}"),
+        );
+        let o = cypherwire(&[
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--config",
+            file.to_str().unwrap(),
+        ]);
+        assert!(!o.status.success(), "{body} was accepted");
+        let err = text(&o.stderr);
+        assert!(err.contains(key), "{body}: {err}");
+        assert!(
+            !text(&o.stdout).contains("listening on"),
+            "{body}: it started"
+        );
+    }
+    // No credentials at all: told which keys or flags give them.
+    let o = cypherwire(&["serve", "--listen", "127.0.0.1:0"]);
+    assert!(!o.status.success());
+    assert!(
+        text(&o.stderr).contains("--psk-file"),
+        "{}",
+        text(&o.stderr)
+    );
+}
+
+#[test]
+fn a_configuration_file_runs_the_server_it_describes() {
+    let psk = temp_file("psk-config-run", KEY);
+    let file = temp_file(
+        "config-run.toml",
+        &format!("[auth]\npsk_file = {psk:?}\n[bans]\nattempts = 1\n"),
+    );
+    let served = Served::start_with(&["--config", file.to_str().unwrap()]);
+    let right = ["--psk-file", psk.to_str().unwrap()];
+    let o = request(&served.addr, &right);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    assert_eq!(text(&o.stdout), "1");
+    // bans.attempts = 1 from the file: one wrong key bans the address.
+    let wrong = temp_file("psk-config-wrong", "3ZpK1CdQfm0s1EZ1SIhYfV7MHdJf8X3U\n");
+    assert_eq!(
+        request(&served.addr, &["--psk-file", wrong.to_str().unwrap()])
+            .status
+            .code(),
+        Some(3)
+    );
+    assert_eq!(request(&served.addr, &right).status.code(), Some(4));
+    served.quit();
+}
+
+#[test]
+fn password_mode_admits_the_password_and_refuses_another() {
+    let mut hash = Command::new(BIN)
+        .args(["hash-password", "--memory-kib", "64", "--passes", "1"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    writeln!(hash.stdin.take().unwrap(), "correct horse battery").unwrap();
+    let o = hash.wait_with_output().unwrap();
+    assert!(o.status.success());
+    let verifier = temp_file("verifier", &String::from_utf8(o.stdout).unwrap());
+    let served = Served::start_with(&["--password-verifier-file", verifier.to_str().unwrap()]);
+    let right = temp_file("password-right", "correct horse battery\n");
+    let o = request(&served.addr, &["--password-file", right.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    assert_eq!(text(&o.stdout), "1");
+    let wrong = temp_file("password-wrong", "correct horse staple\n");
+    let o = request(&served.addr, &["--password-file", wrong.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(3), "{}", text(&o.stderr));
+    served.quit();
+}
+
+/// A fresh identity key pair from `keygen --identity`: (a file with the private key, the
+/// public key's text).
+fn identity(name: &str) -> (std::path::PathBuf, String) {
+    let o = cypherwire(&["keygen", "--identity"]);
+    assert!(o.status.success());
+    let out = String::from_utf8(o.stdout).unwrap();
+    let public = out
+        .lines()
+        .find(|l| l.starts_with("idpk:"))
+        .unwrap()
+        .to_owned();
+    (temp_file(name, &out), public)
+}
+
+#[test]
+fn identity_mode_admits_listed_keys_only_and_the_client_checks_the_server() {
+    let (server_key, server_pub) = identity("server.id");
+    let (client_key, client_pub) = identity("client.id");
+    let (stranger_key, _) = identity("stranger.id");
+    let allowed = temp_file("allowed.idpk", &format!("# clients\n{client_pub}\n"));
+    let server_pub_file = temp_file("server.idpk", &format!("{server_pub}\n"));
+    let served = Served::start_with(&[
+        "--identity-key-file",
+        server_key.to_str().unwrap(),
+        "--allow-keys-file",
+        allowed.to_str().unwrap(),
+    ]);
+    let as_client = |key: &std::path::Path, server: &std::path::Path| {
+        request(
+            &served.addr,
+            &[
+                "--identity-key-file",
+                key.to_str().unwrap(),
+                "--server-key-file",
+                server.to_str().unwrap(),
+            ],
+        )
+    };
+    let o = as_client(&client_key, &server_pub_file);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    assert_eq!(text(&o.stdout), "1");
+    // A key the server does not list is refused.
+    assert_eq!(
+        as_client(&stranger_key, &server_pub_file).status.code(),
+        Some(3)
+    );
+    // A client expecting another server's key refuses this one.
+    let (_, other_pub) = identity("other.id");
+    let other = temp_file("other.idpk", &format!("{other_pub}\n"));
+    assert_ne!(as_client(&client_key, &other).status.code(), Some(0));
+    served.quit();
+}
