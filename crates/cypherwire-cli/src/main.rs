@@ -27,6 +27,9 @@ struct Cli {
     /// screen and the console.
     #[arg(long, global = true)]
     log_file: Option<std::path::PathBuf>,
+    /// Log line format: `text` for people, `json` for machines [default: text].
+    #[arg(long, global = true, value_enum)]
+    log_format: Option<LogFormat>,
     #[command(subcommand)]
     command: Command,
 }
@@ -37,8 +40,10 @@ fn init_logging(
     verbose: u8,
     file: Option<&std::path::Path>,
     level: Option<&str>,
+    format: LogFormat,
 ) -> anyhow::Result<()> {
     use tracing_subscriber::EnvFilter;
+    use tracing_subscriber::fmt::writer::BoxMakeWriter;
     let from_env = std::env::var_os(EnvFilter::DEFAULT_ENV).is_some();
     let filter = match (verbose, level) {
         (0, Some(directives)) if !from_env => EnvFilter::try_new(directives)
@@ -50,26 +55,49 @@ fn init_logging(
         (2, _) => EnvFilter::new("debug"),
         _ => EnvFilter::new("trace"),
     };
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_target(false);
-    match file {
+    let writer = match file {
         Some(path) => {
             let file = std::fs::OpenOptions::new()
                 .create(true)
                 .append(true)
                 .open(path)
                 .map_err(|e| anyhow::anyhow!("cannot open the log file {}: {e}", path.display()))?;
-            let _ = builder
-                .with_ansi(false)
-                .with_writer(std::sync::Mutex::new(file))
-                .try_init();
+            BoxMakeWriter::new(std::sync::Mutex::new(file))
         }
-        None => {
-            let _ = builder.with_writer(std::io::stderr).try_init();
-        }
-    }
+        // No colours either way: the `ansi` feature is not built in.
+        None => BoxMakeWriter::new(std::io::stderr),
+    };
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .with_ansi(false)
+        .with_writer(writer);
+    let _ = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
     Ok(())
+}
+
+/// How log lines are written.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Default,
+    clap::ValueEnum,
+    serde::Deserialize,
+    serde::Serialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum LogFormat {
+    /// One readable line per event (for people).
+    #[default]
+    Text,
+    /// One JSON object per line (for machines).
+    Json,
 }
 
 /// The error as one line, each cause once: a cause whose text its parent already quotes
@@ -133,8 +161,12 @@ fn main() -> ExitCode {
         .log_file
         .clone()
         .or_else(|| from_file.as_ref().and_then(|l| l.file.clone()));
+    let format = cli
+        .log_format
+        .or_else(|| from_file.as_ref().map(|l| l.format))
+        .unwrap_or_default();
     let level = from_file.map(|l| l.level);
-    if let Err(e) = init_logging(cli.verbose, log_file.as_deref(), level.as_deref()) {
+    if let Err(e) = init_logging(cli.verbose, log_file.as_deref(), level.as_deref(), format) {
         eprintln!("error: {}", error_line(&e));
         return ExitCode::FAILURE;
     }

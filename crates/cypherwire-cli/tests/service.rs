@@ -215,3 +215,203 @@ fn identity_mode_admits_listed_keys_only_and_the_client_checks_the_server() {
     assert_ne!(as_client(&client_key, &other).status.code(), Some(0));
     served.quit();
 }
+
+/// `GET path` on `addr`: the status line and the body.
+fn http_get(addr: &str, path: &str) -> (String, String) {
+    use std::io::Read;
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .unwrap();
+    write!(s, "GET {path} HTTP/1.1\r\nhost: x\r\n\r\n").unwrap();
+    let mut all = String::new();
+    s.read_to_string(&mut all).unwrap();
+    let (head, body) = all.split_once("\r\n\r\n").unwrap();
+    (head.lines().next().unwrap().to_owned(), body.to_owned())
+}
+
+/// The value of the sample `name{labels}` in a scrape.
+fn sample(scrape: &str, series: &str) -> f64 {
+    scrape
+        .lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("no {series} in:\n{scrape}"))
+}
+
+#[test]
+fn metrics_count_what_clients_did_and_readiness_flips_at_shutdown() {
+    let psk = temp_file("psk-metrics", KEY);
+    let file = temp_file(
+        "config-metrics.toml",
+        &format!(
+            "[auth]\npsk_file = {psk:?}\n[bans]\nattempts = 1\n\
+             [metrics]\nlisten = \"127.0.0.1:0\"\nready_drain_secs = 2\n"
+        ),
+    );
+    let mut served = Served::start_with(&["--config", file.to_str().unwrap()]);
+    let line = common::expect_line(&served.out, |l| l.starts_with("metrics on http://"));
+    let metrics = line
+        .trim_start_matches("metrics on http://")
+        .trim_end_matches("/metrics")
+        .to_owned();
+    assert_eq!(http_get(&metrics, "/healthz").0, "HTTP/1.1 200 OK");
+    assert_eq!(http_get(&metrics, "/readyz").0, "HTTP/1.1 200 OK");
+
+    let right = ["--psk-file", psk.to_str().unwrap()];
+    for n in 0..5 {
+        let o = Command::new(BIN)
+            .args(["request", "--connect", &served.addr])
+            .args(right)
+            .args(["/NUMBER", "UPDATE", &n.to_string()])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", text(&o.stderr));
+    }
+    assert!(request(&served.addr, &right).status.success()); // /ECHO: the fallback route
+    let o = Command::new(BIN)
+        .args(["request", "--connect", &served.addr])
+        .args(right)
+        .args(["/NOPE", "READ"])
+        .output()
+        .unwrap();
+    assert!(!o.status.success(), "an unknown path fails");
+    // One wrong key (a failed handshake, and with bans.attempts = 1 a ban), then a refusal.
+    let wrong = temp_file("psk-metrics-wrong", "3ZpK1CdQfm0s1EZ1SIhYfV7MHdJf8X3U\n");
+    assert_eq!(
+        request(&served.addr, &["--psk-file", wrong.to_str().unwrap()])
+            .status
+            .code(),
+        Some(3)
+    );
+    assert_eq!(request(&served.addr, &right).status.code(), Some(4));
+
+    let (status, scrape) = http_get(&metrics, "/metrics");
+    assert_eq!(status, "HTTP/1.1 200 OK");
+    let route = "path=\"/NUMBER\",operation=\"UPDATE\"";
+    assert_eq!(
+        sample(
+            &scrape,
+            &format!("cypherwire_requests_total{{{route},status=\"OK\"}}")
+        ),
+        5.0
+    );
+    assert_eq!(
+        sample(
+            &scrape,
+            &format!("cypherwire_request_duration_seconds_count{{{route}}}")
+        ),
+        5.0
+    );
+    assert_eq!(
+        sample(
+            &scrape,
+            &format!("cypherwire_request_duration_seconds_bucket{{{route},le=\"+Inf\"}}")
+        ),
+        5.0
+    );
+    let fallback = "path=\"*\",operation=\"*\"";
+    assert_eq!(
+        sample(
+            &scrape,
+            &format!("cypherwire_requests_total{{{fallback},status=\"OK\"}}")
+        ),
+        1.0
+    );
+    assert_eq!(
+        sample(
+            &scrape,
+            &format!("cypherwire_requests_total{{{fallback},status=\"NOT_FOUND\"}}")
+        ),
+        1.0
+    );
+    assert_eq!(
+        sample(
+            &scrape,
+            "cypherwire_handshakes_total{mode=\"psk\",result=\"failed\"}"
+        ),
+        1.0
+    );
+    assert_eq!(
+        sample(
+            &scrape,
+            "cypherwire_handshakes_total{mode=\"psk\",result=\"ok\"}"
+        ),
+        7.0
+    );
+    assert_eq!(
+        sample(&scrape, "cypherwire_refused_total{reason=\"banned\"}"),
+        1.0
+    );
+    assert_eq!(sample(&scrape, "cypherwire_bans_active"), 1.0);
+    // Every family is declared before its samples.
+    for name in [
+        "cypherwire_requests_total",
+        "cypherwire_request_duration_seconds",
+    ] {
+        assert!(scrape.contains(&format!("# TYPE {name} ")), "{name}");
+    }
+
+    // A graceful shutdown: not ready at once, for the drain time, then the process ends.
+    writeln!(served.input, "quit").unwrap();
+    let mut flipped = false;
+    for _ in 0..100 {
+        if http_get(&metrics, "/readyz").0 == "HTTP/1.1 503 Service Unavailable" {
+            flipped = true;
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert!(flipped, "/readyz stayed ready after quit");
+    assert_eq!(
+        http_get(&metrics, "/healthz").0,
+        "HTTP/1.1 200 OK",
+        "still alive while draining"
+    );
+    assert!(served.child.wait().unwrap().success());
+}
+
+#[test]
+fn json_logs_are_one_object_per_line_and_never_carry_secrets() {
+    let psk = temp_file("psk-json-logs", KEY);
+    let file = temp_file(
+        "config-json-logs.toml",
+        &format!(
+            "[auth]\npsk_file = {psk:?}\n[compat]\nlisten = \"127.0.0.1:0\"\nkey = \"{SECRET_COMPAT_KEY}\"\n\
+             [log]\nformat = \"json\"\nlevel = \"debug\"\n"
+        ),
+    );
+    let mut child = Command::new(BIN)
+        .args(["serve", "--listen", "127.0.0.1:0", "--console", "--config"])
+        .arg(&file)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out = common::line_reader(child.stdout.take().unwrap());
+    let addr = common::expect_line(&out, |l| l.starts_with("listening on "))
+        .trim_start_matches("listening on ")
+        .to_owned();
+    assert!(
+        request(&addr, &["--psk-file", psk.to_str().unwrap()])
+            .status
+            .success()
+    );
+    writeln!(child.stdin.take().unwrap(), "quit").unwrap();
+    let o = child.wait_with_output().unwrap();
+    assert!(o.status.success());
+    let stderr = String::from_utf8(o.stderr).unwrap();
+    assert!(
+        !stderr.contains(SECRET_COMPAT_KEY),
+        "the compat key was logged"
+    );
+    let logs: Vec<serde_json::Value> = stderr
+        .lines()
+        .filter(|l| l.starts_with('{'))
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l}: {e}")))
+        .collect();
+    assert!(
+        logs.iter()
+            .any(|l| l["level"] == "INFO" || l["level"] == "DEBUG"),
+        "no debug or info line (log.level = debug) in:\n{stderr}"
+    );
+}

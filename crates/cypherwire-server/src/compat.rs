@@ -297,14 +297,16 @@ async fn answer(
     let mut request = Request::new(id, req.path.clone(), req.operation.clone());
     request.data = req.data;
     request.metadata = req.metadata.clone();
-    let outcome = match router.lookup(&req.path, &req.operation) {
+    let started = crate::clock::monotonic();
+    let route = router.lookup(&req.path, &req.operation);
+    let outcome = match &route {
         None => Err((
             StatusCode::NOT_FOUND,
             format!("no handler for {} {}", req.path, req.operation),
         )),
         // Run here (one request at a time per connection, as the package's clients send);
         // a panic is contained like on the native path.
-        Some(handler) => match crate::unwind::CatchUnwind(handler.call(request, ctx)).await {
+        Some(route) => match crate::unwind::CatchUnwind(route.handler.call(request, ctx)).await {
             Ok(Ok(reply)) => Ok(reply),
             Ok(Err(e)) => Err((e.code, e.message)),
             Err(crate::unwind::Panicked) => {
@@ -313,6 +315,11 @@ async fn answer(
             }
         },
     };
+    let status = outcome
+        .as_ref()
+        .map_or_else(|(code, _)| *code, |_| StatusCode::OK);
+    let metrics = route.map_or_else(|| router.unmatched.clone(), |r| r.metrics);
+    metrics.record(status, started.elapsed());
     let msg = match outcome {
         Ok(reply) => CompatMessage {
             path: req.path,

@@ -90,7 +90,11 @@ pub(crate) async fn dispatch(
 ) -> Dispatched {
     let id = req.id;
     let deadline = req.deadline;
-    let Some(handler) = router.lookup(&req.path, &req.operation) else {
+    let started = crate::clock::monotonic();
+    let Some(route) = router.lookup(&req.path, &req.operation) else {
+        router
+            .unmatched
+            .record(StatusCode::NOT_FOUND, started.elapsed());
         let text = format!("no handler for {} {}", req.path, req.operation);
         tokio::spawn(async move {
             let _done = done;
@@ -99,6 +103,9 @@ pub(crate) async fn dispatch(
         return Dispatched::Answering;
     };
     if deadline.is_some_and(|d| d.is_zero()) {
+        route
+            .metrics
+            .record(StatusCode::DEADLINE_EXCEEDED, started.elapsed());
         tokio::spawn(async move {
             let _done = done;
             let resp = Response::error(id, StatusCode::DEADLINE_EXCEEDED, "deadline exceeded");
@@ -112,7 +119,8 @@ pub(crate) async fn dispatch(
     ctx.session = Some(session.id());
     let connection = ctx.connection;
     let span = tracing::debug_span!("request", id, path = %req.path, operation = %req.operation);
-    let work = tracing::Instrument::instrument(CatchUnwind(handler.call(req, ctx)), span);
+    let work = tracing::Instrument::instrument(CatchUnwind(route.handler.call(req, ctx)), span);
+    let metrics = route.metrics;
     let shared = shared.clone();
     let mut task = Box::pin(async move {
         let outcome = match deadline {
@@ -133,6 +141,7 @@ pub(crate) async fn dispatch(
                 Response::error(id, StatusCode::INTERNAL, "internal error")
             }
         };
+        metrics.record(resp.status.code, started.elapsed());
         answer(&session, resp).await;
         if close_after {
             // The answer is queued ahead of the Close that kicking sends.

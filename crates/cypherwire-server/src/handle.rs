@@ -422,6 +422,13 @@ impl ServerHandle {
         }
     }
 
+    /// Requests answered by each route, by status, with latency histograms (for an exporter;
+    /// `cypherwire serve --metrics` serves them as Prometheus text). The fallback appears as
+    /// path and operation `*`, requests no route took as empty ones; sorted by route.
+    pub fn route_stats(&self) -> Vec<crate::RouteStats> {
+        self.shared.routes.snapshot()
+    }
+
     /// Graceful shutdown: stop accepting, let in-flight requests finish (up to
     /// [`ServerLimits::shutdown_grace`](crate::ServerLimits::shutdown_grace)), send `Close`
     /// (`GOING_AWAY`) to every peer, and wait for the connections to end. Returns when the

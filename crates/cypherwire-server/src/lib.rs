@@ -110,6 +110,7 @@ mod handler;
 mod id;
 mod inbox;
 mod limits;
+mod metrics;
 mod outgoing;
 mod rate;
 mod refusals;
@@ -136,6 +137,7 @@ pub use crate::handler::{ActionHandler, Ctx, HandlerError, IntoReply, Reply, Req
 pub use crate::id::{ConnectionId, NodeId, ParseConnectionIdError, SessionId};
 pub use crate::inbox::{Inbox, InboxItem};
 pub use crate::limits::ServerLimits;
+pub use crate::metrics::{LatencyHistogram, RouteStats};
 pub use crate::rate::{DEFAULT_HANDSHAKE_RATE, RateLimit};
 pub use crate::refusals::RefusalCounts;
 pub use crate::registry::ConnectionInfo;

@@ -7,14 +7,33 @@ use std::sync::Arc;
 use cypherwire_session::fasthash::FastState;
 
 use crate::handler::{ActionHandler, RequestHandler};
+use crate::metrics::{RouteMetrics, Routes};
+
+/// A route's handler and its counters.
+#[derive(Clone)]
+pub(crate) struct Route {
+    pub(crate) handler: Arc<dyn RequestHandler>,
+    pub(crate) metrics: Arc<RouteMetrics>,
+}
+
+impl Route {
+    fn new(handler: Arc<dyn RequestHandler>) -> Self {
+        Self {
+            handler,
+            metrics: Arc::default(),
+        }
+    }
+}
 
 /// Handlers by (path, operation), a fallback, and actions by name.
 #[derive(Default, Clone)]
 pub(crate) struct Router {
-    /// path → operation → handler: two borrowed lookups, no allocation per request (with
+    /// path → operation → route: two borrowed lookups, no allocation per request (with
     /// the fast hash: the table is fixed once the server is built).
-    routes: HashMap<String, HashMap<String, Arc<dyn RequestHandler>, FastState>, FastState>,
-    fallback: Option<Arc<dyn RequestHandler>>,
+    routes: HashMap<String, HashMap<String, Route, FastState>, FastState>,
+    fallback: Option<Route>,
+    /// The requests no route took (answered `NOT_FOUND`).
+    pub(crate) unmatched: Arc<RouteMetrics>,
     actions: HashMap<String, Arc<dyn ActionHandler>, FastState>,
 }
 
@@ -38,19 +57,40 @@ impl fmt::Debug for Router {
 
 impl Router {
     pub(crate) fn route(&mut self, path: String, operation: String, h: Arc<dyn RequestHandler>) {
-        self.routes.entry(path).or_default().insert(operation, h);
+        self.routes
+            .entry(path)
+            .or_default()
+            .insert(operation, Route::new(h));
     }
 
     pub(crate) fn fallback(&mut self, h: Arc<dyn RequestHandler>) {
-        self.fallback = Some(h);
+        self.fallback = Some(Route::new(h));
+    }
+
+    /// Every route's counters (the fallback's as path and operation `*`, the unmatched
+    /// requests' as empty ones), for the server's statistics.
+    pub(crate) fn metrics(&self) -> Routes {
+        let mut routes: Vec<_> = self
+            .routes
+            .iter()
+            .flat_map(|(p, ops)| {
+                ops.iter()
+                    .map(move |(o, r)| (p.clone(), o.clone(), r.metrics.clone()))
+            })
+            .collect();
+        if let Some(f) = &self.fallback {
+            routes.push(("*".into(), "*".into(), f.metrics.clone()));
+        }
+        routes.push((String::new(), String::new(), self.unmatched.clone()));
+        Routes { routes }
     }
 
     pub(crate) fn action(&mut self, name: String, h: Arc<dyn ActionHandler>) {
         self.actions.insert(name, h);
     }
 
-    /// The handler for (path, operation), else the fallback.
-    pub(crate) fn lookup(&self, path: &str, operation: &str) -> Option<Arc<dyn RequestHandler>> {
+    /// The route of (path, operation), else the fallback.
+    pub(crate) fn lookup(&self, path: &str, operation: &str) -> Option<Route> {
         self.routes
             .get(path)
             .and_then(|ops| ops.get(operation))

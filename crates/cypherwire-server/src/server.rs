@@ -341,6 +341,7 @@ impl ServerBuilder {
             node,
             cluster: link.clone(),
             app_state: self.state,
+            routes: router.metrics(),
         });
         if let (Some(link), Some(starter)) = (&link, starter) {
             starter.run(&shared, link);

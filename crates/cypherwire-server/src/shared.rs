@@ -83,6 +83,8 @@ pub(crate) struct Shared {
     pub(crate) cluster: Option<Arc<ClusterLink>>,
     /// The application's values ([`crate::ServerBuilder::state`]).
     pub(crate) app_state: crate::app_state::AppState,
+    /// Every route's counters ([`crate::ServerHandle::route_stats`]).
+    pub(crate) routes: crate::metrics::Routes,
 }
 
 /// Which addresses are exempt from attempt counting and bans.

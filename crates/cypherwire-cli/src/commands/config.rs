@@ -22,6 +22,7 @@ pub(crate) struct Config {
     pub(crate) compat: Compat,
     pub(crate) cluster: Cluster,
     pub(crate) log: Log,
+    pub(crate) metrics: Metrics,
 }
 
 impl Default for Config {
@@ -35,6 +36,7 @@ impl Default for Config {
             compat: Compat::default(),
             cluster: Cluster::default(),
             log: Log::default(),
+            metrics: Metrics::default(),
         }
     }
 }
@@ -149,6 +151,8 @@ pub(crate) struct Log {
     pub(crate) level: String,
     /// Log lines go to this file (appended) instead of stderr.
     pub(crate) file: Option<PathBuf>,
+    /// `text` for people, `json` for machines.
+    pub(crate) format: crate::LogFormat,
 }
 
 impl Default for Log {
@@ -156,6 +160,29 @@ impl Default for Log {
         Self {
             level: "warn".into(),
             file: None,
+            format: crate::LogFormat::Text,
+        }
+    }
+}
+
+/// `[metrics]`: the HTTP endpoint for Prometheus and health checks, off unless `listen` is set.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub(crate) struct Metrics {
+    pub(crate) listen: Option<String>,
+    /// Seconds `/readyz` answers 503 before a graceful shutdown begins.
+    pub(crate) ready_drain_secs: u64,
+}
+
+impl Auth {
+    /// The mode these credentials select, as a metrics label.
+    pub(crate) fn mode(&self) -> &'static str {
+        if self.password_verifier_file.is_some() {
+            "password"
+        } else if self.identity_key_file.is_some() {
+            "identity"
+        } else {
+            "psk"
         }
     }
 }

@@ -7,5 +7,6 @@ pub(crate) mod chat;
 pub(crate) mod config;
 pub(crate) mod demo;
 pub(crate) mod keys;
+pub(crate) mod metrics;
 pub(crate) mod serve;
 pub(crate) mod service;

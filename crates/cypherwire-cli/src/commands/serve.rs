@@ -58,8 +58,21 @@ pub(crate) struct ServeArgs {
     /// different ones) [default: cw:].
     #[arg(long)]
     cluster_prefix: Option<String>,
+    /// Serve Prometheus metrics, `/healthz` and `/readyz` over HTTP on this address (e.g.
+    /// 127.0.0.1:9100).
+    #[arg(long)]
+    metrics: Option<String>,
     #[command(flatten)]
     bans: BanArgs,
+}
+
+/// Aborts a task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 impl ServeArgs {
@@ -92,6 +105,9 @@ impl ServeArgs {
             prefix.clone_into(&mut config.cluster.prefix);
         }
         self.bans.apply(&mut config.bans);
+        if self.metrics.is_some() {
+            config.metrics.listen.clone_from(&self.metrics);
+        }
         Ok(config)
     }
 
@@ -160,6 +176,25 @@ pub(crate) async fn serve(args: &ServeArgs) -> anyhow::Result<()> {
             }
         }
     });
+    let ready = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let _metrics = match &config.metrics.listen {
+        Some(addr) => {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen for metrics on {addr}"))?;
+            println!("metrics on http://{}/metrics", listener.local_addr()?);
+            let exporter = super::metrics::Exporter {
+                server: handle.clone(),
+                mode: config.auth.mode(),
+                ready: ready.clone(),
+            };
+            Some(AbortOnDrop(tokio::spawn(super::metrics::serve(
+                listener, exporter,
+            ))))
+        }
+        None => None,
+    };
+    ready.store(true, std::sync::atomic::Ordering::Release);
     if config.console {
         // The library's console (cypherwire::server::console) on stdin and stdout.
         let console = cypherwire::server::console::Console::new(handle.clone());
@@ -171,6 +206,15 @@ pub(crate) async fn serve(args: &ServeArgs) -> anyhow::Result<()> {
         }
     } else {
         shutdown_signal().await;
+    }
+    // Not ready from now on; a load balancer gets `metrics.ready_drain_secs` to notice.
+    ready.store(false, std::sync::atomic::Ordering::Release);
+    if config.metrics.ready_drain_secs > 0 {
+        eprintln!(
+            "not ready; stopping in {} s",
+            config.metrics.ready_drain_secs
+        );
+        tokio::time::sleep(Duration::from_secs(config.metrics.ready_drain_secs)).await;
     }
     eprintln!("shutting down");
     handle.shutdown().await;
