@@ -29,6 +29,16 @@ fn request(addr: &str, auth: &[&str]) -> Output {
         .unwrap()
 }
 
+/// With `bans.attempts = 1`: one wrong key fails (exit 3) and bans the address, so the right
+/// credentials `right` are then refused as banned (exit 4).
+fn wrong_key_then_banned(addr: &str, right: &[&str]) {
+    let wrong = temp_file("psk-wrong", "3ZpK1CdQfm0s1EZ1SIhYfV7MHdJf8X3U\n");
+    let o = request(addr, &["--psk-file", wrong.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(3), "{}", text(&o.stderr));
+    let o = request(addr, right);
+    assert_eq!(o.status.code(), Some(4), "{}", text(&o.stderr));
+}
+
 const SECRET_COMPAT_KEY: &str = "Zk9q2LmN4pR7sT1vW3xY5zA8bC0dE6fG";
 
 #[test]
@@ -129,14 +139,7 @@ fn a_configuration_file_runs_the_server_it_describes() {
     assert!(o.status.success(), "{}", text(&o.stderr));
     assert_eq!(text(&o.stdout), "1");
     // bans.attempts = 1 from the file: one wrong key bans the address.
-    let wrong = temp_file("psk-config-wrong", "3ZpK1CdQfm0s1EZ1SIhYfV7MHdJf8X3U\n");
-    assert_eq!(
-        request(&served.addr, &["--psk-file", wrong.to_str().unwrap()])
-            .status
-            .code(),
-        Some(3)
-    );
-    assert_eq!(request(&served.addr, &right).status.code(), Some(4));
+    wrong_key_then_banned(&served.addr, &right);
     served.quit();
 }
 
@@ -275,14 +278,7 @@ fn metrics_count_what_clients_did_and_readiness_flips_at_shutdown() {
         .unwrap();
     assert!(!o.status.success(), "an unknown path fails");
     // One wrong key (a failed handshake, and with bans.attempts = 1 a ban), then a refusal.
-    let wrong = temp_file("psk-metrics-wrong", "3ZpK1CdQfm0s1EZ1SIhYfV7MHdJf8X3U\n");
-    assert_eq!(
-        request(&served.addr, &["--psk-file", wrong.to_str().unwrap()])
-            .status
-            .code(),
-        Some(3)
-    );
-    assert_eq!(request(&served.addr, &right).status.code(), Some(4));
+    wrong_key_then_banned(&served.addr, &right);
 
     let (status, scrape) = http_get(&metrics, "/metrics");
     assert_eq!(status, "HTTP/1.1 200 OK");
