@@ -163,6 +163,18 @@ fn password_mode_admits_the_password_and_refuses_another() {
     let wrong = temp_file("password-wrong", "correct horse staple\n");
     let o = request(&served.addr, &["--password-file", wrong.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(3), "{}", text(&o.stderr));
+    // bench --connect takes the same credentials.
+    let o = cypherwire(&[
+        "bench",
+        "--connect",
+        &served.addr,
+        "--password-file",
+        right.to_str().unwrap(),
+        "--requests",
+        "100",
+    ]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    assert!(text(&o.stdout).contains("requests"), "{}", text(&o.stdout));
     served.quit();
 }
 

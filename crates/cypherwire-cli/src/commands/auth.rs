@@ -73,16 +73,13 @@ pub(crate) fn server_auth(auth: &config::Auth) -> anyhow::Result<ServerAuth> {
     }
 }
 
-/// A client's credentials on the command line: exactly one mode.
+/// A client's credentials on the command line: one mode (checked when they are read, so that
+/// `bench` can do without them).
 #[derive(Debug, Clone, clap::Args)]
 #[group(skip)]
 pub(crate) struct ClientAuthArgs {
     /// PSK mode: file holding the pre-shared key (or a passphrase of 16+ characters).
-    #[arg(
-        long,
-        required_unless_present_any = ["password_file", "identity_key_file"],
-        conflicts_with_all = ["password_file", "identity_key_file"]
-    )]
+    #[arg(long, conflicts_with_all = ["password_file", "identity_key_file"])]
     psk_file: Option<PathBuf>,
     /// Password mode: file holding the password (one line).
     #[arg(long, conflicts_with = "identity_key_file")]

@@ -16,7 +16,6 @@
 
 use std::io::Write;
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -26,7 +25,7 @@ use cypherwire::wire::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-use super::keys::read_psk;
+use super::auth::ClientAuthArgs;
 use super::service;
 
 /// Payload of the request figures.
@@ -40,9 +39,10 @@ pub(crate) struct Args {
     /// A running `cypherwire serve` to measure (default: start one in this process).
     #[arg(long)]
     connect: Option<String>,
-    /// Its PSK file (required with --connect).
-    #[arg(long, requires = "connect")]
-    psk_file: Option<PathBuf>,
+    /// Its credentials (with --connect): --psk-file, --password-file, or --identity-key-file
+    /// with --server-key-file.
+    #[command(flatten)]
+    auth: ClientAuthArgs,
     /// Requests per measurement.
     #[arg(long, default_value_t = 5_000)]
     requests: usize,
@@ -67,26 +67,27 @@ struct Row {
     reason = "a benchmark reports wall-clock figures"
 )]
 pub(crate) async fn run(args: &Args) -> anyhow::Result<()> {
-    let (addr, psk, local) = match (&args.connect, &args.psk_file) {
-        (Some(addr), Some(file)) => (addr.clone(), read_psk(file)?, None),
-        (Some(_), None) => anyhow::bail!("--connect needs --psk-file"),
-        _ => {
+    // In process: a fresh PSK for the server started here (and the baselines that need one).
+    let (addr, auth, local) = match &args.connect {
+        Some(addr) => (addr.clone(), args.auth.client_auth()?, None),
+        None => {
             let psk = Psk::generate()?;
             let server =
                 service::builder(psk.clone(), Arc::new(Mutex::new(service::State::default())))
                     .bind("127.0.0.1:0")
                     .await?;
-            (server.local_addr().to_string(), psk, Some(server))
+            let auth = ClientAuth::Psk(psk.clone());
+            (server.local_addr().to_string(), auth, Some((server, psk)))
         }
     };
     let n = args.requests.max(100);
     println!("cypherwire bench against {addr}: {n} requests of {PAYLOAD} bytes per measurement");
-    let echo = match local {
+    let echo = match &local {
         Some(_) => Some(echo_server().await?),
         None => None,
     };
 
-    let client = Client::builder(psk.clone()).connect(addr.clone())?;
+    let client = Client::builder(auth).connect(addr.clone())?;
     client.wait_online().await?;
     let payload = Value::bytes(vec![0xa5; PAYLOAD]);
     let mut lat = Vec::with_capacity(n);
@@ -148,7 +149,7 @@ pub(crate) async fn run(args: &Args) -> anyhow::Result<()> {
             baseline: None,
         },
     ];
-    if let Some(echo) = echo {
+    if let (Some(echo), Some((_, psk))) = (echo, &local) {
         let (rate, p50, p99) = plain_sequential(echo, n).await?;
         rows[0].baseline = Some(rate);
         rows[1].baseline = Some(us(p50));
@@ -157,7 +158,7 @@ pub(crate) async fn run(args: &Args) -> anyhow::Result<()> {
         if args.bulk_mib > 0 {
             let total = args.bulk_mib * 1024 * 1024;
             let plain = bulk(None, total).await?;
-            let ours = bulk(Some(&psk), total).await?;
+            let ours = bulk(Some(psk), total).await?;
             rows.push(Row {
                 what: "bulk, 64 KiB messages",
                 unit: "GB/s",
@@ -168,7 +169,7 @@ pub(crate) async fn run(args: &Args) -> anyhow::Result<()> {
         if args.handshakes > 0 {
             let k = args.handshakes;
             let plain = handshakes(None, k).await?;
-            let ours = handshakes(Some(&psk), k).await?;
+            let ours = handshakes(Some(psk), k).await?;
             rows.push(Row {
                 what: "PSK handshake + 1 round trip",
                 unit: "per s",
@@ -207,8 +208,8 @@ pub(crate) async fn run(args: &Args) -> anyhow::Result<()> {
         println!("\nheartbeat RTT: {:.1} µs", us(d));
     }
     println!("one run each, not interleaved: the full suite is scripts/bench-suite.py");
-    if let Some(s) = local {
-        s.handle().shutdown().await;
+    if let Some((server, _)) = local {
+        server.handle().shutdown().await;
     }
     Ok(())
 }

@@ -359,6 +359,40 @@ mod tests {
         assert!(err.contains("attempts"), "{err}");
     }
 
+    /// Every key of the file, as `(table, key)`: those of the defaults and the optional ones.
+    fn every_key() -> Vec<(String, String)> {
+        let mut keys = Vec::new();
+        let mut table = String::new();
+        // The example documents every key, the optional ones as comments.
+        for line in documented_example().lines() {
+            let line = line.trim_start_matches("# ");
+            if let Some(t) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+                t.clone_into(&mut table);
+            } else if let Some((key, _)) = line.split_once(" = ")
+                && !key.contains(' ')
+            {
+                keys.push((table.clone(), key.to_owned()));
+            }
+        }
+        keys
+    }
+
+    #[test]
+    fn a_value_of_the_wrong_type_names_its_key_for_every_key() {
+        let keys = every_key();
+        assert!(keys.len() >= 30, "{keys:?}");
+        for (table, key) in keys {
+            // A table where a string, a number, a boolean or a list belongs.
+            let text = if table.is_empty() {
+                format!("{key} = {{ wrong = 1 }}\n")
+            } else {
+                format!("[{table}]\n{key} = {{ wrong = 1 }}\n")
+            };
+            let err = Config::parse(&text).expect_err(&text).to_string();
+            assert!(err.contains(&key), "{table}.{key}: {err}");
+        }
+    }
+
     #[test]
     fn checks_name_the_key_at_fault() {
         let with_psk =
