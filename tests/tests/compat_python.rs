@@ -164,6 +164,15 @@ async fn python_client_against_the_compat_server_across_a_restart() {
     let (line, out) = first;
     // 500 updates and 500 reads: 1,000 requests, every answer correct.
     assert_eq!(line, "FIRST 500 0");
+    // The server counted the Python connection and its requests per route.
+    assert!(handle.stats().compat_connections >= 1);
+    let number: Vec<(String, u64)> = handle
+        .route_stats()
+        .into_iter()
+        .filter(|r| r.path == "/NUMBER")
+        .map(|r| (r.operation.clone(), r.total()))
+        .collect();
+    assert_eq!(number, [("READ".into(), 500), ("UPDATE".into(), 500)]);
     // Restart the server on the same port; the Python client reconnects by itself.
     handle.shutdown().await;
     // `shutdown` returns once the compat listener's port is free too.

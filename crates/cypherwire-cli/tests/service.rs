@@ -350,6 +350,12 @@ fn metrics_count_what_clients_did_and_readiness_flips_at_shutdown() {
         1.0
     );
     assert_eq!(sample(&scrape, "cypherwire_bans_active"), 1.0);
+    // Each `request` is a new session: nothing resumed; no compat listener configured.
+    assert_eq!(
+        sample(&scrape, "cypherwire_resumes_total{result=\"ok\"}"),
+        0.0
+    );
+    assert_eq!(sample(&scrape, "cypherwire_compat_connections_total"), 0.0);
     // Every family is declared before its samples.
     for name in [
         "cypherwire_requests_total",

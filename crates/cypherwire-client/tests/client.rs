@@ -495,6 +495,9 @@ async fn pushes_with(codec: CodecId) {
         }
     }
     assert!(saw_offline);
+    // The server counts it: one resume, none refused.
+    let stats = h.stats();
+    assert_eq!((stats.resumes_ok, stats.resumes_refused), (1, 0));
     // Wait until the server has let the old connection go.
     for _ in 0..200 {
         if h.count() == 1 {

@@ -139,8 +139,13 @@ pub(crate) async fn accept_loop(
         };
         let Ok(permit) = slots.clone().try_acquire_owned() else {
             tracing::warn!(%peer, "compat connection refused: too many");
+            shared.stats.compat_refused.fetch_add(1, Ordering::Relaxed);
             continue;
         };
+        shared
+            .stats
+            .compat_connections
+            .fetch_add(1, Ordering::Relaxed);
         let (shared, router) = (shared.clone(), router.clone());
         let (cache, cfg) = (cache.clone(), cfg.clone());
         let held = Held {
@@ -151,6 +156,7 @@ pub(crate) async fn accept_loop(
             let _permit = permit;
             if let Err(e) = serve(&shared, &router, stream, peer, &cache, &cfg, held).await {
                 tracing::info!(%peer, error = %e, "compat connection closed");
+                shared.stats.compat_errors.fetch_add(1, Ordering::Relaxed);
             }
         });
     }
@@ -235,7 +241,10 @@ async fn serve(
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
                 .get(&digest);
             let answer = match cached {
-                Some(a) => a,
+                Some(a) => {
+                    shared.stats.compat_replayed.fetch_add(1, Ordering::Relaxed);
+                    a
+                }
                 None => {
                     let req = compat::decode(&token, &cfg.keys.decryption)?;
                     request_id += 1;

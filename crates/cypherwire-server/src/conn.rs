@@ -597,11 +597,13 @@ async fn resume_session(
     let Some((old, fresh, pushes)) = resumed else {
         // Unknown, used or expired token, or lost pushes: the peer continues on the fresh
         // session it was welcomed to (and resends what it must, per the delivery contract).
+        shared.stats.resumes_refused.fetch_add(1, Ordering::Relaxed);
         return link
             .outbox
             .send(Outgoing::Message(welcome(&provisional.token, ttl, false)))
             .await;
     };
+    shared.stats.resumes_ok.fetch_add(1, Ordering::Relaxed);
     if let Some(previous) = shared
         .state
         .attach(&old, ctx.connection, link.outbox.clone())

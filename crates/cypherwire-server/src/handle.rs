@@ -43,6 +43,20 @@ pub struct StatsSnapshot {
     pub slow_consumers: u64,
     /// Connections kicked.
     pub kicks: u64,
+    /// Connections that resumed their session (here, or handed over from another instance).
+    pub resumes_ok: u64,
+    /// Resumes refused (unknown, used or expired token, or pushes lost): the peer went on with
+    /// a new session.
+    pub resumes_refused: u64,
+    /// CYPHER_PROTOCOL compat listener: connections accepted.
+    pub compat_connections: u64,
+    /// Compat connections refused (too many at once).
+    pub compat_refused: u64,
+    /// Compat requests answered from the replay cache (a token seen before, not run again).
+    pub compat_replayed: u64,
+    /// Compat connections closed on an error (an undecryptable or malformed token, a slow or
+    /// oversized message, an idle timeout).
+    pub compat_errors: u64,
     /// Sessions kept (attached or resumable).
     pub sessions: usize,
     /// Plaintext bytes received, all connections, since start.
@@ -414,6 +428,12 @@ impl ServerHandle {
             pushes: s.pushes.load(Ordering::Relaxed),
             slow_consumers: s.slow_consumers.load(Ordering::Relaxed),
             kicks: s.kicks.load(Ordering::Relaxed),
+            resumes_ok: s.resumes_ok.load(Ordering::Relaxed),
+            resumes_refused: s.resumes_refused.load(Ordering::Relaxed),
+            compat_connections: s.compat_connections.load(Ordering::Relaxed),
+            compat_refused: s.compat_refused.load(Ordering::Relaxed),
+            compat_replayed: s.compat_replayed.load(Ordering::Relaxed),
+            compat_errors: s.compat_errors.load(Ordering::Relaxed),
             sessions: self.shared.state.session_count(),
             bytes_in: s.bytes_in_closed.load(Ordering::Relaxed)
                 + self.connections().iter().map(|c| c.bytes_in).sum::<u64>(),

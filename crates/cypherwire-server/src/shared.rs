@@ -48,6 +48,12 @@ pub(crate) struct Stats {
     pub(crate) pushes: AtomicU64,
     pub(crate) slow_consumers: AtomicU64,
     pub(crate) kicks: AtomicU64,
+    pub(crate) resumes_ok: AtomicU64,
+    pub(crate) resumes_refused: AtomicU64,
+    pub(crate) compat_connections: AtomicU64,
+    pub(crate) compat_refused: AtomicU64,
+    pub(crate) compat_replayed: AtomicU64,
+    pub(crate) compat_errors: AtomicU64,
     /// Bytes of connections that have ended (live ones are summed from the registry).
     pub(crate) bytes_in_closed: AtomicU64,
     pub(crate) bytes_out_closed: AtomicU64,

@@ -109,7 +109,7 @@ fn label(value: &str) -> String {
 pub(crate) fn render(server: &ServerHandle, mode: &str) -> String {
     let s: StatsSnapshot = server.stats();
     let mut out = String::with_capacity(4096);
-    let simple: [(&str, &str, &str, u64); 10] = [
+    let simple: [(&str, &str, &str, u64); 14] = [
         (
             "cypherwire_connections",
             "gauge",
@@ -170,6 +170,30 @@ pub(crate) fn render(server: &ServerHandle, mode: &str) -> String {
             "Requests received (answered or not yet).",
             s.requests,
         ),
+        (
+            "cypherwire_compat_connections_total",
+            "counter",
+            "CYPHER_PROTOCOL compat connections accepted.",
+            s.compat_connections,
+        ),
+        (
+            "cypherwire_compat_refused_total",
+            "counter",
+            "Compat connections refused (too many at once).",
+            s.compat_refused,
+        ),
+        (
+            "cypherwire_compat_replayed_total",
+            "counter",
+            "Compat requests answered from the replay cache.",
+            s.compat_replayed,
+        ),
+        (
+            "cypherwire_compat_errors_total",
+            "counter",
+            "Compat connections closed on an error.",
+            s.compat_errors,
+        ),
     ];
     for (name, kind, help, value) in simple {
         family(&mut out, name, kind, help);
@@ -186,6 +210,15 @@ pub(crate) fn render(server: &ServerHandle, mode: &str) -> String {
             out,
             "cypherwire_handshakes_total{{mode=\"{mode}\",result=\"{result}\"}} {n}"
         );
+    }
+    family(
+        &mut out,
+        "cypherwire_resumes_total",
+        "counter",
+        "Session resumes, by result.",
+    );
+    for (result, n) in [("ok", s.resumes_ok), ("refused", s.resumes_refused)] {
+        let _ = writeln!(out, "cypherwire_resumes_total{{result=\"{result}\"}} {n}");
     }
     family(
         &mut out,
