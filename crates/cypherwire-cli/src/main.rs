@@ -67,16 +67,60 @@ fn init_logging(
         // No colours either way: the `ansi` feature is not built in.
         None => BoxMakeWriter::new(std::io::stderr),
     };
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+    // The filter can be swapped while running (`serve` reloads `log.level` on SIGHUP).
+    let (filter, handle) = tracing_subscriber::reload::Layer::new(filter);
+    let fmt = tracing_subscriber::fmt::layer()
         .with_target(false)
         .with_ansi(false)
         .with_writer(writer);
-    let _ = match format {
-        LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder.json().try_init(),
+    let fmt: Box<dyn tracing_subscriber::Layer<_> + Send + Sync> = match format {
+        LogFormat::Text => Box::new(fmt),
+        LogFormat::Json => Box::new(fmt.json()),
     };
+    if tracing_subscriber::registry()
+        .with(filter)
+        .with(fmt)
+        .try_init()
+        .is_ok()
+    {
+        let _ = LOG_FILTER.set(LogFilter {
+            handle,
+            pinned: verbose > 0 || from_env,
+        });
+    }
     Ok(())
+}
+
+/// The running log filter, for `serve`'s reload on SIGHUP.
+pub(crate) struct LogFilter {
+    handle: tracing_subscriber::reload::Handle<
+        tracing_subscriber::EnvFilter,
+        tracing_subscriber::Registry,
+    >,
+    /// `-v` or `RUST_LOG` chose the filter: a configuration file does not override them.
+    pinned: bool,
+}
+
+pub(crate) static LOG_FILTER: std::sync::OnceLock<LogFilter> = std::sync::OnceLock::new();
+
+/// Sets the log filter to `directives` (a configuration's `log.level`) unless the command line
+/// or `RUST_LOG` chose it. Returns whether it changed anything.
+pub(crate) fn reload_log_level(directives: &str) -> anyhow::Result<bool> {
+    let Some(filter) = LOG_FILTER.get() else {
+        return Ok(false);
+    };
+    if filter.pinned {
+        return Ok(false);
+    }
+    let new = tracing_subscriber::EnvFilter::try_new(directives)
+        .map_err(|e| anyhow::anyhow!("log.level {directives:?}: {e}"))?;
+    filter
+        .handle
+        .reload(new)
+        .map_err(|e| anyhow::anyhow!("cannot change the log level: {e}"))?;
+    Ok(true)
 }
 
 /// How log lines are written.

@@ -429,3 +429,52 @@ fn json_logs_are_one_object_per_line_and_never_carry_secrets() {
         "no debug or info line (log.level = debug) in:\n{stderr}"
     );
 }
+
+#[test]
+fn sighup_reloads_the_deny_list_from_the_file() {
+    let psk = temp_file("psk-reload", KEY);
+    let body = |deny: &str| format!("[auth]\npsk_file = {psk:?}\n[bans]\ndeny = [{deny}]\n");
+    let file = temp_file("config-reload.toml", &body(""));
+    let mut served = Served::start_with(&["--config", file.to_str().unwrap()]);
+    let right = ["--psk-file", psk.to_str().unwrap()];
+    let hangup = |served: &Served| {
+        let pid = served.child.id().to_string();
+        assert!(
+            Command::new("kill")
+                .args(["-HUP", &pid])
+                .status()
+                .unwrap()
+                .success()
+        );
+        common::expect_line(&served.out, |l| l.starts_with("configuration reloaded: "))
+    };
+    assert!(request(&served.addr, &right).status.success());
+    // Denied by a reload: told banned (exit 4), before any handshake.
+    std::fs::write(&file, body("\"127.0.0.1\"")).unwrap();
+    let line = hangup(&served);
+    assert!(line.contains("bans.deny"), "{line}");
+    let o = request(&served.addr, &right);
+    assert_eq!(o.status.code(), Some(4), "{}", text(&o.stderr));
+    // A broken file is reported and changes nothing.
+    std::fs::write(&file, "[bans]\ndeny = 5\n").unwrap();
+    let pid = served.child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-HUP", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    assert_eq!(
+        request(&served.addr, &right).status.code(),
+        Some(4),
+        "still denied"
+    );
+    // Lifted by the next reload.
+    std::fs::write(&file, body("")).unwrap();
+    hangup(&served);
+    assert!(request(&served.addr, &right).status.success());
+    writeln!(served.input, "quit").unwrap();
+    assert!(served.child.wait().unwrap().success());
+}

@@ -97,6 +97,37 @@ pub(crate) fn exempt(
     Ok(Some(move |ip: IpAddr| nets.iter().any(|n| n.contains(ip))))
 }
 
+/// The address lists `serve` applies and reloads on SIGHUP: ranges never counted nor banned,
+/// and ranges always refused (told `BANNED`).
+#[derive(Debug, Default)]
+pub(crate) struct Lists {
+    exempt: Vec<Network>,
+    deny: Vec<Network>,
+}
+
+impl Lists {
+    /// The lists of `bans.exempt` and `bans.deny`.
+    pub(crate) fn from_config(bans: &config::Bans) -> anyhow::Result<Self> {
+        let parse = |key: &str, list: &[String]| {
+            list.iter()
+                .map(|n| parse_network(n).map_err(|e| anyhow::anyhow!("bans.{key}: {e}")))
+                .collect::<anyhow::Result<Vec<_>>>()
+        };
+        Ok(Self {
+            exempt: parse("exempt", &bans.exempt)?,
+            deny: parse("deny", &bans.deny)?,
+        })
+    }
+
+    pub(crate) fn is_exempt(&self, ip: IpAddr) -> bool {
+        self.exempt.iter().any(|n| n.contains(ip))
+    }
+
+    pub(crate) fn is_denied(&self, ip: IpAddr) -> bool {
+        self.deny.iter().any(|n| n.contains(ip))
+    }
+}
+
 /// An address range: an address and how many of its leading bits count.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Network {

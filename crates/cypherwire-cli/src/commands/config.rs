@@ -98,6 +98,8 @@ pub(crate) struct Bans {
     pub(crate) max_ban_secs: u64,
     /// Addresses or ADDRESS/PREFIX ranges never counted nor banned.
     pub(crate) exempt: Vec<String>,
+    /// Addresses or ranges always refused, told they are banned (reloaded on SIGHUP).
+    pub(crate) deny: Vec<String>,
 }
 
 impl Default for Bans {
@@ -108,6 +110,7 @@ impl Default for Bans {
             first_ban_secs: 60,
             max_ban_secs: 86_400,
             exempt: Vec::new(),
+            deny: Vec::new(),
         }
     }
 }
@@ -246,7 +249,7 @@ impl Config {
         );
         // The ban settings are checked where they become a policy (the flags share them).
         super::bans::policy(&self.bans)?;
-        super::bans::exempt(&self.bans)?;
+        super::bans::Lists::from_config(&self.bans)?;
         anyhow::ensure!(
             self.compat.listen.is_none() || self.compat.key.is_some(),
             "compat.listen needs compat.key"
@@ -413,6 +416,7 @@ mod tests {
             ("[bans]\nattempts = 0\n", "bans.attempts"),
             ("[bans]\nmax_ban_secs = 1\n", "bans.max_ban_secs"),
             ("[bans]\nexempt = [\"10.0.0.0/40\"]\n", "bans.exempt"),
+            ("[bans]\ndeny = [\"nonsense\"]\n", "bans.deny"),
             ("[compat]\nlisten = \"127.0.0.1:0\"\n", "compat.key"),
             (
                 "[cluster]\nredis = \"redis://127.0.0.1\"\n",

@@ -17,7 +17,7 @@ use super::service;
 
 /// Arguments of `cypherwire serve`. Each flag overrides the configuration file's key
 /// (docs/configuration.md).
-#[derive(Debug, clap::Args)]
+#[derive(Debug, Clone, clap::Args)]
 pub(crate) struct ServeArgs {
     /// Configuration file (TOML; docs/configuration.md). Flags override its keys.
     #[arg(long)]
@@ -64,6 +64,44 @@ pub(crate) struct ServeArgs {
     metrics: Option<String>,
     #[command(flatten)]
     bans: BanArgs,
+}
+
+fn read(
+    lists: &std::sync::RwLock<super::bans::Lists>,
+) -> std::sync::RwLockReadGuard<'_, super::bans::Lists> {
+    lists
+        .read()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// On each SIGHUP: reads the configuration file again (with the same flags over it) and
+/// applies what can change while running — `bans.exempt`, `bans.deny` and `log.level`. A file
+/// that does not check is reported and the running configuration kept; other keys take effect
+/// at the next start.
+async fn reload_on_hangup(args: ServeArgs, lists: Arc<std::sync::RwLock<super::bans::Lists>>) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut hangups) = signal(SignalKind::hangup()) else {
+        tracing::warn!("cannot listen for SIGHUP: no configuration reloads");
+        return;
+    };
+    while hangups.recv().await.is_some() {
+        let reloaded = args.effective_config().and_then(|config| {
+            config.check()?;
+            let new = super::bans::Lists::from_config(&config.bans)?;
+            let log = crate::reload_log_level(&config.log.level)?;
+            *lists
+                .write()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = new;
+            Ok(log)
+        });
+        match reloaded {
+            Ok(log) => println!(
+                "configuration reloaded: bans.exempt, bans.deny{}",
+                if log { ", log.level" } else { "" }
+            ),
+            Err(e) => eprintln!("reload failed, the running configuration stays: {e:#}"),
+        }
+    }
 }
 
 /// Aborts a task when dropped.
@@ -131,9 +169,14 @@ pub(crate) async fn serve(args: &ServeArgs) -> anyhow::Result<()> {
         .ban_policy(super::bans::policy(&config.bans)?)
         .limits(config.server_limits())
         .session_config(config.session_config()?);
-    if let Some(exempt) = super::bans::exempt(&config.bans)? {
-        builder = builder.ban_exempt(exempt);
-    }
+    // The address lists are read through a lock: SIGHUP replaces them (reload_on_hangup).
+    let lists = Arc::new(std::sync::RwLock::new(super::bans::Lists::from_config(
+        &config.bans,
+    )?));
+    let (exempt, deny) = (lists.clone(), lists.clone());
+    builder = builder
+        .ban_exempt(move |ip| read(&exempt).is_exempt(ip))
+        .accept_hook(move |incoming| !read(&deny).is_denied(incoming.peer.ip()));
     if let (Some(addr), Some(key)) = (&config.compat.listen, &config.compat.key) {
         let client_key = config.compat.client_key.as_deref().unwrap_or(key);
         let keys = cypherwire::session::compat::CypherKeys::new(key, client_key)
@@ -194,6 +237,7 @@ pub(crate) async fn serve(args: &ServeArgs) -> anyhow::Result<()> {
         }
         None => None,
     };
+    let _reload = AbortOnDrop(tokio::spawn(reload_on_hangup(args.clone(), lists)));
     ready.store(true, std::sync::atomic::Ordering::Release);
     if config.console {
         // The library's console (cypherwire::server::console) on stdin and stdout.
