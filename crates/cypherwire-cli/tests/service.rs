@@ -437,15 +437,13 @@ fn sighup_reloads_the_deny_list_from_the_file() {
     let file = temp_file("config-reload.toml", &body(""));
     let mut served = Served::start_with(&["--config", file.to_str().unwrap()]);
     let right = ["--psk-file", psk.to_str().unwrap()];
-    let hangup = |served: &Served| {
+    let send_hup = |served: &Served| {
         let pid = served.child.id().to_string();
-        assert!(
-            Command::new("kill")
-                .args(["-HUP", &pid])
-                .status()
-                .unwrap()
-                .success()
-        );
+        let sent = Command::new("kill").args(["-HUP", &pid]).status().unwrap();
+        assert!(sent.success());
+    };
+    let hangup = |served: &Served| {
+        send_hup(served);
         common::expect_line(&served.out, |l| l.starts_with("configuration reloaded: "))
     };
     assert!(request(&served.addr, &right).status.success());
@@ -457,14 +455,7 @@ fn sighup_reloads_the_deny_list_from_the_file() {
     assert_eq!(o.status.code(), Some(4), "{}", text(&o.stderr));
     // A broken file is reported and changes nothing.
     std::fs::write(&file, "[bans]\ndeny = 5\n").unwrap();
-    let pid = served.child.id().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-HUP", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
+    send_hup(&served);
     std::thread::sleep(std::time::Duration::from_millis(200));
     assert_eq!(
         request(&served.addr, &right).status.code(),
