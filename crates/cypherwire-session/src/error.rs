@@ -110,6 +110,16 @@ pub enum HandshakeFailure {
 }
 
 impl Error {
+    /// What an initiator makes of a refusal (§3.9): a failed authentication is
+    /// [`Error::AuthenticationFailed`], anything else [`Error::Refused`].
+    pub(crate) fn from_refusal(refusal: crate::handshake::refusal::Refusal) -> Self {
+        if refusal.code == CloseCode::AUTH_FAILED {
+            Self::AuthenticationFailed
+        } else {
+            Self::Refused(refusal)
+        }
+    }
+
     /// The close code for a connection that fails with this error.
     pub fn close_code(&self) -> CloseCode {
         match self {

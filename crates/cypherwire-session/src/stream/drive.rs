@@ -68,16 +68,6 @@ pub async fn refuse<W: AsyncWrite + Unpin>(io: &mut W, refusal: Refusal) -> std:
         .map_err(|_| std::io::ErrorKind::TimedOut)?
 }
 
-/// What the initiator makes of a refusal: a failed authentication is
-/// [`Error::AuthenticationFailed`], anything else [`Error::Refused`].
-pub(super) fn refused(refusal: Refusal) -> Error {
-    if refusal.code == cypherwire_wire::CloseCode::AUTH_FAILED {
-        Error::AuthenticationFailed
-    } else {
-        Error::Refused(refusal)
-    }
-}
-
 /// Runs the initiator's handshake over `io` and returns the secure stream.
 ///
 /// In password mode the argon2 step runs on tokio's blocking pool.
@@ -106,7 +96,7 @@ where
                 .ok_or(Error::Truncated)?;
             // spec: §3.9 "an initiator MUST check every handshake frame from the responder for a refusal"
             if let Some(refusal) = Refusal::parse(&msg) {
-                return Err(refused(refusal));
+                return Err(Error::from_refusal(refusal));
             }
             let step = if state.next_step_is_expensive() {
                 let slot = ARGON2_SLOTS

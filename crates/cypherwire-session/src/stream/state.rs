@@ -80,7 +80,7 @@ impl RecvState {
                     && let Some(refusal) = crate::handshake::Refusal::parse(&frame)
                 {
                     // spec: §3.9 "an initiator MUST check every handshake frame from the responder for a refusal"
-                    return Err(super::drive::refused(refusal));
+                    return Err(Error::from_refusal(refusal));
                 }
                 self.opener.open(frame)?
             };
