@@ -11,6 +11,7 @@ use cypherwire_cluster::{ClusterKey, RedisBackplane, RedisOptions};
 use cypherwire_server::{Backplane, ClusterError, ConnectionId, NodeId, Server, ServerHandle};
 use cypherwire_session::{BanPolicy, Psk};
 use cypherwire_test_support::cluster::{numbers, online_after_a_drop, settle};
+use cypherwire_test_support::proxy::FaultProxy;
 use cypherwire_test_support::redis::{RedisServer, rand_suffix};
 use cypherwire_wire::Value;
 
@@ -824,9 +825,7 @@ async fn a_client_moved_to_another_instance_resumes_there_losing_nothing_and_run
     let a = node(runs.clone()).await;
     let b = node(runs.clone()).await;
     // The load balancer: a proxy that sends new connections where it is told.
-    let lb = cypherwire_test_support::proxy::FaultProxy::start(a.local_addr())
-        .await
-        .unwrap();
+    let lb = FaultProxy::start(a.local_addr()).await.unwrap();
     let c = Client::builder(psk())
         .connect(lb.addr().to_string())
         .unwrap();
@@ -975,4 +974,68 @@ async fn with_redis_gone_each_instance_still_bans_by_itself() {
         .unwrap();
     let online = tokio::time::timeout(Duration::from_secs(3), c.wait_online()).await;
     assert!(!matches!(online, Ok(Ok(()))));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscription_that_stays_connected_but_delivers_nothing_is_caught_and_renewed() {
+    // Redis on a TCP port too, so that one node can reach it through a proxy that can stall.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let Some(redis) = RedisServer::start_with(&["--port", &port.to_string()]) else {
+        return;
+    };
+    let fx = Fixture {
+        redis,
+        key: ClusterKey::generate().unwrap(),
+        prefix: format!("cw:t{:x}:", rand_suffix()),
+    };
+    let proxy = FaultProxy::start(std::net::SocketAddr::from(([127, 0, 0, 1], port)))
+        .await
+        .unwrap();
+    let mut options = fx.options();
+    options.heartbeat = Duration::from_millis(200);
+    options.command_timeout = Duration::from_millis(300);
+    let url = format!("redis://{}", proxy.addr());
+    let bp_b = RedisBackplane::connect_with(&url, std::slice::from_ref(&fx.key), options)
+        .await
+        .unwrap();
+    let b = Server::builder(psk())
+        .cluster(bp_b.clone())
+        .bind("127.0.0.1:0")
+        .await
+        .unwrap();
+    let (a, _) = fx.node().await;
+    let (_c, mut in_b) = client(&b).await;
+    settle(&[a.handle(), b.handle()], 1).await;
+    a.handle().broadcast(1);
+    assert_eq!(numbers(&mut in_b, 1, Duration::from_secs(5)).await, [1]);
+
+    // The link to Redis stays open but carries nothing: no error, no close, just silence.
+    proxy.set_stalled(true);
+    let caught = tokio::time::timeout(Duration::from_secs(10), async {
+        while bp_b.seal_stats().probes_missed == 0 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    assert!(caught.is_ok(), "the silent subscription was not noticed");
+
+    // Once the link carries bytes again, the renewed subscription delivers.
+    proxy.set_stalled(false);
+    let delivered = tokio::time::timeout(Duration::from_secs(15), async {
+        for n in 2.. {
+            a.handle().broadcast(n);
+            let got = numbers(&mut in_b, 1, Duration::from_millis(300)).await;
+            if !got.is_empty() {
+                return got;
+            }
+        }
+        unreachable!()
+    })
+    .await
+    .expect("deliveries resume after the stall");
+    assert!(delivered[0] >= 2, "{delivered:?}");
 }

@@ -5,8 +5,35 @@ use std::time::{Duration, SystemTime};
 
 use cypherwire::session::BanPolicy;
 
-use super::config;
 pub(crate) use cypherwire::session::human_duration as human;
+use serde::{Deserialize, Serialize};
+
+/// `[bans]`: the attempt limit and ban lengths (the same as the `--ban-*` flags).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub(crate) struct Bans {
+    pub(crate) attempts: u32,
+    pub(crate) window_secs: u64,
+    pub(crate) first_ban_secs: u64,
+    pub(crate) max_ban_secs: u64,
+    /// Addresses or ADDRESS/PREFIX ranges never counted nor banned.
+    pub(crate) exempt: Vec<String>,
+    /// Addresses or ranges always refused, told they are banned (reloaded on SIGHUP).
+    pub(crate) deny: Vec<String>,
+}
+
+impl Default for Bans {
+    fn default() -> Self {
+        Self {
+            attempts: 5,
+            window_secs: 900,
+            first_ban_secs: 60,
+            max_ban_secs: 86_400,
+            exempt: Vec::new(),
+            deny: Vec::new(),
+        }
+    }
+}
 
 /// How failed handshakes are counted and banned.
 #[derive(Debug, Clone, clap::Args)]
@@ -34,7 +61,7 @@ pub(crate) struct BanArgs {
 impl BanArgs {
     /// The ban settings `base` (a configuration file's, or the defaults) with these flags
     /// applied.
-    pub(crate) fn apply(&self, base: &mut config::Bans) {
+    pub(crate) fn apply(&self, base: &mut Bans) {
         if let Some(n) = self.ban_attempts {
             base.attempts = n;
         }
@@ -53,15 +80,15 @@ impl BanArgs {
     }
 
     /// The settings of these flags alone (over the defaults), for commands without a file.
-    pub(crate) fn settings(&self) -> config::Bans {
-        let mut bans = config::Bans::default();
+    pub(crate) fn settings(&self) -> Bans {
+        let mut bans = Bans::default();
         self.apply(&mut bans);
         bans
     }
 }
 
 /// The policy `bans` describes.
-pub(crate) fn policy(bans: &config::Bans) -> anyhow::Result<BanPolicy> {
+pub(crate) fn policy(bans: &Bans) -> anyhow::Result<BanPolicy> {
     anyhow::ensure!(
         bans.attempts > 0,
         "--ban-attempts (bans.attempts) must be positive"
@@ -84,7 +111,7 @@ pub(crate) fn policy(bans: &config::Bans) -> anyhow::Result<BanPolicy> {
 
 /// Whether an address is exempt from `bans.exempt`, or `None` if nothing is exempt.
 pub(crate) fn exempt(
-    bans: &config::Bans,
+    bans: &Bans,
 ) -> anyhow::Result<Option<impl Fn(IpAddr) -> bool + Send + Sync + 'static>> {
     let nets = bans
         .exempt
@@ -107,7 +134,7 @@ pub(crate) struct Lists {
 
 impl Lists {
     /// The lists of `bans.exempt` and `bans.deny`.
-    pub(crate) fn from_config(bans: &config::Bans) -> anyhow::Result<Self> {
+    pub(crate) fn from_config(bans: &Bans) -> anyhow::Result<Self> {
         let parse = |key: &str, list: &[String]| {
             list.iter()
                 .map(|n| parse_network(n).map_err(|e| anyhow::anyhow!("bans.{key}: {e}")))

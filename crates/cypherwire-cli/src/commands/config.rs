@@ -8,6 +8,8 @@ use std::time::Duration;
 use anyhow::Context as _;
 use serde::{Deserialize, Serialize};
 
+pub(crate) use super::bans::Bans;
+
 /// The whole file. Every table and key is optional; unknown keys are an error.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -84,33 +86,6 @@ impl Default for Limits {
             handshake_burst_per_ip: server.handshake_rate_per_ip.burst,
             idle_timeout_secs: server.idle_timeout.as_secs(),
             shutdown_grace_secs: server.shutdown_grace.as_secs(),
-        }
-    }
-}
-
-/// `[bans]`: the attempt limit and ban lengths (the same as the `--ban-*` flags).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub(crate) struct Bans {
-    pub(crate) attempts: u32,
-    pub(crate) window_secs: u64,
-    pub(crate) first_ban_secs: u64,
-    pub(crate) max_ban_secs: u64,
-    /// Addresses or ADDRESS/PREFIX ranges never counted nor banned.
-    pub(crate) exempt: Vec<String>,
-    /// Addresses or ranges always refused, told they are banned (reloaded on SIGHUP).
-    pub(crate) deny: Vec<String>,
-}
-
-impl Default for Bans {
-    fn default() -> Self {
-        Self {
-            attempts: 5,
-            window_secs: 900,
-            first_ban_secs: 60,
-            max_ban_secs: 86_400,
-            exempt: Vec::new(),
-            deny: Vec::new(),
         }
     }
 }
