@@ -314,6 +314,11 @@ mod tests {
             S::Config("bad").into(),
             S::ShuttingDown.into(),
             S::LocalAddr(io()).into(),
+            S::GroupNameTooLong {
+                len: 2000,
+                max: 1024,
+            }
+            .into(),
             M::Banned { remaining: None }.into(),
             M::Kicked {
                 reason: "kicked by the operator".into(),

@@ -50,6 +50,14 @@ pub enum Error {
     /// [`ServerHandle::cluster`](crate::ServerHandle::cluster).
     #[error("connection {0} is held by another node")]
     Remote(ConnectionId),
+    /// A group name longer than [`MAX_GROUP_NAME_LEN`](crate::MAX_GROUP_NAME_LEN) bytes.
+    #[error("group name of {len} bytes, the maximum is {max}")]
+    GroupNameTooLong {
+        /// The name's length.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
 }
 
 /// Why a connection was refused before its handshake.

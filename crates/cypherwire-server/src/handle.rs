@@ -266,8 +266,16 @@ impl ServerHandle {
     /// Adds a connection to a named group (created on first use).
     ///
     /// # Errors
-    /// [`Error::UnknownConnection`]; [`Error::Config`] beyond [`MAX_GROUPS`](crate::MAX_GROUPS) groups.
+    /// [`Error::UnknownConnection`]; [`Error::Config`] beyond [`MAX_GROUPS`](crate::MAX_GROUPS) groups;
+    /// [`Error::GroupNameTooLong`] for a name over
+    /// [`MAX_GROUP_NAME_LEN`](crate::MAX_GROUP_NAME_LEN) bytes.
     pub fn join_group(&self, id: ConnectionId, group: &str) -> Result<(), Error> {
+        if group.len() > crate::MAX_GROUP_NAME_LEN {
+            return Err(Error::GroupNameTooLong {
+                len: group.len(),
+                max: crate::MAX_GROUP_NAME_LEN,
+            });
+        }
         self.shared.check_local(id)?;
         if self.shared.registry.link(id).is_none() {
             return Err(Error::UnknownConnection(id));

@@ -143,4 +143,4 @@ pub use crate::refusals::RefusalCounts;
 pub use crate::registry::ConnectionInfo;
 pub use crate::server::{Server, ServerBuilder};
 pub use crate::sessions::ResumePolicy;
-pub use crate::state::MAX_GROUPS;
+pub use crate::state::{MAX_GROUP_NAME_LEN, MAX_GROUPS};

@@ -25,6 +25,10 @@ use crate::sessions::{Origin, ResumePolicy, SessionId, Snapshot};
 /// Most named broadcast groups a server keeps (names come from the application).
 pub const MAX_GROUPS: usize = 65_536;
 
+/// Longest group name, in bytes. A cluster publishes a group's broadcasts under its name, so
+/// the name must fit the backplane's topic field (`docs/protocol.md` §8) with room to spare.
+pub const MAX_GROUP_NAME_LEN: usize = 1024;
+
 /// A new group would pass [`MAX_GROUPS`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct TooManyGroups;

@@ -918,6 +918,16 @@ async fn group_broadcast_reaches_members_only() {
     let ids = ids_of(&handle, &addrs).await;
     handle.join_group(ids[0], "red").unwrap();
     handle.join_group(ids[2], "red").unwrap();
+    // A name too long for a cluster's topics is refused, typed, and creates nothing.
+    let long = "r".repeat(cypherwire_server::MAX_GROUP_NAME_LEN + 1);
+    assert!(matches!(
+        handle.join_group(ids[1], &long),
+        Err(Error::GroupNameTooLong {
+            len: 1025,
+            max: 1024
+        })
+    ));
+    assert!(handle.group_members(&long).is_empty());
     let mut red = vec![ids[0], ids[2]];
     red.sort();
     assert_eq!(handle.group_members("red"), red);
