@@ -1039,3 +1039,36 @@ async fn a_subscription_that_stays_connected_but_delivers_nothing_is_caught_and_
     .expect("deliveries resume after the stall");
     assert!(delivered[0] >= 2, "{delivered:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn group_members_are_listed_over_the_whole_cluster() {
+    let Some(fx) = Fixture::new() else { return };
+    let (a, _) = fx.node().await;
+    let (b, _) = fx.node().await;
+    let _ca = client(&a).await;
+    let _cb = [client(&b).await, client(&b).await];
+    settle(&[a.handle(), b.handle()], 3).await;
+    let on_a = a.handle().connections()[0].id;
+    let on_b: Vec<_> = b.handle().connections().iter().map(|c| c.id).collect();
+    a.handle().join_group(on_a, "red").unwrap();
+    b.handle().join_group(on_b[1], "red").unwrap();
+    b.handle().join_group(on_b[0], "blue").unwrap();
+    let mut red = vec![on_a, on_b[1]];
+    red.sort();
+    for from in [&a, &b] {
+        let cluster = from.handle().cluster().unwrap();
+        let members = cluster
+            .group_members("red", Duration::from_secs(2))
+            .await
+            .unwrap();
+        assert!(members.missing.is_empty(), "{:?}", members.missing);
+        assert_eq!(members.value, red, "asked on node {}", cluster.node().get());
+        let none = cluster
+            .group_members("green", Duration::from_secs(2))
+            .await
+            .unwrap();
+        assert!(none.value.is_empty());
+    }
+    // Each node alone still lists only its own.
+    assert_eq!(a.handle().group_members("red"), [on_a]);
+}

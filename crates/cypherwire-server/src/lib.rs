@@ -53,8 +53,9 @@
 //!   `resumed: false`, never left with a silent hole; [`Cluster::send_to`] and
 //!   [`Cluster::kick`] reach connections of other instances ([`ConnectionId::node`]), with
 //!   [`ClusterError::NoSuchNode`] and [`ClusterError::Indeterminate`] kept apart; bans and
-//!   failed handshakes count on every instance; [`Cluster::count`] and
-//!   [`Cluster::connections`] name the nodes that did not answer; a client that reconnects to
+//!   failed handshakes count on every instance; [`Cluster::count`],
+//!   [`Cluster::connections`] and [`Cluster::group_members`] name the nodes that did not
+//!   answer; a client that reconnects to
 //!   another instance resumes its session there while the old instance lives.
 //!   `docs/cluster.md` has the failure semantics.
 //!

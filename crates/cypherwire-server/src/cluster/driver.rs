@@ -82,6 +82,14 @@ pub(crate) fn serve(shared: &Shared, request: &NodeRequest) -> NodeReply {
                 .map(|c| (c.id.0, c.peer))
                 .collect(),
         ),
+        NodeRequest::Members { group } => NodeReply::Members(
+            shared
+                .state
+                .members(group)
+                .into_iter()
+                .map(|id| id.0)
+                .collect(),
+        ),
         // Answered by the receiver, which holds the link.
         NodeRequest::Handoff { .. } | NodeRequest::Completed { .. } => NodeReply::BadRequest,
     }

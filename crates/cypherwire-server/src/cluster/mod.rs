@@ -225,6 +225,36 @@ impl Cluster {
         Ok(all)
     }
 
+    /// The members of `group` over the whole cluster, by id (each node answers for its own
+    /// connections).
+    ///
+    /// # Errors
+    /// As [`count`](Self::count).
+    pub async fn group_members(
+        &self,
+        group: &str,
+        deadline: Duration,
+    ) -> Result<Partial<Vec<ConnectionId>>, ClusterError> {
+        let request = protocol::NodeRequest::Members {
+            group: group.to_owned(),
+        };
+        let answers = driver::ask_all(&self.link, &self.shared, request, deadline).await?;
+        let mut value: Vec<ConnectionId> = answers
+            .value
+            .into_iter()
+            .flat_map(|r| match r {
+                protocol::NodeReply::Members(ids) => ids,
+                _ => Vec::new(),
+            })
+            .map(ConnectionId)
+            .collect();
+        value.sort();
+        Ok(Partial {
+            value,
+            missing: answers.missing,
+        })
+    }
+
     /// This node's backplane counters.
     pub fn stats(&self) -> ClusterStats {
         let c = self.link.counters();

@@ -29,6 +29,8 @@ pub(crate) enum NodeRequest {
     Count,
     /// The node's connections.
     List,
+    /// The node's members of a group.
+    Members { group: String },
     /// Hand over the session `token` redeems (a resume that landed on the asking node).
     Handoff {
         token: [u8; 16],
@@ -51,6 +53,8 @@ pub(crate) enum NodeReply {
     SlowConsumer,
     Count(u64),
     List(Vec<(u64, SocketAddr)>),
+    /// Connection ids.
+    Members(Vec<u64>),
     /// The request could not be read.
     BadRequest,
     /// The session, for the resuming node to continue.
@@ -98,6 +102,9 @@ mod tests {
             NodeRequest::Kick { local: 9 },
             NodeRequest::Count,
             NodeRequest::List,
+            NodeRequest::Members {
+                group: "red".into(),
+            },
         ];
         for r in requests {
             assert_eq!(decode::<NodeRequest>(&encode(&r)), Some(r));
@@ -121,6 +128,14 @@ mod tests {
             b"\x81\xa6SendTo\x92\x07\xa2hi"
         );
         assert_eq!(encode(&NodeReply::Count(3)), b"\x81\xa5Count\x03");
+        assert_eq!(
+            encode(&NodeRequest::Members { group: "r".into() }),
+            b"\x81\xa7Members\x91\xa1r"
+        );
+        assert_eq!(
+            encode(&NodeReply::Members(vec![5])),
+            b"\x81\xa7Members\x91\x05"
+        );
         assert_eq!(encode(&Frame::Push(Value::from(1))), b"\x81\xa4Push\x01");
         assert_eq!(
             encode(&Frame::Action(Action::new("n", 2, 3))),
