@@ -40,7 +40,7 @@
 //!
 //! | feature | default | enables |
 //! | --- | --- | --- |
-//! | `tls` | no | `rediss://` URLs (rustls) |
+//! | `tls` | no | `rediss://` URLs (rustls with `ring`; a private CA through `RedisOptions::tls_root_cert`) |
 
 mod backplane;
 mod body;

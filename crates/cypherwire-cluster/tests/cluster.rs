@@ -1072,3 +1072,93 @@ async fn group_members_are_listed_over_the_whole_cluster() {
     // Each node alone still lists only its own.
     assert_eq!(a.handle().group_members("red"), [on_a]);
 }
+
+/// A certificate authority and a certificate for `localhost` it signed: (CA PEM, cert PEM,
+/// key PEM).
+#[cfg(feature = "tls")]
+fn test_ca() -> (String, String, String) {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = ca.self_signed(&ca_key).unwrap();
+    let key = KeyPair::generate().unwrap();
+    let cert = CertificateParams::new(vec!["localhost".to_owned()])
+        .unwrap()
+        .signed_by(&key, &ca, &ca_key)
+        .unwrap();
+    (ca.pem(), cert.pem(), key.serialize_pem())
+}
+
+#[cfg(feature = "tls")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_reaches_redis_over_tls_trusting_only_the_given_authority() {
+    let (ca, cert, key) = test_ca();
+    let dir = std::env::temp_dir().join(format!("cw-tls-{:x}", rand_suffix()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = |name: &str, text: &str| {
+        let p = dir.join(name);
+        std::fs::write(&p, text).unwrap();
+        p.to_str().unwrap().to_owned()
+    };
+    let (ca_file, cert_file, key_file) = (
+        path("ca.pem", &ca),
+        path("cert.pem", &cert),
+        path("key.pem", &key),
+    );
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+        .to_string();
+    let Some(redis) = RedisServer::start_with(&[
+        "--tls-port",
+        &port,
+        "--tls-cert-file",
+        &cert_file,
+        "--tls-key-file",
+        &key_file,
+        "--tls-ca-cert-file",
+        &ca_file,
+        "--tls-auth-clients",
+        "no",
+    ]) else {
+        return;
+    };
+    let fx = Fixture {
+        redis,
+        key: ClusterKey::generate().unwrap(),
+        prefix: format!("cw:t{:x}:", rand_suffix()),
+    };
+    let url = format!("rediss://localhost:{port}");
+    // The platform's roots do not know this authority: refused, not silently accepted.
+    let untrusted =
+        RedisBackplane::connect_with(&url, std::slice::from_ref(&fx.key), fx.options()).await;
+    assert!(
+        untrusted.is_err(),
+        "a certificate from an unknown authority was accepted"
+    );
+    let mut options = fx.options();
+    options.tls_root_cert = Some(ca.into_bytes());
+    let bp = RedisBackplane::connect_with(&url, std::slice::from_ref(&fx.key), options)
+        .await
+        .unwrap();
+    let b = Server::builder(psk())
+        .cluster(bp)
+        .bind("127.0.0.1:0")
+        .await
+        .unwrap();
+    // The other node talks to the same Redis over its unix socket: one cluster.
+    let (a, _) = fx.node().await;
+    let (_c, mut in_b) = client(&b).await;
+    settle(&[a.handle(), b.handle()], 1).await;
+    for n in 0..3 {
+        a.handle().broadcast(n);
+    }
+    assert_eq!(
+        numbers(&mut in_b, 3, Duration::from_secs(5)).await,
+        [0, 1, 2]
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

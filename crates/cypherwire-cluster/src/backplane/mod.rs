@@ -45,6 +45,10 @@ pub struct RedisOptions {
     pub node_ttl: Duration,
     /// A node id to claim instead of a random one (it must be free).
     pub node: Option<NodeId>,
+    /// For `rediss://` URLs: the certificate authority (PEM) that signed Redis's certificate,
+    /// instead of the platform's root certificates (a private CA, the common case for Redis).
+    #[cfg(feature = "tls")]
+    pub tls_root_cert: Option<Vec<u8>>,
 }
 
 impl Default for RedisOptions {
@@ -57,6 +61,8 @@ impl Default for RedisOptions {
             heartbeat: Duration::from_secs(3),
             node_ttl: Duration::from_secs(10),
             node: None,
+            #[cfg(feature = "tls")]
+            tls_root_cert: None,
         }
     }
 }
@@ -171,8 +177,21 @@ impl RedisBackplane {
             .redis_settings()
             .clone()
             .set_protocol(ProtocolVersion::RESP3);
-        let client = redis::Client::open(info.set_redis_settings(redis_info))
-            .map_err(|e| Error::Redis(e.to_string()))?;
+        let info = info.set_redis_settings(redis_info);
+        #[cfg(feature = "tls")]
+        let client = match &options.tls_root_cert {
+            Some(pem) => redis::Client::build_with_tls(
+                info,
+                redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(pem.clone()),
+                },
+            ),
+            None => redis::Client::open(info),
+        };
+        #[cfg(not(feature = "tls"))]
+        let client = redis::Client::open(info);
+        let client = client.map_err(|e| Error::Redis(e.to_string()))?;
         let base = ConnectionManagerConfig::new()
             .set_response_timeout(Some(options.command_timeout))
             .set_connection_timeout(Some(options.command_timeout))
