@@ -54,6 +54,18 @@ async fn client(server: &ServerHandle) -> Client {
         .unwrap()
 }
 
+/// The session id `/SESSION` answers for `c` (the route returns `ctx.session` as text).
+async fn session_of(c: &Client) -> String {
+    let s: Option<String> = c
+        .request("/SESSION", "GET")
+        .send()
+        .await
+        .unwrap()
+        .data()
+        .unwrap();
+    s.expect("a session")
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn payloads_are_typed_end_to_end() {
     let server = Server::builder(psk())
@@ -184,26 +196,13 @@ async fn handlers_share_state_and_see_their_session() {
         "{err:?}"
     );
 
-    let session = |c: &Client| {
-        let c = c.clone();
-        async move {
-            let s: Option<String> = c
-                .request("/SESSION", "GET")
-                .send()
-                .await
-                .unwrap()
-                .data()
-                .unwrap();
-            s.expect("a session")
-        }
-    };
-    let a1 = session(&a).await;
+    let a1 = session_of(&a).await;
     assert_eq!(
-        session(&a).await,
+        session_of(&a).await,
         a1,
         "one session for the whole connection"
     );
-    assert_ne!(session(&b).await, a1, "each client has its own");
+    assert_ne!(session_of(&b).await, a1, "each client has its own");
     assert!(a1.starts_with('s'), "{a1}");
 
     a.close().await;
@@ -463,5 +462,46 @@ async fn connect_and_wait_reports_a_wrong_key_instead_of_waiting() {
         .await
         .unwrap_err();
     assert!(bad.to_string().contains("256.0.0.1:1"), "{bad}");
+    h.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_session_id_survives_a_resume_and_another_client_has_another() {
+    use cypherwire_test_support::proxy::FaultProxy;
+    let server = Server::builder(psk())
+        .route("/SESSION", "GET", |_req: Request, ctx: Ctx| async move {
+            Ok::<_, HandlerError>(ctx.session.map(|s| s.to_string()))
+        })
+        .bind("127.0.0.1:0")
+        .await
+        .unwrap();
+    let h = server.handle();
+    let proxy = FaultProxy::start(h.local_addr()).await.unwrap();
+    let c = Client::builder(psk())
+        .connect_and_wait(proxy.addr().to_string())
+        .await
+        .unwrap();
+    let before = session_of(&c).await;
+    let mut statuses = c.status_events();
+    proxy.cut_all();
+    let resumed = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            if let Some(Status::Online { resumed }) = statuses.next().await {
+                return resumed;
+            }
+        }
+    })
+    .await
+    .unwrap();
+    assert!(resumed, "the client resumed its session");
+    assert_eq!(session_of(&c).await, before, "same session, new connection");
+    // Another client has a session of its own.
+    let other = Client::builder(psk())
+        .connect_and_wait(h.local_addr().to_string())
+        .await
+        .unwrap();
+    assert_ne!(session_of(&other).await, before);
+    c.close().await;
+    other.close().await;
     h.shutdown().await;
 }

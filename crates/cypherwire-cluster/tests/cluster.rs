@@ -69,6 +69,23 @@ impl Fixture {
         self.node_with(BanPolicy::default()).await
     }
 
+    /// A node `b` on `backplane` (reaching Redis its own way) with one client, and a node `a`
+    /// of the fixture, settled: `(a, b, (the client, its incoming stream))`.
+    async fn pair_with(
+        &self,
+        backplane: RedisBackplane,
+    ) -> (Server, Server, (Client, IncomingStream)) {
+        let b = Server::builder(psk())
+            .cluster(backplane)
+            .bind("127.0.0.1:0")
+            .await
+            .unwrap();
+        let (a, _) = self.node().await;
+        let client = client(&b).await;
+        settle(&[a.handle(), b.handle()], 1).await;
+        (a, b, client)
+    }
+
     fn redis(&self) -> redis::Connection {
         redis::Client::open(self.redis.url())
             .unwrap()
@@ -1002,14 +1019,7 @@ async fn a_subscription_that_stays_connected_but_delivers_nothing_is_caught_and_
     let bp_b = RedisBackplane::connect_with(&url, std::slice::from_ref(&fx.key), options)
         .await
         .unwrap();
-    let b = Server::builder(psk())
-        .cluster(bp_b.clone())
-        .bind("127.0.0.1:0")
-        .await
-        .unwrap();
-    let (a, _) = fx.node().await;
-    let (_c, mut in_b) = client(&b).await;
-    settle(&[a.handle(), b.handle()], 1).await;
+    let (a, _b, (_c, mut in_b)) = fx.pair_with(bp_b.clone()).await;
     a.handle().broadcast(1);
     assert_eq!(numbers(&mut in_b, 1, Duration::from_secs(5)).await, [1]);
 
@@ -1144,15 +1154,8 @@ async fn a_node_reaches_redis_over_tls_trusting_only_the_given_authority() {
     let bp = RedisBackplane::connect_with(&url, std::slice::from_ref(&fx.key), options)
         .await
         .unwrap();
-    let b = Server::builder(psk())
-        .cluster(bp)
-        .bind("127.0.0.1:0")
-        .await
-        .unwrap();
     // The other node talks to the same Redis over its unix socket: one cluster.
-    let (a, _) = fx.node().await;
-    let (_c, mut in_b) = client(&b).await;
-    settle(&[a.handle(), b.handle()], 1).await;
+    let (a, _b, (_c, mut in_b)) = fx.pair_with(bp).await;
     for n in 0..3 {
         a.handle().broadcast(n);
     }
