@@ -14,7 +14,7 @@ use tokio::sync::mpsc;
 use crate::body::{BanBody, NodeBody, NodeKind, PubBody};
 use crate::inbound::{Counters, Inbound, REPLAY_WINDOW, ReplayGuard, now_ms};
 use crate::key::ClusterKey;
-use crate::seal::Sealer;
+use crate::seal::{Kind, Sealer};
 
 /// This node.
 const NODE: u32 = 1;
@@ -169,7 +169,7 @@ pub fn cluster_inbound(data: &[u8]) {
                     } else {
                         CHANNELS[usize::from(op >> 3) % CHANNELS.len()]
                     };
-                    let value = sealer.seal(place.as_bytes(), &body.encode());
+                    let value = sealer.seal(Kind::Publication, place.as_bytes(), &body.encode());
                     sealed.push(Sealed {
                         body,
                         age,
@@ -219,7 +219,7 @@ pub fn cluster_inbound(data: &[u8]) {
                         body: args.bytes(),
                     };
                     let place = CHANNELS[usize::from(op >> 5) % 2];
-                    let value = sealer.seal(place.as_bytes(), &msg.encode());
+                    let value = sealer.seal(Kind::Node, place.as_bytes(), &msg.encode());
                     node_values.push((place, msg, age, value));
                     node_values.len() - 1
                 };
@@ -250,7 +250,7 @@ pub fn cluster_inbound(data: &[u8]) {
                     source: SOURCES[usize::from(args.u8()) % SOURCES.len()].to_owned(),
                 };
                 let place = CHANNELS[usize::from(op >> 5) % 2];
-                let value = sealer.seal(place.as_bytes(), &ban.encode());
+                let value = sealer.seal(Kind::Ban, place.as_bytes(), &ban.encode());
                 // Sent twice when the high bit is set: the second must be refused. Each send
                 // is checked here, so nothing is left for the check after the match.
                 let times = if op & 0x80 == 0 { 1 } else { 2 };

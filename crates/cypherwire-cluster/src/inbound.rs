@@ -12,7 +12,7 @@ use redis::{PushInfo, PushKind, Value};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::body::{BanBody, NodeBody, NodeKind, PubBody};
-use crate::seal::{Sealer, Unsealed};
+use crate::seal::{Kind, Sealer, Unsealed};
 
 /// How many publication counters per origin the replay guard remembers.
 pub(crate) const REPLAY_WINDOW: u64 = 8192;
@@ -217,8 +217,8 @@ impl Inbound {
         }
     }
 
-    fn open(&self, place: &str, sealed: &[u8]) -> Option<Vec<u8>> {
-        match self.sealer.open(place.as_bytes(), sealed) {
+    fn open(&self, kind: Kind, place: &str, sealed: &[u8]) -> Option<Vec<u8>> {
+        match self.sealer.open(kind, place.as_bytes(), sealed) {
             Ok(plain) => Some(plain),
             Err(Unsealed::Forged | Unsealed::UnknownKey(_)) => {
                 bump(&self.counters.forged);
@@ -282,7 +282,7 @@ impl Inbound {
         position: Position,
         sealed: &[u8],
     ) -> Option<Publication> {
-        let plain = self.open(channel, sealed)?;
+        let plain = self.open(Kind::Publication, channel, sealed)?;
         let Some(body) = PubBody::decode(&plain) else {
             bump(&self.counters.malformed);
             return None;
@@ -308,7 +308,7 @@ impl Inbound {
     }
 
     fn on_node_message(&mut self, channel: &str, payload: &[u8]) {
-        let Some(plain) = self.open(channel, payload) else {
+        let Some(plain) = self.open(Kind::Node, channel, payload) else {
             return;
         };
         let Some(msg) = NodeBody::decode(&plain) else {
@@ -355,7 +355,7 @@ impl Inbound {
     }
 
     fn on_ban(&mut self, channel: &str, payload: &[u8]) {
-        let Some(plain) = self.open(channel, payload) else {
+        let Some(plain) = self.open(Kind::Ban, channel, payload) else {
             return;
         };
         let Some(ban) = BanBody::decode(&plain) else {

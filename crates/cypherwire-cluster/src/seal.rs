@@ -14,6 +14,31 @@ use crate::key::ClusterKey;
 const MAGIC: &[u8; 3] = b"cw1";
 /// What the associated data starts with.
 const AAD_PREFIX: &[u8] = b"cypherwire-cluster v1\0";
+
+/// What a sealed value holds: part of its associated data, so that a value sealed as one kind
+/// never opens as another at the same place (`docs/protocol.md` §8.2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Kind {
+    /// A publication (live, or a stream entry).
+    Publication,
+    /// A node's request, reply or probe.
+    Node,
+    /// A ban or unban announcement.
+    Ban,
+    /// A stored ban.
+    BanRecord,
+}
+
+impl Kind {
+    fn label(self) -> &'static [u8] {
+        match self {
+            Self::Publication => b"pub",
+            Self::Node => b"node",
+            Self::Ban => b"ban",
+            Self::BanRecord => b"ban-record",
+        }
+    }
+}
 const NONCE_LEN: usize = 24;
 const TAG_LEN: usize = 16;
 const HEADER_LEN: usize = MAGIC.len() + 4 + NONCE_LEN;
@@ -69,18 +94,18 @@ impl Sealer {
         self.keys[0].0
     }
 
-    fn aad(place: &[u8]) -> Vec<u8> {
-        [AAD_PREFIX, place].concat()
+    fn aad(kind: Kind, place: &[u8]) -> Vec<u8> {
+        [AAD_PREFIX, kind.label(), b"\0", place].concat()
     }
 
-    /// Seals `plain` for `place`.
-    pub(crate) fn seal(&self, place: &[u8], plain: &[u8]) -> Vec<u8> {
+    /// Seals `plain`, a body of `kind`, for `place`.
+    pub(crate) fn seal(&self, kind: Kind, place: &[u8], plain: &[u8]) -> Vec<u8> {
         let (id, cipher) = &self.keys[0];
         let mut nonce = [0u8; NONCE_LEN];
         // A failing system random source leaves nothing safe to do.
         #[expect(clippy::expect_used, reason = "no random source: no nonce can be safe")]
         getrandom::fill(&mut nonce).expect("system random source");
-        let aad = Self::aad(place);
+        let aad = Self::aad(kind, place);
         // Encryption into a Vec only fails for inputs beyond 256 GiB.
         let sealed = cipher
             .encrypt(
@@ -99,8 +124,13 @@ impl Sealer {
         out
     }
 
-    /// Opens a value sealed for `place`.
-    pub(crate) fn open(&self, place: &[u8], sealed: &[u8]) -> Result<Vec<u8>, Unsealed> {
+    /// Opens a value sealed as a body of `kind` for `place`.
+    pub(crate) fn open(
+        &self,
+        kind: Kind,
+        place: &[u8],
+        sealed: &[u8],
+    ) -> Result<Vec<u8>, Unsealed> {
         if sealed.len() < HEADER_LEN + TAG_LEN || &sealed[..MAGIC.len()] != MAGIC {
             return Err(Unsealed::Malformed);
         }
@@ -109,7 +139,7 @@ impl Sealer {
             return Err(Unsealed::UnknownKey(id));
         };
         let nonce = XNonce::from_slice(&sealed[7..HEADER_LEN]);
-        let aad = Self::aad(place);
+        let aad = Self::aad(kind, place);
         cipher
             .decrypt(
                 nonce,
@@ -133,22 +163,32 @@ mod tests {
     #[test]
     fn a_sealed_value_opens_in_its_place_only() {
         let s = Sealer::new(&[key()]).unwrap();
-        let sealed = s.seal(b"chan:a", b"hello");
+        let sealed = s.seal(Kind::Node, b"chan:a", b"hello");
         assert!(!sealed.windows(5).any(|w| w == b"hello"), "no plaintext");
-        assert_eq!(s.open(b"chan:a", &sealed).unwrap(), b"hello");
-        assert_eq!(s.open(b"chan:b", &sealed), Err(Unsealed::Forged));
+        assert_eq!(s.open(Kind::Node, b"chan:a", &sealed).unwrap(), b"hello");
+        assert_eq!(
+            s.open(Kind::Node, b"chan:b", &sealed),
+            Err(Unsealed::Forged)
+        );
     }
 
     #[test]
     fn an_altered_byte_anywhere_is_a_forgery() {
         let s = Sealer::new(&[key()]).unwrap();
-        let sealed = s.seal(b"p", b"data data data");
+        let sealed = s.seal(Kind::Node, b"p", b"data data data");
         for i in MAGIC.len() + 4..sealed.len() {
             let mut bad = sealed.clone();
             bad[i] ^= 1;
-            assert_eq!(s.open(b"p", &bad), Err(Unsealed::Forged), "byte {i}");
+            assert_eq!(
+                s.open(Kind::Node, b"p", &bad),
+                Err(Unsealed::Forged),
+                "byte {i}"
+            );
         }
-        assert_eq!(s.open(b"p", &sealed[..10]), Err(Unsealed::Malformed));
+        assert_eq!(
+            s.open(Kind::Node, b"p", &sealed[..10]),
+            Err(Unsealed::Malformed)
+        );
     }
 
     #[test]
@@ -157,12 +197,15 @@ mod tests {
         let before = Sealer::new(std::slice::from_ref(&old)).unwrap();
         let during = Sealer::new(&[new.clone(), old.clone()]).unwrap();
         let after = Sealer::new(std::slice::from_ref(&new)).unwrap();
-        let v = before.seal(b"p", b"x");
-        assert_eq!(during.open(b"p", &v).unwrap(), b"x");
-        assert_eq!(after.open(b"p", &v), Err(Unsealed::UnknownKey(old.id())));
+        let v = before.seal(Kind::Node, b"p", b"x");
+        assert_eq!(during.open(Kind::Node, b"p", &v).unwrap(), b"x");
+        assert_eq!(
+            after.open(Kind::Node, b"p", &v),
+            Err(Unsealed::UnknownKey(old.id()))
+        );
         assert_eq!(during.key_id(), new.id());
         assert_eq!(
-            before.open(b"p", &during.seal(b"p", b"y")),
+            before.open(Kind::Node, b"p", &during.seal(Kind::Node, b"p", b"y")),
             Err(Unsealed::UnknownKey(new.id()))
         );
     }

@@ -15,6 +15,7 @@ use tokio::sync::oneshot;
 use super::Inner;
 use crate::body::{BanBody, BanRecord, NodeBody, NodeKind, PubBody};
 use crate::inbound::{self, now_ms, parse_source};
+use crate::seal::Kind;
 
 /// One Lua call per batch of publications: for each, take the topic's next number (starting a
 /// new epoch, and an empty history, if the topic has no data), append it to the history and
@@ -80,8 +81,11 @@ impl Inner {
             sent_ms: now_ms(),
             body,
         };
-        self.sealer
-            .seal(self.names.node_channel(to).as_bytes(), &msg.encode())
+        self.sealer.seal(
+            Kind::Node,
+            self.names.node_channel(to).as_bytes(),
+            &msg.encode(),
+        )
     }
 
     pub(super) async fn send_node(
@@ -115,7 +119,8 @@ impl Inner {
                     topic: name.clone(),
                     payload,
                 };
-                self.sealer.seal(channel.as_bytes(), &body.encode())
+                self.sealer
+                    .seal(Kind::Publication, channel.as_bytes(), &body.encode())
             })
             .collect();
         // A new epoch: 52 random bits, so that Lua's doubles hold it exactly.
@@ -219,13 +224,20 @@ impl Inner {
         let _: () = redis::pipe()
             .cmd("SET")
             .arg(&key)
-            .arg(self.sealer.seal(key.as_bytes(), &record.encode()))
+            .arg(
+                self.sealer
+                    .seal(Kind::BanRecord, key.as_bytes(), &record.encode()),
+            )
             .arg("PX")
             .arg(length_ms)
             .ignore()
             .zadd(self.names.bans(), &digest, until)
             .ignore()
-            .publish(&bans, self.sealer.seal(bans.as_bytes(), &announce.encode()))
+            .publish(
+                &bans,
+                self.sealer
+                    .seal(Kind::Ban, bans.as_bytes(), &announce.encode()),
+            )
             .ignore()
             .query_async(&mut con)
             .await
@@ -249,7 +261,11 @@ impl Inner {
             .del(self.names.ban(&digest))
             .zrem(self.names.bans(), &digest)
             .ignore()
-            .publish(&bans, self.sealer.seal(bans.as_bytes(), &announce.encode()))
+            .publish(
+                &bans,
+                self.sealer
+                    .seal(Kind::Ban, bans.as_bytes(), &announce.encode()),
+            )
             .ignore()
             .query_async(&mut con)
             .await
@@ -275,7 +291,7 @@ impl Inner {
         let mut out = Vec::new();
         for (key, value) in keys.iter().zip(values) {
             let Some(sealed) = value else { continue };
-            let Ok(plain) = self.sealer.open(key.as_bytes(), &sealed) else {
+            let Ok(plain) = self.sealer.open(Kind::BanRecord, key.as_bytes(), &sealed) else {
                 self.counters.forged.fetch_add(1, Ordering::Relaxed);
                 continue;
             };
