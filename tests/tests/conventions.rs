@@ -505,3 +505,19 @@ async fn the_session_id_survives_a_resume_and_another_client_has_another() {
     other.close().await;
     h.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_graceful_shutdown_also_returns_when_the_server_is_stopped_another_way() {
+    let server = Server::builder(psk()).bind("127.0.0.1:0").await.unwrap();
+    let h = server.handle();
+    // A signal that never comes: the server stops through a handle instead.
+    let serving = tokio::spawn(server.with_graceful_shutdown(std::future::pending()));
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(!serving.is_finished());
+    h.shutdown().await;
+    tokio::time::timeout(Duration::from_secs(5), serving)
+        .await
+        .expect("returned once stopped")
+        .unwrap();
+    assert!(h.is_stopped());
+}

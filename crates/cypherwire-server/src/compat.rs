@@ -327,7 +327,7 @@ async fn answer(
     let status = outcome
         .as_ref()
         .map_or_else(|(code, _)| *code, |_| StatusCode::OK);
-    let metrics = route.map_or_else(|| router.unmatched.clone(), |r| r.metrics);
+    let metrics = route.map_or(&router.unmatched, |r| &r.metrics);
     metrics.record(status, started.elapsed());
     let msg = match outcome {
         Ok(reply) => CompatMessage {

@@ -120,7 +120,7 @@ pub(crate) async fn dispatch(
     let connection = ctx.connection;
     let span = tracing::debug_span!("request", id, path = %req.path, operation = %req.operation);
     let work = tracing::Instrument::instrument(CatchUnwind(route.handler.call(req, ctx)), span);
-    let metrics = route.metrics;
+    let metrics = route.metrics.clone();
     let shared = shared.clone();
     let mut task = Box::pin(async move {
         let outcome = match deadline {

@@ -90,12 +90,11 @@ impl Router {
     }
 
     /// The route of (path, operation), else the fallback.
-    pub(crate) fn lookup(&self, path: &str, operation: &str) -> Option<Route> {
+    pub(crate) fn lookup(&self, path: &str, operation: &str) -> Option<&Route> {
         self.routes
             .get(path)
             .and_then(|ops| ops.get(operation))
             .or(self.fallback.as_ref())
-            .cloned()
     }
 
     pub(crate) fn action_handler(&self, name: &str) -> Option<Arc<dyn ActionHandler>> {
