@@ -126,7 +126,7 @@ async fn setup(redis: Option<&RedisServer>, instances: usize) -> Setup {
 
 fn payload(start: Instant) -> Value {
     let ns = start.elapsed().as_nanos() as u64;
-    Value::from(vec![Value::from(ns), Value::from(vec![0u8; PAYLOAD])])
+    Value::from(vec![Value::from(ns), Value::bytes(vec![0u8; PAYLOAD])])
 }
 
 /// Broadcasts from the first server in windows of [`WINDOW`] (each waits until every client

@@ -565,6 +565,17 @@ fn contains(hay: &[u8], needle: &[u8]) -> bool {
     hay.windows(needle.len()).any(|w| w == needle)
 }
 
+/// Cuts every pub/sub connection Redis holds (each instance's subscription: at least two).
+fn kill_subscriptions(r: &mut redis::Connection) {
+    let killed: u32 = redis::cmd("CLIENT")
+        .arg("KILL")
+        .arg("TYPE")
+        .arg("pubsub")
+        .query(r)
+        .unwrap();
+    assert!(killed >= 2, "{killed} subscriptions cut");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cut_subscription_is_filled_from_the_history_without_loss_or_duplicates() {
     let Some(fx) = Fixture::new() else { return };
@@ -578,13 +589,7 @@ async fn a_cut_subscription_is_filled_from_the_history_without_loss_or_duplicate
     // Cut every subscription connection three times while publications flow.
     for _ in 0..3 {
         tokio::time::sleep(Duration::from_millis(150)).await;
-        let killed: u32 = redis::cmd("CLIENT")
-            .arg("KILL")
-            .arg("TYPE")
-            .arg("pubsub")
-            .query(&mut r)
-            .unwrap();
-        assert!(killed >= 2);
+        kill_subscriptions(&mut r);
     }
     publisher.await.unwrap();
     let mut got = numbers(&mut in_b, N as usize, Duration::from_secs(5)).await;
@@ -604,6 +609,54 @@ async fn a_cut_subscription_is_filled_from_the_history_without_loss_or_duplicate
     assert_eq!((lost, duplicated), (0, 0));
     assert_eq!(got, (0..N).collect::<Vec<_>>(), "in order");
     assert!(bp_b.seal_stats().link_downs >= 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bursts_travel_as_few_publications_and_are_refilled_whole_and_in_order() {
+    let Some(fx) = Fixture::new() else { return };
+    let (a, _) = fx.node().await;
+    let (b, _) = fx.node().await;
+    let (_c, mut in_b) = client(&b).await;
+    settle(&[a.handle(), b.handle()], 1).await;
+    let mut r = fx.redis();
+    const BURSTS: i64 = 6;
+    const EACH: i64 = 200;
+    let h = a.handle();
+    for burst in 0..BURSTS {
+        if burst % 2 == 1 {
+            // The burst goes out while `b` hears nothing: it comes from the history.
+            kill_subscriptions(&mut r);
+        }
+        for i in 0..EACH {
+            h.broadcast(burst * EACH + i);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let n = (BURSTS * EACH) as usize;
+    let mut got = numbers(&mut in_b, n, Duration::from_secs(5)).await;
+    got.extend(numbers(&mut in_b, 1, Duration::from_millis(200)).await);
+    assert_eq!(
+        got,
+        (0..BURSTS * EACH).collect::<Vec<_>>(),
+        "all, once, in order"
+    );
+    let stats = b.handle().cluster().unwrap().stats();
+    assert!(
+        stats.recovered > 0,
+        "some frames came from the history: {stats:?}"
+    );
+    // Frames queued together went as one publication: the topic's history holds fewer
+    // entries than there were broadcasts.
+    let logs: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{}{{t:*}}:log", fx.prefix))
+        .query(&mut r)
+        .unwrap();
+    assert_eq!(logs.len(), 1, "{logs:?}");
+    let entries: usize = redis::cmd("XLEN").arg(&logs[0]).query(&mut r).unwrap();
+    assert!(
+        entries > 0 && entries < n / 2,
+        "{entries} publications for {n} broadcasts"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -431,3 +431,27 @@ fn stream_entries(v: Value) -> Vec<(u64, Vec<u8>)> {
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_publish_script_is_the_one_the_spec_writes() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/protocol.md");
+        let Ok(spec) = std::fs::read_to_string(path) else {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "docs/protocol.md is missing"
+            );
+            eprintln!("skipped: docs/protocol.md is not beside this crate");
+            return;
+        };
+        let flows = &spec[spec.find("### 8.5 Flows").expect("§8.5")..];
+        let start = flows.find("```lua\n").expect("a Lua block in §8.5") + "```lua\n".len();
+        let end = start + flows[start..].find("```").expect("its end");
+        let written: String = flows[start..end]
+            .lines()
+            .map(|l| format!("{}\n", l.strip_prefix("  ").unwrap_or(l)))
+            .collect();
+        assert_eq!(written.trim(), super::PUBLISH.trim());
+    }
+}

@@ -169,12 +169,20 @@ async fn publisher(
         };
         let outcome = match command {
             Command::Publish(topic, payload) => {
-                // Publications waiting for the same topic go in one batch (one round trip),
-                // in order; whatever follows waits for the next turn.
+                // Frames waiting for the same topic go in one publication (one sealing, one
+                // round trip, one message to each node), in order; whatever follows waits
+                // for the next turn.
+                let mut bytes = payload.len();
                 let mut batch = vec![payload];
-                while batch.len() < MAX_BATCH {
+                while batch.len() < protocol::MAX_FRAMES && bytes < protocol::MAX_PUBLICATION_BYTES
+                {
                     match queue.try_recv() {
-                        Ok(Command::Publish(t, p)) if t == topic => batch.push(p),
+                        Ok(Command::Publish(t, p))
+                            if t == topic && bytes + p.len() <= protocol::MAX_PUBLICATION_BYTES =>
+                        {
+                            bytes += p.len();
+                            batch.push(p);
+                        }
                         Ok(other) => {
                             next = Some(other);
                             break;
@@ -183,7 +191,8 @@ async fn publisher(
                     }
                 }
                 let n = batch.len() as u64;
-                match publish_retrying(&**b, &topic, batch, &mut shutdown).await {
+                let publication = vec![protocol::frames_payload(&batch)];
+                match publish_retrying(&**b, &topic, publication, &mut shutdown).await {
                     Ok(()) => {
                         bump(&c.published, n);
                         Ok(())
@@ -215,9 +224,6 @@ async fn publisher(
         }
     }
 }
-
-/// Most publications one backplane call carries.
-const MAX_BATCH: usize = 256;
 
 /// How long a publication waits for an unreachable backplane before it is given up.
 const PUBLISH_PATIENCE: Duration = Duration::from_secs(10);
@@ -377,27 +383,32 @@ impl Receiver {
         if p.origin == self.link.node() {
             return; // delivered locally when it was made
         }
-        let Some(frame) = protocol::decode::<Frame>(&p.payload) else {
+        let Some(frames) = protocol::decode::<Vec<Frame>>(&p.payload) else {
             tracing::warn!(origin = %p.origin, "unreadable publication skipped");
             return;
         };
-        bump(&self.link.counters.received, 1);
+        let n = frames.len() as u64;
+        bump(&self.link.counters.received, n);
         if recovered {
-            bump(&self.link.counters.recovered, 1);
+            bump(&self.link.counters.recovered, n);
         }
-        // An action is built once and shared by every connection's queue.
-        let shared_action = match frame {
-            Frame::Push(data) => {
-                for (id, link) in self.audience(topic) {
-                    let _ = crate::delivery::push_via(&self.shared, id, &link, data.clone());
+        let audience = self.audience(topic);
+        for frame in frames {
+            match frame {
+                Frame::Push(data) => {
+                    for (id, link) in &audience {
+                        let _ = crate::delivery::push_via(&self.shared, *id, link, data.clone());
+                    }
                 }
-                return;
+                Frame::Action(action) => {
+                    // Built once and shared by every connection's queue.
+                    let shared = Arc::new(cypherwire_wire::Message::from(action));
+                    for (id, link) in &audience {
+                        let out = crate::outgoing::Outgoing::Shared(shared.clone());
+                        let _ = crate::delivery::deliver_via(&self.shared, *id, link, out);
+                    }
+                }
             }
-            Frame::Action(action) => Arc::new(cypherwire_wire::Message::from(action)),
-        };
-        for (id, link) in self.audience(topic) {
-            let out = crate::outgoing::Outgoing::Shared(shared_action.clone());
-            let _ = crate::delivery::deliver_via(&self.shared, id, &link, out);
         }
     }
 

@@ -88,6 +88,36 @@ pub(crate) fn decode<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Option<T> {
     rmp_serde::from_slice(bytes).ok()
 }
 
+/// Most frames in one publication.
+pub(crate) const MAX_FRAMES: usize = 256;
+
+/// Most payload bytes in one publication made of several frames (a frame larger than this
+/// travels alone).
+pub(crate) const MAX_PUBLICATION_BYTES: usize = 256 * 1024;
+
+/// A publication's payload: encoded frames (each from [`encode`]) as one MessagePack array,
+/// in order (`docs/protocol.md` §8.4). Written by hand because the frames are already
+/// encoded: the array's header followed by the frames, as MessagePack concatenates.
+pub(crate) fn frames_payload(frames: &[Vec<u8>]) -> Vec<u8> {
+    let body: usize = frames.iter().map(Vec::len).sum();
+    let mut out = Vec::with_capacity(5 + body);
+    let n = frames.len();
+    if n < 16 {
+        // fixarray; `n < 16`, so the cast is exact.
+        out.push(0x90 | u8::try_from(n).unwrap_or(0x0f));
+    } else if let Ok(n) = u16::try_from(n) {
+        out.push(0xdc);
+        out.extend_from_slice(&n.to_be_bytes());
+    } else {
+        out.push(0xdd);
+        out.extend_from_slice(&u32::try_from(n).unwrap_or(u32::MAX).to_be_bytes());
+    }
+    for f in frames {
+        out.extend_from_slice(f);
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -159,6 +189,30 @@ mod tests {
             response: answer,
         };
         assert_eq!(decode::<NodeRequest>(&encode(&done)), Some(done));
+    }
+
+    #[test]
+    fn a_publication_is_an_array_of_frames() {
+        for n in [1usize, 2, 15, 16, 17, 300, 70_000] {
+            let frames: Vec<Frame> = (0..n)
+                .map(|i| {
+                    if i % 2 == 0 {
+                        Frame::Push(Value::from(i as u64))
+                    } else {
+                        Frame::Action(Action::new("a", Value::from("x"), 1))
+                    }
+                })
+                .collect();
+            let encoded: Vec<Vec<u8>> = frames.iter().map(encode).collect();
+            let payload = frames_payload(&encoded);
+            assert_eq!(payload, encode(&frames), "{n} frames");
+            assert_eq!(decode::<Vec<Frame>>(&payload), Some(frames));
+        }
+        // docs/protocol.md §8.4's example.
+        assert_eq!(
+            frames_payload(&[encode(&Frame::Push(Value::from(1)))]),
+            b"\x91\x81\xa4Push\x01"
+        );
     }
 
     #[test]

@@ -310,19 +310,21 @@ pub enum ClusterError {
     Backplane(#[from] BackplaneError),
 }
 
-/// Counters of a node's traffic over the backplane.
+/// Counters of a node's traffic over the backplane. A broadcast, group message or action
+/// is one frame; frames queued together for a topic travel as one publication.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub struct ClusterStats {
-    /// Publications this node made.
+    /// Frames this node published.
     pub published: u64,
-    /// Publications that failed (unavailable or unknown outcome; never retried).
+    /// Frames whose publication failed (unavailable or unknown outcome; never retried).
     pub publish_failed: u64,
-    /// Publications that could not even be queued (the queue to the backplane was full).
+    /// Frames, bans and failures that could not even be queued (the queue to the backplane
+    /// was full).
     pub publish_dropped: u64,
-    /// Publications of other nodes delivered to this node's connections.
+    /// Frames of other nodes delivered to this node's connections.
     pub received: u64,
-    /// Publications recovered from a topic's history after a gap.
+    /// Frames recovered from a topic's history after a gap.
     pub recovered: u64,
     /// Publications heard twice (or older than the topic's position) and skipped.
     pub duplicates: u64,
