@@ -94,6 +94,16 @@ def targets(res):
         r = find(rr, workload=inflight, transport=key)
         add(f"64 in flight, {label}: x length prefix + AEAD echo", r and r["ratio_to_aead_echo"], 0.5)
         add(f"64 in flight, {label}: x tarpc", r and r["ratio_to_tarpc"], 2.0)
+    # The request path's own cost: the `Client` against the session client it drives, and the
+    # session client against the bare encrypted echo, in every request row.
+    for workload, label in ((pinned, "sequential pinned"), (inflight, "64 in flight"),
+                            ("100 connections, sequential each", "100 connections")):
+        c, s = find(rr, workload=workload, transport="cypherwire-client"), \
+            find(rr, workload=workload, transport="cypherwire-session")
+        add(f"{label}, Client: x session client",
+            c and s and c["rps_median"] / s["rps_median"], 0.9)
+        add(f"{label}, session client: x length prefix + AEAD echo",
+            s and s["ratio_to_aead_echo"], 0.9)
     r = find(rr, workload="idle connections")
     add("RSS per idle authenticated connection (KiB)", r and r["kib_per_connection"], 32,
         higher_is_better=False)

@@ -216,7 +216,7 @@ impl ClientBuilder {
                 "timeouts, bounds and heartbeat must be non-zero",
             ));
         }
-        let (tx, rx) = mpsc::channel(1024);
+        let (tx, rx) = crate::queue::channel(1024);
         let (status_tx, status_rx) = watch::channel(Status::Connecting);
         let (events, _) = broadcast::channel(256);
         let (incoming_tx, incoming_rx) = mpsc::channel(c.push_capacity);
@@ -249,7 +249,7 @@ impl ClientBuilder {
 #[derive(Debug, Clone)]
 pub struct Client {
     observed: Arc<Observed>,
-    tx: mpsc::Sender<Command>,
+    tx: crate::queue::Sender<Command>,
     /// The driver, polled by its background task or by callers waiting for answers.
     engine: Arc<Engine>,
     status: watch::Receiver<Status>,
@@ -404,7 +404,7 @@ impl Client {
 #[must_use = "a request does nothing until sent"]
 pub struct RequestBuilder {
     /// The driver's command queue and the driver itself (all a request needs of its client).
-    tx: mpsc::Sender<Command>,
+    tx: crate::queue::Sender<Command>,
     engine: Arc<Engine>,
     request: Request,
     /// Data that did not convert ([`data_serde`](Self::data_serde)): `send` fails with it.
@@ -535,18 +535,18 @@ enum Queued {
     Closed,
 }
 
-fn try_queue(tx: &mpsc::Sender<Command>, command: Command) -> Queued {
+fn try_queue(tx: &crate::queue::Sender<Command>, command: Command) -> Queued {
     match tx.try_send(command) {
         Ok(()) => Queued::Now,
-        Err(mpsc::error::TrySendError::Full(c)) => Queued::Later(c),
-        Err(mpsc::error::TrySendError::Closed(_)) => Queued::Closed,
+        Err(crate::queue::TrySendError::Full(c)) => Queued::Later(c),
+        Err(crate::queue::TrySendError::Closed(_)) => Queued::Closed,
     }
 }
 
 /// Tells the driver to cancel a request whose future was dropped before its answer.
 struct CancelOnDrop {
     id: u64,
-    tx: mpsc::Sender<Command>,
+    tx: crate::queue::Sender<Command>,
     armed: bool,
 }
 

@@ -190,7 +190,7 @@ type Writer = SecureWriter<WriteHalf<BoxIo>>;
 pub(crate) async fn run(
     config: Arc<Config>,
     connector: Arc<dyn DynConnect>,
-    mut rx: mpsc::Receiver<Command>,
+    mut rx: crate::queue::Receiver<Command>,
     status: watch::Sender<Status>,
     events: broadcast::Sender<Status>,
     incoming: IncomingSink,
@@ -377,7 +377,7 @@ fn finish(st: &mut State) {
 }
 
 /// Waits out a backoff delay while taking commands; false if the client must stop.
-async fn wait(st: &mut State, rx: &mut mpsc::Receiver<Command>, delay: Duration) -> bool {
+async fn wait(st: &mut State, rx: &mut crate::queue::Receiver<Command>, delay: Duration) -> bool {
     offline_until(st, rx, tokio::time::sleep(delay))
         .await
         .is_some()
@@ -388,7 +388,7 @@ async fn wait(st: &mut State, rx: &mut mpsc::Receiver<Command>, delay: Duration)
 /// is gone).
 async fn offline_until<F: Future>(
     st: &mut State,
-    rx: &mut mpsc::Receiver<Command>,
+    rx: &mut crate::queue::Receiver<Command>,
     fut: F,
 ) -> Option<F::Output> {
     tokio::pin!(fut);
@@ -428,7 +428,7 @@ fn aim(timer: std::pin::Pin<&mut tokio::time::Sleep>, deadline: Option<Instant>)
 }
 
 /// After stopping for good: answer every new request with `err` until the handles are gone.
-async fn give_up(st: &mut State, mut rx: mpsc::Receiver<Command>, err: Error) {
+async fn give_up(st: &mut State, mut rx: crate::queue::Receiver<Command>, err: Error) {
     st.observed.set_stopped(&err);
     while let Some(cmd) = rx.recv().await {
         match cmd {
@@ -461,7 +461,7 @@ const COMMAND_BATCH: usize = 256;
 /// `reached` is set once the server welcomes it (it is online).
 async fn online(
     st: &mut State,
-    rx: &mut mpsc::Receiver<Command>,
+    rx: &mut crate::queue::Receiver<Command>,
     mut reader: Reader,
     mut writer: Writer,
     reached: &mut bool,
@@ -514,7 +514,11 @@ async fn online(
             (a, b) => a.or(b),
         };
         aim(timer.as_mut(), deadline);
+        // In this order, without a random draw per poll: answers first (they free room in the
+        // pending table), then commands. Reading cannot starve the rest: the socket counts
+        // against tokio's cooperative budget and reports pending when it runs out.
         tokio::select! {
+            biased;
             msg = reader.recv_message() => {
                 let msg = match msg {
                     Ok(Some(m)) => m,
@@ -559,8 +563,8 @@ async fn online(
                     // of requests (bounded, so answers keep being read).
                     for _ in 0..COMMAND_BATCH {
                         match rx.try_recv() {
-                            Ok(cmd) => st.command(cmd, &mut out),
-                            Err(_) => break,
+                            Some(cmd) => st.command(cmd, &mut out),
+                            None => break,
                         }
                     }
                 }

@@ -478,18 +478,38 @@ impl<T> Answer<T> {
         let Poll::Ready(out) = Pin::new(&mut self.rx).poll(cx) else {
             return None;
         };
+        self.taken(out.map_err(|_| Unanswered))
+    }
+
+    /// As [`take`](Self::take), without registering the waker with the answer's channel (a
+    /// look before the driver is polled: the look after it registers).
+    fn peek(&mut self) -> Option<<Self as Future>::Output> {
+        use tokio::sync::oneshot::error::TryRecvError;
+        let out = match self.rx.try_recv() {
+            Ok(v) => Ok(v),
+            Err(TryRecvError::Empty) => return None,
+            Err(TryRecvError::Closed) => Err(Unanswered),
+        };
+        self.taken(out)
+    }
+
+    fn taken(&mut self, out: <Self as Future>::Output) -> Option<<Self as Future>::Output> {
         self.engine.drive();
         self.engine.leave(self.key.take());
         Some(out)
     }
 }
 
+/// The driver dropped the request without answering it (it is gone).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Unanswered;
+
 impl<T> Future for Answer<T> {
-    type Output = Result<T, tokio::sync::oneshot::error::RecvError>;
+    type Output = Result<T, Unanswered>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = &mut *self;
-        if let Some(out) = this.take(cx) {
+        if let Some(out) = this.peek() {
             return Poll::Ready(out);
         }
         this.engine.wait(&mut this.key, cx.waker());
@@ -498,7 +518,9 @@ impl<T> Future for Answer<T> {
             // carries them all. No wake of our own is needed: queueing the request woke the
             // driver's signal, which handed the wake to a waiting caller (this one, if it
             // registered first) or to the background task, or the driver is being polled.
-            return Poll::Pending;
+            // The answer's channel learns this caller's waker (whoever polls the driver may
+            // read the answer).
+            return this.take(cx).map_or(Poll::Pending, Poll::Ready);
         }
         this.engine.drive();
         this.take(cx).map_or(Poll::Pending, Poll::Ready)

@@ -67,6 +67,7 @@ mod error;
 #[doc(hidden)]
 pub mod fuzzing;
 mod pending;
+mod queue;
 mod shared;
 mod streams;
 

@@ -15,7 +15,6 @@ use cypherwire_wire::{Action, Value};
 use futures_core::Stream;
 use tokio::sync::{broadcast, mpsc};
 use tokio_stream::wrappers::BroadcastStream;
-use tokio_util::sync::PollSender;
 
 use crate::error::Error;
 use crate::shared::{Command, Incoming, Status};
@@ -140,7 +139,8 @@ impl Stream for StatusEvents {
 /// command queue is full; a full offline buffer fails the send with [`Error::BufferFull`] (the
 /// sink reports it at the next `poll_ready`, `poll_flush` or `poll_close`).
 pub struct Emitter {
-    tx: PollSender<Command>,
+    /// The client's command queue (`None` once the sink is closed).
+    tx: Option<crate::queue::Sender<Command>>,
     /// The answers of sent actions not yet checked, oldest first.
     unchecked: std::collections::VecDeque<tokio::sync::oneshot::Receiver<Result<(), Error>>>,
 }
@@ -154,9 +154,9 @@ impl std::fmt::Debug for Emitter {
 }
 
 impl Emitter {
-    pub(crate) fn new(tx: mpsc::Sender<Command>) -> Self {
+    pub(crate) fn new(tx: crate::queue::Sender<Command>) -> Self {
         Self {
-            tx: PollSender::new(tx),
+            tx: Some(tx),
             unchecked: std::collections::VecDeque::new(),
         }
     }
@@ -192,7 +192,10 @@ impl<N: Into<String>, D: Into<Value>> futures_sink::Sink<(N, D)> for Emitter {
     fn poll_ready(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
         let this = self.get_mut();
         this.check_answered(cx)?;
-        this.tx.poll_reserve(cx).map_err(|_| Error::Closed)
+        match &this.tx {
+            Some(tx) => tx.poll_room(cx).map_err(|_| Error::Closed),
+            None => Poll::Ready(Err(Error::Closed)),
+        }
     }
 
     fn start_send(self: Pin<&mut Self>, (name, data): (N, D)) -> Result<(), Error> {
@@ -200,7 +203,9 @@ impl<N: Into<String>, D: Into<Value>> futures_sink::Sink<(N, D)> for Emitter {
         let action = Action::new(name, data, crate::unix_millis());
         let (reply, rx) = tokio::sync::oneshot::channel();
         this.tx
-            .send_item(Command::Emit { action, reply })
+            .as_ref()
+            .ok_or(Error::Closed)?
+            .send_after_room(Command::Emit { action, reply })
             .map_err(|_| Error::Closed)?;
         this.unchecked.push_back(rx);
         Ok(())
@@ -213,7 +218,7 @@ impl<N: Into<String>, D: Into<Value>> futures_sink::Sink<(N, D)> for Emitter {
     fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
         let this = self.get_mut();
         std::task::ready!(this.poll_all_answered(cx))?;
-        this.tx.close();
+        this.tx = None;
         Poll::Ready(Ok(()))
     }
 }
