@@ -241,6 +241,10 @@ async fn every_stream_works_with_stream_ext_and_actions_go_out_through_a_sink() 
     let mut items = futures::stream::iter(1..=20i64).map(|n| Ok::<_, Error>(("n", n)));
     sink.send_all(&mut items).await.unwrap();
     SinkExt::<(&str, i64)>::close(&mut sink).await.unwrap();
+    assert!(
+        matches!(sink.send(("n", 0i64)).await, Err(Error::Closed)),
+        "a closed sink takes nothing more"
+    );
     // The inbox as a Stream: the actions in the order they were sent.
     let got: Vec<i64> = tokio::time::timeout(
         Duration::from_secs(5),
