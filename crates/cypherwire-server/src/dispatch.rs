@@ -2,7 +2,10 @@
 //! answer recorded in the session, and the guard that tells the connection's reader the
 //! request is done, however its work ends.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::Poll;
 
 use cypherwire_wire::{Request, Response, StatusCode};
 use tokio::sync::mpsc;
@@ -10,7 +13,7 @@ use tokio::task::AbortHandle;
 
 use crate::core::Ticket;
 use crate::handle::ServerHandle;
-use crate::handler::Ctx;
+use crate::handler::{Ctx, HandlerError, Reply};
 use crate::outgoing::{Outgoing, Session};
 use crate::router::Router;
 use crate::shared::Shared;
@@ -119,42 +122,85 @@ pub(crate) async fn dispatch(
     ctx.session = Some(session.id());
     let connection = ctx.connection;
     let span = tracing::debug_span!("request", id, path = %req.path, operation = %req.operation);
-    let work = tracing::Instrument::instrument(CatchUnwind(route.handler.call(req, ctx)), span);
+    let mut work = tracing::Instrument::instrument(CatchUnwind(route.handler.call(req, ctx)), span);
     let metrics = route.metrics.clone();
+    let kick = move |shared: Arc<Shared>| {
+        // The answer is queued ahead of the Close that kicking sends.
+        let _ = ServerHandle::from_shared(shared).kick(connection);
+    };
+    // The work (a boxed future, so `Unpin`) is polled once right here. Finished, it is
+    // answered here too, and only an answer that finds the outbox full moves to a task.
+    let first = std::future::poll_fn(|cx| Poll::Ready(Pin::new(&mut work).poll(cx))).await;
+    if let Poll::Ready(outcome) = first {
+        let (resp, close_after) = response(id, Some(outcome));
+        metrics.record(resp.status.code, started.elapsed());
+        let Some(waiting) = answer_now(&session, resp) else {
+            if close_after {
+                kick(shared.clone());
+            }
+            return Dispatched::Finished(done);
+        };
+        let shared = shared.clone();
+        let task = async move {
+            let _done = done;
+            waiting.await;
+            if close_after {
+                kick(shared);
+            }
+        };
+        return Dispatched::Running(tokio::spawn(task).abort_handle());
+    }
     let shared = shared.clone();
-    let mut task = Box::pin(async move {
+    let task = async move {
+        let _done = done;
         let outcome = match deadline {
             // Past the deadline the work is dropped, not left running.
             Some(d) => tokio::time::timeout(d, work).await.ok(),
             None => Some(work.await),
         };
-        let mut close_after = false;
-        let resp = match outcome {
-            None => Response::error(id, StatusCode::DEADLINE_EXCEEDED, "deadline exceeded"),
-            Some(Ok(Ok(reply))) => {
-                close_after = reply.close_after;
-                Response::ok(id, reply.data).with_metadata(reply.metadata)
-            }
-            Some(Ok(Err(e))) => Response::error(id, e.code, e.message),
-            Some(Err(Panicked)) => {
-                tracing::error!(request = id, "handler panicked");
-                Response::error(id, StatusCode::INTERNAL, "internal error")
-            }
-        };
+        let (resp, close_after) = response(id, outcome);
         metrics.record(resp.status.code, started.elapsed());
         answer(&session, resp).await;
         if close_after {
-            // The answer is queued ahead of the Close that kicking sends.
-            let _ = ServerHandle::from_shared(shared).kick(connection);
+            kick(shared);
         }
-    });
-    let first = std::future::poll_fn(|cx| std::task::Poll::Ready(task.as_mut().poll(cx))).await;
-    if first.is_ready() {
-        return Dispatched::Finished(done);
-    }
-    let task = async move {
-        let _done = done;
-        task.await;
     };
     Dispatched::Running(tokio::spawn(task).abort_handle())
+}
+
+/// What a request handler's future gives.
+type HandlerOutput = Result<Reply, HandlerError>;
+
+/// The answer to request `id` from its work's outcome (`None`: past its deadline), and
+/// whether the handler asked for the connection to be closed after it.
+fn response(id: u64, outcome: Option<Result<HandlerOutput, Panicked>>) -> (Response, bool) {
+    match outcome {
+        None => (
+            Response::error(id, StatusCode::DEADLINE_EXCEEDED, "deadline exceeded"),
+            false,
+        ),
+        Some(Ok(Ok(reply))) => (
+            Response::ok(id, reply.data).with_metadata(reply.metadata),
+            reply.close_after,
+        ),
+        Some(Ok(Err(e))) => (Response::error(id, e.code, e.message), false),
+        Some(Err(Panicked)) => {
+            tracing::error!(request = id, "handler panicked");
+            (
+                Response::error(id, StatusCode::INTERNAL, "internal error"),
+                false,
+            )
+        }
+    }
+}
+
+/// Records the answer in the session and queues it without waiting. If the outbox is full,
+/// what is left to do (wait for room) is returned.
+fn answer_now(session: &Session, resp: Response) -> Option<impl Future<Output = ()> + use<>> {
+    let (msg, tx) = session.complete(resp);
+    let tx = tx?;
+    let out = tx.try_send_back(Outgoing::Shared(msg))?;
+    Some(async move {
+        tx.send(out).await;
+    })
 }

@@ -37,6 +37,15 @@ impl Outbox {
         })
     }
 
+    /// Queues without waiting; a full outbox hands `out` back (a closed one drops it: nobody
+    /// is there to read it).
+    pub(crate) fn try_send_back(&self, out: Outgoing) -> Option<Outgoing> {
+        match self.0.try_send(out) {
+            Ok(()) | Err(mpsc::error::TrySendError::Closed(_)) => None,
+            Err(mpsc::error::TrySendError::Full(out)) => Some(out),
+        }
+    }
+
     /// Queues, waiting for room (answers: the connection's own reading waits instead).
     /// False if the writer is gone.
     pub(crate) async fn send(&self, out: Outgoing) -> bool {
