@@ -25,6 +25,7 @@ use crate::registry::{Counters, Entry, Link};
 use crate::router::Router;
 use crate::sessions::{Begin, Origin, welcome};
 use crate::shared::Shared;
+use crate::signals::{Signal, Signals};
 
 /// Most outgoing messages sealed into one write.
 const WRITE_BATCH: usize = 64;
@@ -419,7 +420,6 @@ async fn read_messages(
         ctx,
         unhandled,
     } = env;
-    let mut shutdown = shared.shutdown_rx();
     let started = tokio::time::Instant::now();
     let mut provisional = Some(provisional);
     // One idle timer for the whole connection, moved forward only when it fires early (a
@@ -427,25 +427,16 @@ async fn read_messages(
     let idle_timer =
         tokio::time::sleep_until(tokio::time::Instant::from_std(running.core.idle_deadline()));
     tokio::pin!(idle_timer);
-    // The two signals are waited for by futures made once for the connection's life, not once
-    // per message: making one registers a waiter with its channel (a lock and a list insert),
-    // dropping it removes the waiter again.
-    let shutdown_signal = async move {
-        let _ = shutdown.wait_for(|down| *down).await;
-    };
-    tokio::pin!(shutdown_signal);
-    let mut stop_watch = stop.clone();
-    let stop_signal = async move {
-        let _ = stop_watch.changed().await;
-    };
-    tokio::pin!(stop_signal);
+    // The two signals are waited for once for the connection's life, and looked at again
+    // only when their channels change (crate::signals).
+    let mut signals = Signals::new(shared.shutdown_rx(), stop.clone());
     loop {
         let msg = tokio::select! {
             biased;
-            () = &mut shutdown_signal => None,
-            () = &mut stop_signal => {
-                return stop.borrow().clone().unwrap_or(DisconnectReason::Kicked);
-            }
+            signal = std::future::poll_fn(|cx| signals.poll(cx)) => match signal {
+                Signal::Shutdown => None,
+                Signal::Stop => return stop.borrow().clone().unwrap_or(DisconnectReason::Kicked),
+            },
             r = reader.recv_message() => Some(r),
             () = &mut idle_timer => {
                 if running.core.is_idle(crate::clock::monotonic()) {

@@ -120,6 +120,7 @@ mod router;
 mod server;
 mod sessions;
 mod shared;
+mod signals;
 mod state;
 mod unwind;
 
