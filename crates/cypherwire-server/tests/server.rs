@@ -409,6 +409,46 @@ async fn an_action_broadcast_reaches_100_clients() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answers_that_find_the_outbox_full_wait_for_room_and_all_arrive_once() {
+    // A client that sends a burst of large requests before reading anything: the answers
+    // fill the socket and the outbox of 2, so most of them wait for room (in a task of their
+    // own once their handler finished at once); when the client reads, every one arrives.
+    let mut limits = ServerLimits::default();
+    limits.outbox_capacity = 2;
+    let server = demo_server()
+        .limits(limits)
+        .bind("127.0.0.1:0")
+        .await
+        .unwrap();
+    let handle = server.handle();
+    let (mut s, _) = client_at(&handle).await;
+    const N: u64 = 48;
+    let blob = Value::bytes(vec![0x5a; 256 * 1024]);
+    for id in 1..=N {
+        s.send_message(
+            &Request::new(id, "/ECHO", "PUT")
+                .with_data(blob.clone())
+                .into(),
+        )
+        .await
+        .unwrap();
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    while seen.len() < N as usize {
+        match next(&mut s).await {
+            Some(Message::Response(r)) => {
+                assert!(r.status.code.is_ok(), "{r:?}");
+                assert_eq!(r.data, blob);
+                assert!(seen.insert(r.id), "answer {} arrived twice", r.id);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(seen, (1..=N).collect());
+    handle.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_consumer_is_cut_while_others_keep_receiving() {
     let mut limits = ServerLimits::default();
     limits.outbox_capacity = 8;
