@@ -74,8 +74,8 @@ pub(crate) enum Dispatched {
 /// Records the answer in the session and sends it to whichever connection the session is
 /// attached to now.
 async fn answer(session: &Session, resp: Response) {
-    if let (msg, Some(tx)) = session.complete(resp) {
-        tx.send(Outgoing::Shared(msg)).await;
+    if let Some(waiting) = answer_now(session, resp) {
+        waiting.await;
     }
 }
 

@@ -102,11 +102,22 @@ mod tests {
         (c.clone(), Waker::from(c))
     }
 
-    #[test]
-    fn a_signal_after_the_first_poll_wakes_the_task_and_is_seen() {
+    type Setup = (
+        watch::Sender<bool>,
+        watch::Sender<Option<DisconnectReason>>,
+        Signals,
+    );
+
+    /// Both channels' senders and the signals waiting on them.
+    fn signals() -> Setup {
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let (stop_tx, stop_rx) = watch::channel(None);
-        let mut s = Signals::new(shutdown_rx, stop_rx);
+        (shutdown_tx, stop_tx, Signals::new(shutdown_rx, stop_rx))
+    }
+
+    #[test]
+    fn a_signal_after_the_first_poll_wakes_the_task_and_is_seen() {
+        let (shutdown_tx, stop_tx, mut s) = signals();
         let (count, w) = waker();
         let mut cx = Context::from_waker(&w);
         assert!(s.poll(&mut cx).is_pending());
@@ -123,9 +134,7 @@ mod tests {
 
     #[test]
     fn shutdown_is_seen_first_and_only_when_it_is_true() {
-        let (shutdown_tx, shutdown_rx) = watch::channel(false);
-        let (stop_tx, stop_rx) = watch::channel(None);
-        let mut s = Signals::new(shutdown_rx, stop_rx);
+        let (shutdown_tx, stop_tx, mut s) = signals();
         let (_, w) = waker();
         let mut cx = Context::from_waker(&w);
         assert!(s.poll(&mut cx).is_pending());
@@ -141,9 +150,7 @@ mod tests {
 
     #[test]
     fn a_new_waker_is_registered_with_both_waits() {
-        let (_shutdown_tx, shutdown_rx) = watch::channel(false);
-        let (stop_tx, stop_rx) = watch::channel(None);
-        let mut s = Signals::new(shutdown_rx, stop_rx);
+        let (_shutdown_tx, stop_tx, mut s) = signals();
         let (first, w1) = waker();
         assert!(s.poll(&mut Context::from_waker(&w1)).is_pending());
         let (second, w2) = waker();
@@ -158,10 +165,19 @@ mod tests {
     }
 
     #[test]
+    fn a_dropped_shutdown_channel_is_a_shutdown() {
+        let (shutdown_tx, _stop_tx, mut s) = signals();
+        let (count, w) = waker();
+        let mut cx = Context::from_waker(&w);
+        assert!(s.poll(&mut cx).is_pending());
+        drop(shutdown_tx);
+        assert_eq!(count.0.load(Ordering::SeqCst), 1);
+        assert_eq!(s.poll(&mut cx), Poll::Ready(Signal::Shutdown));
+    }
+
+    #[test]
     fn a_dropped_stop_channel_is_a_stop() {
-        let (_shutdown_tx, shutdown_rx) = watch::channel(false);
-        let (stop_tx, stop_rx) = watch::channel(None);
-        let mut s = Signals::new(shutdown_rx, stop_rx);
+        let (_shutdown_tx, stop_tx, mut s) = signals();
         let (count, w) = waker();
         let mut cx = Context::from_waker(&w);
         assert!(s.poll(&mut cx).is_pending());

@@ -408,18 +408,23 @@ async fn an_action_broadcast_reaches_100_clients() {
     handle.shutdown().await;
 }
 
+/// The demo server on a free port with outboxes of `capacity` messages.
+async fn with_outbox(capacity: usize) -> Server {
+    let mut limits = ServerLimits::default();
+    limits.outbox_capacity = capacity;
+    demo_server()
+        .limits(limits)
+        .bind("127.0.0.1:0")
+        .await
+        .unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn answers_that_find_the_outbox_full_wait_for_room_and_all_arrive_once() {
     // A client that sends a burst of large requests before reading anything: the answers
     // fill the socket and the outbox of 2, so most of them wait for room (in a task of their
     // own once their handler finished at once); when the client reads, every one arrives.
-    let mut limits = ServerLimits::default();
-    limits.outbox_capacity = 2;
-    let server = demo_server()
-        .limits(limits)
-        .bind("127.0.0.1:0")
-        .await
-        .unwrap();
+    let server = with_outbox(2).await;
     let handle = server.handle();
     let (mut s, _) = client_at(&handle).await;
     const N: u64 = 48;
@@ -450,13 +455,7 @@ async fn answers_that_find_the_outbox_full_wait_for_room_and_all_arrive_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_consumer_is_cut_while_others_keep_receiving() {
-    let mut limits = ServerLimits::default();
-    limits.outbox_capacity = 8;
-    let server = demo_server()
-        .limits(limits)
-        .bind("127.0.0.1:0")
-        .await
-        .unwrap();
+    let server = with_outbox(8).await;
     let handle = server.handle();
     let mut events = handle.events();
     let (_sleeper, sleeper_addr) = client_at(&handle).await; // never reads
